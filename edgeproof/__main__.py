@@ -1,0 +1,3 @@
+from edgeproof.cli.main import entry
+
+entry()

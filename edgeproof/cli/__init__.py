@@ -1,0 +1,1 @@
+"""The `edgeproof` console script: one small module per subcommand."""

@@ -1,0 +1,68 @@
+"""Terminal helpers: one rich console on stderr for humans, stdout kept clean for --json."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+_err_console = None
+
+
+def err_console():
+    global _err_console
+    if _err_console is None:
+        from rich.console import Console
+
+        _err_console = Console(stderr=True, highlight=False)
+    return _err_console
+
+
+def error_line(message: str) -> None:
+    """One clear line: 'error: ...' on stderr."""
+    print(f"edgeproof: error: {message}", file=sys.stderr, flush=True)
+
+
+def warn(message: str) -> None:
+    err_console().print(f"[bold yellow]warning:[/] {message}")
+
+
+def info(message: str) -> None:
+    err_console().print(message)
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, default=str) + "\n")
+    sys.stdout.flush()
+
+
+@contextmanager
+def progress(enabled: bool = True) -> Iterator[Any]:
+    """A rich Progress on stderr (disabled: a no-op object with the same methods)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    prog = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console(),
+        disable=not enabled,
+        transient=False,
+    )
+    with prog:
+        yield prog
+
+
+def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    """Print a rich table to stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title)
+    for c in columns:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*["" if v is None else str(v) for v in r])
+    Console(highlight=False).print(t)

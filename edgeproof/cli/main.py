@@ -1,0 +1,73 @@
+"""Entry point: parse_args(argv) / main(args) -> int, so every subcommand is testable in-process.
+
+Each subcommand lives in edgeproof/cli/<name>.py and exposes ``register(subparsers)``, which adds
+its parser and sets ``func(args) -> int``. Subcommand modules import nothing heavy at top level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+import edgeproof
+from edgeproof.errors import EdgeproofError
+
+SUBCOMMANDS = ("demo", "train", "convert", "inspect", "run", "parity", "bench", "devices", "version")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgeproof",
+        description="Train an image classifier, convert it for the edge, run it without TensorFlow, "
+        "and prove every artifact still matches the trained model.",
+    )
+    parser.add_argument("--version", action="version", version=f"edgeproof {edgeproof.__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"edgeproof.cli.{name}")
+        except ModuleNotFoundError as exc:  # TODO(lead): remove once every subcommand has landed
+            if exc.name == f"edgeproof.cli.{name}":
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def main(args: argparse.Namespace) -> int:
+    from edgeproof.cli.console import error_line
+
+    if not getattr(args, "func", None):
+        build_parser().print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except EdgeproofError as exc:
+        if args.debug:
+            raise
+        error_line(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        error_line("interrupted")
+        return 130
+    except Exception as exc:  # an unexpected bug: one line, traceback only with --debug
+        if args.debug:
+            raise
+        error_line(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
+        return 1
+
+
+def run_cli(argv: Sequence[str] | None = None) -> int:
+    """parse + run; argparse usage errors exit 2 via SystemExit."""
+    return main(parse_args(argv))
+
+
+def entry() -> None:
+    sys.exit(run_cli())

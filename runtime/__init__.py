@@ -1,0 +1,1 @@
+"""The lightweight runtime: loads .tflite/.onnx artifacts and runs them without TensorFlow."""

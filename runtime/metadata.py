@@ -1,0 +1,83 @@
+"""Read and write the metadata inside an artifact, without TensorFlow.
+
+TFLite: a zip archive appended to the flatbuffer holding ``metadata.json`` (the approach
+Ultralytics uses; interpreters ignore trailing bytes). ONNX: ``metadata_props["edgeproof"]``.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+from edgeproof.contract import METADATA_KEY, ArtifactMeta
+
+TFLITE_MEMBER = "metadata.json"
+
+
+def tflite_with_metadata(model_bytes: bytes, meta: ArtifactMeta) -> bytes:
+    """The flatbuffer bytes followed by a zip that carries the metadata."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(TFLITE_MEMBER, meta.to_json())
+    return strip_tflite_metadata(model_bytes) + buf.getvalue()
+
+
+def strip_tflite_metadata(model_bytes: bytes) -> bytes:
+    """The bare flatbuffer (what edgetpu_compiler or a byte-level check should see)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(model_bytes)) as zf:
+            if TFLITE_MEMBER not in zf.namelist():
+                return model_bytes
+            # zipfile adds the length of prepended data to header_offset: these are absolute.
+            start = min(i.header_offset for i in zf.infolist())
+    except zipfile.BadZipFile:
+        return model_bytes
+    return model_bytes[:start]
+
+
+def read_tflite_metadata(path: str | Path) -> ArtifactMeta | None:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return ArtifactMeta.from_json(zf.read(TFLITE_MEMBER).decode("utf-8"))
+    except (zipfile.BadZipFile, KeyError):
+        return None
+
+
+def read_onnx_metadata(path: str | Path) -> ArtifactMeta | None:
+    """Read metadata_props through onnxruntime (a base dependency) or onnx, whichever exists."""
+    props = None
+    try:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        props = sess.get_modelmeta().custom_metadata_map
+    except ImportError:
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+        props = {p.key: p.value for p in model.metadata_props}
+    text = props.get(METADATA_KEY) if props else None
+    return ArtifactMeta.from_json(text) if text else None
+
+
+def set_onnx_metadata(model, meta: ArtifactMeta) -> None:
+    """Set metadata_props on an onnx.ModelProto in place (replacing any earlier edgeproof entry)."""
+    keep = [p for p in model.metadata_props if p.key != METADATA_KEY]
+    del model.metadata_props[:]
+    for p in keep:
+        model.metadata_props.append(p)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, meta.to_json()
+
+
+def read_metadata(path: str | Path) -> ArtifactMeta | None:
+    """The artifact's embedded metadata, or None for a model made elsewhere."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".tflite":
+        return read_tflite_metadata(path)
+    if suffix == ".onnx":
+        return read_onnx_metadata(path)
+    return None

@@ -1,0 +1,1 @@
+"""Training: datasets, model registry and the training loop (TensorFlow is imported lazily)."""

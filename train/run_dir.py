@@ -1,0 +1,88 @@
+"""The run folder written by `edgeproof train`, read back without TensorFlow.
+
+    runs/NAME/
+      model.keras        the trained model (preprocessing layers inside the graph)
+      labels.txt         one class name per line, index order
+      preprocess.json    edgeproof.contract.Preprocess as JSON
+      split.json         {"data_root", "classes", "seed", "splits": {"train"|"val"|"test": [[path, class_index], ...]}}
+      metrics.json       train/val/test accuracy, per-class precision/recall/F1, confusion matrix
+      history.csv        per-epoch loss/accuracy
+      training.png, confusion.png
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeproof.contract import Preprocess
+from edgeproof.errors import UsageError
+
+MODEL_FILE = "model.keras"
+LABELS_FILE = "labels.txt"
+PREPROCESS_FILE = "preprocess.json"
+SPLIT_FILE = "split.json"
+METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.csv"
+REQUIRED = (MODEL_FILE, LABELS_FILE, PREPROCESS_FILE)
+
+
+@dataclass
+class Run:
+    root: Path
+    model_path: Path
+    labels: list[str]
+    preprocess: Preprocess
+    splits: dict[str, list[tuple[str, int]]]  # may be empty when only model.keras is given
+
+    def split(self, name: str) -> list[tuple[str, int]]:
+        if name not in self.splits or not self.splits[name]:
+            raise UsageError(
+                f"run '{self.root}' has no '{name}' split in {SPLIT_FILE}; "
+                f"available: {', '.join(k for k, v in self.splits.items() if v) or 'none'}; pass --data DIR"
+            )
+        return self.splits[name]
+
+
+def read_labels(path: str | Path) -> list[str]:
+    path = Path(path)
+    try:
+        labels = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    except OSError as exc:
+        raise UsageError(f"cannot read labels file '{path}': {exc.strerror}; give a text file, one label per line")
+    if not labels:
+        raise UsageError(f"labels file '{path}' is empty; give one class name per line")
+    return labels
+
+
+def load_run(path: str | Path) -> Run:
+    """Accept a run folder or a model.keras inside one."""
+    path = Path(path)
+    root = path.parent if path.suffix == ".keras" else path
+    if not root.exists():
+        raise UsageError(f"run folder '{root}' does not exist; train one with 'edgeproof train -o {root}'")
+    if not root.is_dir():
+        raise UsageError(f"'{path}' is neither a run folder nor a .keras model inside one")
+    missing = [f for f in REQUIRED if not (root / f).is_file()]
+    model_path = path if path.suffix == ".keras" else root / MODEL_FILE
+    if path.suffix == ".keras":
+        missing = [f for f in missing if f != MODEL_FILE]
+        if not path.is_file():
+            missing.insert(0, path.name)
+    if missing:
+        raise UsageError(
+            f"'{root}' is not a complete edgeproof run folder: missing {', '.join(missing)}; "
+            "train one with 'edgeproof train' (an interrupted run leaves no model.keras)"
+        )
+    try:
+        preprocess = Preprocess.from_dict(json.loads((root / PREPROCESS_FILE).read_text()))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"'{root / PREPROCESS_FILE}' is not a valid preprocessing contract ({exc}); re-run training")
+    splits: dict[str, list[tuple[str, int]]] = {}
+    split_file = root / SPLIT_FILE
+    if split_file.is_file():
+        data = json.loads(split_file.read_text())
+        splits = {k: [(str(p), int(i)) for p, i in v] for k, v in data.get("splits", {}).items()}
+    return Run(root=root, model_path=model_path, labels=read_labels(root / LABELS_FILE),
+               preprocess=preprocess, splits=splits)
