@@ -1,0 +1,90 @@
+"""Image decoding and preprocessing with OpenCV, driven by the artifact's Preprocess contract.
+
+One code path for every source: files go through `read_image`, frames (already BGR uint8)
+go straight to `prepare`. Output is float32 HWC in the model's input space; the backend lays it
+out as NCHW and quantizes it when the model needs that.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgeproof.contract import Preprocess
+
+_INTERP = {"bilinear": 1, "nearest": 0, "bicubic": 2, "area": 3}  # cv2.INTER_* values
+
+
+class ImageReadError(Exception):
+    """A file that is not a readable image; the message says why (zero-byte, not an image, ...)."""
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Decode any image file to BGR uint8 HxWx3: EXIF orientation applied; gray, RGBA, palette, 16-bit converted."""
+    import cv2
+
+    path = Path(path)
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as exc:
+        raise ImageReadError(f"cannot read: {exc.strerror}") from None
+    if data.size == 0:
+        raise ImageReadError("zero-byte file")
+    # IMREAD_COLOR applies EXIF orientation and expands gray/palette; ANYDEPTH keeps 16-bit precision.
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    if img is None:
+        raise ImageReadError("not a decodable image (or truncated)")
+    return to_bgr8(img)
+
+
+def to_bgr8(img: np.ndarray) -> np.ndarray:
+    """Any decoded array (gray, BGRA, 16-bit, float) -> BGR uint8 HxWx3."""
+    import cv2
+
+    if img.dtype == np.uint16:
+        img = (img / 257.0 + 0.5).astype(np.uint8)
+    elif img.dtype in (np.float32, np.float64):
+        img = np.clip(img * (255.0 if img.max() <= 1.0 else 1.0) + 0.5, 0, 255).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        img = np.clip(img, 0, 255).astype(np.uint8)
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    elif img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    elif img.shape[2] == 1:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    return img
+
+
+def prepare(bgr: np.ndarray, pp: Preprocess) -> np.ndarray:
+    """BGR uint8 HxWx3 -> float32 HxWx3 in the contract's color order, size and normalization."""
+    import cv2
+
+    if bgr.shape[0] != pp.height or bgr.shape[1] != pp.width:
+        bgr = cv2.resize(bgr, (pp.width, pp.height), interpolation=_INTERP[pp.interpolation])
+    img = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if pp.color == "RGB" else bgr
+    x = img.astype(np.float32)
+    if pp.scale != 1.0:
+        x *= np.float32(pp.scale)
+    if any(pp.mean) or any(s != 1.0 for s in pp.std):
+        x = (x - np.asarray(pp.mean, np.float32)) / np.asarray(pp.std, np.float32)
+    return x
+
+
+def load_image(path: str | Path, pp: Preprocess) -> np.ndarray:
+    """read_image + prepare: float32 HxWx3 ready for Model.predict (after stacking)."""
+    return prepare(read_image(path), pp)
+
+
+def load_batch(paths, pp: Preprocess) -> tuple[np.ndarray, list[str], list[tuple[str, str]]]:
+    """Stack the readable images; return (batch NHWC, used paths, skipped [(path, why)])."""
+    arrays, used, skipped = [], [], []
+    for p in paths:
+        try:
+            arrays.append(load_image(p, pp))
+            used.append(str(p))
+        except ImageReadError as exc:
+            skipped.append((str(p), str(exc)))
+    batch = np.stack(arrays) if arrays else np.zeros((0, pp.height, pp.width, 3), np.float32)
+    return batch, used, skipped
