@@ -1,0 +1,134 @@
+#!/usr/bin/env python
+"""One-shot cost: a fresh process that classifies ONE image, end to end (imports, load, infer, print).
+
+Compares, on the same .tflite and image:
+  edgeproof run      the `edgeproof run MODEL IMAGE` command (what a user types)
+  bare litert        a hand-written ai-edge-litert script (cv2 decode + resize + invoke)
+  bare litert (np)   ai-edge-litert only, random input, no image decoding (the floor)
+  tf.lite            the same script through TensorFlow's tf.lite.Interpreter (what people do without
+                     a light runtime)
+Each is run --repeat times in a fresh process; wall time is from spawn to exit, peak RSS is the
+child's ru_maxrss from wait4. Medians are reported.
+
+    python benchmarks/oneshot.py MODEL.tflite IMAGE [--repeat 5] [--json] [-o oneshot.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SCRIPT = """
+import sys, numpy as np
+{imports}
+path, image = sys.argv[1], sys.argv[2]
+it = Interpreter(model_path=path)
+it.allocate_tensors()
+inp, out = it.get_input_details()[0], it.get_output_details()[0]
+h, w = int(inp["shape"][1]), int(inp["shape"][2])
+{make_input}
+if inp["dtype"] in (np.int8, np.uint8):
+    s, z = inp["quantization"]
+    info = np.iinfo(inp["dtype"])
+    x = np.clip(np.round(x / s + z), info.min, info.max).astype(inp["dtype"])
+it.set_tensor(inp["index"], x)
+it.invoke()
+y = it.get_tensor(out["index"])
+print(int(np.argmax(y)))
+"""
+
+CV2_INPUT = """import cv2
+img = cv2.cvtColor(cv2.imread(image), cv2.COLOR_BGR2RGB)
+x = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32)[None]"""
+RANDOM_INPUT = "x = np.random.default_rng(0).integers(0, 256, (1, h, w, 3)).astype(np.float32)"
+
+
+def contenders(model: str, image: str) -> dict[str, list[str]]:
+    exe = shutil.which("edgeproof", path=str(Path(sys.executable).parent)) or None
+    ep = [exe] if exe else [sys.executable, "-m", "edgeproof"]
+    litert = "from ai_edge_litert.interpreter import Interpreter"
+    tf = "import tensorflow as tf\nInterpreter = tf.lite.Interpreter"
+    py = [sys.executable, "-c"]
+    return {
+        "edgeproof run": ep + ["run", model, image, "--top-k", "1"],
+        "bare litert": py + [SCRIPT.format(imports=litert, make_input=CV2_INPUT), model, image],
+        "bare litert (np)": py + [SCRIPT.format(imports=litert, make_input=RANDOM_INPUT), model, image],
+        "tf.lite": py + [SCRIPT.format(imports=tf, make_input=CV2_INPUT), model, image],
+    }
+
+
+def run_once(cmd: list[str]) -> tuple[float, float, int, str]:
+    """(wall s, peak RSS MiB, exit code, last stderr line) of one fresh process."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    err = proc.stderr.read().decode(errors="replace")
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return wall, usage.ru_maxrss / 1024, proc.returncode, (err.strip().splitlines() or [""])[-1]
+
+
+def measure(model: str, image: str, repeat: int) -> list[dict]:
+    rows = []
+    for name, cmd in contenders(model, image).items():
+        walls, rss, failure = [], [], None
+        for _ in range(repeat):
+            wall, peak, rc, last = run_once(cmd)
+            if rc != 0:
+                failure = f"exit {rc}: {last}"
+                break
+            walls.append(wall)
+            rss.append(peak)
+        rows.append({"what": name, "runs": len(walls), "error": failure,
+                     "wall_s_median": statistics.median(walls) if walls else None,
+                     "wall_s_min": min(walls) if walls else None,
+                     "peak_rss_mib_median": statistics.median(rss) if rss else None})
+    return rows
+
+
+def markdown(rows: list[dict], model: str) -> str:
+    base = next((r for r in rows if r["what"] == "tf.lite" and r["wall_s_median"]), None)
+    lines = [f"One-shot cost (fresh process, one image, `{Path(model).name}`), median of {rows[0]['runs']} runs:", "",
+             "| what | wall s | peak RSS MiB | vs tf.lite (wall / RSS) |", "|---|---|---|---|"]
+    for r in rows:
+        if r["error"]:
+            lines.append(f"| {r['what']} | failed: {r['error']} | | |")
+            continue
+        vs = (f"{r['wall_s_median'] / base['wall_s_median']:.2f}× / "
+              f"{r['peak_rss_mib_median'] / base['peak_rss_mib_median']:.2f}×") if base else "–"
+        lines.append(f"| {r['what']} | {r['wall_s_median']:.3f} | {r['peak_rss_mib_median']:.0f} | {vs} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model", help="a .tflite artifact")
+    ap.add_argument("image", help="one image file")
+    ap.add_argument("--repeat", type=int, default=5, help="fresh processes per contender (default 5)")
+    ap.add_argument("--json", action="store_true", help="print JSON instead of markdown")
+    ap.add_argument("-o", "--out", help="also write the rows as JSON here")
+    args = ap.parse_args(argv)
+    for p in (args.model, args.image):
+        if not Path(p).is_file():
+            print(f"oneshot: error: '{p}' does not exist", file=sys.stderr)
+            return 2
+    if args.repeat < 1:
+        print("oneshot: error: --repeat must be >= 1", file=sys.stderr)
+        return 2
+    rows = measure(args.model, args.image, args.repeat)
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=2) + "\n")
+    print(json.dumps(rows, indent=2) if args.json else markdown(rows, args.model))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

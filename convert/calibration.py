@@ -1,0 +1,88 @@
+"""Calibration images for full-integer quantization, drawn from the run's TRAIN split.
+
+Images are decoded with the runtime's own OpenCV path (`edgeproof.runtime.preprocess.load_image`)
+so the quantization ranges are measured on exactly what the deployed model will be fed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+import numpy as np
+
+from edgeproof.errors import UsageError
+
+MIN_CALIBRATION = 10  # fewer usable images than this gives unreliable int8 ranges
+
+
+def _as_run(run):
+    from edgeproof.train.run_dir import Run, load_run
+
+    return run if isinstance(run, Run) else load_run(run)
+
+
+def stratified_order(items: list[tuple[str, int]], seed: int = 0) -> list[tuple[str, int]]:
+    """Round-robin over classes (each shuffled with `seed`): any prefix is class-balanced."""
+    by_class: dict[int, list[tuple[str, int]]] = {}
+    for path, cls in items:
+        by_class.setdefault(int(cls), []).append((str(path), int(cls)))
+    rng = random.Random(seed)
+    queues = []
+    for cls in sorted(by_class):
+        q = list(by_class[cls])
+        rng.shuffle(q)
+        queues.append(q)
+    order: list[tuple[str, int]] = []
+    depth = max((len(q) for q in queues), default=0)
+    for i in range(depth):
+        order.extend(q[i] for q in queues if i < len(q))
+    return order
+
+
+def calibration_batch(run, count: int, seed: int = 0) -> tuple[np.ndarray, str, list[tuple[str, str]]]:
+    """(batch NHWC float32 in model-input space, sha256 of the batch, skipped [(path, why)]).
+
+    Unreadable images are skipped, counted and replaced by the next image of the stratified order.
+    Fewer than min(count, MIN_CALIBRATION) usable images is a UsageError.
+    """
+    from edgeproof.runtime.preprocess import ImageReadError, load_image
+
+    if int(count) < 1:
+        raise UsageError(f"calibration count {count} is not valid; give a positive number such as 200")
+    run = _as_run(run)
+    try:
+        items = run.split("train")
+    except UsageError:
+        raise UsageError(
+            f"run '{run.root}' lists no training images (split.json 'train'); full-integer formats "
+            "(tflite-int8, edgetpu, onnx-int8) need them for calibration; retrain with 'edgeproof train' "
+            "or convert only float formats (--to tflite-fp32,tflite-fp16,tflite-dynamic,onnx-fp32)"
+        ) from None
+    arrays: list[np.ndarray] = []
+    skipped: list[tuple[str, str]] = []
+    for path, _cls in stratified_order(items, seed):
+        if len(arrays) >= count:
+            break
+        try:
+            arrays.append(load_image(path, run.preprocess))
+        except ImageReadError as exc:
+            skipped.append((path, str(exc)))
+    need = min(int(count), MIN_CALIBRATION)
+    if len(arrays) < need:
+        why = f"; {len(skipped)} unreadable skipped, e.g. {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
+        raise UsageError(
+            f"only {len(arrays)} usable calibration image(s) in the train split of '{run.root}' "
+            f"(need at least {need}{why}); add readable training images or lower --calib-count"
+        )
+    batch = np.ascontiguousarray(np.stack(arrays).astype(np.float32))
+    digest = hashlib.sha256(batch.tobytes()).hexdigest()
+    return batch, digest, skipped
+
+
+def describe(batch: np.ndarray, sha256: str, skipped: list[tuple[str, str]], requested: int) -> dict:
+    """The calibration record stored in the manifest."""
+    return {"requested": int(requested), "used": int(len(batch)), "sha256": sha256,
+            "skipped": len(skipped), "skipped_files": [{"path": p, "reason": r} for p, r in skipped[:50]],
+            "source": "train split, stratified by class, decoded with edgeproof.runtime.preprocess"}
+

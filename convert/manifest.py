@@ -1,0 +1,100 @@
+"""OUT/manifest.json: one entry per artifact (sha256, bytes, seconds, options, calibration hash,
+status and reason), merged with an existing manifest so formats not re-converted keep their entry."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeproof.atomic import write_json
+
+MANIFEST_FILE = "manifest.json"
+MANIFEST_SCHEMA = 1
+
+
+@dataclass
+class ArtifactResult:
+    format: str
+    path: Path | None
+    status: str  # "ok" | "failed"
+    error: str | None = None
+    seconds: float = 0.0
+    sha256: str | None = None
+    bytes: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    calibration_sha256: str | None = None
+    source_sha256: str | None = None
+    created: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = self.path.name if self.path else None  # relative to OUT: the folder can move
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], root: Path) -> "ArtifactResult":
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        known["path"] = root / d["path"] if d.get("path") else None
+        return cls(**known)
+
+
+@dataclass
+class Manifest:
+    out_dir: Path
+    source: str | None = None
+    source_sha256: str | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    calibration: dict[str, Any] | None = None
+    artifacts: list[ArtifactResult] = field(default_factory=list)
+    updated: str | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.out_dir / MANIFEST_FILE
+
+    def get(self, fmt: str) -> ArtifactResult | None:
+        return next((a for a in self.artifacts if a.format == fmt), None)
+
+    def put(self, result: ArtifactResult) -> None:
+        """Replace the entry for this format (or add it), keeping table order stable."""
+        self.artifacts = [a for a in self.artifacts if a.format != result.format] + [result]
+        from edgeproof.formats import FORMATS
+
+        order = {name: i for i, name in enumerate(FORMATS)}
+        self.artifacts.sort(key=lambda a: order.get(a.format, len(order)))
+
+    @property
+    def failed(self) -> list[ArtifactResult]:
+        return [a for a in self.artifacts if a.status != "ok"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": MANIFEST_SCHEMA, "source": self.source, "source_sha256": self.source_sha256,
+                "updated": self.updated, "versions": dict(self.versions), "calibration": self.calibration,
+                "artifacts": {a.format: a.to_dict() for a in self.artifacts}}
+
+    def write(self) -> Path:
+        return write_json(self.path, self.to_dict())
+
+
+def load_manifest(out_dir: str | Path) -> Manifest:
+    """The manifest in `out_dir`, or an empty one (an unreadable manifest is treated as absent)."""
+    out_dir = Path(out_dir)
+    m = Manifest(out_dir=out_dir)
+    try:
+        data = json.loads((out_dir / MANIFEST_FILE).read_text())
+    except (OSError, ValueError):
+        return m
+    if not isinstance(data, dict):
+        return m
+    m.source, m.source_sha256 = data.get("source"), data.get("source_sha256")
+    m.versions = dict(data.get("versions") or {})
+    m.calibration, m.updated = data.get("calibration"), data.get("updated")
+    for entry in (data.get("artifacts") or {}).values():
+        try:
+            m.artifacts.append(ArtifactResult.from_dict(entry, out_dir))
+        except (TypeError, KeyError):
+            continue
+    return m

@@ -1,0 +1,80 @@
+"""Keras -> ONNX with tf2onnx, through a tf.function with an explicit input signature.
+
+`tf2onnx.convert.from_keras` raises KeyError: 'keras_tensor_N' on Keras 3 models; tracing
+`model(x, training=False)` with a named TensorSpec avoids it and gives a dynamic batch axis.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from edgeproof.errors import CheckFailed, UsageError
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "probabilities"
+DEFAULT_OPSET = 17
+MIN_OPSET = 13  # per-channel QDQ quantization needs >= 13
+
+
+def max_opset() -> int:
+    from tf2onnx import constants
+
+    return max(constants.OPSET_TO_IR_VERSION)
+
+
+def check_opset(opset: int) -> int:
+    """Validate the opset against what the installed tf2onnx supports."""
+    top = max_opset()
+    if not isinstance(opset, int) or not MIN_OPSET <= opset <= top:
+        raise UsageError(f"ONNX opset {opset!r} is not valid; valid: {MIN_OPSET}..{top} (default {DEFAULT_OPSET})")
+    return opset
+
+
+def to_onnx(model: Any, opset: int = DEFAULT_OPSET):
+    """Return an onnx.ModelProto: input 'image' (N, H, W, C) float32 with dynamic N, output 'probabilities'."""
+    import tensorflow as tf
+    import tf2onnx
+
+    check_opset(opset)
+    shape = tuple(model.inputs[0].shape)
+    spec = tf.TensorSpec((None, *shape[1:]), tf.float32, name=INPUT_NAME)
+
+    @tf.function(input_signature=[spec])
+    def serve(image):
+        return {OUTPUT_NAME: model(image, training=False)}
+
+    errors = _ErrorLog()
+    log = logging.getLogger("tf2onnx")
+    log.addHandler(errors)
+    try:
+        proto, _ = tf2onnx.convert.from_function(serve, input_signature=[spec], opset=opset)
+    finally:
+        log.removeHandler(errors)
+    unsupported = [m for m in errors.messages if "is not supported" in m or "Unsupported ops" in m]
+    if unsupported:  # tf2onnx only logs these and returns a model no runtime can load
+        raise CheckFailed(_unsupported_reason(unsupported, opset))
+    return proto
+
+
+class _ErrorLog(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _unsupported_reason(messages: list[str], opset: int) -> str:
+    """'tf2onnx cannot convert layer 'x' (TF op Igamma) at opset 17: Unsupported ops: Counter(...)'."""
+    from edgeproof.convert.reasons import layer_from_location
+
+    where = []
+    for m in messages:
+        hit = re.search(r"Tensorflow op \[([^:\]]+): ([^\]]+)\] is not supported", m)
+        if hit:
+            where.append(f"layer '{layer_from_location(hit.group(1))}' (TF op {hit.group(2)})")
+    summary = next((m for m in messages if "Unsupported ops" in m), messages[-1])
+    return f"tf2onnx cannot convert {', '.join(where) or 'the model'} at opset {opset}: {summary}"

@@ -1,0 +1,73 @@
+"""ONNX static int8 quantization (QDQ, per-channel) with onnxruntime, calibrated on a NHWC batch."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgeproof.atomic import copy_file
+from edgeproof.errors import UsageError
+
+
+def _reader(input_name: str, calib: np.ndarray):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class BatchReader(CalibrationDataReader):
+        """Feeds the calibration batch one image at a time."""
+
+        def __init__(self) -> None:
+            self._i = 0
+
+        def get_next(self):
+            if self._i >= len(calib):
+                return None
+            x = np.ascontiguousarray(calib[self._i : self._i + 1], dtype=np.float32)
+            self._i += 1
+            return {input_name: x}
+
+        def rewind(self) -> None:
+            self._i = 0
+
+    return BatchReader()
+
+
+def quantize_onnx(fp32_path: str | Path, out_path: str | Path, calib: np.ndarray,
+                  nodes_to_exclude: list[str] | None = None) -> Path:
+    """quant_pre_process, then quantize_static (QDQ, per-channel, int8 weights and activations).
+
+    nodes_to_exclude: ONNX node names kept in float (parity triage). Metadata props of the fp32
+    model are carried over. The result is written atomically to `out_path`.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if calib is None or len(calib) == 0:
+        raise UsageError("onnx-int8 needs calibration images (a non-empty float32 NHWC batch)")
+    fp32_path = Path(fp32_path)
+    src = onnx.load(str(fp32_path))
+    exclude = [str(n) for n in (nodes_to_exclude or [])]
+    if exclude:
+        names = {n.name for n in src.graph.node}
+        unknown = [n for n in exclude if n not in names]
+        if unknown:
+            raise UsageError(f"node(s) {', '.join(unknown)} are not in '{fp32_path.name}'; "
+                             f"node names look like: {', '.join(sorted(names)[:8])}")
+    input_name = src.graph.input[0].name
+    with tempfile.TemporaryDirectory(prefix="edgeproof-onnxq-") as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=False)
+        q = Path(tmp) / "q.onnx"
+        quantize_static(str(pre), str(q), _reader(input_name, calib), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        nodes_to_exclude=exclude or None)
+        model = onnx.load(str(q))
+        present = {p.key for p in model.metadata_props}
+        for p in src.metadata_props:
+            if p.key not in present:
+                entry = model.metadata_props.add()
+                entry.key, entry.value = p.key, p.value
+        onnx.save(model, str(q))
+        return copy_file(q, out_path)

@@ -1,0 +1,284 @@
+"""convert_run: one Keras model -> every requested artifact, each self-describing and verified to load.
+
+Dispatch reads the format table (edgeproof.formats.FORMATS); one format failing never stops the
+others; each artifact is written atomically (temp file, verified, then renamed) and the manifest is
+rewritten atomically after every format, merged with the one already in OUT.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata as md
+import logging
+import sys
+import tempfile
+import time
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from edgeproof.atomic import atomic_path
+from edgeproof.contract import ArtifactMeta, TensorSpec
+from edgeproof.convert.manifest import ArtifactResult, Manifest, load_manifest
+from edgeproof.convert.reasons import failure_reason
+from edgeproof.errors import UsageError
+from edgeproof.formats import FORMATS, Format, artifact_filename, parse_format_list
+
+CALIBRATED = ("tflite-int8", "edgetpu", "onnx-int8")
+VERSION_PACKAGES = {"edgeproof": "edgeproof", "tensorflow": ("tensorflow", "tensorflow-cpu"), "keras": "keras",
+                    "tf2onnx": "tf2onnx", "onnx": "onnx", "onnxruntime": "onnxruntime",
+                    "ai-edge-litert": "ai-edge-litert"}
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for key, dists in VERSION_PACKAGES.items():
+        for dist in (dists,) if isinstance(dists, str) else dists:
+            try:
+                out[key] = md.version(dist)
+                break
+            except md.PackageNotFoundError:
+                continue
+    return out
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _format_names(formats: Any) -> list[Format]:
+    if isinstance(formats, Format):
+        formats = [formats]
+    if not isinstance(formats, str):
+        formats = [f.name if isinstance(f, Format) else str(f) for f in formats]
+    return parse_format_list(formats)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Converters print to stdout (keras export) and log chatter: keep stdout clean for --json."""
+    tf2onnx_log = logging.getLogger("tf2onnx")
+    level = tf2onnx_log.level
+    tf2onnx_log.setLevel(logging.ERROR)
+    with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            yield
+        finally:
+            tf2onnx_log.setLevel(level)
+
+
+def load_keras(path: Path):
+    import keras
+
+    try:
+        return keras.saving.load_model(str(path), compile=False)
+    except Exception as exc:  # a corrupt or foreign file: one line, not a traceback
+        raise UsageError(f"cannot load Keras model '{path}': {type(exc).__name__}: {str(exc)[:200]}; "
+                         "give the model.keras of a complete 'edgeproof train' run") from None
+
+
+class _Job:
+    """Shared state of one convert_run: model, calibration, cached intermediate files."""
+
+    def __init__(self, run, model, out_dir: Path, calib, int8_io: str, opset: int, tmp: Path):
+        self.run, self.model, self.out_dir, self.calib = run, model, out_dir, calib
+        self.int8_io, self.opset, self.tmp = int8_io, opset, tmp
+        self._saved_model: Path | None = None
+        self.onnx_fp32: Path | None = None  # an fp32 .onnx usable as the int8 source
+
+    def saved_model(self) -> Path:
+        """Export the Keras model once; every TFLite conversion starts from it."""
+        if self._saved_model is None:
+            path = self.tmp / "saved_model"
+            self.model.export(str(path), verbose=False)
+            self._saved_model = path
+        return self._saved_model
+
+    def sample(self) -> np.ndarray:
+        if self.calib is not None and len(self.calib):
+            return self.calib[:1]
+        shape = [1, *[int(d) for d in self.model.inputs[0].shape[1:]]]
+        return np.full(shape, 127.0, np.float32)
+
+
+def _options(fmt: Format, job: _Job) -> dict[str, Any]:
+    opts: dict[str, Any] = {}
+    if fmt.name == "tflite-int8":
+        opts.update(io_type=job.int8_io, ops="TFLITE_BUILTINS_INT8")
+    if fmt.name == "edgetpu":
+        opts.update(io_type="uint8", ops="TFLITE_BUILTINS_INT8")
+    if fmt.name == "tflite-fp16":
+        opts.update(weights="float16")
+    if fmt.name == "tflite-dynamic":
+        opts.update(weights="int8 (dynamic range)")
+    if fmt.family == "onnx":
+        opts.update(opset=job.opset, input="image NHWC, dynamic batch")
+    if fmt.name == "onnx-int8":
+        opts.update(quant_format="QDQ", per_channel=True, activations="int8", weights="int8")
+    if fmt.name in CALIBRATED and job.calib is not None:
+        opts.update(calibration_images=int(len(job.calib)))
+    return opts
+
+
+def _build_tflite(fmt: Format, job: _Job) -> tuple[bytes, bytes, dict[str, Any]]:
+    """(bytes to read I/O specs from, bytes of the artifact, info)."""
+    from edgeproof.convert.edgetpu import make_edgetpu
+    from edgeproof.convert.tflite import to_tflite
+
+    if fmt.name == "edgetpu":
+        return make_edgetpu(job.saved_model(), job.calib)
+    data = to_tflite(job.saved_model(), fmt.name, calib=job.calib, io_type=job.int8_io)
+    return data, data, {}
+
+
+def _meta(fmt: Format, job: _Job, source_sha: str, ispec: dict, ospec: dict, extra: dict) -> ArtifactMeta:
+    return ArtifactMeta(labels=list(job.run.labels), preprocess=job.run.preprocess, format=fmt.name,
+                        input=TensorSpec(**ispec), output=TensorSpec(**ospec), source_sha256=source_sha,
+                        versions=versions(), created=_now(), extra=extra)
+
+
+def _write_tflite(fmt: Format, job: _Job, dest: Path, source_sha: str, calib_sha: str | None) -> list[str]:
+    from edgeproof.convert.edgetpu import COMPILE_HINT
+    from edgeproof.convert.tflite import read_specs
+    from edgeproof.convert.verify import verify_tflite
+    from edgeproof.runtime.metadata import tflite_with_metadata
+
+    ready, bare, info = _build_tflite(fmt, job)
+    compiled = bool(info.get("compiled"))
+    notes = [COMPILE_HINT.format(path=dest)] if fmt.name == "edgetpu" and not compiled else []
+    # A compiled Edge TPU model hides its ops in a custom op: read I/O specs from the compiler input.
+    ispec, ospec = read_specs(ready)
+    extra = {"options": _options(fmt, job), "calibration_sha256": calib_sha if fmt.name in CALIBRATED else None}
+    if fmt.name == "edgetpu":
+        extra["edgetpu"] = info
+    notes += _compat_notes(ready)
+    meta = _meta(fmt, job, source_sha, ispec, ospec, extra)
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(tflite_with_metadata(bare, meta))
+        notes += verify_tflite(tmp, meta, job.sample(), compiled_edgetpu=compiled)
+    return notes
+
+
+def _compat_notes(data: bytes) -> list[str]:
+    """Say when the file needs a newer TFLite runtime than the last tflite-runtime wheel."""
+    from edgeproof.runtime.inspect import LEGACY_RUNTIME, compat_checks, tflite_flatbuffer
+
+    check = compat_checks(tflite_flatbuffer(data), LEGACY_RUNTIME)[0]
+    if check["ok"] is False:
+        return [f"legacy {check['runtime']} cannot load it: {check['reason']}; ai-edge-litert can"]
+    return []
+
+
+def _write_onnx(fmt: Format, job: _Job, dest: Path, source_sha: str, calib_sha: str | None) -> list[str]:
+    import onnx
+
+    from edgeproof.convert.onnx_export import to_onnx
+    from edgeproof.convert.onnx_quant import quantize_onnx
+    from edgeproof.convert.verify import onnx_specs, verify_onnx
+    from edgeproof.runtime.metadata import set_onnx_metadata
+
+    if fmt.name == "onnx-fp32":
+        proto = to_onnx(job.model, opset=job.opset)
+    else:
+        if job.onnx_fp32 is None:
+            job.onnx_fp32 = job.tmp / "fp32.onnx"
+            onnx.save(to_onnx(job.model, opset=job.opset), str(job.onnx_fp32))
+        q = quantize_onnx(job.onnx_fp32, job.tmp / "int8.onnx", job.calib)
+        proto = onnx.load(str(q))
+    ispec, ospec = onnx_specs(proto)
+    extra = {"options": _options(fmt, job), "calibration_sha256": calib_sha if fmt.quantized else None}
+    meta = _meta(fmt, job, source_sha, ispec, ospec, extra)
+    set_onnx_metadata(proto, meta)
+    with atomic_path(dest) as tmp:
+        onnx.save(proto, str(tmp))
+        notes = verify_onnx(tmp, meta, job.sample())
+    if fmt.name == "onnx-fp32":
+        job.onnx_fp32 = dest
+    return notes
+
+
+def convert_run(source: str | Path, out_dir: str | Path, formats: Iterable[str] | str = "all",
+                calib_count: int = 200, int8_io: str = "int8", opset: int = 17, progress: bool = False,
+                seed: int = 0, on_result: Callable[[ArtifactResult], None] | None = None) -> Manifest:
+    """Convert a run folder (or a model.keras inside one) to `formats` in `out_dir`; return the manifest."""
+    from edgeproof.convert.calibration import calibration_batch, describe
+    from edgeproof.convert.onnx_export import check_opset
+    from edgeproof.convert.tflite import IO_TYPES
+    from edgeproof.train.run_dir import load_run
+
+    fmts = _format_names(formats)
+    if int8_io not in IO_TYPES:
+        raise UsageError(f"--int8-io '{int8_io}' is not valid; valid: {', '.join(IO_TYPES)}")
+    run = load_run(source)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"output '{out_dir}' exists and is not a folder; give a folder for the artifacts")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with _quiet():
+        if any(f.family == "onnx" for f in fmts):
+            check_opset(opset)
+        calib, calib_sha, calib_info = None, None, None
+        if any(f.name in CALIBRATED for f in fmts):
+            calib, calib_sha, skipped = calibration_batch(run, calib_count, seed=seed)
+            calib_info = describe(calib, calib_sha, skipped, calib_count)
+        source_sha = sha256_file(run.model_path)
+        model = load_keras(run.model_path)
+
+    manifest = load_manifest(out_dir)
+    manifest.source, manifest.source_sha256 = str(run.model_path.resolve()), source_sha
+    manifest.versions, manifest.updated = versions(), _now()
+    if calib_info is not None:
+        manifest.calibration = calib_info
+    from edgeproof.cli.console import progress as progress_bar
+
+    with tempfile.TemporaryDirectory(prefix="edgeproof-convert-") as tmp, progress_bar(progress) as bar:
+        job = _Job(run, model, out_dir, calib, int8_io, opset, Path(tmp))
+        task = bar.add_task("converting", total=len(fmts))
+        for fmt in fmts:
+            bar.update(task, description=f"converting {fmt.name}")
+            result = _convert_one(fmt, job, source_sha, calib_sha)
+            manifest.put(result)
+            manifest.write()
+            if on_result:
+                on_result(result)
+            bar.advance(task)
+    return manifest
+
+
+def _convert_one(fmt: Format, job: _Job, source_sha: str, calib_sha: str | None) -> ArtifactResult:
+    dest = job.out_dir / artifact_filename(fmt)
+    t0 = time.perf_counter()
+    result = ArtifactResult(format=fmt.name, path=None, status="failed", options=_options(fmt, job),
+                            calibration_sha256=calib_sha if fmt.name in CALIBRATED else None,
+                            source_sha256=source_sha, created=_now())
+    try:
+        with _quiet():
+            writer = _write_tflite if fmt.family == "tflite" else _write_onnx
+            result.notes = writer(fmt, job, dest, source_sha, calib_sha)
+        result.status, result.path = "ok", dest
+        result.sha256, result.bytes = sha256_file(dest), dest.stat().st_size
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # one format failing never stops the others
+        result.error = failure_reason(fmt.name, exc)
+        if dest.exists():  # never leave an artifact that no longer matches its manifest entry
+            dest.unlink()
+            result.notes.append(f"removed the earlier {dest.name}, made from a previous conversion")
+    result.seconds = round(time.perf_counter() - t0, 3)
+    return result
+
+
+__all__ = ["convert_run", "FORMATS"]

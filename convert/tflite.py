@@ -1,0 +1,139 @@
+"""Keras -> TFLite: fp32, fp16 weights, dynamic-range int8, full-integer int8, Edge TPU-ready.
+
+Also the re-export hooks parity triage uses: `denylisted_nodes` keeps named tensors' ops in float
+(calibrate once, then the MLIR quantizer with a denylist), `int16x8` quantizes activations to int16.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from edgeproof.errors import UsageError
+
+TFLITE_FORMATS = ("tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "edgetpu")
+IO_TYPES = ("int8", "uint8", "float32")
+NEEDS_CALIBRATION = ("tflite-int8", "edgetpu")
+
+
+def _tf_dtype(tf, name: str):
+    return {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32, "int16": tf.int16}[name]
+
+
+def _representative(calib: np.ndarray):
+    def gen():
+        for i in range(len(calib)):
+            yield [np.ascontiguousarray(calib[i : i + 1], dtype=np.float32)]
+
+    return gen
+
+
+def _converter(model: Any):
+    """A Keras model, or the path of a SavedModel exported from one (convert_run exports once)."""
+    import tensorflow as tf
+
+    if isinstance(model, (str, Path)):
+        return tf.lite.TFLiteConverter.from_saved_model(str(model))
+    return tf.lite.TFLiteConverter.from_keras_model(model)
+
+
+def tensor_names(model_bytes: bytes) -> list[str]:
+    """Names of every tensor in a TFLite flatbuffer (what `denylisted_nodes` refers to)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    it = Interpreter(model_content=model_bytes,
+                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    return [d["name"] for d in it.get_tensor_details()]
+
+
+def to_tflite(model: Any, fmt_name: str, calib: np.ndarray | None = None, io_type: str = "int8",
+              denylisted_nodes: Iterable[str] | None = None, int16x8: bool = False) -> bytes:
+    """Convert a Keras model (or a SavedModel folder exported from it) to TFLite bytes, no metadata.
+
+    fmt_name: one of TFLITE_FORMATS. io_type applies to full-integer formats (edgetpu is always uint8).
+    denylisted_nodes: output-tensor names whose ops stay float (full-integer formats only).
+    int16x8: int16 activations / int8 weights (full-integer formats only; int16 I/O unless io_type=float32).
+    """
+    import tensorflow as tf
+
+    if fmt_name not in TFLITE_FORMATS:
+        raise UsageError(f"'{fmt_name}' is not a TFLite format; valid: {', '.join(TFLITE_FORMATS)}")
+    if io_type not in IO_TYPES:
+        raise UsageError(f"int8 I/O type '{io_type}' is not valid; valid: {', '.join(IO_TYPES)}")
+    denylist = [str(n) for n in (denylisted_nodes or [])]
+    full_int = fmt_name in NEEDS_CALIBRATION
+    if (denylist or int16x8) and not full_int:
+        raise UsageError(f"denylisted_nodes/int16x8 apply to full-integer formats "
+                         f"({', '.join(NEEDS_CALIBRATION)}), not '{fmt_name}'")
+    if denylist and int16x8:
+        raise UsageError("denylisted_nodes and int16x8 cannot be combined; choose one triage option")
+
+    conv = _converter(model)
+    if fmt_name == "tflite-fp32":
+        return conv.convert()
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    if fmt_name == "tflite-fp16":
+        conv.target_spec.supported_types = [tf.float16]
+        return conv.convert()
+    if fmt_name == "tflite-dynamic":
+        return conv.convert()
+
+    if calib is None or len(calib) == 0:
+        raise UsageError(f"{fmt_name} needs calibration images (a non-empty float32 NHWC batch)")
+    io = "uint8" if fmt_name == "edgetpu" else io_type
+    conv.representative_dataset = _representative(calib)
+    if int16x8:
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+        io16 = "float32" if io == "float32" else "int16"
+        conv.inference_input_type = conv.inference_output_type = _tf_dtype(tf, io16)
+        return conv.convert()
+    if not denylist:
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = conv.inference_output_type = _tf_dtype(tf, io)
+        return conv.convert()
+    return _quantize_with_denylist(conv, denylist, io)
+
+
+def _quantize_with_denylist(conv, denylist: list[str], io: str) -> bytes:
+    """Calibrate once, then run the MLIR quantizer keeping the denylisted tensors' ops in float.
+
+    This is what tf.lite.experimental.QuantizationDebugger does for `denylisted_nodes`, with the
+    model's I/O type kept as requested (float ops between int8 ones get QUANTIZE/DEQUANTIZE).
+    """
+    import tensorflow as tf
+    from tensorflow.lite.python import convert as tfl_convert
+
+    conv._experimental_calibrate_only = True  # noqa: SLF001 - the documented debugger path
+    calibrated = conv.convert()
+    known = set(tensor_names(calibrated))
+    unknown = [n for n in denylist if n not in known]
+    if unknown:
+        sample = ", ".join(sorted(known)[:8])
+        raise UsageError(f"denylisted node(s) {', '.join(unknown)} are not tensors of this model; "
+                         f"tensor names look like: {sample} (see 'edgeproof inspect')")
+    return tfl_convert.mlir_quantize(
+        calibrated, disable_per_channel=False, fully_quantize=True,
+        input_data_type=_tf_dtype(tf, io), output_data_type=_tf_dtype(tf, io),
+        denylisted_nodes=denylist,
+    )
+
+
+def read_specs(model_bytes: bytes) -> tuple[dict, dict]:
+    """(input, output) tensor specs read back from a TFLite flatbuffer: name, shape, dtype, scale, zero point."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    it = Interpreter(model_content=model_bytes,
+                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    return _spec(it.get_input_details()[0]), _spec(it.get_output_details()[0])
+
+
+def _spec(d: dict) -> dict:
+    sig = d.get("shape_signature")
+    shape = [None if int(v) < 0 else int(v) for v in (sig if sig is not None and len(sig) else d["shape"])]
+    scale, zp = d.get("quantization", (0.0, 0))
+    dtype = np.dtype(d["dtype"]).name
+    quantized = dtype in ("int8", "uint8", "int16") and scale
+    return {"name": d["name"], "shape": shape, "dtype": dtype,
+            "scale": float(scale) if quantized else None, "zero_point": int(zp) if quantized else None}

@@ -1,0 +1,87 @@
+"""Check a freshly written artifact before it is renamed into place: it loads in its runtime,
+runs one image to the expected output shape, and its embedded metadata reads back unchanged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgeproof.contract import ArtifactMeta
+from edgeproof.errors import CheckFailed
+
+
+def _check_output(fmt: str, runtime: str, y: np.ndarray, meta: ArtifactMeta) -> None:
+    want = (1, len(meta.labels))
+    if tuple(y.shape) != want:
+        raise CheckFailed(f"{fmt}: {runtime} output shape {tuple(y.shape)}, expected {want} (1 image, {want[1]} labels)")
+    if not np.all(np.isfinite(y)):
+        raise CheckFailed(f"{fmt}: {runtime} output contains NaN/inf for a calibration image")
+
+
+def _check_meta(fmt: str, found: ArtifactMeta | None, meta: ArtifactMeta) -> None:
+    if found is None or found.to_dict() != meta.to_dict():
+        raise CheckFailed(f"{fmt}: embedded metadata did not read back unchanged")
+
+
+def verify_tflite(path: Path, meta: ArtifactMeta, sample: np.ndarray, compiled_edgetpu: bool = False) -> list[str]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgeproof.runtime.metadata import read_tflite_metadata
+
+    _check_meta(meta.format, read_tflite_metadata(path), meta)
+    if compiled_edgetpu:
+        # The edgetpu-custom-op resolves only with libedgetpu and a device attached.
+        return ["compiled Edge TPU model: loads only with the libedgetpu delegate; CPU load check skipped"]
+    try:
+        it = Interpreter(model_path=str(path))
+        it.allocate_tensors()
+    except Exception as exc:
+        raise CheckFailed(f"{meta.format}: ai_edge_litert cannot load it: {str(exc).strip()[:300]}") from None
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    x = sample.astype(np.float32)
+    if np.dtype(inp["dtype"]).kind in "iu":
+        scale, zp = inp["quantization"]
+        info = np.iinfo(inp["dtype"])
+        x = np.clip(np.round(x / scale + zp), info.min, info.max)
+    x = x.astype(inp["dtype"])
+    if list(inp["shape"]) != list(x.shape):
+        it.resize_tensor_input(inp["index"], list(x.shape))
+        it.allocate_tensors()
+    it.set_tensor(inp["index"], x)
+    it.invoke()
+    y = it.get_tensor(out["index"]).astype(np.float32)
+    if np.dtype(out["dtype"]).kind in "iu":
+        scale, zp = out["quantization"]
+        y = (y - zp) * scale
+    _check_output(meta.format, "ai_edge_litert", y, meta)
+    return []
+
+
+def onnx_specs(proto) -> tuple[dict, dict]:
+    """(input, output) specs of an onnx.ModelProto: name, shape (None for symbolic), dtype."""
+    from onnx import helper
+
+    def spec(v) -> dict:
+        t = v.type.tensor_type
+        shape = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type)).name
+        return {"name": v.name, "shape": shape, "dtype": dtype, "scale": None, "zero_point": None}
+
+    return spec(proto.graph.input[0]), spec(proto.graph.output[0])
+
+
+def verify_onnx(path: Path, meta: ArtifactMeta, sample: np.ndarray) -> list[str]:
+    import onnxruntime as ort
+
+    from edgeproof.runtime.metadata import read_onnx_metadata
+
+    _check_meta(meta.format, read_onnx_metadata(path), meta)
+    try:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        y = sess.run(None, {name: sample.astype(np.float32)})[0]
+    except Exception as exc:
+        raise CheckFailed(f"{meta.format}: onnxruntime cannot load/run it: {str(exc).strip()[:300]}") from None
+    _check_output(meta.format, "onnxruntime", np.asarray(y, np.float32), meta)
+    return []

@@ -1,0 +1,101 @@
+"""`edgeproof convert RUN_DIR|model.keras --to LIST|all -o OUT`: every artifact an edge user needs."""
+
+from __future__ import annotations
+
+import argparse
+
+from edgeproof.formats import FORMATS
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    fmts = ", ".join(FORMATS)
+    p = sub.add_parser(
+        "convert", help="convert a trained model to TFLite / Edge TPU / ONNX artifacts",
+        description="Convert a trained Keras model (a run folder or its model.keras) to edge artifacts. "
+        "Each file embeds its labels, preprocessing contract and I/O quantization, is verified to load in "
+        "its runtime, and is listed in OUT/manifest.json (sha256, size, seconds, options, calibration hash). "
+        f"Formats: {fmts}.",
+        epilog="examples:\n  edgeproof convert runs/x --to all -o runs/x/artifacts\n"
+               "  edgeproof convert runs/x --to tflite-int8,onnx-int8 --int8-io uint8 -o out\n"
+               "  edgeproof convert runs/x --device rpi4 -o out",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("source", metavar="RUN_DIR|model.keras", help="a run folder from 'edgeproof train' or its model.keras")
+    p.add_argument("--to", metavar="LIST", help=f"comma-separated formats or 'all' ({fmts})")
+    p.add_argument("--device", metavar="PROFILE",
+                   help="convert the formats a device profile prefers (see 'edgeproof devices list')")
+    p.add_argument("-o", "--out", metavar="OUT", help="output folder (default: RUN_DIR/artifacts)")
+    p.add_argument("--calib-count", type=int, default=200, metavar="N",
+                   help="calibration images from the train split, stratified by class (default 200)")
+    p.add_argument("--int8-io", choices=("int8", "uint8", "float32"), default="int8",
+                   help="input/output type of tflite-int8 (default int8; edgetpu is always uint8)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration sample (default 0)")
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON on stdout")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def device_formats(name: str) -> list[str]:
+    """The formats a device profile prefers, in its order (only those in the format table)."""
+    from edgeproof.errors import UsageError
+
+    try:
+        from edgeproof.devices import get_profile
+    except ImportError:
+        raise UsageError("--device needs the device profiles (edgeproof.devices), missing from this install; "
+                         "use --to LIST instead") from None
+    profile = get_profile(name)
+    wanted = [a for a in getattr(profile, "artifacts", []) if a in FORMATS]
+    if not wanted:
+        raise UsageError(f"device profile '{name}' prefers no format edgeproof can make "
+                         f"({getattr(profile, 'artifacts', [])}); use --to with one of: {', '.join(FORMATS)}")
+    return wanted
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from edgeproof.cli.console import error_line, info, print_json, table
+    from edgeproof.convert import convert_run
+    from edgeproof.errors import UsageError
+    from edgeproof.formats import parse_format_list
+
+    if args.to and args.device:
+        raise UsageError("give either --to LIST or --device PROFILE, not both")
+    if args.to:
+        formats = [f.name for f in parse_format_list(args.to)]
+    elif args.device:
+        formats = device_formats(args.device)
+    else:
+        raise UsageError(f"no formats requested; give --to LIST|all (valid: {', '.join(FORMATS)}) or --device PROFILE")
+    src = Path(args.source)
+    out = Path(args.out) if args.out else (src.parent if src.suffix == ".keras" else src) / "artifacts"
+    manifest = convert_run(src, out, formats=formats, calib_count=args.calib_count, int8_io=args.int8_io,
+                           opset=args.opset, progress=not args.no_progress and not args.json, seed=args.seed)
+    done = [a for a in manifest.artifacts if a.format in formats]
+    if args.json:
+        data = manifest.to_dict()
+        data["requested"] = formats
+        print_json(data)
+    else:
+        rows = [[a.format, a.status, f"{a.bytes / 1024:.1f} KiB" if a.bytes else "-", f"{a.seconds:.1f}",
+                 a.path.name if a.path else "-"] for a in done]
+        table(f"edgeproof convert -> {out}", ["Format", "Status", "Size", "Seconds", "File"], rows)
+        for a in done:
+            if a.error:
+                error_line(a.error)
+            for note in a.notes:
+                info(f"note: {a.format}: {note}")
+        cal = manifest.calibration
+        if cal and any(f in ("tflite-int8", "edgetpu", "onnx-int8") for f in formats):
+            info(f"calibration: {cal['used']} images (requested {cal['requested']}, {cal['skipped']} unreadable "
+                 f"skipped), sha256 {cal['sha256'][:12]}")
+        info(f"manifest: {manifest.path}")
+    failed = [a for a in done if a.status != "ok"]
+    if failed:
+        error_line(f"{len(failed)} of {len(done)} format(s) failed: {', '.join(a.format for a in failed)}")
+        return 1
+    return 0

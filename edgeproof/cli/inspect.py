@@ -1,0 +1,76 @@
+"""`edgeproof inspect MODEL`: what a .tflite/.onnx artifact is, says about itself, and where it loads."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "inspect", help="show a model's I/O, ops, embedded metadata and which runtimes here can load it",
+        description="Inspect a .tflite or .onnx model without TensorFlow: inputs/outputs (name, shape, dtype, "
+        "quantization scale/zero point), op histogram, TFLite op versions and the runtime version they need, "
+        "embedded edgeproof metadata, size, and a load attempt in every runtime installed here.",
+        epilog="example:\n  edgeproof inspect runs/x/artifacts/model.tflite-int8.tflite\n\n"
+               "Set EDGEPROOF_LEGACY_VENV (or --legacy-venv) to a venv with tflite-runtime 2.14 "
+               "(benchmarks/legacy_tflite_runtime.sh makes one) to also load it there.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", metavar="MODEL", help="a .tflite or .onnx file")
+    p.add_argument("--runtime-version", default="2.14.0", metavar="X.Y.Z",
+                   help="TFLite runtime version to check op versions against (default 2.14.0, the last tflite-runtime)")
+    p.add_argument("--legacy-venv", metavar="DIR", help="venv with tflite-runtime to try loading the model in")
+    p.add_argument("--no-load", action="store_true", help="do not try loading the model in each runtime")
+    p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    p.set_defaults(func=run)
+
+
+def _spec_line(s: dict) -> str:
+    shape = "x".join("?" if d is None or isinstance(d, str) else str(d) for d in s["shape"])
+    q = f"  scale={s['scale']:.6g} zero_point={s['zero_point']}" if s.get("scale") else ""
+    return f"  {s['name']}: {s['dtype']} [{shape}]{q}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgeproof.cli.console import print_json
+    from edgeproof.runtime.inspect import inspect_model
+
+    r = inspect_model(args.model, runtime_version=args.runtime_version, legacy_venv=args.legacy_venv,
+                      check_runtimes=not args.no_load)
+    if args.json:
+        print_json(r)
+        return 0
+    lines = [f"{r['path']}  ({r['bytes'] / 1024:.1f} KiB, sha256 {r['sha256'][:16]})",
+             f"format: {r['format'] or 'unknown'}  family: {r['family']}"]
+    if r.get("converter_tensorflow_version") or r.get("producer"):
+        lines.append(f"made by: {('TensorFlow ' + r['converter_tensorflow_version']) if r.get('converter_tensorflow_version') else r.get('producer')}")
+    if r.get("opsets"):
+        lines.append("opsets: " + ", ".join(f"{k} {v}" for k, v in r["opsets"].items()))
+    lines.append("inputs:")
+    lines += [_spec_line(s) for s in r.get("inputs", [])]
+    lines.append("outputs:")
+    lines += [_spec_line(s) for s in r.get("outputs", [])]
+    if r.get("op_histogram"):
+        lines.append("ops: " + ", ".join(f"{k}×{v}" for k, v in r["op_histogram"].items()))
+    if r.get("operator_codes"):
+        lines.append("op versions: " + ", ".join(f"{c['op']} v{c['version']}" for c in r["operator_codes"]))
+    if r.get("min_runtime_version"):
+        lines.append(f"min TFLite runtime (converter): {r['min_runtime_version']}")
+    for c in r.get("compat", []):
+        mark = {True: "ok", False: "TOO OLD", None: "unknown"}[c["ok"]]
+        lines.append(f"compat {c['runtime']}: {mark} — {c['reason']}")
+    m = r.get("metadata")
+    if m:
+        pp = m["preprocess"]
+        lines.append(f"metadata: {len(m['labels'])} labels ({', '.join(m['labels'][:6])}{', ...' if len(m['labels']) > 6 else ''})")
+        lines.append(f"  preprocess: {pp['height']}x{pp['width']} {pp['color']} {pp['interpolation']} "
+                     f"scale={pp['scale']} mean={pp['mean']} std={pp['std']} {pp['layout']}")
+        lines.append(f"  source sha256: {(m.get('source_sha256') or '?')[:16]}  versions: "
+                     + ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items()))
+    else:
+        lines.append("metadata: none embedded (a model made outside edgeproof; the runtime infers size/layout)")
+    for rt in r.get("runtimes", []):
+        lines.append(f"runtime {rt['runtime']}: {rt['status']}" + (f" — {rt['detail']}" if rt["detail"] else ""))
+    lines += [f"note: {n}" for n in r.get("notes", [])]
+    print("\n".join(lines))
+    return 0

@@ -1,0 +1,117 @@
+"""`edgeproof parity`: every artifact × backend against the Keras model; exit 1 when any fails."""
+
+from __future__ import annotations
+
+import argparse
+
+EPILOG = """\
+tolerances: each format's tolerance comes from the format table (tflite-fp32/onnx-fp32: max|Δ| <= 1e-5,
+100 %% agreement; tflite-fp16: max|Δ| <= 1e-3; dynamic/int8/edgetpu: top-1 agreement >= 99 %% and
+|Δacc| <= 1 pp). --max-abs/--min-agreement/--max-delta-acc replace that field for EVERY format.
+On N images an agreement limit means a count: 99 %% of 60 images is 60/60.
+
+backends: every installed backend of the file's family is tried. A backend listed for the format
+that cannot load/run it is a failure (status 'error'); an unlisted backend that cannot load it is
+'unsupported' (not a failure); any backend that runs the file is judged by the same tolerance;
+a backend that is not installed is 'skipped'.
+
+exit status: 0 all pass, 1 any artifact fails (every failure is listed), 2 bad input.
+"""
+
+
+def _fraction(text: str) -> float:
+    v = float(text.rstrip("%")) / (100.0 if text.endswith("%") else 1.0)
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an agreement fraction; give 0..1 or 0..100%")
+    return v
+
+
+def _nonneg(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"'{text}' must be >= 0")
+    return v
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from edgeproof.formats import BACKENDS
+
+    p = sub.add_parser("parity", help="prove every artifact matches the Keras model (CI gate)",
+                       description="Run the Keras model and every artifact (every backend that can load it) on "
+                       "the same held-out images; report tensor and task metrics, preprocessing drift, "
+                       "quantization triage; exit 1 when any artifact is outside its tolerance.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run folder from 'edgeproof train'")
+    p.add_argument("--artifacts", metavar="DIR", help="artifacts folder (default RUN_DIR/artifacts, "
+                   "where 'edgeproof convert' writes)")
+    p.add_argument("--data", metavar="DIR", help="image folder to use instead of the run's split "
+                   "(DIR/<split>/<class>/*, DIR/<class>/* or unlabelled DIR/*)")
+    p.add_argument("--split", default="test", help="which split of the run (default test)")
+    p.add_argument("--backends", metavar="LIST", help=f"comma-separated subset of: {', '.join(BACKENDS)} "
+                   "(default all installed)")
+    p.add_argument("--max-abs", type=_nonneg, metavar="X", help="override max |Δ| of probabilities, all formats")
+    p.add_argument("--min-agreement", type=_fraction, metavar="X",
+                   help="override minimum top-1 agreement (0..1 or NN%%), all formats")
+    p.add_argument("--max-delta-acc", type=_nonneg, metavar="PP", help="override max |Δaccuracy| in pp, all formats")
+    p.add_argument("--triage", action=argparse.BooleanOptionalAction, default=True,
+                   help="per-layer quantization error for failing int8 artifacts (default on)")
+    p.add_argument("--fix", action="store_true", help="with triage: re-export failing int8 artifacts with the "
+                   "worst layers kept float / int16x8 activations into REPORT_DIR/fixed and compare")
+    p.add_argument("--no-e2e", action="store_true", help="skip the TF-vs-OpenCV preprocessing drift check")
+    p.add_argument("-o", "--out", metavar="REPORT_DIR", help="report folder (default RUN_DIR/parity)")
+    p.add_argument("--json", action="store_true", help="print parity.json's content on stdout")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def _backends(text: str | None) -> list[str] | None:
+    if not text:
+        return None
+    from edgeproof.formats import get_backend
+
+    return [get_backend(b.strip()).name for b in text.split(",") if b.strip()]
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from edgeproof.cli.console import error_line, info, print_json
+    from edgeproof.errors import UsageError
+    from edgeproof.parity import report as report_mod
+    from edgeproof.parity import run_parity
+
+    if args.fix and not args.triage:
+        raise UsageError("--fix needs triage; drop --no-triage")
+    rep = run_parity(args.run_dir, artifacts_dir=args.artifacts, data_dir=args.data, split=args.split,
+                     backends=_backends(args.backends),
+                     tol_flags={"max_abs": args.max_abs, "min_agreement": args.min_agreement,
+                                "max_delta_acc": args.max_delta_acc},
+                     triage=args.triage, fix=args.fix, out_dir=args.out, e2e=not args.no_e2e,
+                     progress=not args.no_progress and not args.json)
+    if args.json:
+        print_json(rep.to_dict())
+    else:
+        report_mod.print_table(rep)
+        if rep.e2e:
+            info(f"end-to-end: {rep.e2e['verdict']}")
+        for t in rep.triage:
+            if t.error:
+                info(f"triage {t.artifact}: could not run: {t.error}")
+                continue
+            info(f"triage {t.artifact}: worst layer(s) {', '.join(le.label() for le in t.worst)}"
+                 + (f" — {t.worst[0].reason}" if t.worst and t.worst[0].reason else ""))
+            for r in t.fixes:
+                c = r.comparison
+                got = (f"agreement {c.task.top1_agree_count}/{c.task.n}, acc {c.task.accuracy:.1%}"
+                       if c is not None and c.task.accuracy is not None else r.reason)
+                info(f"  fix {getattr(r, 'variant', '')}: {r.status} ({got}) -> {r.path}")
+        info(f"report: {rep.files.get('markdown')}  {rep.files.get('json')}")
+    if not rep.passed:
+        for line in report_mod.failure_lines(rep):
+            error_line(f"parity failed: {line}")
+        return 1
+    return 0

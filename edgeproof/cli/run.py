@@ -1,0 +1,210 @@
+"""`edgeproof run MODEL --source S`: classify images, folders, videos, cameras and streams, TF-free.
+
+Kept light for one-shot use: no rich, no onnxruntime unless the model needs it; results are
+plain aligned rows on stdout (or JSON lines with --json), the summary goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from edgeproof.errors import EdgeproofError, UsageError
+from edgeproof.formats import BACKENDS
+
+NAME_W = 40
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run", help="run a .tflite/.onnx model on images, folders, videos, cameras or streams (no TensorFlow)",
+        description="Classify inputs with a converted model using the lightweight runtime. SOURCE: an image, a "
+                    "folder (recursive), a glob ('imgs/**/*.jpg'), a text file listing paths, a video file, a "
+                    "camera index (0), a device path (/dev/video0), an RTSP/HTTP stream URL, or 'picam'.",
+        epilog="examples:\n  edgeproof run model.tflite-int8.tflite photo.jpg\n"
+               "  edgeproof run model.onnx-fp32.onnx --source 0 --save out/\n"
+               "  edgeproof run mobilenet.tflite --source imgs/ --mean 127.5 --std 127.5 --labels labels.txt --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="the .tflite or .onnx file")
+    p.add_argument("source", nargs="?", help="what to classify (same as --source)")
+    p.add_argument("--source", dest="source_opt", metavar="S", help="what to classify (see above)")
+    p.add_argument("--backend", choices=list(BACKENDS), help="runtime to use (default: from the file type/format)")
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for the runtime")
+    p.add_argument("--device", metavar="NAME", help="device profile (see 'edgeproof devices'): backend, delegates, "
+                                                    "execution providers, threads")
+    p.add_argument("--allow-fallback", action="store_true",
+                   help="if a delegate/execution provider fails, warn loudly and run on the CPU instead of failing")
+    p.add_argument("--top-k", type=int, default=5, metavar="K", help="labels to show per input (default 5)")
+    p.add_argument("--batch", type=int, default=1, metavar="N", help="images per inference call (default 1)")
+    p.add_argument("--limit", type=int, metavar="N", help="stop after N inputs")
+    p.add_argument("--json", action="store_true", help="one JSON object per line on stdout (last line: summary)")
+    p.add_argument("--save", metavar="DIR", help="write annotated images (or annotated.mp4 for video/camera) to DIR")
+    p.add_argument("--show", action="store_true", help="show annotated frames in a window (needs a display)")
+    g = p.add_argument_group("preprocessing overrides (for models without edgeproof metadata)")
+    g.add_argument("--size", metavar="HxW", help="input size, e.g. 224x224 (or 224)")
+    g.add_argument("--mean", metavar="a,b,c", help="subtracted after scaling, e.g. 127.5 or 0.485,0.456,0.406")
+    g.add_argument("--std", metavar="a,b,c", help="divided by after the mean")
+    g.add_argument("--scale", type=float, metavar="s", help="pixels (0-255) are multiplied by s first, e.g. 0.00392")
+    g.add_argument("--bgr", action="store_true", default=None, help="the model takes BGR channel order")
+    g.add_argument("--labels", metavar="FILE", help="text file with one label per line")
+    p.set_defaults(func=run)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        vals = [int(v) for v in parts]
+    except ValueError:
+        vals = []
+    if len(vals) == 1:
+        vals *= 2
+    if len(vals) != 2 or min(vals) < 1:
+        raise UsageError(f"--size '{text}' is not valid; give HxW like 224x224 (or one number for a square)")
+    return vals[0], vals[1]
+
+
+def parse_floats(flag: str, text: str) -> list[float]:
+    try:
+        vals = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        vals = []
+    if len(vals) not in (1, 3):
+        raise UsageError(f"{flag} '{text}' is not valid; give one number or three comma-separated numbers (a,b,c)")
+    return vals
+
+
+def overrides_from(args: argparse.Namespace) -> dict:
+    ov: dict = {}
+    if args.size:
+        ov["size"] = parse_size(args.size)
+    if args.mean:
+        ov["mean"] = parse_floats("--mean", args.mean)
+    if args.std:
+        ov["std"] = parse_floats("--std", args.std)
+        if any(v == 0 for v in ov["std"]):
+            raise UsageError(f"--std '{args.std}' contains 0; every std value must be non-zero")
+    if args.scale is not None:
+        ov["scale"] = args.scale
+    if args.bgr:
+        ov["bgr"] = True
+    if args.labels:
+        ov["labels"] = args.labels
+    return ov
+
+
+def _short(name: str, width: int = NAME_W) -> str:
+    return name if len(name) <= width else "…" + name[-(width - 1):]
+
+
+def run(args: argparse.Namespace, capture_factory=None, picam_factory=None) -> int:
+    try:
+        return _run(args, capture_factory, picam_factory)
+    except BrokenPipeError:  # `edgeproof run ... | head`: the reader left; stop quietly
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _run(args: argparse.Namespace, capture_factory=None, picam_factory=None) -> int:
+    source_spec = args.source_opt if args.source_opt is not None else args.source
+    if args.source_opt is not None and args.source is not None:
+        raise UsageError(f"two sources given ('{args.source}' and --source '{args.source_opt}'); give one")
+    if source_spec is None:
+        raise UsageError("no source given; pass an image, folder, glob, list file, video, camera index, URL or "
+                         "'picam' (e.g. edgeproof run MODEL photo.jpg)")
+    for flag, val in (("--top-k", args.top_k), ("--batch", args.batch), ("--threads", args.threads),
+                      ("--limit", args.limit)):
+        if val is not None and val < 1:
+            raise UsageError(f"{flag} must be >= 1; got {val}")
+    from edgeproof.runtime.model import load
+    from edgeproof.runtime.pipeline import run_pipeline
+    from edgeproof.runtime.sources import open_source
+
+    viewer = None
+    if args.show:
+        from edgeproof.runtime.annotate import Viewer
+
+        viewer = Viewer()
+    overrides = overrides_from(args)
+    # The source first: a missing camera is reported before any model loading.
+    source = open_source(source_spec, capture_factory=capture_factory, picam_factory=picam_factory)
+    try:
+        model = load(args.model, backend=args.backend, threads=args.threads, device=args.device,
+                     allow_fallback=args.allow_fallback, overrides=overrides)
+    except BaseException:
+        source.close()
+        raise
+    saver = None
+    if args.save:
+        from edgeproof.runtime.annotate import Saver
+
+        saver = Saver(args.save, video=source.is_stream, fps=source.fps)
+    out = sys.stdout
+    if not args.json:
+        where = (model.placement or {}).get("where", "?")
+        print(f"model: {model.path.name} ({model.format or 'no edgeproof metadata'}; {model.backend_name}; {where})",
+              file=sys.stderr)
+        out.write(f"{'input':<{NAME_W}}  {'top-1':<16} {'score':>6}   top-{args.top_k}\n")
+
+    def on_result(r) -> bool:
+        if args.json:
+            import json
+
+            out.write(json.dumps({"index": r.index, "input": r.name,
+                                  "top_k": [{"label": lb, "score": round(s, 6)} for lb, s in r.topk],
+                                  "latency_ms": round(r.latency_ms, 4)}) + "\n")
+        else:
+            label, score = r.topk[0]
+            rest = "  ".join(f"{lb} {s:.3f}" for lb, s in r.topk[1:])
+            out.write(f"{_short(r.name):<{NAME_W}}  {label:<16} {score:6.3f}   {rest}\n")
+        out.flush()
+        if saver is not None:
+            saver.add(r.name, r.frame, r.topk)
+        if viewer is not None:
+            return viewer.add(r.frame, r.topk)
+        return True
+
+    try:
+        summary = run_pipeline(model, source, on_result, batch=args.batch, top_k=args.top_k,
+                               keep_frames=saver is not None or viewer is not None, limit=args.limit)
+    finally:
+        if saver is not None:
+            saver.close()
+        if viewer is not None:
+            viewer.close()
+        model.close()
+    _report(args, summary, model, saver)
+    if summary.interrupted:
+        return 130
+    if summary.count == 0 and summary.skipped:
+        raise EdgeproofError(f"none of the {len(summary.skipped)} input(s) could be read "
+                             f"(first: {summary.skipped[0][0]}: {summary.skipped[0][1]})")
+    return 0
+
+
+def _report(args, summary, model, saver) -> None:
+    d = summary.to_dict()
+    if args.json:
+        import json
+
+        d["model"] = {"path": str(model.path), "format": model.format, "backend": model.backend_name,
+                      "placement": model.placement}
+        if saver is not None:
+            d["saved"] = [str(p) for p in saver.written]
+        sys.stdout.write(json.dumps({"summary": d}, default=str) + "\n")
+        sys.stdout.flush()
+        return
+    p50 = f"{d['p50_ms']:.2f} ms" if d["p50_ms"] is not None else "-"
+    pre = f"{d['p50_preprocess_ms']:.2f} ms" if d["p50_preprocess_ms"] is not None else "-"
+    lines = [f"summary: {d['count']} input(s) in {d['seconds']:.3f} s ({d['fps']:.1f} FPS); p50 inference {p50}/image, "
+             f"p50 decode+preprocess {pre}"]
+    if summary.stopped and summary.stopped != "end of video":
+        lines.append(f"stopped: {summary.stopped}")
+    if summary.skipped:
+        lines.append(f"skipped {len(summary.skipped)}:")
+        lines += [f"  {name}: {why}" for name, why in summary.skipped]
+    if saver is not None and saver.written:
+        what = saver.video_path if saver.video else f"{len(saver.written)} annotated image(s) in {saver.dir}"
+        lines.append(f"saved: {what}")
+    print("\n".join(lines), file=sys.stderr)

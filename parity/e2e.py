@@ -1,0 +1,78 @@
+"""End-to-end parity: preprocessing drift (training's TF decode/resize vs the runtime's OpenCV path).
+
+The same files go through (a) `edgeproof.train.data.load_image_tf` and (b)
+`edgeproof.runtime.preprocess.load_image`, both into the Keras model. The gap between those two
+Keras outputs is preprocessing drift; the gap between Keras(b) and each artifact(b) is conversion
+drift. Both are reported with the same metrics, and the report says which one dominates.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from edgeproof.parity.metrics import task_metrics, tensor_metrics
+
+from edgeproof.contract import Preprocess
+
+
+def tf_batch(paths: list[str], pp: Preprocess) -> np.ndarray:
+    """The training pipeline's decode/resize, then the contract's colour order and normalization."""
+    from edgeproof.train.data import load_image_tf
+
+    out = []
+    for p in paths:
+        x = load_image_tf(p, pp.height, pp.width, pp.interpolation)  # RGB float32 0..255
+        if pp.color == "BGR":
+            x = x[..., ::-1]
+        x = x * np.float32(pp.scale)
+        x = (x - np.asarray(pp.mean, np.float32)) / np.asarray(pp.std, np.float32)
+        out.append(x.astype(np.float32))
+    return np.stack(out) if out else np.zeros((0, pp.height, pp.width, 3), np.float32)
+
+
+def preprocessing_drift(keras_model, paths: list[str], pp: Preprocess, x_cv: np.ndarray, ref_cv: np.ndarray,
+                        labels: np.ndarray | None) -> dict:
+    from edgeproof.parity.reference import predict
+
+    x_tf = tf_batch(paths, pp)
+    ref_tf = predict(keras_model, x_tf)
+    pix = np.abs(x_tf.astype(np.float64) - x_cv.astype(np.float64))
+    tm = tensor_metrics(ref_tf, ref_cv)
+    km = task_metrics(ref_tf, ref_cv, labels)
+    return {
+        "what": "Keras(TF decode/resize) vs Keras(OpenCV runtime preprocessing), same files",
+        "pixels_max_abs": float(pix.max()) if pix.size else 0.0,
+        "pixels_mean_abs": float(pix.mean()) if pix.size else 0.0,
+        "pixels_identical_fraction": float(np.mean(pix == 0)) if pix.size else 1.0,
+        **{f"probs_{k}": v for k, v in tm.to_dict().items()},
+        "top1_changed": km.n - km.top1_agree_count,
+        "n": km.n,
+        "accuracy_tf_decode": km.reference_accuracy,
+        "accuracy_opencv": km.accuracy,
+        "delta_acc_pp": km.delta_acc_pp,
+    }
+
+
+def dominance(pre: dict, rows) -> dict:
+    """Compare preprocessing drift with each artifact's conversion drift (mean |Δ| of probabilities)."""
+    pre_mean = float(pre["probs_mean_abs"])
+    conv = [(r.artifact, r.backend, r.comparison.tensor.mean_abs, r.comparison.task.n - r.comparison.task.top1_agree_count)
+            for r in rows if r.comparison is not None]
+    larger = [c for c in conv if c[2] > pre_mean]
+    smaller = [c for c in conv if c[2] <= pre_mean]
+    worst = max(conv, key=lambda c: c[2]) if conv else None
+    if worst is None:
+        verdict = "no artifact ran; only preprocessing drift measured"
+        dominant = "preprocessing"
+    elif worst[2] > pre_mean:
+        dominant = "conversion"
+        verdict = (f"conversion drift dominates for {len(larger)}/{len(conv)} artifact×backend(s) — worst "
+                   f"{worst[0]} [{worst[1]}] mean |Δ| {worst[2]:.3g} ({worst[3]} top-1 change(s)) vs preprocessing "
+                   f"{pre_mean:.3g} ({pre['top1_changed']} top-1 change(s))")
+    else:
+        dominant = "preprocessing"
+        verdict = (f"preprocessing drift dominates: mean |Δ| {pre_mean:.3g} ({pre['top1_changed']}/{pre['n']} "
+                   f"top-1 change(s)) exceeds every artifact's conversion drift (worst {worst[0]} [{worst[1]}] "
+                   f"{worst[2]:.3g})")
+    return {"dominant": dominant, "verdict": verdict,
+            "artifacts_above_preprocessing": [f"{a} [{b}]" for a, b, _, _ in larger],
+            "artifacts_below_preprocessing": [f"{a} [{b}]" for a, b, _, _ in smaller]}

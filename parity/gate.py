@@ -1,0 +1,101 @@
+"""One artifact's outputs against the Keras reference: metrics plus a pass/fail verdict.
+
+Every violated limit becomes a `Failure` (all of them, not just the first), each saying the metric,
+its value and the limit, with counts where a fraction would hide how few images there were.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from edgeproof.parity.metrics import TaskMetrics, TensorMetrics, min_count_for, task_metrics, tensor_metrics
+
+from edgeproof.formats import Tolerance
+
+EPS = 1e-12
+
+
+@dataclass
+class Failure:
+    metric: str  # "max_abs", "top1_agreement", "delta_acc_pp", "load", "run"
+    value: float | str | None
+    limit: float | str | None
+    message: str
+    artifact: str = ""
+    backend: str = ""
+
+    def line(self) -> str:
+        where = f"{self.artifact} [{self.backend}]: " if self.artifact else ""
+        return f"{where}{self.message}"
+
+    def to_dict(self) -> dict:
+        return {"artifact": self.artifact, "backend": self.backend, "metric": self.metric,
+                "value": self.value, "limit": self.limit, "message": self.message}
+
+
+@dataclass
+class Comparison:
+    tensor: TensorMetrics
+    task: TaskMetrics
+    tolerance: Tolerance
+    failures: list[Failure] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    @property
+    def verdict(self) -> str:
+        return "pass" if self.passed else "fail"
+
+    def to_dict(self) -> dict:
+        return {"verdict": self.verdict, **self.tensor.to_dict(), **self.task.to_dict(),
+                "tolerance": tolerance_dict(self.tolerance), "failures": [f.to_dict() for f in self.failures]}
+
+
+def tolerance_dict(tol: Tolerance) -> dict:
+    return {"max_abs": tol.max_abs, "min_top1_agreement": tol.min_top1_agreement,
+            "max_delta_acc_pp": tol.max_delta_acc_pp}
+
+
+def override(tol: Tolerance, max_abs: float | None = None, min_agreement: float | None = None,
+             max_delta_acc: float | None = None) -> Tolerance:
+    """The format's tolerance with any flag the user gave replacing its field."""
+    changes = {}
+    if max_abs is not None:
+        changes["max_abs"] = max_abs
+    if min_agreement is not None:
+        changes["min_top1_agreement"] = min_agreement
+    if max_delta_acc is not None:
+        changes["max_delta_acc_pp"] = max_delta_acc
+    return replace(tol, **changes) if changes else tol
+
+
+def check(tensor: TensorMetrics, task: TaskMetrics, tol: Tolerance) -> list[Failure]:
+    out: list[Failure] = []
+    if tol.max_abs is not None and not tensor.max_abs <= tol.max_abs:
+        out.append(Failure("max_abs", tensor.max_abs, tol.max_abs,
+                           f"max |Δ| of probabilities {tensor.max_abs:.3g} > limit {tol.max_abs:.3g}"))
+    need = min_count_for(tol.min_top1_agreement, task.n)
+    if task.top1_agreement + EPS < tol.min_top1_agreement:
+        out.append(Failure(
+            "top1_agreement", task.top1_agreement, tol.min_top1_agreement,
+            f"top-1 agreement {task.top1_agree_count}/{task.n} ({task.top1_agreement:.1%}) < "
+            f"{tol.min_top1_agreement:.1%} (needs >= {need}/{task.n}: "
+            f"{task.n - task.top1_agree_count} image(s) changed class)"))
+    if tol.max_delta_acc_pp is not None and task.delta_acc_pp is not None \
+            and abs(task.delta_acc_pp) > tol.max_delta_acc_pp + 1e-9:
+        out.append(Failure(
+            "delta_acc_pp", task.delta_acc_pp, tol.max_delta_acc_pp,
+            f"|Δaccuracy| {abs(task.delta_acc_pp):.2f} pp > {tol.max_delta_acc_pp:g} pp "
+            f"({task.correct}/{task.n} correct vs Keras {task.reference_correct}/{task.n})"))
+    return out
+
+
+def compare(reference_probs: np.ndarray, candidate_probs: np.ndarray, labels_true: np.ndarray | None,
+            tolerance: Tolerance) -> Comparison:
+    """Metrics and verdict of one candidate's probabilities against the reference's, same images."""
+    tm = tensor_metrics(reference_probs, candidate_probs)
+    km = task_metrics(reference_probs, candidate_probs, labels_true)
+    return Comparison(tensor=tm, task=km, tolerance=tolerance, failures=check(tm, km, tolerance))

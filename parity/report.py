@@ -1,0 +1,224 @@
+"""Parity report outputs: terminal table, parity.json, parity.md, PNG plots (matplotlib imported lazily)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from edgeproof.parity.metrics import confusion_matrix
+
+from edgeproof.atomic import atomic_path, write_json, write_text
+
+COLUMNS = ["artifact", "backend", "status", "size", "top-1 acc", "Δacc pp", "top-1 agree", "top-5 agree",
+           "max|Δ|", "mean|Δ|", "cosine", "SNR dB", "p50 ms", "note"]
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024:.1f} KiB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.2f} MiB"
+
+
+def _num(v, fmt: str) -> str:
+    return "" if v is None else format(v, fmt)
+
+
+def row_cells(r) -> list[str]:
+    cells = [r.artifact, r.backend, r.status.upper() if r.status in ("fail", "error") else r.status,
+             _size(r.size_bytes)]
+    note = (r.reason[:110] + "…") if len(r.reason) > 110 else r.reason
+    c = r.comparison
+    if c is None:
+        return cells + [""] * 9 + [note]
+    t, k = c.tensor, c.task
+    snr = "inf" if t.snr_db == float("inf") else f"{t.snr_db:.1f}"
+    return cells + [
+        "" if k.accuracy is None else f"{k.accuracy:.1%}",
+        "" if k.delta_acc_pp is None else f"{k.delta_acc_pp:+.2f}",
+        f"{k.top1_agree_count}/{k.n}", f"{k.top5_agree_count}/{k.n} (k={k.top5_k})",
+        f"{t.max_abs:.2e}", f"{t.mean_abs:.2e}", f"{t.cosine:.6f}", snr, _num(r.latency_p50_ms, ".3f"), note,
+    ]
+
+
+def print_table(report) -> None:
+    """The results table on stdout; wide enough to stay readable when piped (CI logs)."""
+    import sys
+
+    from rich.console import Console
+    from rich.table import Table
+
+    ref = report.reference
+    acc = "" if ref["accuracy"] is None else f"{ref['accuracy']:.1%} ({ref['correct']}/{ref['n']})"
+    lat = "" if ref["latency_p50_ms"] is None else f", p50 {ref['latency_p50_ms']:.2f} ms"
+    t = Table(title=f"parity vs Keras on {report.images_source} — Keras top-1 {acc}{lat}")
+    for c in COLUMNS:
+        t.add_column(c, no_wrap=c != "note")
+    styles = {"pass": "green", "fail": "bold red", "error": "bold red", "unsupported": "yellow", "skipped": "dim"}
+    for r in report.rows:
+        cells = row_cells(r)
+        cells[0] = cells[0].removeprefix("model.")
+        cells[2] = f"[{styles[r.status]}]{cells[2]}[/]" if r.status in styles else cells[2]
+        t.add_row(*cells)
+    Console(highlight=False, width=None if sys.stdout.isatty() else 220).print(t)
+
+
+def failure_lines(report) -> list[str]:
+    return [f.line() for f in report.failures]
+
+
+def _md_table(columns: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    out += ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def markdown(report) -> str:
+    ref = report.reference
+    ref_acc = "n/a" if ref["accuracy"] is None else f"{ref['accuracy']:.2%}"
+    lines = [f"# Parity report: {'PASS' if report.passed else 'FAIL'}", "",
+             f"- run: `{report.run_dir}`", f"- artifacts: `{report.artifacts_dir}`",
+             f"- images: {report.images_source}",
+             f"- Keras reference: top-1 {ref_acc} "
+             f"({ref['correct']}/{ref['n']}), p50 {ref['latency_p50_ms']:.2f} ms/image",
+             ""]
+    if report.n_images < 100:
+        lines += [f"> Only {report.n_images} images: one image is {100 / report.n_images:.2f} pp of accuracy, and "
+                  f"an agreement limit of 99 % means {report.n_images}/{report.n_images} (zero disagreements). "
+                  "Counts are shown next to fractions; judge them as counts.", ""]
+    lines += ["## Results", "", _md_table(COLUMNS, [row_cells(r) for r in report.rows]), ""]
+    lines += ["Status: pass/fail judged by the format's tolerance (formats.py, or the flags given); "
+              "*error* = a backend listed for the format cannot load/run it (a failure); *unsupported* = a "
+              "backend not listed for the format cannot load it (not a failure); *skipped* = not installed.", ""]
+    if report.failures:
+        lines += ["## Failures", ""] + [f"- {ln}" for ln in failure_lines(report)] + [""]
+    if report.e2e:
+        pre = report.e2e["preprocessing"]
+        lines += ["## End-to-end: preprocessing drift vs conversion drift", "",
+                  f"- {pre['what']}",
+                  f"- pixels: max |Δ| {pre['pixels_max_abs']:.2f}, mean |Δ| {pre['pixels_mean_abs']:.3f} "
+                  f"(0..255 scale), {pre['pixels_identical_fraction']:.1%} identical",
+                  f"- probabilities: max |Δ| {_fmt(pre['probs_max_abs'])}, mean |Δ| {_fmt(pre['probs_mean_abs'])}, "
+                  f"SNR {pre['probs_snr_db']} dB, top-1 changed {pre['top1_changed']}/{pre['n']}",
+                  f"- accuracy: TF decode {_pct(pre['accuracy_tf_decode'])} vs OpenCV {_pct(pre['accuracy_opencv'])}",
+                  f"- **{report.e2e['verdict']}**", ""]
+    for t in report.triage:
+        lines += [f"## Quantization triage: {t.artifact}", "", f"Tool: {t.tool}."]
+        if t.error:
+            lines += [f"Triage could not run: {t.error}", ""]
+            continue
+        lines += [f"Worst layer(s): **{', '.join(le.label() for le in t.worst)}**", ""]
+        lines += [_md_table(["layer", "tensor", "op", "rmse/scale", "channel SNR dB", "suspect"],
+                            [[le.layer or "", le.tensor[:60], le.op, _num(le.rmse_scale, ".3f"),
+                              _num(le.channel_snr_db, ".1f"), le.reason or "no"] for le in t.layers[:12]]), ""]
+        lines += ["rmse/scale ≈ 0.289 is pure rounding (healthy), > 0.7 suspect; a median channel SNR under "
+                  "10 dB means outlier channels set the scale and the other channels lost their resolution.", ""]
+        for n in t.notes:
+            lines.append(f"- note: {n}")
+        if t.fixes:
+            before = next((r for r in report.rows if r.artifact == t.artifact and r.comparison is not None), None)
+            rows = ([["before (original)"] + row_cells(before)[2:]] if before else []) + \
+                   [[f"after: {getattr(r, 'variant', '')}"] + row_cells(r)[2:] for r in t.fixes]
+            lines += ["", "Fixes (re-exported into REPORT_DIR/fixed/, judged the same way):", "",
+                      _md_table(["variant"] + COLUMNS[2:], rows), ""]
+            lines += [f"- {getattr(r, 'variant', '')}: `{r.path}` — {r.reason}" for r in t.fixes] + [""]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(v) -> str:
+    return v if isinstance(v, str) else f"{v:.3g}"
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None else f"{v:.2%}"
+
+
+def _save(fig, dest: Path) -> Path:
+    with atomic_path(dest) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    return dest
+
+
+def plot_acc_latency(report, dest: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = [r for r in report.rows if r.comparison is not None and r.latency_p50_ms is not None]
+    if not pts:
+        return None
+    use_acc = report.labelled
+    fig, ax = plt.subplots(figsize=(8, 5))
+    sizes = np.array([r.size_bytes for r in pts], float)
+    s = 40 + 400 * sizes / max(sizes.max(), 1)
+    ys = [(r.comparison.task.accuracy if use_acc else r.comparison.task.top1_agreement) * 100 for r in pts]
+    colors = ["tab:green" if r.status == "pass" else "tab:red" for r in pts]
+    ax.scatter([r.latency_p50_ms for r in pts], ys, s=s, c=colors, alpha=0.6, edgecolors="k")
+    for r, yv in zip(pts, ys):
+        ax.annotate(f"{r.artifact.replace('model.', '')} [{r.backend}]", (r.latency_p50_ms, yv), fontsize=7,
+                    xytext=(4, 4), textcoords="offset points")
+    ref = report.reference
+    if use_acc and ref.get("latency_p50_ms"):
+        ax.axhline(ref["accuracy"] * 100, color="gray", ls="--", lw=1, label=f"Keras {ref['accuracy']:.1%}")
+        ax.legend(loc="lower right")
+    ax.set_xscale("log")
+    ax.set_xlabel("p50 latency per image (ms, log)")
+    ax.set_ylabel("top-1 accuracy (%)" if use_acc else "top-1 agreement with Keras (%)")
+    ax.set_title("accuracy vs latency (marker area ∝ file size; red = fails its tolerance)")
+    fig.tight_layout()
+    out = _save(fig, dest)
+    plt.close(fig)
+    return out
+
+
+def worst_row(report):
+    rows = [r for r in report.rows if r.comparison is not None]
+    if not rows:
+        return None
+    return min(rows, key=lambda r: (r.comparison.task.top1_agreement, -r.comparison.tensor.max_abs))
+
+
+def plot_confusion(report, dest: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    r = worst_row(report)
+    if r is None or r.preds is None:
+        return None
+    classes = len(report.labels)
+    truth = report.y_true if report.y_true is not None else None
+    if truth is None:
+        return None
+    cm = confusion_matrix(truth, r.preds, classes)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.55 * classes, 1.0 + 0.5 * classes))
+    ax.imshow(cm, cmap="Blues")
+    for i in range(classes):
+        for j in range(classes):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
+                    color="white" if cm[i, j] > cm.max() / 2 else "black")
+    ax.set_xticks(range(classes), report.labels, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(classes), report.labels, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    k = r.comparison.task
+    ax.set_title(f"worst: {r.artifact} [{r.backend}] — agreement {k.top1_agree_count}/{k.n}", fontsize=9)
+    fig.tight_layout()
+    out = _save(fig, dest)
+    plt.close(fig)
+    return out
+
+
+def write_all(report, out_dir: Path) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    files = {"json": out_dir / "parity.json", "markdown": out_dir / "parity.md"}
+    try:
+        for name, fn in (("accuracy_latency_png", plot_acc_latency), ("confusion_png", plot_confusion)):
+            p = fn(report, out_dir / f"{name.replace('_png', '')}.png")
+            if p is not None:
+                files[name] = p
+    except ImportError:  # matplotlib is in the train extra; the text reports do not need it
+        pass
+    report.files = files
+    write_text(files["markdown"], markdown(report))
+    write_json(files["json"], report.to_dict())
+    return files

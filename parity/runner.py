@@ -1,0 +1,192 @@
+"""Every artifact × every backend that can read it, on the same held-out images, against Keras.
+
+Backend policy (documented in `edgeproof parity --help`):
+- a backend listed in the format's `backends` (formats.py) that fails to load or run the file is a
+  FAILURE ("error");
+- any other backend of the same file family is tried too; if it cannot load or run the file the
+  row is "unsupported" with its reason, NOT a failure (e.g. OpenCV DNN on an int8 QDQ model);
+- if a backend runs the file, its outputs are judged by the same tolerance, listed or not:
+  a backend that runs and gives wrong answers is a hazard whoever listed it;
+- a backend whose package is not installed is "skipped" with the pip line.
+Each artifact is fed the images preprocessed by ITS OWN embedded contract (runtime path), so wrong
+normalization baked into metadata shows up as a failure.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from edgeproof.parity.gate import Comparison, Failure, compare, override
+from edgeproof.parity.metrics import percentile_ms
+
+from edgeproof.contract import Preprocess
+from edgeproof.errors import EdgeproofError, UsageError
+from edgeproof.formats import BACKENDS, FORMATS, Format, Tolerance, backends_for, format_of
+
+LATENCY_REPS = 20
+
+
+@dataclass
+class Images:
+    paths: list[str]
+    labels: np.ndarray | None
+    source: str
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class Row:
+    artifact: str
+    path: Path
+    format: str | None
+    backend: str
+    status: str  # pass | fail | error | unsupported | skipped
+    reason: str = ""
+    size_bytes: int = 0
+    comparison: Comparison | None = None
+    latency_p50_ms: float | None = None
+    failures: list[Failure] = field(default_factory=list)
+    preds: np.ndarray | None = None  # top-1 per image (for the confusion matrix)
+
+    def to_dict(self) -> dict:
+        d = {"artifact": self.artifact, "path": str(self.path), "format": self.format, "backend": self.backend,
+             "status": self.status, "reason": self.reason, "size_bytes": self.size_bytes,
+             "latency_p50_ms": self.latency_p50_ms}
+        if self.comparison is not None:
+            d["metrics"] = self.comparison.to_dict()
+        d["failures"] = [f.to_dict() for f in self.failures]
+        return d
+
+
+class Batches:
+    """Decoded images per preprocessing contract (artifacts with the same contract share one decode)."""
+
+    def __init__(self, images: Images) -> None:
+        self.images = images
+        self._cache: dict[str, tuple[np.ndarray, list[str]]] = {}
+
+    def get(self, pp: Preprocess) -> np.ndarray:
+        from edgeproof.runtime.preprocess import load_batch
+
+        key = str(sorted(pp.to_dict().items()))
+        if key not in self._cache:
+            x, used, skipped = load_batch(self.images.paths, pp)
+            if skipped:
+                raise UsageError(f"{len(skipped)} image(s) cannot be read, e.g. {skipped[0][0]}: {skipped[0][1]}")
+            self._cache[key] = (x, used)
+        return self._cache[key][0]
+
+
+def find_artifacts(folder: Path) -> list[tuple[Path, Format | None]]:
+    if not folder.is_dir():
+        raise UsageError(f"artifacts folder '{folder}' does not exist; convert first with "
+                         f"'edgeproof convert RUN_DIR -o {folder}' or pass --artifacts DIR")
+    found = []
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in (".tflite", ".onnx"):
+            found.append((p, format_of(p)))
+    order = {name: i for i, name in enumerate(FORMATS)}
+    found.sort(key=lambda t: (order.get(t[1].name, 99) if t[1] else 99, t[0].name))
+    if not found:
+        raise UsageError(f"no .tflite or .onnx artifacts in '{folder}'; convert with 'edgeproof convert'")
+    return found
+
+
+def backend_installed(name: str) -> bool:
+    return importlib.util.find_spec(BACKENDS[name].package) is not None
+
+
+def _latency(model, x: np.ndarray, reps: int = LATENCY_REPS) -> float | None:
+    if len(x) == 0:
+        return None
+    model.predict(x[:1])
+    samples = []
+    for i in range(min(reps, len(x))):
+        t = time.perf_counter()
+        model.predict(x[i:i + 1])
+        samples.append(time.perf_counter() - t)
+    return percentile_ms(samples, 50)
+
+
+def evaluate(path: Path, fmt: Format | None, backend: str, batches: Batches, reference: np.ndarray,
+             tol: Tolerance, listed: bool) -> Row:
+    """Load one artifact with one backend, run it on the parity images, judge it."""
+    from edgeproof.runtime import load
+
+    name = path.name
+    row = Row(artifact=name, path=path, format=fmt.name if fmt else None, backend=backend, status="fail",
+              size_bytes=path.stat().st_size)
+    model = None
+    try:
+        model = load(path, backend=backend)
+        if fmt is None and model.format in FORMATS:
+            fmt = FORMATS[model.format]
+            row.format = fmt.name
+        x = batches.get(model.preprocess)
+        probs = model.predict(x)
+        if probs.shape != reference.shape:
+            raise EdgeproofError(f"output shape {probs.shape} differs from the Keras model's {reference.shape}")
+        row.comparison = compare(reference, probs, batches.images.labels, tol)
+        row.latency_p50_ms = _latency(model, x)
+        row.preds = probs.argmax(axis=1)
+    except Exception as exc:  # noqa: BLE001 - any load/run error is a row, judged by the policy above
+        why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}" if str(exc) else type(exc).__name__
+        if listed:
+            row.status, row.reason = "error", why
+            row.failures = [Failure("load/run", why, "loads and runs", f"cannot load/run with listed backend "
+                                    f"'{backend}': {why}", name, backend)]
+        else:
+            row.status, row.reason = "unsupported", f"not in {row.format or 'this format'}'s backends; {why}"
+        return row
+    finally:
+        if model is not None:
+            model.close()
+    for f in row.comparison.failures:
+        f.artifact, f.backend = name, backend
+    row.failures = list(row.comparison.failures)
+    row.status = row.comparison.verdict
+    if not listed:
+        row.reason = "not in the format's backends list (judged anyway because it runs)"
+    return row
+
+
+def run_matrix(artifacts: list[tuple[Path, Format | None]], batches: Batches, reference: np.ndarray,
+               backends: list[str] | None, tol_flags: dict, progress=None) -> list[Row]:
+    rows: list[Row] = []
+    plan = []
+    for path, fmt in artifacts:
+        for b in backends_for(path):
+            if backends is None or b in backends:
+                plan.append((path, fmt, b))
+    task = progress.add_task("parity", total=len(plan)) if progress is not None else None
+    for path, fmt, b in plan:
+        if progress is not None:
+            progress.update(task, description=f"parity {path.name} [{b}]")
+        listed = fmt is not None and b in fmt.backends
+        if not backend_installed(b):
+            rows.append(Row(path.name, path, fmt.name if fmt else None, b, "skipped",
+                            f"backend not installed: {BACKENDS[b].install}", path.stat().st_size))
+        elif fmt is None and not _meta_format(path):
+            rows.append(Row(path.name, path, None, b, "skipped",
+                            "unknown format (no model.<format><suffix> name and no edgeproof metadata); "
+                            "no tolerance to judge it by", path.stat().st_size))
+        else:
+            f = fmt or FORMATS[_meta_format(path)]
+            rows.append(evaluate(path, f, b, batches, reference, override(f.tolerance, **tol_flags), listed))
+        if progress is not None:
+            progress.advance(task)
+    return rows
+
+
+def _meta_format(path: Path) -> str | None:
+    from edgeproof.runtime.metadata import read_metadata
+
+    try:
+        meta = read_metadata(path)
+    except Exception:  # noqa: BLE001 - unreadable metadata means "unknown"
+        return None
+    return meta.format if meta is not None and meta.format in FORMATS else None

@@ -1,0 +1,134 @@
+"""One parity run: reference, artifact × backend matrix, preprocessing drift, triage, report files."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from edgeproof.parity.gate import Failure
+from edgeproof.parity.metrics import percentile_ms
+
+
+@dataclass
+class ParityReport:
+    run_dir: Path
+    artifacts_dir: Path
+    images_source: str
+    n_images: int
+    labelled: bool
+    reference: dict
+    rows: list = field(default_factory=list)
+    e2e: dict | None = None
+    triage: list = field(default_factory=list)
+    tolerance_flags: dict = field(default_factory=dict)
+    out_dir: Path | None = None
+    files: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    labels: list[str] = field(default_factory=list)
+    y_true: np.ndarray | None = None
+
+    @property
+    def failures(self) -> list[Failure]:
+        return [f for r in self.rows for f in r.failures]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict:
+        return {
+            "passed": self.passed,
+            "run_dir": str(self.run_dir), "artifacts_dir": str(self.artifacts_dir),
+            "images": {"source": self.images_source, "n": self.n_images, "labelled": self.labelled},
+            "reference": self.reference,
+            "tolerance_overrides": {k: v for k, v in self.tolerance_flags.items() if v is not None},
+            "results": [r.to_dict() for r in self.rows],
+            "failures": [f.to_dict() for f in self.failures],
+            "end_to_end": self.e2e,
+            "triage": [t.to_dict() for t in self.triage],
+            "files": {k: str(v) for k, v in self.files.items()},
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, data_dir: str | Path | None = None,
+               split: str = "test", backends: list[str] | None = None, tol_flags: dict | None = None,
+               triage: bool = True, fix: bool = False, out_dir: str | Path | None = None, e2e: bool = True,
+               progress: bool = True, write: bool = True) -> ParityReport:
+    """Judge every artifact against the run's Keras model; write parity.json/.md and PNGs to out_dir."""
+    from edgeproof.parity import data, reference, runner
+    from edgeproof.train.run_dir import load_run
+
+    from edgeproof.cli.console import progress as progress_bar
+
+    t0 = time.perf_counter()
+    run = load_run(run_dir)
+    art_dir = Path(artifacts_dir) if artifacts_dir else run.root / "artifacts"
+    out = Path(out_dir) if out_dir else run.root / "parity"
+    tol_flags = {k: v for k, v in (tol_flags or {}).items() if v is not None}
+    artifacts = runner.find_artifacts(art_dir)  # fail fast, before TensorFlow loads
+    images = data.from_dir(data_dir, run.labels, split) if data_dir else data.from_run(run, split)
+    batches = runner.Batches(images)
+
+    with progress_bar(progress) as prog:
+        task = prog.add_task("Keras reference", total=2)
+        keras_model = reference.load_keras(run.model_path)
+        prog.advance(task)
+        x_ref = batches.get(run.preprocess)
+        ref = reference.predict(keras_model, x_ref)
+        ref_lat = percentile_ms(reference.latency_samples(keras_model, x_ref), 50)
+        prog.advance(task)
+        if ref.shape[1] != len(run.labels):
+            from edgeproof.errors import UsageError
+
+            raise UsageError(f"the Keras model outputs {ref.shape[1]} classes but labels.txt lists "
+                             f"{len(run.labels)}; the run folder is inconsistent, re-run training")
+        y = images.labels
+        ref_info = {"model": str(run.model_path), "latency_p50_ms": ref_lat, "n": len(ref),
+                    "accuracy": float(np.mean(ref.argmax(1) == y)) if y is not None else None,
+                    "correct": int(np.sum(ref.argmax(1) == y)) if y is not None else None}
+        rows = runner.run_matrix(artifacts, batches, ref, backends, tol_flags, prog)
+        report = ParityReport(run_dir=run.root, artifacts_dir=art_dir, images_source=images.source,
+                              n_images=len(ref), labelled=y is not None, reference=ref_info, rows=rows,
+                              tolerance_flags=tol_flags, out_dir=out, labels=list(run.labels), y_true=y)
+        if e2e:
+            from edgeproof.parity import e2e as e2e_mod
+
+            t = prog.add_task("preprocessing drift (TF vs OpenCV)", total=1)
+            pre = e2e_mod.preprocessing_drift(keras_model, images.paths, run.preprocess, x_ref, ref, y)
+            report.e2e = {"preprocessing": pre, **e2e_mod.dominance(pre, rows)}
+            prog.advance(t)
+        if triage:
+            report.triage = _triage(rows, keras_model, run, art_dir, batches, ref, tol_flags, fix, out, prog)
+    report.seconds = time.perf_counter() - t0
+    if write:
+        from edgeproof.parity import report as report_mod
+
+        report.files = report_mod.write_all(report, out)
+    return report
+
+
+def _triage(rows, keras_model, run, art_dir, batches, ref, tol_flags, fix, out, prog) -> list:
+    from edgeproof.parity.gate import override
+    from edgeproof.parity.triage import TRIAGE_FORMATS, triage_artifact
+
+    from edgeproof.formats import FORMATS
+
+    todo, seen = [], set()
+    for r in rows:  # one triage per failing artifact (its first failing backend)
+        if r.status in ("fail", "error") and r.format in TRIAGE_FORMATS and r.artifact not in seen \
+                and r.comparison is not None:
+            seen.add(r.artifact)
+            todo.append(r)
+    if not todo:
+        return []
+    task = prog.add_task("quantization triage", total=len(todo))
+    results = []
+    for r in todo:
+        prog.update(task, description=f"triage {r.artifact}")
+        tol = override(FORMATS[r.format].tolerance, **tol_flags)
+        results.append(triage_artifact(r, keras_model, run, art_dir, batches, ref, tol, fix, out))
+        prog.advance(task)
+    return results

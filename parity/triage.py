@@ -1,0 +1,152 @@
+"""Quantization triage for a failing int8 artifact: name the worst layers, and with `fix` re-export.
+
+TFLite (tflite-int8, edgetpu): per-layer error from QuantizationDebugger (triage_tflite); fixes are
+(a) the suspect layers and the ops reading their outputs kept in float (`denylisted_nodes`) and
+(b) int16 activations / int8 weights (int16x8). ONNX (onnx-int8): per-tensor error of every QDQ
+pair (triage_onnx); the fix re-quantizes with the producing and reading nodes excluded.
+Each fix is written to REPORT_DIR/fixed/ and judged exactly like the original (same images,
+same tolerance), so before/after accuracy, agreement, size and latency sit side by side.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from edgeproof.parity.layer_error import LayerError
+
+from edgeproof.errors import EdgeproofError
+from edgeproof.formats import FORMATS, Tolerance, artifact_filename
+
+TRIAGE_FORMATS = ("tflite-int8", "edgetpu", "onnx-int8")
+MAX_WORST = 3
+
+
+@dataclass
+class TriageResult:
+    artifact: str
+    format: str
+    tool: str
+    layers: list[LayerError] = field(default_factory=list)
+    fixes: list = field(default_factory=list)  # runner.Row per re-exported variant
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def worst(self) -> list[LayerError]:
+        sus = [le for le in self.layers if le.suspect]
+        return sus[:MAX_WORST] if sus else self.layers[:1]
+
+    def to_dict(self) -> dict:
+        return {"artifact": self.artifact, "format": self.format, "tool": self.tool, "error": self.error,
+                "worst": [le.label() for le in self.worst], "suspect_count": sum(le.suspect for le in self.layers),
+                "layers": [le.to_dict() for le in self.layers], "notes": self.notes,
+                "fixes": [dict(r.to_dict(), variant=getattr(r, "variant", "")) for r in self.fixes]}
+
+
+def calibration_for(run, artifacts_dir: Path) -> tuple[np.ndarray, list[str]]:
+    """The artifact's own calibration batch (count from manifest.json; its sha256 is checked)."""
+    from edgeproof.convert.calibration import calibration_batch
+
+    notes, count, sha = [], 200, None
+    man = artifacts_dir / "manifest.json"
+    if man.is_file():
+        try:
+            cal = json.loads(man.read_text()).get("calibration") or {}
+            count, sha = int(cal.get("requested") or cal.get("used") or 200), cal.get("sha256")
+        except (ValueError, TypeError):
+            notes.append("manifest.json unreadable; calibrating with 200 images")
+    batch, digest, _ = calibration_batch(run, count, seed=0)
+    if sha and digest != sha:
+        notes.append("calibration batch differs from the one recorded in manifest.json (seed or data changed); "
+                     "per-layer errors are measured on the current train split")
+    return batch, notes
+
+
+def _suspect_names(layers: list[LayerError]) -> list[str]:
+    sus = [le for le in layers if le.suspect][:MAX_WORST] or layers[:1]
+    return list(dict.fromkeys(n for le in sus for n in le.exclude))
+
+
+def triage_artifact(row, keras_model, run, artifacts_dir: Path, batches, reference: np.ndarray, tol: Tolerance,
+                    fix: bool, out_dir: Path) -> TriageResult:
+    fmt = FORMATS[row.format]
+    res = TriageResult(artifact=row.artifact, format=fmt.name,
+                       tool="tf.lite.experimental.QuantizationDebugger" if fmt.family == "tflite"
+                       else "QDQ pair error (onnxruntime)")
+    try:
+        calib, notes = calibration_for(run, artifacts_dir)
+        res.notes += notes
+        if fmt.family == "tflite":
+            from edgeproof.parity import triage_tflite
+
+            res.layers = triage_tflite.layer_errors(keras_model, calib)
+        else:
+            from edgeproof.parity import triage_onnx
+
+            fp32 = artifacts_dir / artifact_filename(FORMATS["onnx-fp32"])
+            res.layers = triage_onnx.layer_errors(row.path, calib, [layer.name for layer in keras_model.layers],
+                                                  fp32 if fp32.is_file() else None)
+        if not any(le.suspect for le in res.layers):
+            res.notes.append("no layer is over the suspect thresholds; the worst one is shown")
+        if fix and res.layers:
+            res.fixes = _fixes(row, fmt, keras_model, calib, res, artifacts_dir, batches, reference, tol, out_dir)
+    except EdgeproofError as exc:
+        res.error = str(exc)
+    except Exception as exc:  # noqa: BLE001 - triage is diagnostics: report, never crash the gate
+        res.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+    return res
+
+
+def _fixes(row, fmt, keras_model, calib, res: TriageResult, artifacts_dir: Path, batches, reference, tol,
+           out_dir: Path) -> list:
+    from edgeproof.parity.runner import evaluate
+
+    fixed_dir = out_dir / "fixed"
+    names = _suspect_names(res.layers)
+    variants: list[tuple[str, dict]] = []
+    if fmt.family == "tflite":
+        from edgeproof.parity import triage_tflite
+
+        io_type = _io_type(row.path)
+        variants = [("denylist", {"denylist": names, "int16x8": False, "io_type": io_type}),
+                    ("int16x8", {"denylist": None, "int16x8": True, "io_type": "float32"})]
+    else:
+        variants = [("exclude", {"exclude": names})]
+    out = []
+    for variant, opts in variants:
+        dest = fixed_dir / artifact_filename(fmt, stem=f"model-fix-{variant}")
+        try:
+            if fmt.family == "tflite":
+                data = triage_tflite.reexport(keras_model, fmt.name, calib, opts["io_type"], opts["denylist"],
+                                              opts["int16x8"])
+                triage_tflite.write_with_meta(data, dest, row.path, {"variant": variant, **opts})
+            else:
+                from edgeproof.convert.onnx_quant import quantize_onnx
+
+                fp32 = artifacts_dir / artifact_filename(FORMATS["onnx-fp32"])
+                if not fp32.is_file():
+                    raise EdgeproofError(f"re-quantizing needs {fp32.name} next to {row.artifact}")
+                quantize_onnx(fp32, dest, calib, nodes_to_exclude=opts["exclude"])
+            fixed = evaluate(dest, fmt, row.backend, batches, reference, tol, listed=True)
+        except Exception as exc:  # noqa: BLE001 - one failing variant must not hide the others
+            from edgeproof.parity.runner import Row
+
+            fixed = Row(dest.name, dest, fmt.name, row.backend, "error",
+                        f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}")
+        fixed.variant = variant  # type: ignore[attr-defined]
+        fixed.reason = (f"kept float: {', '.join(opts.get('denylist') or opts.get('exclude') or [])}"
+                        if variant in ("denylist", "exclude") else "int16 activations, int8 weights, float I/O") \
+            + (f"; {fixed.reason}" if fixed.reason else "")
+        out.append(fixed)
+    return out
+
+
+def _io_type(path: Path) -> str:
+    from edgeproof.runtime.metadata import read_metadata
+
+    meta = read_metadata(path)
+    dtype = meta.input.dtype if meta is not None and meta.input is not None else "int8"
+    return dtype if dtype in ("int8", "uint8", "float32") else "int8"

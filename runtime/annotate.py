@@ -1,0 +1,128 @@
+"""`--save DIR` / `--show`: draw the top-k labels on each image or frame.
+
+Images are written one file per input (atomically); captured frames go into one annotated video
+that is written under a temporary name and renamed when the run ends, so an interrupted run never
+leaves a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from edgeproof.errors import UsageError
+
+
+def draw(bgr: np.ndarray, topk: list[tuple[str, float]]) -> np.ndarray:
+    """A copy of the frame with one 'label score' line per top-k entry, on a dark band."""
+    import cv2
+
+    img = bgr.copy()
+    h, w = img.shape[:2]
+    scale = max(0.35, min(1.0, w / 640))
+    thick = 1 if scale < 0.8 else 2
+    line_h = int(22 * scale) + 4
+    band = min(h, line_h * len(topk) + 6)
+    img[:band] = (img[:band] * 0.35).astype(np.uint8)
+    for i, (label, score) in enumerate(topk):
+        y = line_h * (i + 1)
+        color = (0, 255, 0) if i == 0 else (230, 230, 230)
+        cv2.putText(img, f"{label} {score:.3f}", (4, y), cv2.FONT_HERSHEY_SIMPLEX, scale * 0.7, color, thick,
+                    cv2.LINE_AA)
+    return img
+
+
+def _safe_name(name: str, used: set[str]) -> str:
+    base = Path(name.split("#")[0]).name or "frame"
+    stem, suffix = os.path.splitext(base)
+    if suffix.lower() not in (".jpg", ".jpeg", ".png", ".bmp", ".webp"):
+        suffix = ".jpg"
+    out, n = f"{stem}{suffix}", 1
+    while out in used:
+        out, n = f"{stem}_{n}{suffix}", n + 1
+    used.add(out)
+    return out
+
+
+class Saver:
+    """Writes annotated outputs into `out_dir`: images (file sources) or one video (capture sources)."""
+
+    def __init__(self, out_dir: str | Path, video: bool, fps: float | None = None) -> None:
+        self.dir = Path(out_dir)
+        if self.dir.exists() and not self.dir.is_dir():
+            raise UsageError(f"--save {out_dir}: exists and is not a folder; give a folder path")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.video = video
+        self.fps = fps or 15.0
+        self.written: list[Path] = []
+        self._used: set[str] = set()
+        self._writer = None
+        self._tmp: Path | None = None
+        self.video_path = self.dir / "annotated.mp4"
+
+    def add(self, name: str, bgr: np.ndarray, topk: list[tuple[str, float]]) -> None:
+        import cv2
+
+        img = draw(bgr, topk)
+        if self.video:
+            if self._writer is None:
+                self._tmp = self.dir / ".annotated.partial.mp4"
+                self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps,
+                                               (img.shape[1], img.shape[0]))
+                if not self._writer.isOpened():
+                    raise UsageError(f"cannot write a video into '{self.dir}' (no mp4v encoder in this OpenCV)")
+                self._size = (img.shape[1], img.shape[0])
+            if (img.shape[1], img.shape[0]) != self._size:
+                img = cv2.resize(img, self._size)
+            self._writer.write(img)
+            return
+        from edgeproof.atomic import write_bytes
+
+        dest = self.dir / _safe_name(name, self._used)
+        ok, buf = cv2.imencode(dest.suffix, img)
+        if ok:
+            write_bytes(dest, buf.tobytes())
+            self.written.append(dest)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+            os.replace(self._tmp, self.video_path)
+            self.written.append(self.video_path)
+
+
+class Viewer:
+    """`--show`: an OpenCV window; errors up front when there is no display or no GUI support."""
+
+    def __init__(self, title: str = "edgeproof") -> None:
+        import sys
+
+        import cv2
+
+        if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            raise UsageError("--show needs a display, and none is available (DISPLAY is not set); "
+                             "use --save DIR to write annotated images/video instead")
+        try:
+            cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+        except cv2.error:
+            raise UsageError("--show needs OpenCV with GUI support (this is opencv-python-headless); "
+                             "pip install opencv-python, or use --save DIR") from None
+        self.title = title
+
+    def add(self, bgr: np.ndarray, topk: list[tuple[str, float]]) -> bool:
+        """Show the frame; False when the user pressed q or Esc."""
+        import cv2
+
+        cv2.imshow(self.title, draw(bgr, topk))
+        return (cv2.waitKey(1) & 0xFF) not in (ord("q"), 27)
+
+    def close(self) -> None:
+        import cv2
+
+        try:
+            cv2.destroyWindow(self.title)
+        except cv2.error:
+            pass

@@ -1,0 +1,192 @@
+"""TFLite backend: ai-edge-litert, else tflite-runtime, else tensorflow.lite (slow; warned).
+
+Delegates (e.g. libedgetpu.so.1) load through `load_delegate`; one that fails is an error naming
+the library and its install line, or -- only with allow_fallback -- a loud warning and CPU.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any
+
+import numpy as np
+
+from edgeproof.contract import TensorSpec
+from edgeproof.errors import EdgeproofError, MissingDependency
+from edgeproof.runtime.backends.base import Backend, BatchUnsupported
+
+DELEGATE_INSTALL = {
+    "edgetpu": "Coral Edge TPU runtime: sudo apt-get install libedgetpu1-std  (see https://coral.ai/software/)",
+    "gpu": "build/install the TFLite GPU delegate (libtensorflowlite_gpu_delegate.so) for this platform",
+    "hexagon": "install the Qualcomm Hexagon delegate (libhexagon_interface.so) from the Hexagon SDK",
+}
+
+
+def _warn(message: str) -> None:
+    from edgeproof.cli.console import warn
+
+    warn(message)
+
+
+def import_interpreter() -> tuple[Any, Any, str]:
+    """(Interpreter class, load_delegate, runtime name), preferring the light runtimes."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter, load_delegate
+
+        return Interpreter, load_delegate, "ai-edge-litert"
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime.interpreter import Interpreter, load_delegate
+
+        return Interpreter, load_delegate, "tflite-runtime"
+    except ImportError:
+        pass
+    try:
+        import tensorflow as tf
+    except ImportError:
+        raise MissingDependency("ai-edge-litert", None, "running .tflite models") from None
+    _warn("neither ai-edge-litert nor tflite-runtime is installed; using tensorflow.lite (seconds to start, "
+          "~600 MiB). Install the light runtime: pip install ai-edge-litert")
+    return tf.lite.Interpreter, tf.lite.experimental.load_delegate, "tensorflow.lite"
+
+
+def delegate_install_line(library: str, hint: str | None) -> str:
+    if hint:
+        return hint
+    for key, line in DELEGATE_INSTALL.items():
+        if key in library.lower():
+            return line
+    return f"install the library that provides '{library}' and make it findable (LD_LIBRARY_PATH)"
+
+
+def _spec(d: dict) -> TensorSpec:
+    sig = d.get("shape_signature", d["shape"])
+    shape = [None if int(v) < 0 else int(v) for v in sig]
+    dtype = np.dtype(d["dtype"]).name
+    scale, zp = d.get("quantization", (0.0, 0))
+    quant = dtype in ("int8", "uint8", "int16") and scale
+    return TensorSpec(name=d["name"], shape=shape, dtype=dtype,
+                      scale=float(scale) if quant else None, zero_point=int(zp) if quant else None)
+
+
+class LiteRTBackend(Backend):
+    name = "litert"
+
+    def load(self) -> None:
+        Interpreter, load_delegate, self.runtime = import_interpreter()
+        loaded = []
+        for lib in self.delegates:
+            try:
+                # dlopen first: a failed load_delegate leaves a half-built Delegate whose __del__ spews.
+                ctypes.CDLL(lib)
+                loaded.append(load_delegate(lib))
+            except (ValueError, OSError, RuntimeError) as exc:
+                self._delegate_failed(lib, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        self.loaded_delegates = [lib for lib, _ in zip(self.delegates, loaded)] if loaded else []
+        kwargs = {"num_threads": self.threads} if self.threads else {}
+        try:
+            it = Interpreter(model_path=str(self.path), experimental_delegates=loaded or None, **kwargs)
+            n_user = self._node_count(it)  # nodes after the user delegates, before XNNPACK (applied at allocate)
+            it.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if "edgetpu-custom-op" in str(exc):
+                raise EdgeproofError(
+                    f"'{self.path.name}' is compiled for the Edge TPU and needs the libedgetpu delegate "
+                    f"(run with --device coral, or delegates=['libedgetpu.so.1']); "
+                    f"{delegate_install_line('edgetpu', self.install_hint)}") from None
+            if loaded:
+                self._delegate_failed(", ".join(self.delegates), first)
+                self.delegates, self.loaded_delegates, loaded = [], [], []
+                it = Interpreter(model_path=str(self.path), **kwargs)
+                n_user = self._node_count(it)
+                it.allocate_tensors()
+            else:
+                raise EdgeproofError(f"cannot load '{self.path}' with {self.runtime}: {first}") from None
+        self._it = it
+        self._in = it.get_input_details()[0]
+        self._out = it.get_output_details()[0]
+        self.input_spec, self.output_spec = _spec(self._in), _spec(self._out)
+        self._in_index, self._out_index = self._in["index"], self._out["index"]
+        self._shape = tuple(int(v) for v in self._in["shape"])
+        self.batch_ok = True  # resize_tensor_input; run() turns it off when the model refuses
+        self._set, self._invoke, self._get = it.set_tensor, it.invoke, it.get_tensor
+        self.placement = self._placement(n_user)
+
+    def _delegate_failed(self, lib: str, why: str) -> None:
+        line = delegate_install_line(lib, self.install_hint)
+        msg = f"TFLite delegate '{lib}' failed to load ({why}); install it: {line}"
+        if not self.allow_fallback:
+            raise EdgeproofError(msg + " (or pass --allow-fallback to run on the CPU)")
+        _warn(f"[bold red]DELEGATE FALLBACK[/]: {msg}. RUNNING ON THE CPU INSTEAD (--allow-fallback).")
+
+    @staticmethod
+    def _node_count(it) -> int | None:
+        try:
+            return int(it._interpreter.NumNodes())
+        except Exception:  # private API absent in some runtime versions
+            return None
+
+    def _placement(self, n_user: int | None) -> dict[str, Any] | None:
+        """Original nodes replaced by user delegates (accelerator) vs the rest, from the node list."""
+        try:
+            raw = self._it._interpreter
+            names = [raw.NodeName(i) for i in range(raw.NumNodes())]
+            first_delegate = next((i for i, n in enumerate(names) if n == "DELEGATE"), len(names))
+            producer = {}
+            for i in range(first_delegate):
+                for t in raw.NodeOutputs(i):
+                    producer[int(t)] = i
+            covered: dict[int, set[int]] = {}
+            for d in range(first_delegate, len(names)):
+                stop = {int(t) for t in raw.NodeInputs(d)}
+                seen: set[int] = set()
+                stack = [int(t) for t in raw.NodeOutputs(d)]
+                while stack:
+                    p = producer.get(stack.pop())
+                    if p is None or p in seen:
+                        continue
+                    seen.add(p)
+                    stack.extend(int(t) for t in raw.NodeInputs(p) if int(t) >= 0 and int(t) not in stop)
+                covered[d] = seen
+        except Exception:
+            return None
+        total = first_delegate
+        user_end = n_user if n_user is not None else first_delegate
+        accel = set().union(*(s for d, s in covered.items() if d < user_end)) if self.loaded_delegates else set()
+        xnn = set().union(*(s for d, s in covered.items() if d >= user_end)) if covered else set()
+        xnn -= accel
+        where = (f"{len(accel)}/{total} nodes on {', '.join(self.loaded_delegates)}" if self.loaded_delegates
+                 else "cpu")
+        if xnn:
+            where += f"; {len(xnn)}/{total} on XNNPACK (CPU)"
+        return {"accelerator": len(accel), "cpu": total - len(accel), "total": total, "where": where,
+                "runtime": self.runtime, "delegates": list(self.loaded_delegates), "xnnpack": len(xnn)}
+
+    def _resize(self, shape: tuple[int, ...]) -> None:
+        try:
+            self._it.resize_tensor_input(self._in_index, list(shape))
+            self._it.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            try:  # put the interpreter back the way it was
+                self._it.resize_tensor_input(self._in_index, list(self._shape))
+                self._it.allocate_tensors()
+            except (ValueError, RuntimeError):
+                pass
+            if shape[0] != self._shape[0] and shape[1:] == self._shape[1:]:
+                self.batch_ok = False
+                raise BatchUnsupported(str(exc)) from None
+            raise EdgeproofError(f"'{self.path.name}' cannot take input of shape {shape}: {exc}") from None
+        self._shape = shape
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        if x.shape != self._shape:
+            self._resize(x.shape)
+        self._set(self._in_index, x)
+        self._invoke()
+        return self._get(self._out_index)
+
+    def close(self) -> None:
+        self._set = self._invoke = self._get = None
+        self._it = None

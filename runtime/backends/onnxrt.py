@@ -1,0 +1,115 @@
+"""ONNX Runtime backend: an ordered execution-provider list, verified after the session starts.
+
+ONNX Runtime silently drops a provider it cannot create; we check `session.get_providers()` and
+make a missing accelerator an error (or, with allow_fallback, a loud warning).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edgeproof.contract import ArtifactMeta, METADATA_KEY, TensorSpec
+from edgeproof.errors import EdgeproofError, require
+from edgeproof.runtime.backends.base import Backend
+
+CPU = "CPUExecutionProvider"
+ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+              "tensor(uint8)": "uint8", "tensor(int8)": "int8", "tensor(int32)": "int32", "tensor(int64)": "int64"}
+EP_INSTALL = {
+    "CUDAExecutionProvider": "pip install onnxruntime-gpu (plus a matching CUDA/cuDNN)",
+    "TensorrtExecutionProvider": "pip install onnxruntime-gpu and install TensorRT",
+    "OpenVINOExecutionProvider": "pip install onnxruntime-openvino",
+    "CoreMLExecutionProvider": "use the standard onnxruntime wheel on macOS",
+    "NnapiExecutionProvider": "build onnxruntime for Android with --use_nnapi",
+    "QNNExecutionProvider": "pip install onnxruntime-qnn",
+    "DmlExecutionProvider": "pip install onnxruntime-directml",
+}
+
+
+def ort_spec(arg) -> TensorSpec:
+    """TensorSpec from an onnxruntime NodeArg (symbolic dims -> None)."""
+    shape = [d if isinstance(d, int) and d > 0 else None for d in arg.shape]
+    return TensorSpec(name=arg.name, shape=shape, dtype=ORT_DTYPES.get(arg.type, arg.type))
+
+
+def _warn(message: str) -> None:
+    from edgeproof.cli.console import warn
+
+    warn(message)
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    def load(self) -> None:
+        ort = require("onnxruntime", None, "running .onnx models with the onnxruntime backend")
+        wanted = [p for p in (self.providers or [CPU])]
+        available = ort.get_available_providers()
+        missing = [p for p in wanted if p not in available]
+        if missing:
+            self._ep_failed(missing, f"not in this onnxruntime build (available: {', '.join(available)})")
+            wanted = [p for p in wanted if p in available]
+        if CPU not in wanted:
+            wanted.append(CPU)
+        so = ort.SessionOptions()
+        if self.threads:
+            so.intra_op_num_threads = int(self.threads)
+            so.inter_op_num_threads = 1
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        so.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
+        try:
+            sess = ort.InferenceSession(str(self.path), so, providers=wanted,
+                                        provider_options=[dict(self.provider_options.get(p, {})) for p in wanted])
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise EdgeproofError(f"onnxruntime cannot load '{self.path}': {first}") from None
+        active = list(sess.get_providers())
+        dropped = [p for p in wanted if p not in active and p != CPU]
+        if dropped:  # requested, in the build, but failed to initialise (missing CUDA libs, ...)
+            self._ep_failed(dropped, "failed to initialise; onnxruntime fell back")
+        self.active_providers = active
+        self._sess = sess
+        self._in_name = sess.get_inputs()[0].name
+        self._out_names = [sess.get_outputs()[0].name]
+        self.input_spec = ort_spec(sess.get_inputs()[0])
+        self.output_spec = ort_spec(sess.get_outputs()[0])
+        self.batch_ok = self.input_spec.shape[0] is None if self.input_spec.shape else False
+        self._run = sess.run
+        self.placement = self._placement(sess, active)
+
+    def _ep_failed(self, providers: list[str], why: str) -> None:
+        lines = [self.install_hint] if self.install_hint else [EP_INSTALL.get(p, f"an onnxruntime build with {p}")
+                                                               for p in providers]
+        msg = f"ONNX Runtime execution provider(s) {', '.join(providers)} {why}; install: {'; '.join(lines)}"
+        if not self.allow_fallback:
+            raise EdgeproofError(msg + " (or pass --allow-fallback to run on the CPU)")
+        _warn(f"[bold red]EXECUTION PROVIDER FALLBACK[/]: {msg}. RUNNING WITHOUT IT (--allow-fallback).")
+
+    @staticmethod
+    def _placement(sess, active: list[str]) -> dict[str, Any]:
+        by_ep: dict[str, int] = {}
+        try:
+            for sub in sess.get_provider_graph_assignment_info():
+                by_ep[sub.ep_name] = by_ep.get(sub.ep_name, 0) + len(sub.get_nodes())
+        except Exception:  # older onnxruntime: only the active provider list is known
+            return {"accelerator": None, "cpu": None, "total": None, "where": " > ".join(active),
+                    "providers": active}
+        total = sum(by_ep.values())
+        cpu = by_ep.get(CPU, 0)
+        where = ", ".join(f"{n}/{total} nodes on {ep.replace('ExecutionProvider', '')}" for ep, n in by_ep.items())
+        return {"accelerator": total - cpu, "cpu": cpu, "total": total, "where": where or "cpu",
+                "providers": active, "by_provider": by_ep}
+
+    def read_meta(self) -> ArtifactMeta | None:
+        text = self._sess.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        return ArtifactMeta.from_json(text) if text else None
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self._run(self._out_names, {self._in_name: x})[0]
+
+    def close(self) -> None:
+        self._run = None
+        self._sess = None

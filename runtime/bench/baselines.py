@@ -1,0 +1,196 @@
+"""The bare loops a user would otherwise write, timed in the same run as edgeproof.
+
+Each baseline loads the model with the library's own API and the same thread count, converts the
+benchmark input to the model's native dtype/layout ONCE (as a hand-written loop on a fixed input
+would), and then each call does only the library's minimum: set input, run, fetch output.
+So ``overhead_ratio`` charges edgeproof for everything it adds per call (quantize/dequantize,
+layout, batching, output handling).
+
+TensorFlow is imported only by ``keras_baselines``, which the runner calls in its own subprocess
+and only when a .keras model was given.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edgeproof.errors import UsageError
+
+
+@dataclass
+class Baseline:
+    """One ready-to-call bare loop body. ``call()`` runs one inference on the prepared input."""
+
+    name: str  # e.g. "litert invoke()"
+    call: Callable[[], Any]
+    load_s: float
+    notes: dict = field(default_factory=dict)
+    close: Callable[[], None] = lambda: None
+
+
+def quantize_like(x: np.ndarray, dtype: np.dtype, scale: float, zero_point: int) -> np.ndarray:
+    """float32 -> int8/uint8 with the tensor's scale and zero point (what a user does by hand)."""
+    info = np.iinfo(dtype)
+    q = np.round(x / scale + zero_point)
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def litert_baseline(path: str | Path, threads: int | None, x: np.ndarray) -> Baseline:
+    """ai_edge_litert Interpreter: set_tensor / invoke / get_tensor."""
+    t0 = time.perf_counter()
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(path), num_threads=threads)
+    inp = interp.get_input_details()[0]
+    if tuple(inp["shape"]) != tuple(x.shape):
+        interp.resize_tensor_input(inp["index"], list(x.shape))
+    interp.allocate_tensors()
+    inp = interp.get_input_details()[0]
+    out = interp.get_output_details()[0]
+    load_s = time.perf_counter() - t0
+    xin = x
+    if inp["dtype"] in (np.int8, np.uint8):
+        scale, zp = inp["quantization"]
+        xin = quantize_like(x, inp["dtype"], scale, zp)
+    elif inp["dtype"] != x.dtype:
+        xin = x.astype(inp["dtype"])
+    in_idx, out_idx = inp["index"], out["index"]
+
+    def call():
+        interp.set_tensor(in_idx, xin)
+        interp.invoke()
+        return interp.get_tensor(out_idx)
+
+    return Baseline("litert invoke()", call, load_s, {"input_dtype": np.dtype(inp["dtype"]).name})
+
+
+def onnxruntime_baseline(path: str | Path, threads: int | None, x: np.ndarray) -> Baseline:
+    """onnxruntime InferenceSession.run on the CPU execution provider."""
+    t0 = time.perf_counter()
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    load_s = time.perf_counter() - t0
+    inp = sess.get_inputs()[0]
+    xin = _to_layout(x, inp.shape)
+    feeds = {inp.name: xin}
+
+    def call():
+        return sess.run(None, feeds)
+
+    return Baseline("onnxruntime run()", call, load_s)
+
+
+def opencv_baseline(path: str | Path, threads: int | None, x: np.ndarray) -> Baseline:
+    """cv2.dnn readNetFromONNX: setInput / forward."""
+    t0 = time.perf_counter()
+    import cv2
+
+    if threads:
+        cv2.setNumThreads(threads)
+    net = cv2.dnn.readNetFromONNX(str(path))
+    load_s = time.perf_counter() - t0
+    xin = np.ascontiguousarray(x)
+
+    def call():
+        net.setInput(xin)
+        return net.forward()
+
+    return Baseline("opencv dnn forward()", call, load_s)
+
+
+def openvino_baseline(path: str | Path, threads: int | None, x: np.ndarray) -> Baseline:
+    """OpenVINO compile_model on CPU: InferRequest.infer."""
+    t0 = time.perf_counter()
+    import openvino as ov
+
+    core = ov.Core()
+    config = {"INFERENCE_NUM_THREADS": int(threads)} if threads else {}
+    model = core.read_model(str(path))
+    compiled = core.compile_model(model, "CPU", config)
+    req = compiled.create_infer_request()
+    load_s = time.perf_counter() - t0
+    port = compiled.input(0)
+    et = port.get_element_type().to_dtype()
+    if et in (np.int8, np.uint8):
+        raise UsageError("OpenVINO baseline: quantized model inputs are not supported by the bare loop")
+    dims = [d.get_length() if d.is_static else None for d in port.get_partial_shape()]
+    xin = _to_layout(x, dims)
+    if et != xin.dtype:
+        xin = xin.astype(et)
+
+    def call():
+        return req.infer({0: xin})
+
+    return Baseline("openvino infer()", call, load_s)
+
+
+def _to_layout(x: np.ndarray, shape: list) -> np.ndarray:
+    """NHWC input -> NCHW when the model declares channels first (dim 1 == 3, last dim != 3)."""
+    if len(shape) == 4 and shape[1] == x.shape[3] and shape[3] != x.shape[3]:
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    return x
+
+
+BARE: dict[str, Callable[[str | Path, int | None, np.ndarray], Baseline]] = {
+    "litert": litert_baseline,
+    "onnxruntime": onnxruntime_baseline,
+    "opencv": opencv_baseline,
+    "openvino": openvino_baseline,
+}
+
+
+def bare_baseline(backend: str, path: str | Path, threads: int | None, x: np.ndarray) -> Baseline | None:
+    """The bare loop for ``backend``, or None when there is none for it."""
+    maker = BARE.get(backend)
+    return maker(path, threads, x) if maker else None
+
+
+def keras_baselines(path: str | Path, threads: int | None,
+                    make_input: Callable[[int, int], np.ndarray]) -> tuple[dict[str, Callable], dict, np.ndarray]:
+    """Keras ``model(x)`` and ``model.predict(x)`` on a .keras model (imports TensorFlow here).
+
+    ``make_input(height, width)`` builds the benchmark batch once the model's input size is known.
+    Returns the callables, facts (import and load seconds, versions) and the input. Call only in a
+    process that may import TensorFlow.
+    """
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    t0 = time.perf_counter()
+    from edgeproof.errors import require
+
+    tf = require("tensorflow", "train", "the Keras baseline")
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(int(threads))
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    import keras
+
+    import_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    model = keras.models.load_model(str(path), compile=False)
+    load_s = time.perf_counter() - t1
+    shape = model.inputs[0].shape  # (None, H, W, 3)
+    if len(shape) != 4 or shape[1] is None or shape[2] is None:
+        raise UsageError(f"Keras model '{path}' has input shape {tuple(shape)}; the benchmark needs a fixed "
+                         "(None, H, W, 3) image input")
+    x = make_input(int(shape[1]), int(shape[2]))
+    xt = tf.constant(x)
+
+    def call_model():
+        return model(xt, training=False).numpy()
+
+    def call_predict():
+        return model.predict(x, batch_size=len(x), verbose=0)
+
+    facts = {"import_s": import_s, "load_s": load_s, "tensorflow": tf.__version__, "keras": keras.__version__}
+    return {"keras model(x)": call_model, "keras predict()": call_predict}, facts, x

@@ -1,0 +1,326 @@
+"""Run benchmark configurations (model x backend x threads), each in its own subprocess by default.
+
+A fresh process per configuration makes peak RSS (VmHWM) belong to that one model and backend,
+and keeps one runtime's thread pools from disturbing the next. The child is this module:
+``python -m edgeproof.runtime.bench.runner`` reads a JSON spec on stdin and prints one result line.
+TensorFlow is imported only in a child benchmarking a .keras model.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeproof.errors import EdgeproofError, UsageError
+from edgeproof.formats import BACKENDS, FORMATS, SUFFIX_FAMILY, backends_for, format_of
+from edgeproof.runtime.bench import stats
+
+RESULT_MARK = "EDGEPROOF_BENCH_RESULT "
+MODEL_SUFFIXES = tuple(SUFFIX_FAMILY)
+
+
+@dataclass
+class BenchSpec:
+    """One configuration to benchmark. ``kind``: "artifact" (edgeproof runtime) or "keras"."""
+
+    model: str
+    backend: str | None = None
+    threads: int | None = None
+    batch: int = 1
+    runs: int = 200
+    warmup: int = 20
+    min_seconds: float = 0.0
+    seed: int = 0
+    device: str | None = None
+    baseline: bool = True
+    source: str | None = None
+    kind: str = "artifact"
+
+    def label(self) -> str:
+        fmt = self.format_name()
+        return f"{fmt} / {self.backend or 'default'} / {self.threads or 'default'} thr"
+
+    def format_name(self) -> str:
+        if self.kind == "keras":
+            return "keras"
+        fmt = format_of(self.model)
+        return fmt.name if fmt else Path(self.model).name
+
+
+# ---------------------------------------------------------------- planning (parent side)
+
+def available_backends() -> list[str]:
+    """Backends whose package is importable here (checked without importing it)."""
+    return [b.name for b in BACKENDS.values() if importlib.util.find_spec(b.package) is not None]
+
+
+def expand_models(paths: list[str]) -> list[Path]:
+    """Files as given; a folder contributes its .tflite/.onnx files (sorted in format-table order)."""
+    order = {f.name: i for i, f in enumerate(FORMATS.values())}
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            found = [q for q in p.iterdir() if q.is_file() and q.suffix.lower() in MODEL_SUFFIXES]
+            if not found:
+                raise UsageError(f"folder '{p}' holds no .tflite or .onnx model; give model files or an "
+                                 "artifacts folder made by 'edgeproof convert'")
+            found.sort(key=lambda q: (order.get(getattr(format_of(q), "name", ""), 99), q.name))
+            out.extend(found)
+        elif p.is_file():
+            if p.suffix.lower() not in MODEL_SUFFIXES + (".keras",):
+                raise UsageError(f"cannot benchmark '{p}': unknown model suffix '{p.suffix or '(none)'}'; "
+                                 f"valid: {', '.join(MODEL_SUFFIXES)} (a .keras model goes in --keras)")
+            out.append(p)
+        else:
+            raise UsageError(f"model '{p}' does not exist; give a .tflite/.onnx file or an artifacts folder")
+    return out
+
+
+def backends_for_model(path: Path, wanted: list[str] | None, available: list[str]) -> list[str]:
+    """Backends to run ``path`` on: the format's backends (or the family's), filtered.
+
+    wanted None: the preferred available backend only; ["all"]: every available one that reads it;
+    explicit names: those that read it (names that cannot read this file are skipped).
+    """
+    fmt = format_of(path)
+    able = list(fmt.backends) if fmt else backends_for(path)
+    usable = [b for b in able if b in available]
+    if wanted is None:
+        return usable[:1]
+    if "all" in wanted:
+        return usable
+    return [b for b in wanted if b in able]
+
+
+def plan(models: list[str], backends: list[str] | None, threads: list[int | None],
+         **common) -> tuple[list[BenchSpec], list[str]]:
+    """Every model x backend x threads configuration in a stable order, plus why any model was skipped.
+
+    With ``device`` set and no explicit backends, the device profile picks the backend (spec.backend None).
+    """
+    available = available_backends()
+    for b in backends or []:
+        if b != "all" and b not in BACKENDS:
+            raise UsageError(f"unknown backend '{b}'; valid backends: {', '.join(BACKENDS)} or 'all'")
+        if b != "all" and b not in available:
+            raise UsageError(f"backend '{b}' is not installed here; install it with: {BACKENDS[b].install}")
+    specs: list[BenchSpec] = []
+    skipped: list[str] = []
+    for path in expand_models(models):
+        if path.suffix.lower() == ".keras":
+            specs.extend(BenchSpec(model=str(path), backend="keras", threads=t, kind="keras", **common)
+                         for t in threads)
+            continue
+        if common.get("device") and not backends:
+            chosen: list[str | None] = [None]
+        else:
+            chosen = list(backends_for_model(path, backends, available))
+        if not chosen:
+            skipped.append(f"{path.name}: no requested backend can read it here "
+                           f"(able: {', '.join(backends_for(path))}; installed: {', '.join(available)})")
+        for b in chosen:
+            specs.extend(BenchSpec(model=str(path), backend=b, threads=t, **common) for t in threads)
+    return specs, skipped
+
+
+def run_specs(specs: list[BenchSpec], isolate: bool = True, timeout_s: float = 600.0,
+              on_done=None) -> list[dict]:
+    """Run every spec (each in a fresh subprocess when ``isolate``); failures become records."""
+    records: list[dict] = []
+    for spec in specs:
+        if isolate:
+            got = run_in_subprocess(spec, timeout_s)
+        else:
+            got = run_spec_safe(spec)
+            for r in got:
+                r["rss_isolated"] = False
+        records.extend(got)
+        if on_done is not None:
+            on_done(spec, got)
+    return records
+
+
+def run_in_subprocess(spec: BenchSpec, timeout_s: float = 600.0) -> list[dict]:
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    cmd = [sys.executable, "-m", "edgeproof.runtime.bench.runner"]
+    try:
+        proc = subprocess.run(cmd, input=json.dumps(asdict(spec)), capture_output=True, text=True,
+                              timeout=timeout_s, env=env)
+    except subprocess.TimeoutExpired:
+        return [_failed(spec, f"timed out after {timeout_s:.0f} s (lower --runs or raise the timeout)")]
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(RESULT_MARK):
+            return json.loads(line[len(RESULT_MARK):])
+    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    return [_failed(spec, f"benchmark process exited with code {proc.returncode}: {tail}")]
+
+
+def _failed(spec: BenchSpec, error: str) -> dict:
+    rec = _base_record(spec)
+    rec.update(status="failed", error=error)
+    return rec
+
+
+def _base_record(spec: BenchSpec) -> dict:
+    p = Path(spec.model)
+    return {
+        "model": str(p), "format": spec.format_name(), "backend": spec.backend, "threads": spec.threads,
+        "batch": spec.batch, "kind": spec.kind, "device": spec.device, "status": "ok", "error": None,
+        "size_bytes": p.stat().st_size if p.is_file() else None,
+    }
+
+
+# ---------------------------------------------------------------- measuring (child side)
+
+def peak_rss_mib() -> float | None:
+    """This process's peak resident set size so far (VmHWM; ru_maxrss where /proc is missing)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    try:
+        import resource
+
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return round(rss / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+    except (ImportError, OSError):
+        return None
+
+
+def bench_input(height: int, width: int, batch: int, seed: int, preprocess=None) -> np.ndarray:
+    """Fixed-seed random pixels in [0, 255], normalized by the model's contract: NHWC float32."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, size=(batch, height, width, 3)).astype(np.float32)
+    if preprocess is not None:
+        x = x * np.float32(preprocess.scale)
+        x = (x - np.asarray(preprocess.mean, np.float32)) / np.asarray(preprocess.std, np.float32)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def run_spec_safe(spec: BenchSpec) -> list[dict]:
+    """run_spec, with any failure turned into a 'failed' record (one clear line)."""
+    try:
+        return run_spec(spec)
+    except EdgeproofError as exc:
+        return [_failed(spec, str(exc))]
+    except Exception as exc:  # a backend's own error: record it, keep the suite going
+        return [_failed(spec, f"{type(exc).__name__}: {exc}")]
+
+
+def run_spec(spec: BenchSpec) -> list[dict]:
+    if spec.kind == "keras":
+        return _run_keras(spec)
+    return [_run_artifact(spec)]
+
+
+def _run_artifact(spec: BenchSpec) -> dict:
+    from edgeproof.runtime import load
+    from edgeproof.runtime.bench.baselines import bare_baseline
+
+    rec = _base_record(spec)
+    rec["rss_start_mib"] = peak_rss_mib()
+    if spec.backend:
+        t0 = time.perf_counter()
+        importlib.import_module(BACKENDS[spec.backend].package)
+        rec["import_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    model = load(spec.model, backend=spec.backend, threads=spec.threads, device=spec.device)
+    rec["load_s"] = time.perf_counter() - t0
+    try:
+        rec["backend"] = model.backend_name
+        rec["format"] = model.format or rec["format"]
+        pp = model.preprocess
+        x = bench_input(pp.height, pp.width, spec.batch, spec.seed, pp)
+        t0 = time.perf_counter()
+        model.predict(x)
+        rec["first_inference_ms"] = (time.perf_counter() - t0) * 1e3
+        for _ in range(spec.warmup):
+            model.predict(x)
+        rec["peak_rss_mib"] = peak_rss_mib()
+        rec["placement"] = model.placement
+        rec["input_shape"] = list(x.shape)
+
+        bare = bare_baseline(model.backend_name, spec.model, spec.threads, x) if spec.baseline else None
+        fns = {"edgeproof": lambda: model.predict(x)}
+        if bare is not None:
+            for _ in range(spec.warmup):
+                bare.call()
+            fns["bare"] = bare.call
+        times = stats.time_interleaved(fns, spec.runs, spec.min_seconds)
+        lat = stats.summarize(times["edgeproof"], spec.batch)
+        rec.update(lat.to_dict())
+        rec["samples_ms"] = [round(t * 1e3, 4) for t in times["edgeproof"]]
+        if bare is not None:
+            bl = stats.summarize(times["bare"], spec.batch)
+            ov = stats.overhead(times["edgeproof"], times["bare"], seed=spec.seed)
+            rec["baseline"] = {"name": bare.name, "load_s": bare.load_s, **bl.to_dict(), **bare.notes}
+            rec["overhead_ratio"] = ov["ratio"]
+            rec["overhead"] = ov
+            bare.close()
+        else:
+            rec["baseline"], rec["overhead_ratio"] = None, None
+        if spec.source:
+            from edgeproof.runtime.bench.endtoend import run_end_to_end
+
+            rec["end_to_end"] = run_end_to_end(model, spec.source, spec.runs, spec.batch, lat.throughput_ips)
+        rec["peak_rss_total_mib"] = peak_rss_mib()
+    finally:
+        model.close()
+    return rec
+
+
+def _run_keras(spec: BenchSpec) -> list[dict]:
+    from edgeproof.runtime.bench.baselines import keras_baselines
+
+    rss_start = peak_rss_mib()
+    # The contract: Keras input is raw RGB pixels in [0, 255] (normalization is inside the graph).
+    fns, facts, x = keras_baselines(spec.model, spec.threads,
+                                    lambda h, w: bench_input(h, w, spec.batch, spec.seed, None))
+    first = {}
+    for name, fn in fns.items():
+        t0 = time.perf_counter()
+        fn()
+        first[name] = (time.perf_counter() - t0) * 1e3
+        for _ in range(spec.warmup):
+            fn()
+    peak = peak_rss_mib()
+    times = stats.time_interleaved(fns, spec.runs, spec.min_seconds)
+    out = []
+    for name, samples in times.items():
+        rec = _base_record(spec)
+        rec.update(backend=name, rss_start_mib=rss_start, import_s=facts["import_s"], load_s=facts["load_s"],
+                   first_inference_ms=first[name], peak_rss_mib=peak, placement=None,
+                   input_shape=list(x.shape), baseline=None, overhead_ratio=None,
+                   versions={"tensorflow": facts["tensorflow"], "keras": facts["keras"]})
+        rec.update(stats.summarize(samples, spec.batch).to_dict())
+        rec["samples_ms"] = [round(t * 1e3, 4) for t in samples]
+        rec["peak_rss_total_mib"] = peak_rss_mib()
+        out.append(rec)
+    return out
+
+
+def _child_main() -> int:
+    spec = BenchSpec(**json.loads(sys.stdin.read()))
+    records = run_spec_safe(spec)
+    for r in records:
+        r.setdefault("rss_isolated", True)
+    sys.stdout.write(RESULT_MARK + json.dumps(records, default=str) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main())

@@ -1,0 +1,260 @@
+"""Inspect a .tflite or .onnx artifact without TensorFlow: I/O tensors (name, shape, dtype,
+quantization), op histogram, embedded metadata, size, which runtimes here can load it, and the
+op-version / runtime-version compatibility of TFLite files (e.g. against legacy tflite-runtime 2.14).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import re
+import subprocess
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeproof.errors import UsageError
+from edgeproof.formats import BACKENDS, backends_for, family_of, format_of
+
+LEGACY_RUNTIME = "2.14.0"  # the last tflite-runtime wheel (numpy<2)
+LEGACY_ENV = "EDGEPROOF_LEGACY_VENV"  # a venv with tflite-runtime; its loader result is reported
+
+
+def _version_tuple(text: str | None) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", text or "")[:3])
+
+
+def _short(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {' | '.join(lines[:3])}"[:400]
+
+
+def _spec_from_details(d: dict) -> dict[str, Any]:
+    sig = d.get("shape_signature")
+    shape = [None if int(v) < 0 else int(v) for v in (sig if sig is not None and len(sig) else d["shape"])]
+    scale, zp = d.get("quantization", (0.0, 0))
+    dtype = np.dtype(d["dtype"]).name
+    q = d.get("quantization_parameters") or {}
+    per_channel = q.get("scales") is not None and len(q.get("scales")) > 1
+    return {"name": d["name"], "shape": shape, "dtype": dtype,
+            "scale": float(scale) if scale else None, "zero_point": int(zp) if scale else None,
+            **({"per_channel": True} if per_channel else {})}
+
+
+def tflite_flatbuffer(data: bytes) -> dict[str, Any]:
+    """Operator codes with versions, op histogram, min_runtime_version and the producing TF version."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    from edgeproof.runtime.metadata import strip_tflite_metadata
+
+    model = schema.ModelT.InitFromPackedBuf(strip_tflite_metadata(data), 0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    codes = []
+    for oc in model.operatorCodes or []:
+        builtin = max(int(oc.builtinCode or 0), int(oc.deprecatedBuiltinCode or 0))
+        custom = oc.customCode.decode() if oc.customCode else None
+        codes.append({"op": custom or names.get(builtin, str(builtin)), "version": int(oc.version or 1),
+                      "custom": bool(custom)})
+    hist: Counter = Counter()
+    for sg in model.subgraphs or []:
+        for op in sg.operators or []:
+            hist[codes[op.opcodeIndex]["op"]] += 1
+    meta: dict[str, Any] = {}
+    for m in model.metadata or []:
+        key = m.name.decode() if isinstance(m.name, bytes) else str(m.name)
+        buf = model.buffers[m.buffer].data if m.buffer < len(model.buffers) else None
+        raw = bytes(buf) if buf is not None else b""
+        if key == "min_runtime_version":
+            meta[key] = raw.split(b"\0")[0].decode(errors="replace")
+        elif key == "CONVERSION_METADATA":
+            found = re.findall(rb"(\d+\.\d+\.\d+[\w.-]*)", raw)
+            meta["converter_tensorflow_version"] = found[0].decode() if found else None
+    desc = model.description.decode() if isinstance(model.description, bytes) else model.description
+    return {"schema_version": int(model.version), "description": desc, "operator_codes": codes,
+            "op_histogram": dict(hist.most_common()), **meta}
+
+
+def _litert_io(path: Path) -> dict[str, Any]:
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    it = Interpreter(model_path=str(path),
+                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    ops = Counter(o["op_name"] for o in it._get_ops_details())  # noqa: SLF001 - the only op listing API
+    return {"inputs": [_spec_from_details(d) for d in it.get_input_details()],
+            "outputs": [_spec_from_details(d) for d in it.get_output_details()],
+            "op_histogram": dict(ops.most_common())}
+
+
+def _inspect_tflite(path: Path, data: bytes) -> dict[str, Any]:
+    out: dict[str, Any] = {"notes": []}
+    try:
+        out.update(tflite_flatbuffer(data))
+    except ImportError:
+        out["notes"].append("op versions need ai_edge_litert's flatbuffer schema: pip install ai-edge-litert")
+    except Exception as exc:
+        out["notes"].append(f"cannot parse the flatbuffer: {_short(exc)}")
+    try:
+        out.update(_litert_io(path))
+    except ImportError:
+        out["notes"].append("I/O details need a TFLite interpreter: pip install ai-edge-litert")
+    except Exception as exc:
+        out["notes"].append(f"ai_edge_litert cannot list the tensors: {_short(exc)}")
+    if any(c.get("custom") for c in out.get("operator_codes", [])):
+        customs = sorted({c["op"] for c in out["operator_codes"] if c["custom"]})
+        out["notes"].append(f"custom op(s) {', '.join(customs)}: need a delegate/op resolver "
+                            "(edgetpu-custom-op: the libedgetpu delegate and a Coral device)")
+    return out
+
+
+def _inspect_onnx(path: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {"notes": []}
+    if importlib.util.find_spec("onnx") is None:
+        out["notes"].append("op histogram and opsets need the 'onnx' package: pip install onnx")
+        try:
+            import onnxruntime as ort
+
+            sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            conv = lambda a: {"name": a.name, "shape": [d if isinstance(d, int) else None for d in a.shape],
+                              "dtype": a.type.replace("tensor(", "").replace(")", "").replace("float", "float32"),
+                              "scale": None, "zero_point": None}
+            out["inputs"] = [conv(a) for a in sess.get_inputs()]
+            out["outputs"] = [conv(a) for a in sess.get_outputs()]
+        except Exception as exc:
+            out["notes"].append(f"onnxruntime cannot list the tensors: {_short(exc)}")
+        return out
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(path), load_external_data=False)
+    init = {i.name for i in model.graph.initializer}
+
+    def spec(v) -> dict[str, Any]:
+        t = v.type.tensor_type
+        return {"name": v.name, "dtype": np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type)).name,
+                "shape": [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim],
+                "scale": None, "zero_point": None}
+
+    hist = Counter(n.op_type for n in model.graph.node)
+    out.update(inputs=[spec(v) for v in model.graph.input if v.name not in init],
+               outputs=[spec(v) for v in model.graph.output], op_histogram=dict(hist.most_common()),
+               opsets={(o.domain or "ai.onnx"): int(o.version) for o in model.opset_import
+                       if not o.domain or o.domain in {n.domain for n in model.graph.node}},
+               ir_version=int(model.ir_version), producer=f"{model.producer_name} {model.producer_version}".replace(" None", "").strip())
+    if hist.get("QuantizeLinear"):
+        out["notes"].append(f"QDQ-quantized: {hist['QuantizeLinear']} QuantizeLinear / "
+                            f"{hist.get('DequantizeLinear', 0)} DequantizeLinear nodes; float32 I/O")
+    return out
+
+
+def _try_load(backend: str, path: Path) -> tuple[str, str | None]:
+    """('ok'|'failed'|'not installed', detail) for one runtime on this machine."""
+    b = BACKENDS[backend]
+    if importlib.util.find_spec(b.package) is None:
+        return "not installed", b.install
+    try:
+        if backend == "litert":
+            from ai_edge_litert.interpreter import Interpreter
+
+            Interpreter(model_path=str(path)).allocate_tensors()
+        elif backend == "onnxruntime":
+            import onnxruntime as ort
+
+            ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        elif backend == "opencv":
+            import cv2
+
+            cv2.dnn.readNetFromONNX(str(path))
+        elif backend == "openvino":
+            import openvino as ov
+
+            core = ov.Core()
+            core.compile_model(core.read_model(str(path)), "CPU")
+    except Exception as exc:
+        return "failed", _short(exc)
+    return "ok", None
+
+
+def _legacy_check(path: Path, legacy_venv: str | None) -> dict[str, Any] | None:
+    """Load the file with tflite-runtime in a separate numpy<2 venv (EDGEPROOF_LEGACY_VENV)."""
+    venv = legacy_venv or os.environ.get(LEGACY_ENV)
+    if not venv:
+        return None
+    py = Path(venv) / "bin" / "python"
+    if not py.is_file():
+        return {"runtime": "tflite-runtime (legacy venv)", "status": "failed",
+                "detail": f"no python at {py}; make the venv with benchmarks/legacy_tflite_runtime.sh"}
+    code = ("import sys, tflite_runtime, tflite_runtime.interpreter as t\n"
+            "i = t.Interpreter(model_path=sys.argv[1]); i.allocate_tensors()\n"
+            "print(tflite_runtime.__version__)")
+    try:
+        proc = subprocess.run([str(py), "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return {"runtime": "tflite-runtime (legacy venv)", "status": "failed", "detail": "timed out after 120 s"}
+    if proc.returncode == 0:
+        return {"runtime": f"tflite-runtime {proc.stdout.strip()} (legacy venv)", "status": "ok", "detail": None}
+    err = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    return {"runtime": "tflite-runtime (legacy venv)", "status": "failed", "detail": " | ".join(err[-2:])[:400]}
+
+
+def compat_checks(info: dict[str, Any], target: str = LEGACY_RUNTIME) -> list[dict[str, Any]]:
+    """Compare the converter-computed min_runtime_version with a TFLite runtime version."""
+    need = info.get("min_runtime_version")
+    if not need:
+        return [{"runtime": f"tflite-runtime {target}", "ok": None,
+                 "reason": "the file records no min_runtime_version; only a real load can tell"}]
+    ok = _version_tuple(need) <= _version_tuple(target)
+    reason = (f"needs TFLite runtime >= {need} (newest builtin op versions: "
+              + ", ".join(f"{c['op']} v{c['version']}" for c in sorted(
+                  info.get("operator_codes", []), key=lambda c: -c["version"])[:4]) + ")")
+    return [{"runtime": f"tflite-runtime {target}", "ok": ok,
+             "reason": reason if not ok else f"min_runtime_version {need} <= {target}"}]
+
+
+def inspect_model(path: str | Path, runtime_version: str = LEGACY_RUNTIME, legacy_venv: str | None = None,
+                  check_runtimes: bool = True) -> dict[str, Any]:
+    """Everything `edgeproof inspect` shows, as a JSON-ready dict."""
+    from edgeproof.runtime.metadata import read_metadata
+
+    path = Path(path)
+    family = family_of(path)
+    if not path.is_file():
+        raise UsageError(f"'{path}' does not exist or is not a file; give a .tflite or .onnx model")
+    data = path.read_bytes()
+    fmt = format_of(path)
+    report: dict[str, Any] = {"path": str(path), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                              "family": family, "format": fmt.name if fmt else None}
+    try:
+        meta = read_metadata(path)
+    except Exception as exc:
+        meta = None
+        report.setdefault("notes", []).append(f"metadata unreadable: {_short(exc)}")
+    report["metadata"] = meta.to_dict() if meta else None
+    if meta and not report["format"]:
+        report["format"] = meta.format
+    body = _inspect_tflite(path, data) if family == "tflite" else _inspect_onnx(path)
+    report["notes"] = report.get("notes", []) + body.pop("notes")
+    report.update(body)
+    if check_runtimes:
+        runtimes = []
+        for name in backends_for(family):
+            status, detail = _try_load(name, path)
+            runtimes.append({"runtime": name, "status": status, "detail": detail})
+        if family == "tflite" and importlib.util.find_spec("tflite_runtime") is not None:
+            status, detail = "ok", None
+            try:
+                from tflite_runtime.interpreter import Interpreter as LegacyInterpreter
+
+                LegacyInterpreter(model_path=str(path)).allocate_tensors()
+            except Exception as exc:
+                status, detail = "failed", _short(exc)
+            runtimes.append({"runtime": "tflite-runtime", "status": status, "detail": detail})
+        legacy = _legacy_check(path, legacy_venv) if family == "tflite" else None
+        if legacy:
+            runtimes.append(legacy)
+        report["runtimes"] = runtimes
+    if family == "tflite":
+        report["compat"] = compat_checks(report, runtime_version)
+    return report

@@ -1,0 +1,189 @@
+"""OpenVINO backend: a hand-built ONNX graph (fast, NumPy reference) and parity vs Keras on the
+tiny artifacts (slow), plus device handling with a faked openvino.Core (GPU/NPU cannot run here)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import pytest
+
+from edgeproof.errors import EdgeproofError, MissingDependency, UsageError
+from edgeproof.formats import FORMATS
+
+ov = pytest.importorskip("openvino", reason="needs edgeproof[openvino]")
+
+from edgeproof.runtime import load
+from edgeproof.runtime.backends.openvino import OpenVINOBackend
+
+H, W, C = 8, 8, 3  # the shape _tiny_onnx builds
+OV_FORMATS = [name for name, f in FORMATS.items() if "openvino" in f.backends]
+
+
+@pytest.fixture(scope="module")
+def linear_onnx(tmp_path_factory):
+    pytest.importorskip("onnx")
+    from _tiny_onnx import build_linear_onnx
+
+    return build_linear_onnx(tmp_path_factory.mktemp("ov") / "linear.onnx")
+
+
+@pytest.fixture
+def batch():
+    from _tiny_onnx import random_batch
+
+    return random_batch()
+
+
+def test_backend_runs_onnx_on_cpu_in_f32(linear_onnx, batch):
+    path, ref = linear_onnx
+    be = OpenVINOBackend(path, threads=1)
+    be.load()
+    assert be.input_spec.shape == [None, H, W, C] and be.input_spec.dtype == "float32"
+    assert be.output_spec.shape == [None, 3] and be.batch_ok
+    out = be.run(batch)
+    assert out.shape == (5, 3) and np.abs(out - ref(batch)).max() < 1e-5
+    pl = be.placement
+    assert pl["devices"] == ["CPU"] and pl["accelerator"] == 0 and pl["cpu"] == pl["total"] > 0
+    assert pl["precision"] == "f32" and pl["fallback"] is False and "OpenVINO CPU" in pl["where"]
+    assert be._compiled.get_property("INFERENCE_NUM_THREADS") == 1
+    be.close()
+
+
+def test_runtime_load_with_backend_and_device_profile(linear_onnx, batch):
+    path, ref = linear_onnx
+    for kwargs in ({"backend": "openvino"}, {"device": "intel"}):
+        m = load(path, **kwargs)
+        assert m.backend_name == "openvino"
+        assert np.abs(m.predict(batch) - ref(batch)).max() < 1e-5
+        assert m.placement["devices"] == ["CPU"]
+        m.close()
+
+
+def test_auto_device_keeps_f32(linear_onnx, batch):
+    path, ref = linear_onnx
+    be = OpenVINOBackend(path, providers=["AUTO"])
+    be.load()
+    assert be.placement["requested_device"] == "AUTO" and be.placement["devices"]
+    assert np.abs(be.run(batch) - ref(batch)).max() < 1e-5
+
+
+def test_missing_gpu_is_an_error_unless_fallback(linear_onnx, batch, capsys):
+    if any(d.startswith("GPU") for d in ov.Core().available_devices):
+        pytest.skip("this host has an OpenVINO GPU")
+    path, ref = linear_onnx
+    with pytest.raises(EdgeproofError) as exc:
+        load(path, device="intel-gpu")
+    msg = str(exc.value)
+    assert "'GPU' is not available" in msg and "intel-opencl-icd" in msg and "--allow-fallback" in msg
+    assert "\n" not in msg
+    m = load(path, device="intel-gpu", allow_fallback=True)
+    err = capsys.readouterr().err
+    assert "DEVICE FALLBACK" in err and "RUNNING ON THE CPU" in err and "edgeproof[openvino]" in err
+    assert m.placement["fallback"] is True and "FALLBACK from GPU" in m.placement["where"]
+    assert np.abs(m.predict(batch) - ref(batch)).max() < 1e-5
+
+
+class FakeCore:
+    """A real Core that also 'has' a GPU and an NPU: GPU compiles fail, NPU compiles run on the CPU."""
+
+    compiled_for: ClassVar[list] = []
+
+    def __init__(self):
+        self._core = ov.Core()
+        self.available_devices = ["CPU", "GPU", "NPU"]
+
+    def read_model(self, path):
+        return self._core.read_model(path)
+
+    def get_property(self, device, name):
+        return self._core.get_property("CPU", name)
+
+    def compile_model(self, model, device, config):
+        FakeCore.compiled_for.append((device, model.inputs[0].get_partial_shape().to_string()))
+        if device == "GPU":
+            raise RuntimeError("Exception from src/plugins/intel_gpu: [GPU] clGetPlatformIDs error -1001\nmore")
+        return self._core.compile_model(model, "CPU", config)
+
+
+@pytest.fixture
+def fake_core(monkeypatch):
+    FakeCore.compiled_for = []
+    monkeypatch.setattr(OpenVINOBackend, "core_factory", FakeCore)
+    return FakeCore
+
+
+def test_gpu_compile_failure_is_an_error_or_loud_fallback(linear_onnx, fake_core, capsys):
+    path, _ = linear_onnx
+    with pytest.raises(EdgeproofError, match=r"compiling 'linear.onnx' for GPU failed: .*clGetPlatformIDs"):
+        OpenVINOBackend(path, providers=["GPU"]).load()
+    be = OpenVINOBackend(path, providers=["GPU"], allow_fallback=True)
+    be.load()
+    assert "DEVICE FALLBACK" in capsys.readouterr().err
+    assert [d for d, _ in fake_core.compiled_for] == ["GPU", "GPU", "CPU"]
+    assert be.placement["fallback"] and be.placement["requested_device"] == "GPU"
+
+
+def test_npu_gets_a_static_batch(linear_onnx, fake_core, batch):
+    path, ref = linear_onnx
+    m = load(path, backend="openvino", providers=["NPU"])
+    assert fake_core.compiled_for == [("NPU", "[1,8,8,3]")]
+    assert m.backend.batch_ok is False
+    assert np.abs(m.predict(batch) - ref(batch)).max() < 1e-5  # Model feeds one image at a time
+
+
+def test_bad_device_and_unreadable_file(linear_onnx, tmp_path):
+    path, _ = linear_onnx
+    with pytest.raises(UsageError, match="one OpenVINO device"):
+        OpenVINOBackend(path, providers=["CUDAExecutionProvider"])
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(EdgeproofError, match="cannot read") as exc:
+        OpenVINOBackend(bad).load()
+    assert "\n" not in str(exc.value)
+
+
+def test_missing_openvino_names_the_extra(linear_onnx, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    with pytest.raises(MissingDependency, match=r"edgeproof\[openvino\]"):
+        OpenVINOBackend(linear_onnx[0]).load()
+
+
+# ---- parity against Keras on the tiny artifacts (every format the table routes to openvino) ----
+
+@pytest.fixture(scope="module")
+def keras_reference(tiny_run):
+    """(x in model-input space, Keras probabilities, true labels) on the tiny run's test split."""
+    from edgeproof.parity.reference import load_keras, predict
+    from edgeproof.runtime.preprocess import load_batch
+    from edgeproof.train.run_dir import load_run
+
+    run = load_run(tiny_run)
+    items = run.split("test")
+    x, ok_paths, _ = load_batch([p for p, _ in items], run.preprocess)
+    labels = np.array([c for p, c in items if p in set(ok_paths)])
+    return x, predict(load_keras(run.model_path), x), labels
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", OV_FORMATS)
+def test_openvino_parity_vs_keras(fmt, tiny_artifacts, keras_reference):
+    from edgeproof.formats import artifact_filename
+
+    x, ref, labels = keras_reference
+    tol = FORMATS[fmt].tolerance
+    m = load(tiny_artifacts / artifact_filename(FORMATS[fmt]), backend="openvino")
+    out = m.predict(x)
+    max_abs = float(np.abs(out - ref).max())
+    agree = float((out.argmax(1) == ref.argmax(1)).mean())
+    d_acc = 100 * abs(float((out.argmax(1) == labels).mean()) - float((ref.argmax(1) == labels).mean()))
+    print(f"openvino {fmt}: max|d|={max_abs:.3g} top1 agreement={agree:.3f} d_acc={d_acc:.2f}pp n={len(x)} "
+          f"{m.placement['where']}")
+    if tol.max_abs is not None:
+        assert max_abs <= tol.max_abs, f"{fmt}: max|d| {max_abs:.3g} > {tol.max_abs}"
+    assert agree >= tol.min_top1_agreement, f"{fmt}: top-1 agreement {agree:.3f} < {tol.min_top1_agreement}"
+    if tol.max_delta_acc_pp is not None:
+        assert d_acc <= tol.max_delta_acc_pp + 1e-9, f"{fmt}: |d accuracy| {d_acc:.2f}pp > {tol.max_delta_acc_pp}"
+    assert m.placement["devices"] == ["CPU"] and m.placement["precision"] == "f32"

@@ -1,0 +1,289 @@
+"""Sources (files, folders, globs, lists, video, camera, device, stream, picam) and the threaded pipeline.
+
+Uses a TF-free ONNX colour classifier (top-1 = dominant channel of a solid image) so every expected
+answer is known; cameras and streams are injected capture objects, no hardware needed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from edgeproof.errors import EdgeproofError, UsageError
+from edgeproof.runtime import load
+from edgeproof.runtime.pipeline import run_pipeline
+from edgeproof.runtime.sources import open_source
+
+cv2 = pytest.importorskip("cv2")
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from _runtime_models import LABELS, color_onnx, solid  # noqa: E402
+
+
+class FakeCapture:
+    """cv2.VideoCapture stand-in: yields `frames` (cycled when endless), can fail, can send Ctrl-C."""
+
+    def __init__(self, frames, opened=True, fail_from=None, fail_count=10**9, endless=False, sigint_at=None):
+        self.frames, self.opened, self.endless = list(frames), opened, endless
+        self.fail_from, self.fail_count, self.sigint_at = fail_from, fail_count, sigint_at
+        self.reads = self.failed = 0
+        self.released = False
+
+    def isOpened(self):
+        return self.opened
+
+    def get(self, prop):
+        return 12.0
+
+    def read(self):
+        i = self.reads
+        self.reads += 1
+        if self.sigint_at is not None and i == self.sigint_at:
+            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, delivered to the main thread
+        if self.fail_from is not None and i >= self.fail_from and self.failed < self.fail_count:
+            self.failed += 1
+            return False, None
+        k = i - self.failed
+        if k >= len(self.frames) and not self.endless:
+            return False, None
+        if self.endless:
+            time.sleep(0.002)
+        return True, self.frames[k % len(self.frames)].copy()
+
+    def release(self):
+        self.released = True
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    path = color_onnx(tmp_path_factory.mktemp("m") / "color.onnx-fp32.onnx")
+    with load(path) as m:
+        yield m
+
+
+@pytest.fixture(scope="module")
+def image_tree(tmp_path_factory):
+    """root/a/*.png, root/b/c/*.jpg (nested), plus unreadable files."""
+    root = tmp_path_factory.mktemp("imgs")
+    expected = {}
+    for i, name in enumerate(LABELS * 2):
+        sub = root / ("a" if i < 3 else "b/c")
+        sub.mkdir(parents=True, exist_ok=True)
+        p = sub / f"{i}_{name}.{'png' if i < 3 else 'jpg'}"
+        cv2.imwrite(str(p), solid(name))
+        expected[str(p)] = name
+    (root / "a" / "empty.png").write_bytes(b"")
+    (root / "b" / "notes.jpg").write_text("not an image")
+    return root, expected
+
+
+def _run(model, source, **kw):
+    results = []
+    summary = run_pipeline(model, source, results.append, **kw)
+    return results, summary
+
+
+def test_single_image(model, image_tree):
+    root, expected = image_tree
+    path = next(p for p in expected if p.endswith("0_red.png"))
+    results, summary = _run(model, open_source(path))
+    assert [r.topk[0][0] for r in results] == ["red"] and summary.count == 1 and summary.kind == "image"
+
+
+def test_folder_recursive_in_order_with_unreadable_files_skipped(model, image_tree):
+    root, expected = image_tree
+    results, summary = _run(model, open_source(str(root)), batch=4, workers=3)
+    assert summary.kind == "folder" and summary.count == len(expected)
+    assert [r.index for r in results] == sorted(r.index for r in results)  # input order kept
+    assert {r.name: r.topk[0][0] for r in results} == expected
+    skipped = dict(summary.skipped)
+    assert skipped[str(root / "a" / "empty.png")] == "zero-byte file"
+    assert "not a decodable image" in skipped[str(root / "b" / "notes.jpg")]
+    d = summary.to_dict()
+    assert d["fps"] > 0 and d["p50_ms"] is not None and len(d["skipped"]) == 2
+
+
+def test_glob_and_list_file(model, image_tree, tmp_path):
+    root, expected = image_tree
+    results, summary = _run(model, open_source(str(root / "**" / "*.jpg")))
+    assert summary.kind == "glob" and sorted(r.name for r in results) == sorted(p for p in expected if p.endswith(".jpg"))
+    lst = root / "list.txt"
+    rel = os.path.relpath(next(p for p in expected if p.endswith("1_green.png")), root)
+    lst.write_text(f"# my images\n{rel}\n\n{root / 'b' / 'c' / '5_blue.jpg'}\nmissing.png\n")
+    results, summary = _run(model, open_source(str(lst)))
+    assert summary.kind == "list" and [r.topk[0][0] for r in results] == ["green", "blue"]
+    assert summary.skipped[0][0].endswith("missing.png") and "No such file" in summary.skipped[0][1]
+    with pytest.raises(UsageError, match="matches no files"):
+        open_source(str(tmp_path / "*.nothing"))
+
+
+def test_video_file_written_by_cv2(model, tmp_path):
+    path = tmp_path / "clip.avi"
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (32, 24))
+    assert w.isOpened()
+    names = ["red", "green", "blue", "blue", "green", "red", "red"]
+    for n in names:
+        w.write(solid(n, 24, 32))
+    w.release()
+    src = open_source(str(path))
+    assert src.kind == "video" and src.is_stream and src.fps == pytest.approx(10, rel=0.01)
+    results, summary = _run(model, src, batch=3)
+    assert [r.topk[0][0] for r in results] == names
+    assert summary.stopped == "end of video" and results[0].name == f"{path}#0"
+    # the same file as a stream URL (OpenCV's FFmpeg reads file:// URLs)
+    results, summary = _run(model, open_source(f"file://{path}", retries=1, backoff=0.001))
+    assert summary.kind == "stream" and [r.topk[0][0] for r in results] == names
+
+
+def test_camera_device_and_stream_via_injected_capture(model):
+    frames = [solid(n) for n in LABELS]
+    opened = []
+
+    def factory(target):
+        opened.append(target)
+        return FakeCapture(frames)
+
+    sleeps = []
+    for spec, kind, target in (("0", "camera", 0), ("/dev/video7", "device", "/dev/video7"),
+                               ("rtsp://cam.local/stream", "stream", "rtsp://cam.local/stream")):
+        src = open_source(spec, capture_factory=factory, retries=2, backoff=0.01, sleep=sleeps.append)
+        results, summary = _run(model, src)
+        assert src.kind == kind and opened[-1] == target or opened[-3] == target
+        assert [r.topk[0][0] for r in results] == LABELS
+        assert "3 consecutive frame grabs failed" in summary.stopped
+        assert src.cap is None  # released by the pipeline
+
+
+def test_missing_camera_is_a_clear_error():
+    with pytest.raises(EdgeproofError, match=r"cannot open camera 0: no camera at that index"):
+        open_source("0", capture_factory=lambda t: FakeCapture([], opened=False))
+    with pytest.raises(EdgeproofError, match=r"camera device /dev/video97 does not exist"):
+        open_source("/dev/video97")
+    with pytest.raises(EdgeproofError, match=r"cannot open stream rtsp://nowhere"):
+        open_source("rtsp://nowhere/x", capture_factory=lambda t: FakeCapture([], opened=False))
+    with pytest.raises(UsageError, match="source 'no/such/thing' not found"):
+        open_source("no/such/thing")
+
+
+def test_failing_grabs_retry_with_backoff_then_stop_cleanly(model):
+    sleeps = []
+    cap = FakeCapture([solid("red")] * 3, fail_from=3)
+    src = open_source("0", capture_factory=lambda t: cap, retries=4, backoff=0.01, max_backoff=0.05,
+                      sleep=sleeps.append)
+    results, summary = _run(model, src)
+    assert summary.count == 3 and sleeps == [0.01, 0.02, 0.04, 0.05]
+    assert summary.stopped.startswith("5 consecutive frame grabs failed from '0'") and cap.released
+    # a transient failure recovers and the stream goes on
+    sleeps.clear()
+    cap = FakeCapture([solid("green")] * 4, fail_from=2, fail_count=2)
+    src = open_source("1", capture_factory=lambda t: cap, retries=3, backoff=0.01, sleep=sleeps.append)
+    results, summary = _run(model, src)
+    assert summary.count == 4 and sleeps[:2] == [0.01, 0.02]
+    # a stream reconnects (new capture object) between retries
+    caps = []
+
+    def reconnecting(target):
+        caps.append(FakeCapture([solid("blue")] * 2 if not caps else [], fail_from=None if not caps else 0))
+        return caps[-1]
+
+    src = open_source("http://host/video.mjpg", capture_factory=reconnecting, retries=2, backoff=0.001,
+                      sleep=lambda s: None)
+    _, summary = _run(model, src)
+    assert summary.count == 2 and len(caps) == 3 and caps[0].released
+
+
+def test_ctrl_c_stops_cleanly_with_summary(model):
+    cap = FakeCapture([solid(n) for n in LABELS], endless=True, sigint_at=6)
+    src = open_source("0", capture_factory=lambda t: cap)
+    results, summary = _run(model, src)
+    assert summary.interrupted and summary.stopped == "interrupted (Ctrl-C)"
+    assert summary.count == len(results) >= 1 and cap.released
+    # KeyboardInterrupt raised by the consumer itself (e.g. while printing)
+    cap = FakeCapture([solid("red")], endless=True)
+    seen = []
+
+    def on_result(r):
+        seen.append(r)
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+
+    summary = run_pipeline(model, open_source("0", capture_factory=lambda t: cap), on_result)
+    assert summary.interrupted and summary.count == 3
+
+
+def test_queue_is_bounded_and_limit_stops(model):
+    pulled = []
+    first_result_at = []
+
+    class Counting:
+        def __init__(self, cap):
+            self.cap = cap
+
+        def isOpened(self):
+            return True
+
+        def get(self, prop):
+            return 0
+
+        def read(self):
+            pulled.append(1)
+            return self.cap.read()
+
+        def release(self):
+            pass
+
+    cap = FakeCapture([solid("red")], endless=True)
+    src = open_source("0", capture_factory=lambda t: Counting(cap))
+
+    def on_result(r):
+        if not first_result_at:
+            time.sleep(0.3)  # a slow consumer: the producer must block, not read ahead forever
+            first_result_at.append(len(pulled))
+
+    summary = run_pipeline(model, src, on_result, workers=2, queue_size=4, limit=5)
+    assert summary.count == 5 and summary.stopped == "limit of 5 reached"
+    assert first_result_at[0] <= 4 + 2 + 3  # queue + workers + in hand
+
+
+def test_picam_missing_and_injected():
+    import importlib.util
+
+    if importlib.util.find_spec("picamera2") is None:
+        with pytest.raises(EdgeproofError, match="picamera2"):
+            open_source("picam")
+
+    class Cam:
+        n = 0
+        stopped = False
+
+        def capture_array(self):
+            self.n += 1
+            if self.n > 3:
+                raise RuntimeError("camera unplugged")
+            return np.dstack([solid("blue"), np.full((24, 20), 255, np.uint8)])  # XBGR-like 4 channels
+
+        def stop(self):
+            self.stopped = True
+
+    cam = Cam()
+    src = open_source("picam", picam_factory=lambda: cam, retries=1, backoff=0.0, sleep=lambda s: None)
+    frames = list(src)
+    src.close()
+    assert len(frames) == 3 and frames[0].frame.shape == (24, 20, 3) and cam.stopped
+    assert "consecutive frame grabs failed from 'picam'" in src.stop_reason
+
+
+def test_threads_release_after_run(model, image_tree):
+    root, _ = image_tree
+    before = threading.active_count()
+    _run(model, open_source(str(root)))
+    deadline = time.time() + 3
+    while threading.active_count() > before and time.time() < deadline:
+        time.sleep(0.05)
+    assert threading.active_count() <= before

@@ -1,0 +1,308 @@
+"""Training data: scan a folder of class subfolders, validate and decode every image, split, feed.
+
+Layouts:  DIR/<class>/...images   -> stratified seeded 70/15/15 split of the readable images;
+          DIR/train/<class>/... (+ val/, test/) -> used as given; a missing val/ or test/ is carved
+          (stratified, 15 %) out of train.
+Images are decoded once with the runtime's OpenCV reader (gray, RGBA, palette, 16-bit converted;
+EXIF applied) and resized with the same `prepare` the runtime uses, so training sees exactly what
+deployment sees. Unreadable files are skipped and counted by reason. Datasets here are small, so
+the decoded uint8 arrays live in memory and a tf.data pipeline batches and augments them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edgeproof.contract import Preprocess
+from edgeproof.errors import UsageError
+
+SPLITS = ("train", "val", "test")
+FRACTIONS = {"val": 0.15, "test": 0.15}
+HINT = "give a folder with one subfolder of images per class (or use --dataset textures|shapes)"
+
+# Leading bytes of the formats OpenCV decodes; a file with none of them is "not an image".
+_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"P1", b"P2", b"P3",
+          b"P4", b"P5", b"P6", b"\x00\x00\x00\x0cjP")
+
+
+@dataclass
+class Split:
+    paths: list[str]
+    labels: np.ndarray  # int64 (N,)
+    images: np.ndarray  # uint8 (N, H, W, 3) RGB, already at the model input size
+
+
+@dataclass
+class Data:
+    root: Path
+    classes: list[str]
+    layout: str  # "folders" (train/ val/ test/ given) or "split" (seeded 70/15/15)
+    splits: dict[str, Split]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+    def skipped_summary(self) -> dict[str, int]:
+        return dict(Counter(reason for _, reason in self.skipped).most_common())
+
+    def split_json(self, seed: int) -> dict:
+        return {"data_root": str(self.root.resolve()), "classes": self.classes, "seed": seed,
+                "layout": self.layout,
+                "splits": {k: [[p, int(i)] for p, i in zip(s.paths, s.labels)] for k, s in self.splits.items()},
+                "skipped": [[p, r] for p, r in self.skipped]}
+
+
+# ---------------------------------------------------------------- validation and decoding
+
+def classify_bytes(data: bytes) -> str | None:
+    """A reason to skip the file from its bytes alone, or None when it looks like a whole image."""
+    if not data:
+        return "zero-byte file"
+    if not data.startswith(_MAGIC) and not (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
+        return "not an image"
+    if data.startswith(b"\xff\xd8\xff") and data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
+        return "truncated image"  # no end-of-image marker after the last scan
+    if data.startswith(b"\x89PNG") and data.rfind(b"IEND") < 0:
+        return "truncated image"
+    return None
+
+
+def read_checked(path: str | Path) -> tuple[np.ndarray | None, str | None]:
+    """(BGR uint8 image, None) or (None, reason it was skipped)."""
+    import cv2
+
+    from edgeproof.runtime.preprocess import to_bgr8
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        return None, f"unreadable ({exc.strerror or exc})"
+    reason = classify_bytes(data)
+    if reason:
+        return None, reason
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    if img is None or img.size == 0:
+        return None, "corrupt or truncated image"
+    return to_bgr8(img), None
+
+
+def decode_all(paths: list[str], pp: Preprocess, on_done: Callable[[int], None] | None = None
+               ) -> tuple[list[np.ndarray | None], list[str | None]]:
+    """Decode + prepare every path (threads; OpenCV releases the GIL). Returns images (uint8 RGB) and reasons."""
+    import cv2
+
+    from edgeproof.runtime.preprocess import prepare
+
+    try:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # no libpng/libjpeg warnings
+    except AttributeError:  # pragma: no cover - older OpenCV builds
+        pass
+
+    def one(path: str):
+        img, reason = read_checked(path)
+        if img is None:
+            return None, reason
+        return prepare(img, pp).astype(np.uint8), None
+
+    images, reasons = [], []
+    with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
+        for img, reason in pool.map(one, paths, chunksize=16):
+            images.append(img)
+            reasons.append(reason)
+            if on_done:
+                on_done(1)
+    return images, reasons
+
+
+# ---------------------------------------------------------------- folder scan
+
+def _subdirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _files(folder: Path) -> list[str]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        out.extend(str(Path(dirpath, f).resolve()) for f in sorted(filenames) if not f.startswith("."))
+    return out
+
+
+def scan(root: str | Path) -> tuple[str, list[str], dict[str, dict[str, list[str]]]]:
+    """Return (layout, classes, {split or "all": {class: [abs paths]}}) or raise UsageError."""
+    root = Path(root)
+    if not root.exists():
+        raise UsageError(f"data folder '{root}' does not exist; {HINT}")
+    if not root.is_dir():
+        raise UsageError(f"data path '{root}' is a file, not a folder; {HINT}")
+    subdirs = _subdirs(root)
+    names = {d.name for d in subdirs}
+    if names and names <= set(SPLITS):
+        if "train" not in names:
+            raise UsageError(f"data folder '{root}' has {'/'.join(sorted(names))}/ but no train/; "
+                             "add train/<class>/ images or drop the split folders")
+        classes = [d.name for d in _subdirs(root / "train")]
+        _check_classes(root / "train", classes)
+        tree: dict[str, dict[str, list[str]]] = {}
+        for split in SPLITS:
+            if split not in names:
+                continue
+            found = [d.name for d in _subdirs(root / split)]
+            extra = sorted(set(found) - set(classes))
+            if extra:
+                raise UsageError(f"'{root / split}' has class folder(s) {', '.join(extra)} that train/ lacks; "
+                                 f"train classes: {', '.join(classes)}; use the same class names in every split")
+            tree[split] = {c: _files(root / split / c) for c in classes if c in found}
+        return "folders", classes, tree
+    classes = [d.name for d in subdirs]
+    _check_classes(root, classes)
+    return "split", classes, {"all": {c: _files(root / c) for c in classes}}
+
+
+def _check_classes(folder: Path, classes: list[str]) -> None:
+    if not classes:
+        loose = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+        what = f"no class subfolders, only {len(loose)} loose file(s)" if loose else "empty"
+        raise UsageError(f"data folder '{folder}' is {what}; {HINT}")
+    if len(classes) == 1:
+        raise UsageError(f"data folder '{folder}' has a single class ('{classes[0]}'); "
+                         "a classifier needs at least 2 class subfolders")
+
+
+# ---------------------------------------------------------------- splitting and loading
+
+def _carve(items: list[int], frac: float, rng: np.random.Generator, keep: int = 1) -> tuple[list[int], list[int]]:
+    """Split items into (rest, carved) with round(frac*n) carved (at least 1 while `keep` remain)."""
+    n = len(items)
+    k = min(max(1, round(frac * n)), n - keep) if n > keep else 0
+    perm = [items[i] for i in rng.permutation(n)]
+    return sorted(perm[k:]), sorted(perm[:k])
+
+
+def _describe(reasons: list[str]) -> str:
+    return ", ".join(f"{n} {r}" for r, n in Counter(reasons).most_common())
+
+
+def load_data(root: str | Path, pp: Preprocess, seed: int = 0,
+              on_total: Callable[[int], None] | None = None,
+              on_done: Callable[[int], None] | None = None) -> Data:
+    """Scan, decode, validate and split `root`; raise UsageError on unusable input."""
+    root = Path(root)
+    layout, classes, tree = scan(root)
+    flat = [(group, ci, p) for group, per_class in tree.items()
+            for ci, c in enumerate(classes) for p in per_class.get(c, [])]
+    if not flat:
+        raise UsageError(f"data folder '{root}' has class folders ({', '.join(classes)}) but no files; {HINT}")
+    if on_total:
+        on_total(len(flat))
+    images, reasons = decode_all([p for _, _, p in flat], pp, on_done)
+    skipped = [(p, r) for (_, _, p), r in zip(flat, reasons) if r]
+    if len(skipped) == len(flat):
+        raise UsageError(f"no readable images in '{root}': all {len(flat)} files were skipped "
+                         f"({_describe([r for _, r in skipped])}); {HINT}")
+    # group -> class -> indices into flat of readable images
+    ok: dict[str, dict[int, list[int]]] = {}
+    for i, ((group, ci, _), img) in enumerate(zip(flat, images)):
+        if img is not None:
+            ok.setdefault(group, {}).setdefault(ci, []).append(i)
+    first = "train" if layout == "folders" else "all"
+    for ci, c in enumerate(classes):
+        if not ok.get(first, {}).get(ci):
+            bad = [r for (g, cj, _), r in zip(flat, reasons) if g == first and cj == ci and r]
+            where = root / ("train" if layout == "folders" else "") / c
+            raise UsageError(f"class '{c}' has no readable images in '{where}'"
+                             f"{f' ({_describe(bad)} skipped)' if bad else ' (no files)'}; "
+                             "add images to it or remove the folder")
+    chosen: dict[str, list[int]] = {s: [] for s in SPLITS}
+    for ci, c in enumerate(classes):
+        rng = np.random.default_rng([seed, ci])
+        if layout == "split":
+            items = ok["all"][ci]
+            if len(items) < 3:
+                raise UsageError(f"class '{c}' has only {len(items)} readable image(s); need at least 3 to "
+                                 "split into train/val/test (or give train/ val/ test/ subfolders)")
+            rest, test = _carve(items, FRACTIONS["test"], rng, keep=2)
+            train, val = _carve(rest, FRACTIONS["val"] / (1 - FRACTIONS["test"]), rng)
+            parts = {"train": train, "val": val, "test": test}
+        else:
+            train = ok["train"][ci]
+            parts = {}
+            for split in ("test", "val"):  # carve the missing ones out of train
+                if "val" not in tree and "test" not in tree:
+                    frac = FRACTIONS[split] / (1 - FRACTIONS["test"]) if split == "val" else FRACTIONS[split]
+                else:
+                    frac = FRACTIONS[split]
+                if split in tree:
+                    parts[split] = ok.get(split, {}).get(ci, [])
+                else:
+                    train, parts[split] = _carve(train, frac, rng)
+            parts["train"] = train
+        for split in SPLITS:
+            chosen[split].extend(parts[split])
+    for split in ("train", "val"):
+        if not chosen[split]:
+            raise UsageError(f"the {split} split of '{root}' has no readable images; add images to it")
+    splits = {}
+    for split in SPLITS:
+        idx = chosen[split]
+        splits[split] = Split(
+            paths=[flat[i][2] for i in idx],
+            labels=np.asarray([flat[i][1] for i in idx], np.int64),
+            images=np.stack([images[i] for i in idx]) if idx else np.zeros((0, pp.height, pp.width, 3), np.uint8),
+        )
+    return Data(root=root, classes=classes, layout=layout, splits=splits, skipped=skipped)
+
+
+# ---------------------------------------------------------------- TensorFlow side
+
+def make_tf_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, *, training: bool, seed: int):
+    """uint8 arrays -> batched float32 tf.data (raw 0..255 pixels); shuffle + augmentation when training.
+
+    Augmentation (random horizontal flip, brightness +-10 %, contrast 0.9-1.1) is seeded and
+    deterministic per epoch; it lives here, never in the saved model.
+    """
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((images, labels))
+    if not training:
+        return ds.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y)).prefetch(2)
+    ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    ds = tf.data.Dataset.zip((ds, seeds))
+
+    def augment(pair, s):
+        x, y = pair
+        x = tf.cast(x, tf.float32)
+        s = tf.cast(s % (2**31), tf.int32)
+        x = tf.image.stateless_random_flip_left_right(x, seed=s)
+        x = tf.image.stateless_random_contrast(x, 0.9, 1.1, seed=s[::-1])
+        delta = tf.random.stateless_uniform([], seed=s + 1, minval=-25.5, maxval=25.5)
+        return tf.clip_by_value(x + delta, 0.0, 255.0), y
+
+    return ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(batch_size).prefetch(2)
+
+
+def load_image_tf(path: str | Path, height: int, width: int, interpolation: str = "bilinear") -> np.ndarray:
+    """The TensorFlow decode/resize path (as keras' image_dataset_from_directory does it).
+
+    float32 HxWx3 RGB in 0..255. Parity compares it with the OpenCV path to measure
+    preprocessing drift (no EXIF handling, different resize kernels, 16-bit scaling).
+    """
+    import tensorflow as tf
+
+    from edgeproof.contract import INTERPOLATIONS
+
+    if interpolation not in INTERPOLATIONS:
+        raise UsageError(f"interpolation '{interpolation}' is not valid; valid: {', '.join(INTERPOLATIONS)}")
+    try:
+        raw = tf.io.read_file(str(path))
+        img = tf.io.decode_image(raw, channels=3, expand_animations=False)  # uint8 (16-bit scaled down)
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as exc:
+        raise UsageError(f"TensorFlow cannot decode '{path}': {exc.message.splitlines()[0]}") from None
+    img = tf.image.resize(img, (height, width), method=interpolation)
+    return img.numpy().astype(np.float32)

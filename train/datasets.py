@@ -1,0 +1,111 @@
+"""Embedded datasets, written as an on-disk image folder (train/ val/ test/ of class subfolders).
+
+    build_dataset("textures")            -> ~/.cache/edgeproof/datasets/textures
+    build_dataset("shapes", root=tmp, image_size=32, per_class=60, seed=0)
+
+The folder is built in a temp folder and renamed into place; a `.complete` marker (written last,
+holding the parameters) makes a rebuild a no-op, and a folder without it is rebuilt.
+Default parameters use the folder `<name>`, others `<name>-<size>px-<per_class>pc-seed<seed>`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from edgeproof.errors import UsageError
+
+MARKER = ".complete"
+SPLIT_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
+GENERATOR_VERSION = 2  # bump when a generator's output changes, so cached folders are rebuilt
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    description: str
+    module: str  # edgeproof.train.<module> with generate(out, image_size, counts, seed) and CLASSES
+    image_size: int
+    per_class: int  # training images per class (val and test each get 15/70 of that)
+    needs: str | None = None  # an import the generator needs (for the install hint)
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "textures": DatasetInfo(
+        "textures", "real-photo texture crops from scikit-image's bundled photos, disjoint regions per split",
+        "textures", image_size=64, per_class=140, needs="skimage"),
+    "shapes": DatasetInfo(
+        "shapes", "procedural coloured circles / squares / triangles on noisy backgrounds",
+        "shapes", image_size=64, per_class=140),
+}
+
+
+def cache_root() -> Path:
+    """$EDGEPROOF_CACHE/datasets, default ~/.cache/edgeproof/datasets."""
+    base = os.environ.get("EDGEPROOF_CACHE") or "~/.cache/edgeproof"
+    return Path(base).expanduser() / "datasets"
+
+
+def split_counts(per_class: int) -> dict[str, int]:
+    """Images per class in each split: `per_class` for train, val and test 15/70 of that (at least 2)."""
+    extra = max(2, round(per_class * SPLIT_FRACTIONS["val"] / SPLIT_FRACTIONS["train"]))
+    return {"train": per_class, "val": extra, "test": extra}
+
+
+def _generator(info: DatasetInfo) -> Callable:
+    import importlib
+
+    if info.needs:
+        from edgeproof.errors import require
+
+        require(info.needs, "train", f"the '{info.name}' dataset", package="scikit-image")
+    return importlib.import_module(f"edgeproof.train.{info.module}").generate
+
+
+def build_dataset(name: str, root: str | Path | None = None, image_size: int | None = None,
+                  per_class: int | None = None, seed: int = 0) -> Path:
+    """Write (or reuse) the embedded dataset `name`; return its folder (train/ val/ test/ inside)."""
+    if name not in DATASETS:
+        raise UsageError(f"unknown dataset '{name}'; valid: {', '.join(DATASETS)}; or pass --data DIR")
+    info = DATASETS[name]
+    size = int(image_size or info.image_size)
+    count = int(per_class or info.per_class)
+    if not 8 <= size <= 1024:
+        raise UsageError(f"dataset image size {size} is out of range; use 8..1024 pixels")
+    if count < 5:
+        raise UsageError(f"per_class={count} is too small; use at least 5 training images per class")
+    params = {"name": name, "image_size": size, "per_class": count, "seed": int(seed),
+              "version": GENERATOR_VERSION}
+    parent = Path(root) if root is not None else cache_root()
+    default = size == info.image_size and count == info.per_class and seed == 0
+    dest = parent / (name if default else f"{name}-{size}px-{count}pc-seed{seed}")
+    if _complete(dest, params):
+        return dest
+    generate = _generator(info)
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=parent))
+    try:
+        generate(tmp, size, split_counts(count), int(seed))
+        (tmp / MARKER).write_text(json.dumps(params, sort_keys=True) + "\n")
+        if dest.exists():  # partial, stale, or built concurrently by another process
+            if _complete(dest, params):
+                shutil.rmtree(tmp, ignore_errors=True)
+                return dest
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def _complete(dest: Path, params: dict) -> bool:
+    try:
+        return json.loads((dest / MARKER).read_text()) == params
+    except (OSError, ValueError):
+        return False
