@@ -96,7 +96,9 @@ def measure(model: str, image: str, repeat: int) -> list[dict]:
 
 def markdown(rows: list[dict], model: str) -> str:
     base = next((r for r in rows if r["what"] == "tf.lite" and r["wall_s_median"]), None)
-    lines = [f"One-shot cost (fresh process, one image, `{Path(model).name}`), median of {rows[0]['runs']} runs:", "",
+    head = (f"One-shot cost (fresh process, one image, `{Path(model).name}`), "
+            f"median of {rows[0]['runs']} runs:")
+    lines = [head, "",
              "| what | wall s | peak RSS MiB | vs tf.lite (wall / RSS) |", "|---|---|---|---|"]
     for r in rows:
         if r["error"]:

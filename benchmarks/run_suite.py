@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     cmd = [sys.executable, "-m", "edgeproof", "bench", "--suite", "-o", args.out, *extra]
     print("+", " ".join(cmd), file=sys.stderr)
-    rc = subprocess.run(cmd, env=env).returncode
+    rc = subprocess.run(cmd, env=env, check=False).returncode
     bench_json = Path(args.out) / "bench.json"
     if rc != 0 or not bench_json.is_file():
         print(f"run_suite: error: the suite failed (exit {rc}); see the messages above", file=sys.stderr)
@@ -53,11 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join([
         "# edgeproof benchmark results",
         "",
-        f"**Measured on this project's 2-core x86 build machine** on {date} (a shared, noisy machine: "
-        "treat differences under ~5 % as noise; ratios measured interleaved are the trustworthy part).",
+        (f"**Measured on this project's 2-core x86 build machine** on {date} (a shared, noisy machine: "
+         "treat differences under ~5 % as noise; ratios measured interleaved are the trustworthy part)."),
         "",
-        "Reproduce: `python benchmarks/run_suite.py` (= `edgeproof bench --suite -o benchmarks/results` "
-        "+ `python benchmarks/oneshot.py MODEL.tflite IMAGE`).",
+        ("Reproduce: `python benchmarks/run_suite.py` (= `edgeproof bench --suite -o benchmarks/results` "
+         "+ `python benchmarks/oneshot.py MODEL.tflite IMAGE`)."),
         body.strip(),
         "",
         "### One-shot cost: `edgeproof run` vs a bare script vs TensorFlow",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["convert_run", "Manifest", "ArtifactResult"]
+__all__ = ["ArtifactResult", "Manifest", "convert_run"]
 
 
 def convert_run(*args: Any, **kwargs: Any):

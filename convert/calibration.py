@@ -82,7 +82,7 @@ def calibration_batch(run, count: int, seed: int = 0) -> tuple[np.ndarray, str, 
 
 def describe(batch: np.ndarray, sha256: str, skipped: list[tuple[str, str]], requested: int) -> dict:
     """The calibration record stored in the manifest."""
-    return {"requested": int(requested), "used": int(len(batch)), "sha256": sha256,
+    return {"requested": int(requested), "used": len(batch), "sha256": sha256,
             "skipped": len(skipped), "skipped_files": [{"path": p, "reason": r} for p, r in skipped[:50]],
             "source": "train split, stratified by class, decoded with edgeproof.runtime.preprocess"}
 

@@ -53,7 +53,8 @@ def compile_tflite(bare: bytes, timeout: float = 600.0) -> tuple[bytes, str]:
     with tempfile.TemporaryDirectory(prefix="edgeproof-edgetpu-") as tmp:
         src = Path(tmp) / "model.tflite"
         src.write_bytes(bare)
-        proc = subprocess.run([exe, "-s", "-o", tmp, str(src)], capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run([exe, "-s", "-o", tmp, str(src)], capture_output=True, text=True, timeout=timeout,
+                              check=False)
         out = Path(tmp) / "model_edgetpu.tflite"
         if proc.returncode != 0 or not out.is_file():
             tail = (proc.stdout + proc.stderr).strip().splitlines()[-5:]
@@ -75,8 +76,9 @@ def make_edgetpu(model: Any, calib: np.ndarray) -> tuple[bytes, bytes, dict[str,
 
 def compile_artifact(path: str | Path) -> dict[str, Any]:
     """Compile an existing (uncompiled) model.edgetpu.tflite in place, keeping its metadata."""
-    from edgeproof.atomic import write_bytes
     from edgeproof.runtime.metadata import read_tflite_metadata, strip_tflite_metadata, tflite_with_metadata
+
+    from edgeproof.atomic import write_bytes
 
     path = Path(path)
     if not path.is_file():

@@ -35,7 +35,7 @@ class ArtifactResult:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], root: Path) -> "ArtifactResult":
+    def from_dict(cls, d: dict[str, Any], root: Path) -> ArtifactResult:
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         known["path"] = root / d["path"] if d.get("path") else None
         return cls(**known)

@@ -33,6 +33,26 @@ def _reader(input_name: str, calib: np.ndarray):
     return BatchReader()
 
 
+def _resolve_exclude(exclude: list[str], src_names: set[str], pre_names: set[str], fname: str) -> list[str]:
+    """Names as the quantizer sees them: quant_pre_process fuses nodes (MatMul+Add -> '<MatMul>/MatMulAddFusion'),
+    so an fp32 node name that was fused away is replaced by the fused node(s) that carry it as a prefix;
+    names of the pre-processed/QDQ graph (what parity triage reports) are accepted as they are."""
+    out, unknown = [], []
+    for n in exclude:
+        if n in pre_names:
+            out.append(n)
+            continue
+        fused = sorted(m for m in pre_names if m.startswith(n + "/"))
+        if n in src_names or fused:
+            out.extend(fused)
+        else:
+            unknown.append(n)
+    if unknown:
+        raise UsageError(f"node(s) {', '.join(unknown)} are not in '{fname}'; "
+                         f"node names look like: {', '.join(sorted(src_names)[:8])}")
+    return list(dict.fromkeys(out))
+
+
 def quantize_onnx(fp32_path: str | Path, out_path: str | Path, calib: np.ndarray,
                   nodes_to_exclude: list[str] | None = None) -> Path:
     """quant_pre_process, then quantize_static (QDQ, per-channel, int8 weights and activations).
@@ -49,16 +69,13 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, calib: np.ndarray
     fp32_path = Path(fp32_path)
     src = onnx.load(str(fp32_path))
     exclude = [str(n) for n in (nodes_to_exclude or [])]
-    if exclude:
-        names = {n.name for n in src.graph.node}
-        unknown = [n for n in exclude if n not in names]
-        if unknown:
-            raise UsageError(f"node(s) {', '.join(unknown)} are not in '{fp32_path.name}'; "
-                             f"node names look like: {', '.join(sorted(names)[:8])}")
     input_name = src.graph.input[0].name
     with tempfile.TemporaryDirectory(prefix="edgeproof-onnxq-") as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=False)
+        if exclude:
+            exclude = _resolve_exclude(exclude, {n.name for n in src.graph.node},
+                                       {n.name for n in onnx.load(str(pre)).graph.node}, fp32_path.name)
         q = Path(tmp) / "q.onnx"
         quantize_static(str(pre), str(q), _reader(input_name, calib), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,

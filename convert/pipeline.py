@@ -15,16 +15,17 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
+from edgeproof.convert.manifest import ArtifactResult, Manifest, load_manifest
+from edgeproof.convert.reasons import failure_reason
 
 from edgeproof.atomic import atomic_path
 from edgeproof.contract import ArtifactMeta, TensorSpec
-from edgeproof.convert.manifest import ArtifactResult, Manifest, load_manifest
-from edgeproof.convert.reasons import failure_reason
 from edgeproof.errors import UsageError
 from edgeproof.formats import FORMATS, Format, artifact_filename, parse_format_list
 
@@ -85,7 +86,7 @@ def load_keras(path: Path):
 
     try:
         return keras.saving.load_model(str(path), compile=False)
-    except Exception as exc:  # a corrupt or foreign file: one line, not a traceback
+    except Exception as exc:  # a corrupt or foreign file: one line, not a traceback  # noqa: BLE001
         raise UsageError(f"cannot load Keras model '{path}': {type(exc).__name__}: {str(exc)[:200]}; "
                          "give the model.keras of a complete 'edgeproof train' run") from None
 
@@ -123,13 +124,13 @@ def _options(fmt: Format, job: _Job) -> dict[str, Any]:
     if fmt.name == "tflite-fp16":
         opts.update(weights="float16")
     if fmt.name == "tflite-dynamic":
-        opts.update(weights="int8 (dynamic range)")
+        opts.update(weights="int8 (dynamic range)", dense_weights="per-tensor (tflite-runtime 2.14 compatible)")
     if fmt.family == "onnx":
         opts.update(opset=job.opset, input="image NHWC, dynamic batch")
     if fmt.name == "onnx-int8":
         opts.update(quant_format="QDQ", per_channel=True, activations="int8", weights="int8")
     if fmt.name in CALIBRATED and job.calib is not None:
-        opts.update(calibration_images=int(len(job.calib)))
+        opts.update(calibration_images=len(job.calib))
     return opts
 
 
@@ -159,6 +160,10 @@ def _write_tflite(fmt: Format, job: _Job, dest: Path, source_sha: str, calib_sha
     ready, bare, info = _build_tflite(fmt, job)
     compiled = bool(info.get("compiled"))
     notes = [COMPILE_HINT.format(path=dest)] if fmt.name == "edgetpu" and not compiled else []
+    if compiled:
+        place = info.get("placement") or {}
+        notes.append(f"edgetpu_compiler mapped {place.get('accelerator', '?')} of {place.get('total', '?')} "
+                     "ops to the Edge TPU (the rest run on the CPU); full log in the metadata")
     # A compiled Edge TPU model hides its ops in a custom op: read I/O specs from the compiler input.
     ispec, ospec = read_specs(ready)
     extra = {"options": _options(fmt, job), "calibration_sha256": calib_sha if fmt.name in CALIBRATED else None}
@@ -184,7 +189,6 @@ def _compat_notes(data: bytes) -> list[str]:
 
 def _write_onnx(fmt: Format, job: _Job, dest: Path, source_sha: str, calib_sha: str | None) -> list[str]:
     import onnx
-
     from edgeproof.convert.onnx_export import to_onnx
     from edgeproof.convert.onnx_quant import quantize_onnx
     from edgeproof.convert.verify import onnx_specs, verify_onnx
@@ -272,7 +276,7 @@ def _convert_one(fmt: Format, job: _Job, source_sha: str, calib_sha: str | None)
         result.sha256, result.bytes = sha256_file(dest), dest.stat().st_size
     except KeyboardInterrupt:
         raise
-    except Exception as exc:  # one format failing never stops the others
+    except Exception as exc:  # one format failing never stops the others  # noqa: BLE001
         result.error = failure_reason(fmt.name, exc)
         if dest.exists():  # never leave an artifact that no longer matches its manifest entry
             dest.unlink()
@@ -281,4 +285,4 @@ def _convert_one(fmt: Format, job: _Job, source_sha: str, calib_sha: str | None)
     return result
 
 
-__all__ = ["convert_run", "FORMATS"]
+__all__ = ["FORMATS", "convert_run"]

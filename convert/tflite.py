@@ -6,8 +6,9 @@ Also the re-export hooks parity triage uses: `denylisted_nodes` keeps named tens
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -78,6 +79,9 @@ def to_tflite(model: Any, fmt_name: str, calib: np.ndarray | None = None, io_typ
         conv.target_spec.supported_types = [tf.float16]
         return conv.convert()
     if fmt_name == "tflite-dynamic":
+        # TF >= 2.17 quantizes dense weights per channel here (FULLY_CONNECTED v12), which the last
+        # tflite-runtime wheel (2.14) cannot load; per-tensor dense weights keep it loadable everywhere.
+        conv._experimental_disable_per_channel_quantization_for_dense_layers = True
         return conv.convert()
 
     if calib is None or len(calib) == 0:
@@ -105,7 +109,7 @@ def _quantize_with_denylist(conv, denylist: list[str], io: str) -> bytes:
     import tensorflow as tf
     from tensorflow.lite.python import convert as tfl_convert
 
-    conv._experimental_calibrate_only = True  # noqa: SLF001 - the documented debugger path
+    conv._experimental_calibrate_only = True
     calibrated = conv.convert()
     known = set(tensor_names(calibrated))
     unknown = [n for n in denylist if n not in known]

@@ -26,7 +26,6 @@ def _check_meta(fmt: str, found: ArtifactMeta | None, meta: ArtifactMeta) -> Non
 
 def verify_tflite(path: Path, meta: ArtifactMeta, sample: np.ndarray, compiled_edgetpu: bool = False) -> list[str]:
     from ai_edge_litert.interpreter import Interpreter
-
     from edgeproof.runtime.metadata import read_tflite_metadata
 
     _check_meta(meta.format, read_tflite_metadata(path), meta)
@@ -36,7 +35,7 @@ def verify_tflite(path: Path, meta: ArtifactMeta, sample: np.ndarray, compiled_e
     try:
         it = Interpreter(model_path=str(path))
         it.allocate_tensors()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any runtime/converter error becomes one reported line
         raise CheckFailed(f"{meta.format}: ai_edge_litert cannot load it: {str(exc).strip()[:300]}") from None
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
     x = sample.astype(np.float32)
@@ -73,7 +72,6 @@ def onnx_specs(proto) -> tuple[dict, dict]:
 
 def verify_onnx(path: Path, meta: ArtifactMeta, sample: np.ndarray) -> list[str]:
     import onnxruntime as ort
-
     from edgeproof.runtime.metadata import read_onnx_metadata
 
     _check_meta(meta.format, read_onnx_metadata(path), meta)
@@ -81,7 +79,7 @@ def verify_onnx(path: Path, meta: ArtifactMeta, sample: np.ndarray) -> list[str]
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         name = sess.get_inputs()[0].name
         y = sess.run(None, {name: sample.astype(np.float32)})[0]
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any runtime/converter error becomes one reported line
         raise CheckFailed(f"{meta.format}: onnxruntime cannot load/run it: {str(exc).strip()[:300]}") from None
     _check_output(meta.format, "onnxruntime", np.asarray(y, np.float32), meta)
     return []

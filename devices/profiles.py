@@ -184,6 +184,10 @@ def validate(data: dict[str, Any], where: str = "<dict>", stem: str | None = Non
     heavy = [line for line in install if _HEAVY_INSTALL_RE.search(line)]
     if heavy:
         raise _err(where, f"install lines must install the runtime only (no TensorFlow), got {heavy}")
+    commented = [line for line in install if re.search(r"\s#", line)]
+    if commented:
+        raise _err(where, f"install lines are joined with '; ' into error messages, so a '# comment' would "
+                          f"swallow the lines after it; put notes in 'limits': {commented}")
     limits = _str_list(where, "limits", data["limits"])
 
     return Profile(

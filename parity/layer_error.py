@@ -95,11 +95,21 @@ def rank(layers: list[LayerError]) -> list[LayerError]:
 
 
 def keras_layer_of(name: str, layer_names: list[str]) -> str | None:
-    """'functional_1/outlier_dense_1/MatMul;...' -> 'outlier_dense' (longest layer name that matches a path part)."""
-    parts = {p for chunk in name.split(";") for p in re.split(r"[/:]", chunk) if p}
-    best = None
-    for ln in layer_names:
-        pat = re.compile(rf"^{re.escape(ln)}(_\d+)?$")
-        if any(pat.match(p) for p in parts) and (best is None or len(ln) > len(best)):
-            best = ln
-    return best
+    """'functional_1/outlier_dense_1/MatMul;...' -> 'outlier_dense'.
+
+    A fused TFLite name lists several ops ('a/BiasAdd;b/MatMul;b/BiasAdd'): the layer named by most
+    of its parts wins (ties: the longer name, which is the more specific match).
+    """
+    votes: dict[str, int] = {}
+    for chunk in name.split(";"):
+        parts = [p for p in re.split(r"[/:]", chunk) if p]
+        hit = None
+        for ln in layer_names:
+            pat = re.compile(rf"^{re.escape(ln)}(_\d+)?$")
+            if any(pat.match(p) for p in parts) and (hit is None or len(ln) > len(hit)):
+                hit = ln
+        if hit is not None:
+            votes[hit] = votes.get(hit, 0) + 1
+    if not votes:
+        return None
+    return max(votes, key=lambda ln: (votes[ln], len(ln)))

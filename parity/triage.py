@@ -86,9 +86,7 @@ def triage_artifact(row, keras_model, run, artifacts_dir: Path, batches, referen
         else:
             from edgeproof.parity import triage_onnx
 
-            fp32 = artifacts_dir / artifact_filename(FORMATS["onnx-fp32"])
-            res.layers = triage_onnx.layer_errors(row.path, calib, [layer.name for layer in keras_model.layers],
-                                                  fp32 if fp32.is_file() else None)
+            res.layers = triage_onnx.layer_errors(row.path, calib, [layer.name for layer in keras_model.layers])
         if not any(le.suspect for le in res.layers):
             res.notes.append("no layer is over the suspect thresholds; the worst one is shown")
         if fix and res.layers:

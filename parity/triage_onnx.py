@@ -2,8 +2,11 @@
 
 Every activation QuantizeLinear -> DequantizeLinear pair in the QDQ model is exposed as graph
 outputs (its float input and its dequantized output), the model runs on the calibration batch,
-and each pair's error is the local quantization error of that tensor. The node that produced
-the tensor and the nodes that read it are what `quantize_onnx(nodes_to_exclude=...)` keeps float.
+and each pair's error is the local quantization error of that tensor. The float value is first
+clipped to the pair's representable range: the quantizer folds a following Relu into the range
+(zero point at the minimum), so clipping there is intended, not error; what remains is rounding
+and resolution loss. The node that produced the tensor and the nodes that read it (QDQ-graph
+names, which `quantize_onnx(nodes_to_exclude=...)` accepts) are what the fix keeps float.
 """
 
 from __future__ import annotations
@@ -21,8 +24,22 @@ def _scalar(init: dict, name: str) -> float | None:
     return float(arr.reshape(-1)[0])
 
 
-def layer_errors(qdq_path: str | Path, calib: np.ndarray, layer_names: list[str],
-                 fp32_path: str | Path | None = None) -> list[LayerError]:
+_QRANGE = {np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255), np.dtype(np.int16): (-32768, 32767),
+           np.dtype(np.uint16): (0, 65535)}
+
+
+def _range(init: dict, q) -> tuple[float, float] | None:
+    """Float interval a QuantizeLinear can represent (None when scale/zero point are not constants)."""
+    scale = _scalar(init, q.input[1])
+    zp_arr = init.get(q.input[2]) if len(q.input) > 2 else None
+    if scale is None:
+        return None
+    zp = float(zp_arr.reshape(-1)[0]) if zp_arr is not None and zp_arr.size == 1 else 0.0
+    lo, hi = _QRANGE.get(zp_arr.dtype if zp_arr is not None else np.dtype(np.uint8), (0, 255))
+    return (lo - zp) * scale, (hi - zp) * scale
+
+
+def layer_errors(qdq_path: str | Path, calib: np.ndarray, layer_names: list[str]) -> list[LayerError]:
     """Per-tensor error of every quantized activation, worst first (names are QDQ/fp32 node names)."""
     import onnx
     import onnxruntime as ort
@@ -36,11 +53,8 @@ def layer_errors(qdq_path: str | Path, calib: np.ndarray, layer_names: list[str]
     for n in g.node:
         for i in n.input:
             consumers.setdefault(i, []).append(n)
-    fp32_nodes = None
-    if fp32_path is not None:
-        fp32_nodes = {n.name for n in onnx.load(str(fp32_path), load_external_data=False).graph.node}
 
-    pairs = []  # (tensor, dq_output, scale, producer node, consumer nodes)
+    pairs = []  # (tensor, dq_output, scale, representable range, producer node, consumer nodes)
     for q in g.node:
         if q.op_type != "QuantizeLinear" or q.input[0] in init:
             continue
@@ -49,7 +63,7 @@ def layer_errors(qdq_path: str | Path, calib: np.ndarray, layer_names: list[str]
         if not dqs or src not in producer or producer[src].op_type == "DequantizeLinear":
             continue
         readers = [c for d in dqs for c in consumers.get(d.output[0], [])]
-        pairs.append((src, dqs[0].output[0], _scalar(init, q.input[1]), producer[src], readers))
+        pairs.append((src, dqs[0].output[0], _scalar(init, q.input[1]), _range(init, q), producer[src], readers))
     if not pairs:
         return []
     existing = {o.name for o in g.output}
@@ -68,13 +82,13 @@ def layer_errors(qdq_path: str | Path, calib: np.ndarray, layer_names: list[str]
             acc[src].append((res[src], res[dq]))
 
     out = []
-    for src, _dq, scale, prod, readers in pairs:
+    for src, _dq, scale, rng, prod, readers in pairs:
         f = np.concatenate([a for a, _ in acc[src]])
         d = np.concatenate([b for _, b in acc[src]])
+        if rng is not None:
+            f = np.clip(f, rng[0], rng[1])
         exclude = [n.name for n in [prod, *readers] if n.name and n.op_type not in ("QuantizeLinear",
                                                                                      "DequantizeLinear")]
-        if fp32_nodes is not None:
-            exclude = [n for n in exclude if n in fp32_nodes]
         le = LayerError(tensor=src, op=prod.op_type, layer=keras_layer_of(prod.name or src, layer_names),
                         rmse_scale=rmse_scale(f, d, scale), channel_snr_db=channel_snr_db(f, d), scale=scale,
                         exclude=list(dict.fromkeys(exclude)))

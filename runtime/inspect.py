@@ -47,7 +47,6 @@ def _spec_from_details(d: dict) -> dict[str, Any]:
 def tflite_flatbuffer(data: bytes) -> dict[str, Any]:
     """Operator codes with versions, op histogram, min_runtime_version and the producing TF version."""
     from ai_edge_litert import schema_py_generated as schema
-
     from edgeproof.runtime.metadata import strip_tflite_metadata
 
     model = schema.ModelT.InitFromPackedBuf(strip_tflite_metadata(data), 0)
@@ -82,7 +81,7 @@ def _litert_io(path: Path) -> dict[str, Any]:
 
     it = Interpreter(model_path=str(path),
                      experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    ops = Counter(o["op_name"] for o in it._get_ops_details())  # noqa: SLF001 - the only op listing API
+    ops = Counter(o["op_name"] for o in it._get_ops_details())
     return {"inputs": [_spec_from_details(d) for d in it.get_input_details()],
             "outputs": [_spec_from_details(d) for d in it.get_output_details()],
             "op_histogram": dict(ops.most_common())}
@@ -94,13 +93,13 @@ def _inspect_tflite(path: Path, data: bytes) -> dict[str, Any]:
         out.update(tflite_flatbuffer(data))
     except ImportError:
         out["notes"].append("op versions need ai_edge_litert's flatbuffer schema: pip install ai-edge-litert")
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any runtime/converter error becomes one reported line
         out["notes"].append(f"cannot parse the flatbuffer: {_short(exc)}")
     try:
         out.update(_litert_io(path))
     except ImportError:
         out["notes"].append("I/O details need a TFLite interpreter: pip install ai-edge-litert")
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any runtime/converter error becomes one reported line
         out["notes"].append(f"ai_edge_litert cannot list the tensors: {_short(exc)}")
     if any(c.get("custom") for c in out.get("operator_codes", [])):
         customs = sorted({c["op"] for c in out["operator_codes"] if c["custom"]})
@@ -122,7 +121,7 @@ def _inspect_onnx(path: Path) -> dict[str, Any]:
                               "scale": None, "zero_point": None}
             out["inputs"] = [conv(a) for a in sess.get_inputs()]
             out["outputs"] = [conv(a) for a in sess.get_outputs()]
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any runtime/converter error becomes one reported line
             out["notes"].append(f"onnxruntime cannot list the tensors: {_short(exc)}")
         return out
     import onnx
@@ -172,7 +171,7 @@ def _try_load(backend: str, path: Path) -> tuple[str, str | None]:
 
             core = ov.Core()
             core.compile_model(core.read_model(str(path)), "CPU")
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any runtime/converter error becomes one reported line
         return "failed", _short(exc)
     return "ok", None
 
@@ -190,7 +189,8 @@ def _legacy_check(path: Path, legacy_venv: str | None) -> dict[str, Any] | None:
             "i = t.Interpreter(model_path=sys.argv[1]); i.allocate_tensors()\n"
             "print(tflite_runtime.__version__)")
     try:
-        proc = subprocess.run([str(py), "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+        proc = subprocess.run([str(py), "-c", code, str(path)], capture_output=True, text=True, timeout=120,
+                              check=False)
     except subprocess.TimeoutExpired:
         return {"runtime": "tflite-runtime (legacy venv)", "status": "failed", "detail": "timed out after 120 s"}
     if proc.returncode == 0:
@@ -228,7 +228,7 @@ def inspect_model(path: str | Path, runtime_version: str = LEGACY_RUNTIME, legac
                               "family": family, "format": fmt.name if fmt else None}
     try:
         meta = read_metadata(path)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any runtime/converter error becomes one reported line
         meta = None
         report.setdefault("notes", []).append(f"metadata unreadable: {_short(exc)}")
     report["metadata"] = meta.to_dict() if meta else None
@@ -248,7 +248,7 @@ def inspect_model(path: str | Path, runtime_version: str = LEGACY_RUNTIME, legac
                 from tflite_runtime.interpreter import Interpreter as LegacyInterpreter
 
                 LegacyInterpreter(model_path=str(path)).allocate_tensors()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any runtime/converter error becomes one reported line
                 status, detail = "failed", _short(exc)
             runtimes.append({"runtime": "tflite-runtime", "status": status, "detail": detail})
         legacy = _legacy_check(path, legacy_venv) if family == "tflite" else None

@@ -31,7 +31,8 @@ def tiny_onnx(tmp_path_factory) -> Path:
              helper.make_node("Flatten", ["p"], ["f"]),
              helper.make_node("MatMul", ["f", "g"], ["logits"]),
              helper.make_node("Softmax", ["logits"], ["probs"], axis=1)]
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 16, 16, 3])],
+    graph = helper.make_graph(nodes, "tiny",
+                              [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 16, 16, 3])],
                               [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 3])], [w, g])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -134,6 +135,7 @@ def test_bench_every_converted_artifact_and_keras(tiny_artifacts, tiny_run, tmp_
             r = by_fmt[fmt.name]
             assert r["status"] == "ok", (fmt.name, r.get("error"))
             assert r["backend"] == fmt.backends[0] and r["overhead_ratio"] > 0 and r["p99_ms"] > 0
+    assert by_fmt["tflite-int8"]["overhead_vs_quantizing_loop"] > 0  # int8 I/O: the (de)quantizing loop too
     keras = [r for r in doc["results"] if r["kind"] == "keras"]
     assert {r["backend"] for r in keras} == {"keras model(x)", "keras predict()"}
     assert all(r["status"] == "ok" and r["p50_ms"] > 0 for r in keras)

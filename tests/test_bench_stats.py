@@ -157,14 +157,16 @@ def test_parse_cpuinfo_x86_and_arm():
 
 
 def _rec(fmt, backend, p50, threads=1, overhead=None):
-    return {"format": fmt, "backend": backend, "threads": threads, "batch": 1, "status": "ok", "kind": "artifact",
-            "p50_ms": p50, "p90_ms": p50 * 1.1, "p99_ms": p50 * 1.3, "mean_ms": p50, "throughput_ips": 1e3 / p50,
+    return {"format": fmt, "backend": backend, "threads": threads, "batch": 1, "status": "ok",
+            "kind": "artifact", "p50_ms": p50, "p90_ms": p50 * 1.1, "p99_ms": p50 * 1.3, "mean_ms": p50,
+            "throughput_ips": 1e3 / p50,
             "overhead_ratio": overhead, "baseline": {"name": "bare", "p50_ms": p50 / (overhead or 1)},
             "overhead": {"ci95": [1.0, 1.05]}, "samples_ms": [p50] * 5, "size_bytes": 1000,
             "load_s": 0.01, "first_inference_ms": p50 * 3, "peak_rss_mib": 50.0, "placement": None}
 
 
-RECORDS = [_rec("tflite-fp32", "litert", 2.0, overhead=1.01), _rec("tflite-int8", "litert", 1.0, overhead=1.05),
+RECORDS = [_rec("tflite-fp32", "litert", 2.0, overhead=1.01),
+           _rec("tflite-int8", "litert", 1.0, overhead=1.05),
            _rec("onnx-fp32", "onnxruntime", 4.0, overhead=1.00), _rec("onnx-int8", "onnxruntime", 8.0),
            {"format": "onnx-int8", "backend": "opencv", "threads": 1, "batch": 1, "status": "failed",
             "error": "boom", "kind": "artifact"}]
@@ -186,7 +188,8 @@ def test_summary_ratios_on_synthetic_records():
 def _doc():
     from edgeproof.runtime.bench.machine import describe
 
-    return {"schema": 1, "created": "2026-01-01 00:00 UTC", "command": "edgeproof bench x", "machine": describe(),
+    return {"schema": 1, "created": "2026-01-01 00:00 UTC", "command": "edgeproof bench x",
+            "machine": describe(),
             "settings": {"runs": 5, "min_seconds": 0, "warmup": 1, "seed": 0, "batch": 1}, "results": RECORDS,
             "skipped": [], "summary": summarize_records(RECORDS)}
 

@@ -12,11 +12,11 @@ import json
 
 import numpy as np
 import pytest
-
-from edgeproof.formats import FORMATS, artifact_filename
 from edgeproof.runtime.metadata import read_metadata
 
-pytestmark = pytest.mark.slow  # needs the trained tiny run and its conversion (session fixtures)
+from edgeproof.formats import FORMATS, artifact_filename
+
+slow = pytest.mark.slow  # needs the trained tiny run and its conversion (session fixtures)
 
 
 def _tflite(path):
@@ -89,6 +89,7 @@ FORMAT_CHECKS = {
 }
 
 
+@slow
 @pytest.mark.parametrize("name", list(FORMATS))
 def test_artifact_loads_runs_and_carries_metadata(name, tiny_artifacts, tiny_run):
     from edgeproof.runtime import load
@@ -120,6 +121,7 @@ def test_artifact_loads_runs_and_carries_metadata(name, tiny_artifacts, tiny_run
     np.testing.assert_allclose(y.sum(axis=1), 1.0, atol=0.05)
 
 
+@slow
 @pytest.mark.parametrize("name", list(FORMATS))
 def test_manifest_entry(name, tiny_artifacts):
     data = json.loads((tiny_artifacts / "manifest.json").read_text())
@@ -143,5 +145,6 @@ def test_every_format_has_a_check():
     assert not stale, f"FORMAT_CHECKS lists formats no longer in the table: {stale}"
 
 
+@slow
 def test_no_temp_files_left(tiny_artifacts):
     assert not [p.name for p in tiny_artifacts.iterdir() if p.name.endswith(".tmp")]

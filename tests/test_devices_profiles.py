@@ -110,6 +110,7 @@ BAD = [
     ({"install": ["pip install tensorflow"]}, "runtime only"),
     ({"install": ["pip install 'edgeproof[train]'"]}, "runtime only"),
     ({"install": []}, "must not be empty"),
+    ({"install": ["sudo apt install foo   # a note"]}, "swallow the lines after it"),
     ({"input_size_hint": 4}, "between 16 and 1024"),
     ({"name": "Bad Name"}, "lower-case"),
     ({"description": "  "}, "must not be empty"),
@@ -142,3 +143,13 @@ def test_bad_toml_is_one_clear_error(tmp_path):
 def test_openvino_device_accepts_indexed_gpu():
     p = validate({**_base(), "backend": "openvino", "artifacts": ["onnx-fp32"], "providers": ["GPU.1"]})
     assert p.openvino_device == "GPU.1" and p.accelerator == "OpenVINO GPU.1"
+
+
+def test_profiles_import_nothing_heavy():
+    import subprocess
+    import sys
+
+    code = ("import sys; from edgeproof.devices import get_profile, list_profiles; list_profiles(); "
+            "get_profile('coral'); heavy = ('tensorflow', 'keras', 'onnxruntime', 'openvino', 'cv2', 'onnx'); "
+            "bad = [k for k in sys.modules if k.split('.')[0] in heavy]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -30,7 +30,7 @@ def test_inspect_every_format(name, tiny_artifacts):
     r = inspect_model(tiny_artifacts / artifact_filename(fmt))
     assert r["format"] == name and r["family"] == fmt.family and r["bytes"] > 0
     assert r["metadata"]["format"] == name and r["metadata"]["labels"]
-    (inp,), (out,) = r["inputs"], r["outputs"]
+    (inp,), (_out,) = r["inputs"], r["outputs"]
     assert inp["shape"][1:] == r["metadata"]["input"]["shape"][1:]
     assert inp["dtype"] == r["metadata"]["input"]["dtype"]
     if inp["dtype"] in ("int8", "uint8"):
@@ -42,9 +42,9 @@ def test_inspect_every_format(name, tiny_artifacts):
     if fmt.family == "tflite":
         assert r["converter_tensorflow_version"] and r["min_runtime_version"]
         assert all(c["version"] >= 1 for c in r["operator_codes"])
-        (check,) = r["compat"]
-        # TF 2.21 writes FULLY_CONNECTED v12 (per-channel hybrid) in tflite-dynamic: runtime >= 2.17 needed
-        assert check["ok"] is (name != "tflite-dynamic" or _vt(r["min_runtime_version"]) <= (2, 14, 0)), check
+        # convert keeps every TFLite format loadable by tflite-runtime 2.14 (tflite-dynamic: per-tensor dense)
+        assert r["compat"][0]["ok"] is True, r["compat"]
+        assert _vt(r["min_runtime_version"]) <= (2, 14, 0)
     else:
         assert r["opsets"]["ai.onnx"] == 17
 
@@ -56,7 +56,7 @@ def test_inspect_runs_without_tensorflow(tiny_artifacts):
             "for f in sys.argv[1:]:\n    assert run_cli(['inspect', '--json', f]) == 0\n"
             "bad = [k for k in sys.modules if k.split('.')[0] in ('tensorflow', 'keras', 'tf2onnx')]\n"
             "assert not bad, bad[:5]")
-    proc = subprocess.run([sys.executable, "-c", code, *files], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code, *files], capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     reports = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")]
     assert [r["format"] for r in reports] == ["tflite-int8", "onnx-int8"]
@@ -66,7 +66,6 @@ def _bump_op_version(data: bytes, op: str, version: int, min_runtime: str) -> by
     """Rewrite a TFLite flatbuffer so `op` claims a newer version, as a future converter would."""
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
-
     from edgeproof.runtime.metadata import strip_tflite_metadata
 
     model = schema.ModelT.InitFromPackedBuf(strip_tflite_metadata(data), 0)
@@ -109,9 +108,8 @@ def test_inspect_cli_errors(tmp_path, capsys):
 def test_inspect_foreign_onnx_without_onnx_package(tmp_path, monkeypatch, capsys):
     """A model made elsewhere (no metadata); without the onnx package I/O still comes from onnxruntime."""
     onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper
-
     import edgeproof.runtime.inspect as insp
+    from onnx import TensorProto, helper
 
     graph = helper.make_graph([helper.make_node("Softmax", ["x"], ["y"], axis=1)], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5])],

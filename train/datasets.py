@@ -38,10 +38,10 @@ class DatasetInfo:
 DATASETS: dict[str, DatasetInfo] = {
     "textures": DatasetInfo(
         "textures", "real-photo texture crops from scikit-image's bundled photos, disjoint regions per split",
-        "textures", image_size=64, per_class=140, needs="skimage"),
+        "textures", image_size=64, per_class=100, needs="skimage"),
     "shapes": DatasetInfo(
         "shapes", "procedural coloured circles / squares / triangles on noisy backgrounds",
-        "shapes", image_size=64, per_class=140),
+        "shapes", image_size=64, per_class=300),
 }
 
 
@@ -92,6 +92,7 @@ def build_dataset(name: str, root: str | Path | None = None, image_size: int | N
     try:
         generate(tmp, size, split_counts(count), int(seed))
         (tmp / MARKER).write_text(json.dumps(params, sort_keys=True) + "\n")
+        make_readable(tmp)
         if dest.exists():  # partial, stale, or built concurrently by another process
             if _complete(dest, params):
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -102,6 +103,16 @@ def build_dataset(name: str, root: str | Path | None = None, image_size: int | N
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dest
+
+
+def make_readable(folder: Path) -> None:
+    """mkdtemp/mkstemp create 0700/0600 entries; give the tree the usual umask-based permissions."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for dirpath, _, filenames in os.walk(folder):
+        os.chmod(dirpath, 0o777 & ~umask)
+        for f in filenames:
+            os.chmod(os.path.join(dirpath, f), 0o666 & ~umask)
 
 
 def _complete(dest: Path, params: dict) -> bool:

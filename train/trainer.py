@@ -7,6 +7,7 @@ complete run at the destination survives a failure.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -21,7 +22,9 @@ from edgeproof.contract import INTERPOLATIONS, Preprocess
 from edgeproof.errors import UsageError
 from edgeproof.train import run_dir
 
-DEFAULT_EPOCHS = 20
+DEFAULT_EPOCHS = 12
+EPOCH_RECALIBRATION = 384  # training images used to re-estimate BatchNorm statistics after each epoch
+FINAL_RECALIBRATION = 1024  # ... and once more, after the best weights are restored
 DEFAULT_IMG_SIZE = 64
 
 
@@ -36,7 +39,7 @@ class TrainConfig:
     lr: float = 1e-3
     seed: int = 0
     alpha: float = 1.0  # width multiplier
-    patience: int = 4  # early stopping: epochs without val-loss improvement
+    patience: int = 3  # early stopping: epochs without val-loss improvement
     augment: bool = True
     interpolation: str = "bilinear"
     deterministic: bool = True  # tf.config.experimental.enable_op_determinism during training
@@ -132,7 +135,7 @@ def _validation_callback(keras, predict, train_images, val_images, val_labels, s
 
     class Validate(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            recalibrate_batchnorm(self.model, train_images, seed=seed)
+            recalibrate_batchnorm(self.model, train_images, max_images=EPOCH_RECALIBRATION, seed=seed)
             probs = predict(val_images)
             p_true = np.clip(probs[np.arange(len(val_labels)), val_labels], 1e-7, 1.0)
             if logs is not None:
@@ -176,7 +179,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
 
     from edgeproof.train import report
     from edgeproof.train.data import load_data, make_tf_dataset
-    from edgeproof.train.models import build_model, in_graph_preprocess
+    from edgeproof.train.models import build_model, in_graph_preprocess, recalibrate_batchnorm
 
     t0 = time.perf_counter()
     size = int(cfg.img_size)
@@ -214,6 +217,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                 _validation_callback(keras, predict, tr.images, va.images, va.labels, int(cfg.seed)),
                 stopper, _progress_callback(keras, prog, int(cfg.epochs), steps)])
         t_train = time.perf_counter() - t1
+        recalibrate_batchnorm(model, tr.images, max_images=FINAL_RECALIBRATION, seed=int(cfg.seed))
         history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
         val_losses = history.get("val_loss") or [0.0]
         best_epoch = int(np.argmin(val_losses)) + 1
@@ -250,13 +254,14 @@ def _write_run(out: Path, model, data, pp: Preprocess, metrics: dict, history: d
                seed: int, t0: float) -> None:
     from edgeproof.atomic import write_json, write_text
     from edgeproof.train import report
+    from edgeproof.train.datasets import make_readable
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         write_text(tmp / run_dir.LABELS_FILE, "\n".join(data.classes) + "\n")
         write_json(tmp / run_dir.PREPROCESS_FILE, pp.to_dict())
-        write_json(tmp / run_dir.SPLIT_FILE, data.split_json(seed))
+        write_text(tmp / run_dir.SPLIT_FILE, json.dumps(data.split_json(seed)) + "\n")  # compact: one entry per image
         report.write_history_csv(tmp / run_dir.HISTORY_FILE, history)
         title = f"{metrics['model']} on {Path(metrics['data_root']).name}"
         report.plot_training(tmp / "training.png", history, best_epoch, title)
@@ -266,6 +271,7 @@ def _write_run(out: Path, model, data, pp: Preprocess, metrics: dict, history: d
         model.save(tmp / run_dir.MODEL_FILE)  # the completeness marker: written last but metrics
         metrics["seconds"]["total"] = round(time.perf_counter() - t0, 2)
         write_json(tmp / run_dir.METRICS_FILE, metrics)
+        make_readable(tmp)
         _swap_in(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

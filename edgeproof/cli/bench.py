@@ -1,4 +1,5 @@
-"""`edgeproof bench`: latency, throughput, memory and overhead vs the bare loop, per model x backend x threads."""
+"""`edgeproof bench`: latency, throughput, memory and overhead vs the bare loop;
+per model x backend x threads."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated thread counts, e.g. 1,2,4 (default: the device profile's, else all "
                    "usable CPUs; with --suite 1..N)")
     p.add_argument("--batch", type=int, default=1, help="images per call (default 1)")
-    p.add_argument("--runs", type=int, default=200, help="timed calls per configuration, at least (default 200)")
+    p.add_argument("--runs", type=int, default=200,
+                   help="timed calls per configuration, at least (default 200)")
     p.add_argument("--seconds", type=float, default=0.0,
                    help="time budget: keep timing until this many seconds passed too (default 0)")
     p.add_argument("--warmup", type=int, default=20, help="untimed warm-up calls (default 20)")
@@ -38,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source", default=None,
                    help="image folder or video: also measure decode + preprocess + infer end to end")
     p.add_argument("--keras", default=None, metavar="MODEL.keras",
-                   help="also time Keras model(x) and predict() on this model (needs edgeproof[train])")
+                   help="also time Keras model(x) and predict() on this model (needs edgeproof[train]; "
+                   "at most 200 timed runs)")
     p.add_argument("--suite", action="store_true",
                    help="the standard suite on the embedded dataset's model: every artifact x available "
                    "backend x threads 1..N (trains and converts it first when no folder is given)")
@@ -62,7 +65,8 @@ def parse_threads(text: str | None, default: list[int | None]) -> list[int | Non
     except ValueError:
         vals = []
     if not vals or any(v < 1 for v in vals):
-        raise UsageError(f"--threads '{text}' is not valid; give positive integers separated by commas, e.g. 1,2,4")
+        raise UsageError(f"--threads '{text}' is not valid; give positive integers separated by commas, "
+                         "e.g. 1,2,4")
     return list(dict.fromkeys(vals))
 
 
@@ -116,8 +120,8 @@ def run(args: argparse.Namespace) -> int:
         default_threads = list(range(1, usable_cpus() + 1))
         out = out or "bench-suite"
     threads = parse_threads(args.threads, default_threads)
-    common = dict(batch=args.batch, runs=args.runs, warmup=args.warmup, min_seconds=args.seconds,
-                  seed=args.seed, device=args.device, baseline=not args.no_baseline, source=source)
+    common = {"batch": args.batch, "runs": args.runs, "warmup": args.warmup, "min_seconds": args.seconds,
+              "seed": args.seed, "device": args.device, "baseline": not args.no_baseline, "source": source}
     specs, skipped = runner.plan(models + ([keras_model] if keras_model else []), backends, threads, **common)
     for s in specs:
         if s.kind == "keras":
@@ -134,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
             prog.update(task, advance=1, description=f"benchmarking {spec.label()}")
             for r in recs:
                 if r.get("status") != "ok":
-                    warn(f"{r['format']} on {r['backend'] or 'default'} ({r['threads']} thr) failed: {r['error']}")
+                    warn(f"{r['format']} on {r['backend'] or 'default'} ({r['threads']} thr) failed: "
+                         f"{r['error']}")
 
         records = runner.run_specs(specs, isolate=not args.no_isolate, timeout_s=args.timeout, on_done=done)
     doc = {

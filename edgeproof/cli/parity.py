@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 
 EPILOG = """\
-tolerances: each format's tolerance comes from the format table (tflite-fp32/onnx-fp32: max|Δ| <= 1e-5,
-100 %% agreement; tflite-fp16: max|Δ| <= 1e-3; dynamic/int8/edgetpu: top-1 agreement >= 99 %% and
-|Δacc| <= 1 pp). --max-abs/--min-agreement/--max-delta-acc replace that field for EVERY format.
-On N images an agreement limit means a count: 99 %% of 60 images is 60/60.
+tolerances (edgeproof/formats.py; --max-abs/--min-agreement/--max-delta-acc replace that field for
+EVERY format):
+{tolerances}
+On N images an agreement limit means a count: 99 % of 60 images is 60/60.
 
 backends: every installed backend of the file's family is tried. A backend listed for the format
 that cannot load/run it is a failure (status 'error'); an unlisted backend that cannot load it is
@@ -36,6 +36,19 @@ def _nonneg(text: str) -> float:
     return v
 
 
+def _tolerance_lines() -> str:
+    from edgeproof.formats import FORMATS
+
+    out = []
+    for f in FORMATS.values():
+        t = f.tolerance
+        parts = ([f"max|Δ| <= {t.max_abs:g}"] if t.max_abs is not None else []) + \
+            [f"top-1 agreement >= {t.min_top1_agreement * 100:g} %"] + \
+            ([f"|Δacc| <= {t.max_delta_acc_pp:g} pp"] if t.max_delta_acc_pp is not None else [])
+        out.append(f"  {f.name:15s} {', '.join(parts)}")
+    return "\n".join(out)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from edgeproof.formats import BACKENDS
 
@@ -43,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Run the Keras model and every artifact (every backend that can load it) on "
                        "the same held-out images; report tensor and task metrics, preprocessing drift, "
                        "quantization triage; exit 1 when any artifact is outside its tolerance.",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog=EPILOG.format(tolerances=_tolerance_lines()), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", metavar="RUN_DIR", help="run folder from 'edgeproof train'")
     p.add_argument("--artifacts", metavar="DIR", help="artifacts folder (default RUN_DIR/artifacts, "
                    "where 'edgeproof convert' writes)")

@@ -22,6 +22,13 @@ DELEGATE_INSTALL = {
 }
 
 
+def _escape(text: str) -> str:
+    """Install lines hold brackets ('edgeproof[openvino]', 'deb [signed-by=...]') that rich would eat."""
+    from rich.markup import escape
+
+    return escape(text)
+
+
 def _warn(message: str) -> None:
     from edgeproof.cli.console import warn
 
@@ -119,7 +126,7 @@ class LiteRTBackend(Backend):
         msg = f"TFLite delegate '{lib}' failed to load ({why}); install it: {line}"
         if not self.allow_fallback:
             raise EdgeproofError(msg + " (or pass --allow-fallback to run on the CPU)")
-        _warn(f"[bold red]DELEGATE FALLBACK[/]: {msg}. RUNNING ON THE CPU INSTEAD (--allow-fallback).")
+        _warn(f"[bold red]DELEGATE FALLBACK[/]: {_escape(msg)}. RUNNING ON THE CPU INSTEAD (--allow-fallback).")
 
     @staticmethod
     def _node_count(it) -> int | None:

@@ -34,6 +34,13 @@ def ort_spec(arg) -> TensorSpec:
     return TensorSpec(name=arg.name, shape=shape, dtype=ORT_DTYPES.get(arg.type, arg.type))
 
 
+def _escape(text: str) -> str:
+    """Install lines hold brackets ('edgeproof[openvino]', 'deb [signed-by=...]') that rich would eat."""
+    from rich.markup import escape
+
+    return escape(text)
+
+
 def _warn(message: str) -> None:
     from edgeproof.cli.console import warn
 
@@ -86,7 +93,7 @@ class OnnxRuntimeBackend(Backend):
         msg = f"ONNX Runtime execution provider(s) {', '.join(providers)} {why}; install: {'; '.join(lines)}"
         if not self.allow_fallback:
             raise EdgeproofError(msg + " (or pass --allow-fallback to run on the CPU)")
-        _warn(f"[bold red]EXECUTION PROVIDER FALLBACK[/]: {msg}. RUNNING WITHOUT IT (--allow-fallback).")
+        _warn(f"[bold red]EXECUTION PROVIDER FALLBACK[/]: {_escape(msg)}. RUNNING WITHOUT IT (--allow-fallback).")
 
     @staticmethod
     def _placement(sess, active: list[str]) -> dict[str, Any]:

@@ -83,7 +83,7 @@ class OpenVINOBackend(Backend):
         try:
             model = core.read_model(str(self.path))
         except Exception as exc:
-            raise EdgeproofError(f"OpenVINO {ov.__version__} cannot read '{self.path}': "
+            raise EdgeproofError(f"OpenVINO {ov.__version__.split('-')[0]} cannot read '{self.path}': "
                                  f"{_first_line(exc)}") from None
         if len(model.inputs) != 1:
             raise EdgeproofError(f"'{self.path.name}' has {len(model.inputs)} inputs; edgeproof runs "
@@ -228,5 +228,7 @@ class OpenVINOBackend(Backend):
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("Check '")]
+    # OpenVINO prefixes the message with "Exception from src/...cpp:N:" / "Check '...' failed" lines.
+    lines = [ln.strip() for ln in text.splitlines()
+             if ln.strip() and not ln.strip().startswith(("Check '", "Exception from "))]
     return (lines[0] if lines else text.splitlines()[0] if text else type(exc).__name__)[:300]

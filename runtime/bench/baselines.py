@@ -15,7 +15,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +32,20 @@ class Baseline:
     load_s: float
     notes: dict = field(default_factory=dict)
     close: Callable[[], None] = lambda: None
+    # For int8/uint8 I/O: the same loop also quantizing the float input and dequantizing the output
+    # on every call (what a user's loop over new images must do); None for float models.
+    call_user: Callable[[], Any] | None = None
+
+
+def _user_loop(call: Callable[[Any], Any], x: np.ndarray, dtype, scale: float, zp: int,
+               out_scale: float | None, out_zp: int | None) -> Callable[[], Any]:
+    def run():
+        y = call(quantize_like(x, dtype, scale, zp))
+        if out_scale:
+            y = (y.astype(np.float32) - out_zp) * out_scale
+        return y
+
+    return run
 
 
 def quantize_like(x: np.ndarray, dtype: np.dtype, scale: float, zero_point: int) -> np.ndarray:
@@ -61,12 +76,17 @@ def litert_baseline(path: str | Path, threads: int | None, x: np.ndarray) -> Bas
         xin = x.astype(inp["dtype"])
     in_idx, out_idx = inp["index"], out["index"]
 
-    def call():
-        interp.set_tensor(in_idx, xin)
+    def run(arr):
+        interp.set_tensor(in_idx, arr)
         interp.invoke()
         return interp.get_tensor(out_idx)
 
-    return Baseline("litert invoke()", call, load_s, {"input_dtype": np.dtype(inp["dtype"]).name})
+    user = None
+    if inp["dtype"] in (np.int8, np.uint8):
+        o_scale, o_zp = out["quantization"] if out["dtype"] in (np.int8, np.uint8) else (None, None)
+        user = _user_loop(run, x, inp["dtype"], *inp["quantization"], o_scale, o_zp)
+    return Baseline("litert invoke()", lambda: run(xin), load_s, {"input_dtype": np.dtype(inp["dtype"]).name},
+                    call_user=user)
 
 
 def onnxruntime_baseline(path: str | Path, threads: int | None, x: np.ndarray) -> Baseline:
@@ -108,30 +128,46 @@ def opencv_baseline(path: str | Path, threads: int | None, x: np.ndarray) -> Bas
     return Baseline("opencv dnn forward()", call, load_s)
 
 
-def openvino_baseline(path: str | Path, threads: int | None, x: np.ndarray) -> Baseline:
-    """OpenVINO compile_model on CPU: InferRequest.infer."""
+def openvino_baseline(path: str | Path, threads: int | None, x: np.ndarray, model=None) -> Baseline:
+    """OpenVINO compile_model on CPU: InferRequest.infer.
+
+    Compiled with the same properties edgeproof uses (threads, PERFORMANCE_HINT=LATENCY and the
+    inference precision, f32 by default; OpenVINO's own default on bf16-capable CPUs is bf16), so
+    the ratio measures the wrapper, not a precision change. Quantized inputs take the scale and
+    zero point from the loaded edgeproof model (OpenVINO does not expose them).
+    """
     t0 = time.perf_counter()
     import openvino as ov
 
     core = ov.Core()
-    config = {"INFERENCE_NUM_THREADS": int(threads)} if threads else {}
-    model = core.read_model(str(path))
-    compiled = core.compile_model(model, "CPU", config)
+    precision = getattr(getattr(model, "backend", None), "precision", None) or "f32"
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
     req = compiled.create_infer_request()
     load_s = time.perf_counter() - t0
     port = compiled.input(0)
     et = port.get_element_type().to_dtype()
-    if et in (np.int8, np.uint8):
-        raise UsageError("OpenVINO baseline: quantized model inputs are not supported by the bare loop")
     dims = [d.get_length() if d.is_static else None for d in port.get_partial_shape()]
-    xin = _to_layout(x, dims)
-    if et != xin.dtype:
-        xin = xin.astype(et)
+    xf = _to_layout(x, dims)
 
-    def call():
-        return req.infer({0: xin})
+    def run(arr):
+        req.infer({0: arr})
+        return req.get_output_tensor(0).data
 
-    return Baseline("openvino infer()", call, load_s)
+    user = None
+    if et in (np.int8, np.uint8):
+        spec, ospec = getattr(model, "input_spec", None), getattr(model, "output_spec", None)
+        if spec is None or not spec.scale:
+            raise UsageError("OpenVINO baseline: the model's int8 input scale is unknown")
+        xin = quantize_like(xf, et, spec.scale, spec.zero_point or 0)
+        o_scale = ospec.scale if ospec is not None and ospec.dtype in ("int8", "uint8") else None
+        user = _user_loop(run, xf, et, spec.scale, spec.zero_point or 0, o_scale,
+                          (ospec.zero_point or 0) if o_scale else None)
+    else:
+        xin = xf.astype(et) if et != xf.dtype else xf
+    return Baseline("openvino infer()", lambda: run(xin), load_s, {"precision": precision}, call_user=user)
 
 
 def _to_layout(x: np.ndarray, shape: list) -> np.ndarray:
@@ -141,7 +177,7 @@ def _to_layout(x: np.ndarray, shape: list) -> np.ndarray:
     return x
 
 
-BARE: dict[str, Callable[[str | Path, int | None, np.ndarray], Baseline]] = {
+BARE: dict[str, Callable[..., Baseline]] = {
     "litert": litert_baseline,
     "onnxruntime": onnxruntime_baseline,
     "opencv": opencv_baseline,
@@ -149,14 +185,18 @@ BARE: dict[str, Callable[[str | Path, int | None, np.ndarray], Baseline]] = {
 }
 
 
-def bare_baseline(backend: str, path: str | Path, threads: int | None, x: np.ndarray) -> Baseline | None:
-    """The bare loop for ``backend``, or None when there is none for it."""
+def bare_baseline(backend: str, path: str | Path, threads: int | None, x: np.ndarray,
+                  model=None) -> Baseline | None:
+    """The bare loop for ``backend``, or None when there is none for it (``model``: the edgeproof
+    Model of the same file, whose settings the baseline mirrors where a library hides them)."""
     maker = BARE.get(backend)
-    return maker(path, threads, x) if maker else None
+    if maker is None:
+        return None
+    return maker(path, threads, x, model) if backend == "openvino" else maker(path, threads, x)
 
 
-def keras_baselines(path: str | Path, threads: int | None,
-                    make_input: Callable[[int, int], np.ndarray]) -> tuple[dict[str, Callable], dict, np.ndarray]:
+def keras_baselines(path: str | Path, threads: int | None, make_input: Callable[[int, int], np.ndarray]
+                    ) -> tuple[dict[str, Callable], dict, np.ndarray]:
     """Keras ``model(x)`` and ``model.predict(x)`` on a .keras model (imports TensorFlow here).
 
     ``make_input(height, width)`` builds the benchmark batch once the model's input size is known.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -24,7 +24,8 @@ def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _frames_from_files(files: list[Path], count: int, skipped: list[str]) -> Iterator[tuple[np.ndarray, float]]:
+def _frames_from_files(files: list[Path], count: int,
+                       skipped: list[str]) -> Iterator[tuple[np.ndarray, float]]:
     """(BGR frame, decode seconds), cycling over the files until ``count`` frames were produced."""
     from edgeproof.runtime.preprocess import ImageReadError, read_image
 

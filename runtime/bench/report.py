@@ -44,7 +44,8 @@ def placement_text(p: dict | None) -> str:
 def row(r: dict) -> list[str]:
     if r.get("status") != "ok":
         return [r.get("format"), r.get("backend") or "default", _f(r.get("threads")), _f(r.get("batch")),
-                size_text(r.get("size_bytes")), "FAILED", "", "", "", "", "", "", "", (r.get("error") or "")[:80]]
+                size_text(r.get("size_bytes")), "FAILED", "", "", "", "", "", "", "",
+                (r.get("error") or "")[:80]]
     load_ms = r["load_s"] * 1e3 if r.get("load_s") is not None else None
     ov = r.get("overhead_ratio")
     return [r["format"], r["backend"], _f(r["threads"]), _f(r["batch"]), size_text(r.get("size_bytes")),
@@ -90,23 +91,29 @@ def render_markdown(doc: dict, png_note: str | None = None) -> str:
     out = [f"# edgeproof bench — {doc['created']}", "",
            f"Measured on: **{one_line(m)}**; load average at start {m.get('load_avg_1_5_15')}.", "",
            f"Command: `{doc['command']}`", "",
-           f"Settings: {st['runs']} timed runs (min {st['min_seconds']} s) after {st['warmup']} warm-up, "
-           f"input seed {st['seed']}, batch {st['batch']}, "
-           f"{'one subprocess per configuration' if st.get('isolate', True) else 'all in one process'}.",
+           (f"Settings: {st['runs']} timed runs (min {st['min_seconds']} s) after {st['warmup']} warm-up, "
+            f"input seed {st['seed']}, batch {st['batch']}, "
+            f"{'one subprocess per configuration' if st.get('isolate', True) else 'all in one process'}."),
            "Runtime versions: " + ", ".join(f"{k} {v}" for k, v in m.get("packages", {}).items()), "",
            _md_table(COLUMNS, [row(r) for r in doc["results"]]), ""]
     ov = s["overhead"]
     if ov["count"]:
         out += ["### edgeproof overhead vs the bare loop", "",
-                "Ratio of p50 latencies, edgeproof `Model.predict` vs the library's bare loop on the same "
+                ("Ratio of p50 latencies, edgeproof `Model.predict` vs the library's bare loop on the same "
                 "input, timed interleaved (ABBA order) in one process; 95 % bootstrap interval in brackets. "
+                "The bare loop feeds a pre-converted input; for int8-I/O models the last column compares "
+                "with a bare loop that also quantizes the float input and dequantizes the output per call, "
+                "as any loop over new images must. "
                 f"Goal ≤ {ov['goal']}×: {ov['within_goal']}/{ov['count']} configurations meet it; "
-                f"median {ov['median']:.3f}×, worst {ov['max']:.3f}×.", ""]
-        body = [[x["format"], x["backend"], _f(x["threads"]), x["baseline"] or "–", _f(x["edgeproof_p50_ms"], 4),
+                 f"median {ov['median']:.3f}×, worst {ov['max']:.3f}×."), ""]
+        body = [[x["format"], x["backend"], _f(x["threads"]), x["baseline"] or "–",
+                 _f(x["edgeproof_p50_ms"], 4),
                  _f(x["bare_p50_ms"], 4), _f(x.get("added_us_p50"), 1), f"{x['overhead_ratio']:.3f}×"
-                 + (f" [{x['ci95'][0]:.3f}, {x['ci95'][1]:.3f}]" if x.get("ci95") else "")] for x in ov["rows"]]
+                 + (f" [{x['ci95'][0]:.3f}, {x['ci95'][1]:.3f}]" if x.get("ci95") else ""),
+                 f"{x['vs_quantizing_loop']:.3f}×" if x.get("vs_quantizing_loop") else "–"]
+                for x in ov["rows"]]
         out += [_md_table(["format", "backend", "thr", "bare loop", "edgeproof p50 ms", "bare p50 ms",
-                           "added µs", "ratio"],
+                           "added µs", "ratio", "vs loop that (de)quantizes"],
                           body), ""]
     out += _speedup_md("int8 / reduced precision vs fp32", s["int8_vs_fp32"],
                        "A/B > 1 means B (the quantized artifact) is faster than fp32 on that backend.")
@@ -124,7 +131,8 @@ def render_markdown(doc: dict, png_note: str | None = None) -> str:
                            "ms per image: decode / preprocess / infer"], body), ""]
     if s["failed"]:
         out += ["### Failed configurations", ""] + [
-            f"- {x['format']} on {x['backend']} ({x['threads']} thr): {x['error']}" for x in s["failed"]] + [""]
+            f"- {x['format']} on {x['backend']} ({x['threads']} thr): {x['error']}"
+            for x in s["failed"]] + [""]
     if doc.get("skipped"):
         out += ["### Skipped", ""] + [f"- {x}" for x in doc["skipped"]] + [""]
     if png_note:
@@ -152,6 +160,7 @@ def plot(doc: dict, dest: Path) -> str | None:
     labels = [f"{r['format']} / {r['backend']}" for r in dist]
     ax1.boxplot([r["samples_ms"] for r in dist], vert=False, showfliers=True, whis=(1, 99))
     ax1.set_yticks(range(1, len(labels) + 1), labels)
+    ax1.invert_yaxis()  # first configuration on top, as in the table
     _scale(ax1, "x", [v for r in dist for v in r["samples_ms"]])
     ax1.set_xlabel("latency per call (ms); box p25–p75, whiskers p1–p99")
     ax1.set_title(f"latency distribution, {first_t or 'default'} thread(s), batch {dist[0]['batch']}")
@@ -160,11 +169,13 @@ def plot(doc: dict, dest: Path) -> str | None:
         k = (r["format"], r["backend"])
         if k not in keys:
             keys.append(k)
-    for fmt, be in keys:
+    colors = plt.get_cmap("tab20").colors
+    for i, (fmt, be) in enumerate(keys):
         pts = sorted([(r["threads"], r["p50_ms"]) for r in ok if (r["format"], r["backend"]) == (fmt, be)
                       and r["threads"] is not None])
         if pts:
-            ax2.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{fmt} / {be}")
+            ax2.plot([p[0] for p in pts], [p[1] for p in pts], marker="os^D"[i // 20 % 4],
+                     color=colors[i % 20], label=f"{fmt} / {be}")
     ax2.set_xlabel("threads")
     ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax2.set_ylabel("p50 latency (ms)")

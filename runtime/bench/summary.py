@@ -39,6 +39,7 @@ def overhead_summary(records: list[dict]) -> dict:
          "baseline": (r.get("baseline") or {}).get("name"), "overhead_ratio": r["overhead_ratio"],
          "ci95": (r.get("overhead") or {}).get("ci95"),
          "added_us_p50": (r.get("overhead") or {}).get("added_us_p50"),
+         "vs_quantizing_loop": r.get("overhead_vs_quantizing_loop"),
          "edgeproof_p50_ms": r["p50_ms"], "bare_p50_ms": (r.get("baseline") or {}).get("p50_ms")}
         for r in ok_records(records) if r.get("overhead_ratio") is not None
     ]
@@ -114,6 +115,6 @@ def summarize_records(records: list[dict]) -> dict:
         "onnx_vs_tflite": onnx_vs_tflite(records),
         "keras_vs_artifacts": keras_vs_artifacts(records),
         "end_to_end": end_to_end(records),
-        "failed": [{"format": r["format"], "backend": r["backend"], "threads": r["threads"], "error": r["error"]}
-                   for r in records if r.get("status") != "ok"],
+        "failed": [{"format": r["format"], "backend": r["backend"], "threads": r["threads"],
+                    "error": r["error"]} for r in records if r.get("status") != "ok"],
     }
