@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=5, help="one-shot: fresh processes per contender")
     args, extra = ap.parse_known_args(argv)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    cmd = [sys.executable, "-m", "edgeproof", "bench", "--suite", "-o", args.out, *extra]
+    out = os.path.relpath(args.out) if not os.path.relpath(args.out).startswith("..") else args.out
+    cmd = [sys.executable, "-m", "edgeproof", "bench", "--suite", "-o", out, *extra]
     print("+", " ".join(cmd), file=sys.stderr)
     rc = subprocess.run(cmd, env=env, check=False).returncode
     bench_json = Path(args.out) / "bench.json"
@@ -58,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         "",
         ("Reproduce: `python benchmarks/run_suite.py` (= `edgeproof bench --suite -o benchmarks/results` "
          "+ `python benchmarks/oneshot.py MODEL.tflite IMAGE`)."),
+        "",
+        headline(doc),
+        "",
+        "## Full results",
+        "",
         body.strip(),
         "",
         "### One-shot cost: `edgeproof run` vs a bare script vs TensorFlow",
@@ -68,6 +74,25 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.results).write_text(text)
     print(f"wrote {args.results}", file=sys.stderr)
     return 0
+
+
+def headline(doc: dict, threads: int = 1) -> str:
+    """README table: each format on its preferred backend at ``threads`` thread(s), plus Keras."""
+    from edgeproof.formats import FORMATS
+
+    ok = [r for r in doc["results"] if r.get("status") == "ok" and r["threads"] == threads]
+    keras = next((r for r in ok if r["backend"] == "keras model(x)"), None)
+    rows = ["| artifact | backend | size | p50 ms | p99 ms | img/s | peak RSS MiB | × bare loop | vs Keras |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    picks = [r for r in ok if r["format"] in FORMATS and r["backend"] == FORMATS[r["format"]].backends[0]]
+    for r in picks + ([keras] if keras else []):
+        size = f"{r['size_bytes'] / 1e3:.0f} kB" if r.get("size_bytes") else "–"
+        ov = f"{r['overhead_ratio']:.3f}×" if r.get("overhead_ratio") else "–"
+        vs = f"{keras['p50_ms'] / r['p50_ms']:.0f}× faster" if keras and r is not keras else "1×"
+        rows.append(f"| {r['format']} | {r['backend']} | {size} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
+                    f"{r['throughput_ips']:.0f} | {r['peak_rss_mib']:.0f} | {ov} | {vs} |")
+    return "\n".join([f"### Headline: {threads} thread, batch 1, each format on its default backend", ""]
+                     + rows)
 
 
 def _one_image(doc: dict) -> str | None:

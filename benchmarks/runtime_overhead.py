@@ -47,9 +47,9 @@ def make(out: Path) -> None:
     import keras
     import numpy as np
     import tensorflow as tf
+    from edgeproof.runtime.metadata import tflite_with_metadata
 
     from edgeproof.contract import ArtifactMeta, Preprocess, TensorSpec
-    from edgeproof.runtime.metadata import tflite_with_metadata
 
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(0)
@@ -83,7 +83,7 @@ def make(out: Path) -> None:
 
 def _timev(cmd: list[str]) -> tuple[float, float]:
     """(wall seconds, peak RSS MiB) of one command, from GNU time -v."""
-    r = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True)
+    r = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, check=False)
     if r.returncode != 0:
         raise SystemExit(f"command failed: {' '.join(cmd)}\n{r.stderr[-2000:]}")
     wall = re.search(r"Elapsed \(wall clock\) time.*?: (?:(\d+):)?(\d+):([\d.]+)", r.stderr)
@@ -115,7 +115,6 @@ def oneshot(d: Path, repeat: int, fmt: str) -> dict:
 def overhead(d: Path, rounds: int, iters: int, fmt: str) -> dict:
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
-
     from edgeproof.runtime import load
 
     model = load(d / f"model.tflite-{fmt}.tflite")

@@ -14,26 +14,44 @@ from edgeproof.parity.metrics import task_metrics, tensor_metrics
 from edgeproof.contract import Preprocess
 
 
-def tf_batch(paths: list[str], pp: Preprocess) -> np.ndarray:
-    """The training pipeline's decode/resize, then the contract's colour order and normalization."""
+def tf_batch(paths: list[str], pp: Preprocess) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
+    """The training pipeline's decode/resize, then the contract's colour order and normalization.
+
+    Returns (batch, indices of the decoded paths, skipped [(path, why)]): TF cannot decode every
+    file OpenCV can (e.g. TIFF), and such files are left out of the comparison, not fatal.
+    """
     from edgeproof.train.data import load_image_tf
 
-    out = []
-    for p in paths:
-        x = load_image_tf(p, pp.height, pp.width, pp.interpolation)  # RGB float32 0..255
+    out, used, skipped = [], [], []
+    for i, p in enumerate(paths):
+        try:
+            x = load_image_tf(p, pp.height, pp.width, pp.interpolation)  # RGB float32 0..255
+        except Exception as exc:  # noqa: BLE001 - reported per file
+            skipped.append((p, str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__))
+            continue
         if pp.color == "BGR":
             x = x[..., ::-1]
         x = x * np.float32(pp.scale)
         x = (x - np.asarray(pp.mean, np.float32)) / np.asarray(pp.std, np.float32)
         out.append(x.astype(np.float32))
-    return np.stack(out) if out else np.zeros((0, pp.height, pp.width, 3), np.float32)
+        used.append(i)
+    batch = np.stack(out) if out else np.zeros((0, pp.height, pp.width, 3), np.float32)
+    return batch, used, skipped
 
 
 def preprocessing_drift(keras_model, paths: list[str], pp: Preprocess, x_cv: np.ndarray, ref_cv: np.ndarray,
-                        labels: np.ndarray | None) -> dict:
+                        labels: np.ndarray | None, rows=()) -> dict:
+    """Preprocessing drift, plus each artifact's end-to-end drift: artifact(OpenCV) vs Keras(TF decode)."""
     from edgeproof.parity.reference import predict
 
-    x_tf = tf_batch(paths, pp)
+    x_tf, used, skipped = tf_batch(paths, pp)
+    if not used:
+        return {"what": "Keras(TF decode/resize) vs Keras(OpenCV runtime preprocessing), same files",
+                "n": 0, "skipped": len(skipped), "error": "TensorFlow could not decode any of the images",
+                "probs_mean_abs": 0.0, "top1_changed": 0}
+    idx = np.asarray(used)
+    x_cv, ref_cv = x_cv[idx], ref_cv[idx]
+    labels = labels[idx] if labels is not None else None
     ref_tf = predict(keras_model, x_tf)
     pix = np.abs(x_tf.astype(np.float64) - x_cv.astype(np.float64))
     tm = tensor_metrics(ref_tf, ref_cv)
@@ -46,14 +64,34 @@ def preprocessing_drift(keras_model, paths: list[str], pp: Preprocess, x_cv: np.
         **{f"probs_{k}": v for k, v in tm.to_dict().items()},
         "top1_changed": km.n - km.top1_agree_count,
         "n": km.n,
+        "skipped": len(skipped),
+        "skipped_files": [{"path": p, "reason": r} for p, r in skipped[:20]],
         "accuracy_tf_decode": km.reference_accuracy,
         "accuracy_opencv": km.accuracy,
         "delta_acc_pp": km.delta_acc_pp,
+        "end_to_end": _end_to_end(ref_tf, idx, rows),
     }
+
+
+def _end_to_end(ref_tf: np.ndarray, idx: np.ndarray, rows) -> list[dict]:
+    """What deployment changes overall: each artifact on the runtime path vs Keras on the training path."""
+    out = []
+    for r in rows:
+        if getattr(r, "probs", None) is None:
+            continue
+        cand = r.probs[idx]
+        tm = tensor_metrics(ref_tf, cand)
+        km = task_metrics(ref_tf, cand)
+        out.append({"artifact": r.artifact, "backend": r.backend, "max_abs": tm.max_abs, "mean_abs": tm.mean_abs,
+                    "top1_changed": km.n - km.top1_agree_count, "n": km.n})
+    return out
 
 
 def dominance(pre: dict, rows) -> dict:
     """Compare preprocessing drift with each artifact's conversion drift (mean |Δ| of probabilities)."""
+    if pre.get("error"):
+        return {"dominant": "unknown", "verdict": f"preprocessing drift not measured: {pre['error']}",
+                "artifacts_above_preprocessing": [], "artifacts_below_preprocessing": []}
     pre_mean = float(pre["probs_mean_abs"])
     conv = [(r.artifact, r.backend, r.comparison.tensor.mean_abs, r.comparison.task.n - r.comparison.task.top1_agree_count)
             for r in rows if r.comparison is not None]

@@ -43,8 +43,9 @@ class LayerError:
 
 
 def _axis_median_snr(f: np.ndarray, dq: np.ndarray, axis: int) -> float | None:
-    f = np.moveaxis(f, axis, -1).reshape(-1, f.shape[axis]).astype(np.float64)
-    dq = np.moveaxis(dq, axis, -1).reshape(-1, dq.shape[axis]).astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        f = np.nan_to_num(np.moveaxis(f, axis, -1).reshape(-1, f.shape[axis]).astype(np.float64))
+        dq = np.nan_to_num(np.moveaxis(dq, axis, -1).reshape(-1, dq.shape[axis]).astype(np.float64))
     energy = np.sum(f * f, axis=0)
     err = np.sum((f - dq) ** 2, axis=0)
     live = energy > 1e-12 * max(float(energy.max()), 1e-30)  # dead (all-zero) channels carry no signal

@@ -19,7 +19,7 @@ def load_keras(path: str | Path):
     keras = require("keras", "train", "parity (the Keras reference)")
     try:
         return keras.saving.load_model(str(path), compile=False)
-    except Exception as exc:  # a corrupt or foreign file: one line, not a traceback
+    except Exception as exc:  # noqa: BLE001 - a corrupt or foreign file: one line, not a traceback
         raise UsageError(f"cannot load Keras model '{path}': {type(exc).__name__}: {str(exc)[:200]}; "
                          "give the run folder of a complete 'edgeproof train' run") from None
 

@@ -46,14 +46,16 @@ def print_table(report) -> None:
     from rich.table import Table
 
     ref = report.reference
-    acc = "" if ref["accuracy"] is None else f"{ref['accuracy']:.1%} ({ref['correct']}/{ref['n']})"
+    acc = "n/a (unlabelled)" if ref["accuracy"] is None else f"{ref['accuracy']:.1%} ({ref['correct']}/{ref['n']})"
     lat = "" if ref["latency_p50_ms"] is None else f", p50 {ref['latency_p50_ms']:.2f} ms"
-    t = Table(title=f"parity vs Keras on {report.images_source} — Keras top-1 {acc}{lat}")
+    from rich.markup import escape
+
+    t = Table(title=escape(f"parity vs Keras on {report.images_source} — Keras top-1 {acc}{lat}"))
     for c in COLUMNS:
         t.add_column(c, no_wrap=c != "note")
     styles = {"pass": "green", "fail": "bold red", "error": "bold red", "unsupported": "yellow", "skipped": "dim"}
     for r in report.rows:
-        cells = row_cells(r)
+        cells = [escape(c) for c in row_cells(r)]
         cells[0] = cells[0].removeprefix("model.")
         cells[2] = f"[{styles[r.status]}]{cells[2]}[/]" if r.status in styles else cells[2]
         t.add_row(*cells)
@@ -65,7 +67,7 @@ def failure_lines(report) -> list[str]:
 
 
 def _md_table(columns: list[str], rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    out = ["| " + " | ".join(c.replace("|", "\\|") for c in columns) + " |", "|" + "---|" * len(columns)]
     out += ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows]
     return "\n".join(out)
 
@@ -76,29 +78,39 @@ def markdown(report) -> str:
     lines = [f"# Parity report: {'PASS' if report.passed else 'FAIL'}", "",
              f"- run: `{report.run_dir}`", f"- artifacts: `{report.artifacts_dir}`",
              f"- images: {report.images_source}",
-             f"- Keras reference: top-1 {ref_acc} "
-             f"({ref['correct']}/{ref['n']}), p50 {ref['latency_p50_ms']:.2f} ms/image",
+             (f"- Keras reference: top-1 {ref_acc} "
+             f"({ref['correct']}/{ref['n']}), p50 {ref['latency_p50_ms']:.2f} ms/image"),
              ""]
     if report.n_images < 100:
-        lines += [f"> Only {report.n_images} images: one image is {100 / report.n_images:.2f} pp of accuracy, and "
+        lines += [(f"> Only {report.n_images} images: one image is {100 / report.n_images:.2f} pp of accuracy, and "
                   f"an agreement limit of 99 % means {report.n_images}/{report.n_images} (zero disagreements). "
-                  "Counts are shown next to fractions; judge them as counts.", ""]
+                  "Counts are shown next to fractions; judge them as counts."), ""]
     lines += ["## Results", "", _md_table(COLUMNS, [row_cells(r) for r in report.rows]), ""]
-    lines += ["Status: pass/fail judged by the format's tolerance (formats.py, or the flags given); "
+    lines += [("Status: pass/fail judged by the format's tolerance (formats.py, or the flags given); "
               "*error* = a backend listed for the format cannot load/run it (a failure); *unsupported* = a "
-              "backend not listed for the format cannot load it (not a failure); *skipped* = not installed.", ""]
+              "backend not listed for the format cannot load it (not a failure); *skipped* = not installed."), ""]
     if report.failures:
         lines += ["## Failures", ""] + [f"- {ln}" for ln in failure_lines(report)] + [""]
-    if report.e2e:
+    if report.e2e and report.e2e["preprocessing"].get("error"):
+        lines += ["## End-to-end: preprocessing drift vs conversion drift", "",
+                  f"- not measured: {report.e2e['preprocessing']['error']}", ""]
+    elif report.e2e:
         pre = report.e2e["preprocessing"]
         lines += ["## End-to-end: preprocessing drift vs conversion drift", "",
                   f"- {pre['what']}",
-                  f"- pixels: max |Δ| {pre['pixels_max_abs']:.2f}, mean |Δ| {pre['pixels_mean_abs']:.3f} "
-                  f"(0..255 scale), {pre['pixels_identical_fraction']:.1%} identical",
-                  f"- probabilities: max |Δ| {_fmt(pre['probs_max_abs'])}, mean |Δ| {_fmt(pre['probs_mean_abs'])}, "
-                  f"SNR {pre['probs_snr_db']} dB, top-1 changed {pre['top1_changed']}/{pre['n']}",
-                  f"- accuracy: TF decode {_pct(pre['accuracy_tf_decode'])} vs OpenCV {_pct(pre['accuracy_opencv'])}",
+                  (f"- pixels: max |Δ| {pre['pixels_max_abs']:.2f}, mean |Δ| {pre['pixels_mean_abs']:.3f} "
+                  f"(0..255 scale), {pre['pixels_identical_fraction']:.1%} identical"),
+                  (f"- probabilities: max |Δ| {_fmt(pre['probs_max_abs'])}, mean |Δ| {_fmt(pre['probs_mean_abs'])}, "
+                  f"SNR {_fmt_db(pre['probs_snr_db'])} dB, top-1 changed {pre['top1_changed']}/{pre['n']}"),
+                  f"- accuracy: TF decode {_pct(pre['accuracy_tf_decode'])} vs OpenCV {_pct(pre['accuracy_opencv'])}"
+                  + (f"; {pre['skipped']} file(s) TF cannot decode left out" if pre.get("skipped") else ""),
                   f"- **{report.e2e['verdict']}**", ""]
+        if pre.get("end_to_end"):
+            lines += [("End-to-end per artifact (artifact on the runtime's OpenCV path vs Keras on the training "
+                      "pipeline's TF path — what deployment changes in total):"), "",
+                      _md_table(["artifact", "backend", "max|Δ|", "mean|Δ|", "top-1 changed"],
+                                [[e["artifact"], e["backend"], f"{e['max_abs']:.2e}", f"{e['mean_abs']:.2e}",
+                                  f"{e['top1_changed']}/{e['n']}"] for e in pre["end_to_end"]]), ""]
     for t in report.triage:
         lines += [f"## Quantization triage: {t.artifact}", "", f"Tool: {t.tool}."]
         if t.error:
@@ -108,8 +120,8 @@ def markdown(report) -> str:
         lines += [_md_table(["layer", "tensor", "op", "rmse/scale", "channel SNR dB", "suspect"],
                             [[le.layer or "", le.tensor[:60], le.op, _num(le.rmse_scale, ".3f"),
                               _num(le.channel_snr_db, ".1f"), le.reason or "no"] for le in t.layers[:12]]), ""]
-        lines += ["rmse/scale ≈ 0.289 is pure rounding (healthy), > 0.7 suspect; a median channel SNR under "
-                  "10 dB means outlier channels set the scale and the other channels lost their resolution.", ""]
+        lines += [("rmse/scale ≈ 0.289 is pure rounding (healthy), > 0.7 suspect; a median channel SNR under "
+                  "10 dB means outlier channels set the scale and the other channels lost their resolution."), ""]
         for n in t.notes:
             lines.append(f"- note: {n}")
         if t.fixes:
@@ -124,6 +136,10 @@ def markdown(report) -> str:
 
 def _fmt(v) -> str:
     return v if isinstance(v, str) else f"{v:.3g}"
+
+
+def _fmt_db(v) -> str:
+    return v if isinstance(v, str) else f"{v:.1f}"
 
 
 def _pct(v) -> str:
@@ -146,24 +162,31 @@ def plot_acc_latency(report, dest: Path) -> Path | None:
     if not pts:
         return None
     use_acc = report.labelled
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(10, 5.5))
     sizes = np.array([r.size_bytes for r in pts], float)
     s = 40 + 400 * sizes / max(sizes.max(), 1)
     ys = [(r.comparison.task.accuracy if use_acc else r.comparison.task.top1_agreement) * 100 for r in pts]
     colors = ["tab:green" if r.status == "pass" else "tab:red" for r in pts]
-    ax.scatter([r.latency_p50_ms for r in pts], ys, s=s, c=colors, alpha=0.6, edgecolors="k")
-    for r, yv in zip(pts, ys):
-        ax.annotate(f"{r.artifact.replace('model.', '')} [{r.backend}]", (r.latency_p50_ms, yv), fontsize=7,
-                    xytext=(4, 4), textcoords="offset points")
+    ax.scatter([r.latency_p50_ms for r in pts], ys, s=s, c=colors, alpha=0.55, edgecolors="k")
+    # numbered points + a key beside the plot: equal accuracies would make text labels collide
+    for i, (r, yv) in enumerate(zip(pts, ys), 1):
+        ax.annotate(str(i), (r.latency_p50_ms, yv), fontsize=7, ha="center", va="center")
+    key = "\n".join(f"{i:2d} {r.artifact.removeprefix('model.')} [{r.backend}] {_size(r.size_bytes)}"
+                    for i, r in enumerate(pts, 1))
+    fig.text(0.70, 0.5, key, fontsize=7, family="monospace", va="center")
+    fig.subplots_adjust(right=0.68)
     ref = report.reference
     if use_acc and ref.get("latency_p50_ms"):
         ax.axhline(ref["accuracy"] * 100, color="gray", ls="--", lw=1, label=f"Keras {ref['accuracy']:.1%}")
         ax.legend(loc="lower right")
     ax.set_xscale("log")
+    from matplotlib.ticker import FormatStrFormatter, NullFormatter
+
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("p50 latency per image (ms, log)")
     ax.set_ylabel("top-1 accuracy (%)" if use_acc else "top-1 agreement with Keras (%)")
-    ax.set_title("accuracy vs latency (marker area ∝ file size; red = fails its tolerance)")
-    fig.tight_layout()
+    ax.set_title("accuracy vs latency (marker area ∝ file size; red = fails its tolerance)", fontsize=9)
     out = _save(fig, dest)
     plt.close(fig)
     return out

@@ -51,6 +51,7 @@ class Row:
     latency_p50_ms: float | None = None
     failures: list[Failure] = field(default_factory=list)
     preds: np.ndarray | None = None  # top-1 per image (for the confusion matrix)
+    probs: np.ndarray | None = None  # kept for the end-to-end comparison (not written to JSON)
 
     def to_dict(self) -> dict:
         d = {"artifact": self.artifact, "path": str(self.path), "format": self.format, "backend": self.backend,
@@ -76,7 +77,8 @@ class Batches:
         if key not in self._cache:
             x, used, skipped = load_batch(self.images.paths, pp)
             if skipped:
-                raise UsageError(f"{len(skipped)} image(s) cannot be read, e.g. {skipped[0][0]}: {skipped[0][1]}")
+                raise UsageError(f"{len(skipped)} parity image(s) cannot be read, e.g. {skipped[0][0]}: "
+                                 f"{skipped[0][1]}; remove or replace them, or pass --data DIR")
             self._cache[key] = (x, used)
         return self._cache[key][0]
 
@@ -132,7 +134,7 @@ def evaluate(path: Path, fmt: Format | None, backend: str, batches: Batches, ref
             raise EdgeproofError(f"output shape {probs.shape} differs from the Keras model's {reference.shape}")
         row.comparison = compare(reference, probs, batches.images.labels, tol)
         row.latency_p50_ms = _latency(model, x)
-        row.preds = probs.argmax(axis=1)
+        row.preds, row.probs = probs.argmax(axis=1), probs
     except Exception as exc:  # noqa: BLE001 - any load/run error is a row, judged by the policy above
         why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}" if str(exc) else type(exc).__name__
         if listed:

@@ -28,10 +28,11 @@ class ParityReport:
     seconds: float = 0.0
     labels: list[str] = field(default_factory=list)
     y_true: np.ndarray | None = None
+    unverified: list[Failure] = field(default_factory=list)  # artifacts no backend could judge
 
     @property
     def failures(self) -> list[Failure]:
-        return [f for r in self.rows for f in r.failures]
+        return [f for r in self.rows for f in r.failures] + self.unverified
 
     @property
     def passed(self) -> bool:
@@ -92,12 +93,13 @@ def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, dat
         rows = runner.run_matrix(artifacts, batches, ref, backends, tol_flags, prog)
         report = ParityReport(run_dir=run.root, artifacts_dir=art_dir, images_source=images.source,
                               n_images=len(ref), labelled=y is not None, reference=ref_info, rows=rows,
-                              tolerance_flags=tol_flags, out_dir=out, labels=list(run.labels), y_true=y)
+                              tolerance_flags=tol_flags, out_dir=out, labels=list(run.labels), y_true=y,
+                              unverified=_unverified(rows))
         if e2e:
             from edgeproof.parity import e2e as e2e_mod
 
             t = prog.add_task("preprocessing drift (TF vs OpenCV)", total=1)
-            pre = e2e_mod.preprocessing_drift(keras_model, images.paths, run.preprocess, x_ref, ref, y)
+            pre = e2e_mod.preprocessing_drift(keras_model, images.paths, run.preprocess, x_ref, ref, y, rows)
             report.e2e = {"preprocessing": pre, **e2e_mod.dominance(pre, rows)}
             prog.advance(t)
         if triage:
@@ -108,6 +110,21 @@ def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, dat
 
         report.files = report_mod.write_all(report, out)
     return report
+
+
+def _unverified(rows) -> list[Failure]:
+    """An artifact that every tried backend skipped or could not load proves nothing: that fails the gate."""
+    by_artifact: dict[str, list] = {}
+    for r in rows:
+        by_artifact.setdefault(r.artifact, []).append(r)
+    out = []
+    for name, rs in by_artifact.items():
+        if any(r.comparison is not None or r.failures for r in rs):
+            continue
+        why = "; ".join(f"{r.backend}: {r.status} ({r.reason[:120]})" for r in rs)
+        out.append(Failure("verified", "no backend ran it", "at least one backend", f"not verified: {why}",
+                           name, ",".join(r.backend for r in rs)))
+    return out
 
 
 def _triage(rows, keras_model, run, art_dir, batches, ref, tol_flags, fix, out, prog) -> list:

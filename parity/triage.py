@@ -89,6 +89,9 @@ def triage_artifact(row, keras_model, run, artifacts_dir: Path, batches, referen
             res.layers = triage_onnx.layer_errors(row.path, calib, [layer.name for layer in keras_model.layers])
         if not any(le.suspect for le in res.layers):
             res.notes.append("no layer is over the suspect thresholds; the worst one is shown")
+        if fmt.name == "edgetpu":
+            res.notes.append("edgetpu: layers kept in float (denylist) or int16 run on the CPU, not the Edge TPU; "
+                             "edgetpu_compiler maps only int8 ops")
         if fix and res.layers:
             res.fixes = _fixes(row, fmt, keras_model, calib, res, artifacts_dir, batches, reference, tol, out_dir)
     except EdgeproofError as exc:

@@ -27,7 +27,7 @@ def _converter(model, calib: np.ndarray, tmpdir: str):
 
     try:
         conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    except Exception:  # Keras/TF combinations where from_keras_model breaks: go through a SavedModel
+    except Exception:  # noqa: BLE001 - Keras/TF versions where from_keras_model breaks: use a SavedModel
         path = os.path.join(tmpdir, "saved")
         model.export(path, verbose=False)
         conv = tf.lite.TFLiteConverter.from_saved_model(path)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     from edgeproof.runtime.model import Model, load
 
-__all__ = ["load", "Model"]
+__all__ = ["Model", "load"]
 
 
 def __getattr__(name: str) -> Any:

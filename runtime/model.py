@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edgeproof.runtime.backends.base import Backend, BatchUnsupported
 
 from edgeproof.contract import ArtifactMeta, Preprocess, TensorSpec
 from edgeproof.errors import EdgeproofError, UsageError
 from edgeproof.formats import BACKENDS, family_of, format_of, get_backend
-from edgeproof.runtime.backends.base import Backend, BatchUnsupported
 
 OVERRIDE_KEYS = ("size", "mean", "std", "scale", "bgr", "labels")
 _QRANGE = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
@@ -173,8 +173,10 @@ class Model:
         if out.ndim != 2:
             out = out.reshape(n, -1)
         if self._softmax is None:  # metadata-less model: decide once from the first batch
+            # Probabilities lie in [0, 1] and sum to ~1 (int8 outputs are coarse: allow 5 %). Softmax is
+            # monotonic, so a wrong guess changes scores, never the ranking.
             sums = out.sum(axis=1)
-            self._softmax = bool(out.min() < 0 or np.abs(sums - 1).max() > 1e-2)
+            self._softmax = bool(out.min() < 0 or out.max() > 1 + 1e-3 or np.abs(sums - 1).max() > 0.05)
         if self._softmax:
             out = _softmax(out)
         return out
@@ -204,7 +206,7 @@ class Model:
     def close(self) -> None:
         self.backend.close()
 
-    def __enter__(self) -> "Model":
+    def __enter__(self) -> Model:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -231,9 +233,9 @@ def _choose_backend(path: Path, family: str, backend: str | None, profile) -> st
             raise UsageError(f"backend '{backend}' cannot run '{path.name}' ({family}); valid backends for it: "
                              f"{', '.join(ok)}")
         return b.name
-    if profile is not None and getattr(profile, "backend", None) in BACKENDS:
-        if BACKENDS[profile.backend].family in (family, "any"):
-            return profile.backend
+    pb = getattr(profile, "backend", None) if profile is not None else None
+    if pb in BACKENDS and BACKENDS[pb].family in (family, "any"):
+        return pb
     fmt = format_of(path)
     if fmt is not None:
         return fmt.backends[0]

@@ -12,12 +12,12 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
-
 from edgeproof.runtime.preprocess import ImageReadError, prepare, read_image
 from edgeproof.runtime.sources import Item, Source
 

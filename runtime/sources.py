@@ -11,9 +11,10 @@ from __future__ import annotations
 import glob as globlib
 import re
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,7 @@ IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm",
               ".jp2", ".exr", ".hdr", ".sr", ".ras", ".pic", ".avif"}
 VIDEO_EXTS = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".gif"}
 LIST_EXTS = {".txt", ".lst", ".list"}
-URL_RE = re.compile(r"^(rtsp|rtsps|rtmp|http|https|udp|tcp|file)://", re.I)
+URL_RE = re.compile(r"^(rtsp|rtsps|rtmp|http|https|udp|tcp|file)://", re.IGNORECASE)
 
 
 @dataclass
@@ -126,7 +127,8 @@ class CaptureSource(_GrabLoop):
         super().__init__(spec, **retry)
         self.kind, self.target = kind, target
         self.factory = factory or default_capture
-        self.live = kind != "video"
+        # A video file (also as a file:// URL) ends at its last frame; cameras and streams are retried.
+        self.live = kind != "video" and not str(target).lower().startswith("file://")
         self.cap = self.factory(target)
         if self.cap is None or not self.cap.isOpened():
             raise EdgeproofError(self._open_error())

@@ -19,7 +19,7 @@ import numpy as np
 
 SIZE = 32
 LABELS = ["red", "green", "blue"]
-_CACHE: dict[str, "TinyModels"] = {}
+_CACHE: dict[str, TinyModels] = {}
 
 
 @dataclass
@@ -68,8 +68,8 @@ def _tflite_spec(data: bytes) -> tuple[dict, dict]:
     for d in (it.get_input_details()[0], it.get_output_details()[0]):
         scale, zp = d["quantization"]
         q = d["dtype"] in (np.int8, np.uint8)
-        specs.append(dict(name=d["name"], shape=[None, *map(int, d["shape"][1:])], dtype=np.dtype(d["dtype"]).name,
-                          scale=float(scale) if q else None, zero_point=int(zp) if q else None))
+        specs.append({"name": d["name"], "shape": [None, *map(int, d["shape"][1:])], "dtype": np.dtype(d["dtype"]).name,
+                      "scale": float(scale) if q else None, "zero_point": int(zp) if q else None})
     return specs[0], specs[1]
 
 
@@ -78,7 +78,6 @@ def build(root: Path) -> TinyModels:
     import cv2
     import keras
     import tensorflow as tf
-
     from edgeproof.runtime.metadata import set_onnx_metadata, tflite_with_metadata
 
     keras.utils.set_random_seed(0)
@@ -140,8 +139,8 @@ def build(root: Path) -> TinyModels:
     onnx.save(proto, str(root / "bare.onnx"))
     out.files["bare-onnx"] = root / "bare.onnx"
     in_name, out_name = proto.graph.input[0].name, proto.graph.output[0].name
-    set_onnx_metadata(proto, _meta("onnx-fp32", dict(name=in_name, shape=[None, SIZE, SIZE, 3], dtype="float32"),
-                                   dict(name=out_name, shape=[None, 3], dtype="float32")))
+    set_onnx_metadata(proto, _meta("onnx-fp32", {"name": in_name, "shape": [None, SIZE, SIZE, 3], "dtype": "float32"},
+                                   {"name": out_name, "shape": [None, 3], "dtype": "float32"}))
     onnx.save(proto, str(root / "model.onnx-fp32.onnx"))
     out.files["onnx-fp32"] = root / "model.onnx-fp32.onnx"
     out.files["nchw-onnx"] = _nchw_variant(root / "bare.onnx", root / "bare.nchw.onnx")
@@ -197,10 +196,10 @@ def color_onnx(path: Path, size: int = 8, labels: list[str] | None = None, with_
     A solid image's top-1 is its dominant channel, so pipeline tests know every expected answer.
     """
     import onnx
+    from edgeproof.runtime.metadata import set_onnx_metadata
     from onnx import TensorProto, helper
 
     from edgeproof.contract import ArtifactMeta, Preprocess, TensorSpec
-    from edgeproof.runtime.metadata import set_onnx_metadata
 
     nodes = [
         helper.make_node("ReduceMean", ["image"], ["m"], axes=[1, 2], keepdims=0),

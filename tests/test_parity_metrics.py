@@ -136,3 +136,18 @@ def test_rank_and_layer_names():
     assert keras_layer_of("functional_1/outlier_dense_1/BiasAdd;functional_1/head_1/MatMul;"
                           "functional_1/head_1/BiasAdd", names) == "head"
     assert keras_layer_of("StatefulPartitionedCall_1:0", names) is None
+
+
+def test_an_artifact_no_backend_could_run_fails_the_gate(tmp_path):
+    from edgeproof.parity.runner import Row
+    from edgeproof.parity.session import _unverified
+
+    p = tmp_path / "model.tflite-int8.tflite"
+    rows = [Row(p.name, p, "tflite-int8", "litert", "skipped", "backend not installed: pip install ai-edge-litert"),
+            Row(p.name, p, "tflite-int8", "openvino", "unsupported", "cannot read it"),
+            Row("model.onnx-fp32.onnx", p, "onnx-fp32", "opencv", "unsupported", "cannot read it")]
+    ref = _probs()
+    rows[2].comparison = compare(ref, ref, None, FORMATS["onnx-fp32"].tolerance)
+    fails = _unverified(rows)
+    assert [f.artifact for f in fails] == ["model.tflite-int8.tflite"]
+    assert "not verified" in fails[0].message and "pip install ai-edge-litert" in fails[0].message

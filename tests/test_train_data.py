@@ -123,7 +123,8 @@ def test_skipped_files_and_conversions(tmp_path):
     (root / "a" / "notes.txt").write_text("not an image")
     (root / "b" / "fake.png").write_text("plain text with a .png name")
     # conversions: RGBA, 16-bit grey, palette, 8-bit grey
-    _png(root / "b" / "rgba.png", np.dstack([np.full((12, 12, 3), 200, np.uint8), np.full((12, 12), 255, np.uint8)]))
+    rgba = np.dstack([np.full((12, 12, 3), 200, np.uint8), np.full((12, 12), 255, np.uint8)])
+    _png(root / "b" / "rgba.png", rgba)
     _png(root / "b" / "gray16.png", np.full((12, 12), 32896, np.uint16))  # 32896 / 257 = 128
     pal = Image.fromarray(np.zeros((12, 12), np.uint8), mode="P")
     pal.putpalette([10, 200, 30] + [0] * 765)
@@ -133,7 +134,8 @@ def test_skipped_files_and_conversions(tmp_path):
 
     data = load_data(root, Preprocess(12, 12), seed=0)
     assert data.skipped_summary() == {"truncated image": 2, "not an image": 2, "zero-byte file": 1}
-    assert {Path(p).name for p, _ in data.skipped} == {"zero.png", "trunc.png", "trunc.jpg", "notes.txt", "fake.png"}
+    skipped = {Path(p).name for p, _ in data.skipped}
+    assert skipped == {"zero.png", "trunc.png", "trunc.jpg", "notes.txt", "fake.png"}
     used = {Path(p).name: (s, i) for s, split in data.splits.items() for i, p in enumerate(split.paths)}
     assert {"rgba.png", "gray16.png", "pal.png", "gray8.png"} <= set(used)
     img = {name: data.splits[s].images[i] for name, (s, i) in used.items()}
@@ -155,7 +157,8 @@ def test_stratified_seeded_split(tmp_path):
     assert d1.layout == "split"
     for s in ("train", "val", "test"):
         assert d1.splits[s].paths == d2.splits[s].paths
-        assert np.bincount(d1.splits[s].labels).tolist() == {"train": [14] * 3, "val": [3] * 3, "test": [3] * 3}[s]
+        expected = {"train": 14, "val": 3, "test": 3}[s]
+        assert np.bincount(d1.splits[s].labels).tolist() == [expected] * 3
     assert d1.splits["test"].paths != d3.splits["test"].paths
     all_paths = [p for s in d1.splits.values() for p in s.paths]
     assert len(all_paths) == len(set(all_paths)) == 60  # disjoint and complete
@@ -252,7 +255,8 @@ def test_missing_tensorflow_gives_install_hint(tmp_path, capsys, monkeypatch):
     from edgeproof.cli.main import run_cli
 
     monkeypatch.setitem(sys.modules, "tensorflow", None)  # makes `import tensorflow` raise ImportError
-    rc = run_cli(["train", "--data", str(_folder(tmp_path / "d")), "-o", str(tmp_path / "r"), "--no-progress"])
+    data = str(_folder(tmp_path / "d"))
+    rc = run_cli(["train", "--data", data, "-o", str(tmp_path / "r"), "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 2 and "pip install 'edgeproof[train]'" in err and "edgeproof train" in err
 

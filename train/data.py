@@ -6,7 +6,8 @@ Layouts:  DIR/<class>/...images   -> stratified seeded 70/15/15 split of the rea
 Images are decoded once with the runtime's OpenCV reader (gray, RGBA, palette, 16-bit converted;
 EXIF applied) and resized with the same `prepare` the runtime uses, so training sees exactly what
 deployment sees. Unreadable files are skipped and counted by reason. Datasets here are small, so
-the decoded uint8 arrays live in memory and a tf.data pipeline batches and augments them.
+the decoded uint8 arrays live in memory (capped by EDGEPROOF_MAX_DATA_GB, default 8) and a
+tf.data pipeline shuffles, augments and batches them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -53,7 +54,8 @@ class Data:
     def split_json(self, seed: int) -> dict:
         return {"data_root": str(self.root.resolve()), "classes": self.classes, "seed": seed,
                 "layout": self.layout,
-                "splits": {k: [[p, int(i)] for p, i in zip(s.paths, s.labels)] for k, s in self.splits.items()},
+                "splits": {k: [[p, int(i)] for p, i in zip(s.paths, s.labels, strict=True)]
+                           for k, s in self.splits.items()},
                 "skipped": [[p, r] for p, r in self.skipped]}
 
 
@@ -93,7 +95,7 @@ def read_checked(path: str | Path) -> tuple[np.ndarray | None, str | None]:
 
 def decode_all(paths: list[str], pp: Preprocess, on_done: Callable[[int], None] | None = None
                ) -> tuple[list[np.ndarray | None], list[str | None]]:
-    """Decode + prepare every path (threads; OpenCV releases the GIL). Returns images (uint8 RGB) and reasons."""
+    """Decode + prepare every path (threads: OpenCV releases the GIL) -> (uint8 RGB images, skip reasons)."""
     import cv2
 
     from edgeproof.runtime.preprocess import prepare
@@ -155,8 +157,9 @@ def scan(root: str | Path) -> tuple[str, list[str], dict[str, dict[str, list[str
             found = [d.name for d in _subdirs(root / split)]
             extra = sorted(set(found) - set(classes))
             if extra:
-                raise UsageError(f"'{root / split}' has class folder(s) {', '.join(extra)} that train/ lacks; "
-                                 f"train classes: {', '.join(classes)}; use the same class names in every split")
+                raise UsageError(
+                    f"'{root / split}' has class folder(s) {', '.join(extra)} that train/ lacks; "
+                    f"train classes: {', '.join(classes)}; use the same class names in every split")
             tree[split] = {c: _files(root / split / c) for c in classes if c in found}
         return "folders", classes, tree
     classes = [d.name for d in subdirs]
@@ -176,7 +179,8 @@ def _check_classes(folder: Path, classes: list[str]) -> None:
 
 # ---------------------------------------------------------------- splitting and loading
 
-def _carve(items: list[int], frac: float, rng: np.random.Generator, keep: int = 1) -> tuple[list[int], list[int]]:
+def _carve(items: list[int], frac: float, rng: np.random.Generator,
+           keep: int = 1) -> tuple[list[int], list[int]]:
     """Split items into (rest, carved) with round(frac*n) carved (at least 1 while `keep` remain)."""
     n = len(items)
     k = min(max(1, round(frac * n)), n - keep) if n > keep else 0
@@ -197,23 +201,31 @@ def load_data(root: str | Path, pp: Preprocess, seed: int = 0,
     flat = [(group, ci, p) for group, per_class in tree.items()
             for ci, c in enumerate(classes) for p in per_class.get(c, [])]
     if not flat:
-        raise UsageError(f"data folder '{root}' has class folders ({', '.join(classes)}) but no files; {HINT}")
+        raise UsageError(f"data folder '{root}' has class folders ({', '.join(classes)}) but no files; "
+                         f"{HINT}")
+    need = len(flat) * pp.height * pp.width * 3
+    limit = int(float(os.environ.get("EDGEPROOF_MAX_DATA_GB", "8")) * 2**30)
+    if need > limit:
+        raise UsageError(f"{len(flat)} images at {pp.height}x{pp.width} need {need / 2**30:.1f} GiB "
+                         "in memory, "
+                         f"over the {limit / 2**30:.0f} GiB limit; use a smaller --img-size or a subset "
+                         "(or raise EDGEPROOF_MAX_DATA_GB)")
     if on_total:
         on_total(len(flat))
     images, reasons = decode_all([p for _, _, p in flat], pp, on_done)
-    skipped = [(p, r) for (_, _, p), r in zip(flat, reasons) if r]
+    skipped = [(p, r) for (_, _, p), r in zip(flat, reasons, strict=True) if r]
     if len(skipped) == len(flat):
         raise UsageError(f"no readable images in '{root}': all {len(flat)} files were skipped "
                          f"({_describe([r for _, r in skipped])}); {HINT}")
     # group -> class -> indices into flat of readable images
     ok: dict[str, dict[int, list[int]]] = {}
-    for i, ((group, ci, _), img) in enumerate(zip(flat, images)):
+    for i, ((group, ci, _), img) in enumerate(zip(flat, images, strict=True)):
         if img is not None:
             ok.setdefault(group, {}).setdefault(ci, []).append(i)
     first = "train" if layout == "folders" else "all"
     for ci, c in enumerate(classes):
         if not ok.get(first, {}).get(ci):
-            bad = [r for (g, cj, _), r in zip(flat, reasons) if g == first and cj == ci and r]
+            bad = [r for (g, cj, _), r in zip(flat, reasons, strict=True) if g == first and cj == ci and r]
             where = root / ("train" if layout == "folders" else "") / c
             raise UsageError(f"class '{c}' has no readable images in '{where}'"
                              f"{f' ({_describe(bad)} skipped)' if bad else ' (no files)'}; "
@@ -253,25 +265,28 @@ def load_data(root: str | Path, pp: Preprocess, seed: int = 0,
         splits[split] = Split(
             paths=[flat[i][2] for i in idx],
             labels=np.asarray([flat[i][1] for i in idx], np.int64),
-            images=np.stack([images[i] for i in idx]) if idx else np.zeros((0, pp.height, pp.width, 3), np.uint8),
+            images=(np.stack([images[i] for i in idx]) if idx
+                    else np.zeros((0, pp.height, pp.width, 3), np.uint8)),
         )
     return Data(root=root, classes=classes, layout=layout, splits=splits, skipped=skipped)
 
 
 # ---------------------------------------------------------------- TensorFlow side
 
-def make_tf_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, *, training: bool, seed: int):
-    """uint8 arrays -> batched float32 tf.data (raw 0..255 pixels); shuffle + augmentation when training.
+def make_tf_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, *, augment: bool, seed: int):
+    """uint8 arrays -> shuffled, batched float32 tf.data of raw 0..255 pixels, for training.
 
+    Training batches are all full (the shuffled remainder is dropped, a different one each epoch).
     Augmentation (random horizontal flip, brightness +-10 %, contrast 0.9-1.1) is seeded and
     deterministic per epoch; it lives here, never in the saved model.
     """
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((images, labels))
-    if not training:
-        return ds.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y)).prefetch(2)
     ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    if not augment:
+        ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y))
+        return ds.batch(min(batch_size, len(images)), drop_remainder=True).prefetch(2)
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
     ds = tf.data.Dataset.zip((ds, seeds))
 
@@ -284,7 +299,9 @@ def make_tf_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, *, 
         delta = tf.random.stateless_uniform([], seed=s + 1, minval=-25.5, maxval=25.5)
         return tf.clip_by_value(x + delta, 0.0, 255.0), y
 
-    return ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(batch_size).prefetch(2)
+    ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    # Full batches only: one input shape means one trace of the train step (a second costs seconds).
+    return ds.batch(min(batch_size, len(images)), drop_remainder=True).prefetch(2)
 
 
 def load_image_tf(path: str | Path, height: int, width: int, interpolation: str = "bilinear") -> np.ndarray:

@@ -9,7 +9,8 @@ MaxPooling2D, GlobalAveragePooling2D, Dense, Softmax. No augmentation layers.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from edgeproof.errors import UsageError
 
@@ -75,7 +76,8 @@ def _mobilenet_v2_tiny(input_size: int, num_classes: int, alpha: float = 1.0):
             in_c = x.shape[-1]
             name = f"block{block}"
             y = cbr(x, in_c * t, 1, 1, f"{name}_expand") if t != 1 else x
-            y = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=f"{name}_dw")(y)
+            y = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False,
+                                       name=f"{name}_dw")(y)
             y = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_dw_bn")(y)
             y = layers.ReLU(6.0, name=f"{name}_dw_relu6")(y)
             y = layers.Conv2D(out_c, 1, use_bias=False, name=f"{name}_project")(y)
@@ -92,7 +94,8 @@ MODELS: dict[str, ModelInfo] = {
     "tiny_cnn": ModelInfo("tiny_cnn", "Conv-BN-ReLU-MaxPool x3, global average pool, Dense 64, softmax",
                           _tiny_cnn, (1.0 / 255.0, 0.0)),
     "mobilenet_v2_tiny": ModelInfo(
-        "mobilenet_v2_tiny", "MobileNetV2-style inverted residual net (ReLU6, BatchNorm), width multiplier alpha",
+        "mobilenet_v2_tiny",
+        "MobileNetV2-style inverted residual net (ReLU6, BatchNorm), width multiplier alpha",
         _mobilenet_v2_tiny, (1.0 / 127.5, -1.0)),
 }
 
@@ -141,6 +144,6 @@ def recalibrate_batchnorm(model, images, batch_size: int = 128, max_images: int 
                 layer.momentum = (k - 1) / k  # running mean of the per-batch statistics
             model(np.asarray(images[idx], np.float32), training=True)
     finally:
-        for layer, m in zip(bns, saved):
+        for layer, m in zip(bns, saved, strict=True):
             layer.momentum = m
     return int(sum(len(c) for c in chunks))

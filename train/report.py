@@ -28,7 +28,8 @@ def per_class_scores(cm: np.ndarray, classes: list[str]) -> dict[str, dict[str, 
         p = tp[i] / predicted[i] if predicted[i] else 0.0
         r = tp[i] / actual[i] if actual[i] else 0.0
         f1 = 2 * p * r / (p + r) if p + r else 0.0
-        out[name] = {"precision": round(p, 4), "recall": round(r, 4), "f1": round(f1, 4), "support": int(actual[i])}
+        out[name] = {"precision": round(p, 4), "recall": round(r, 4), "f1": round(f1, 4),
+                     "support": int(actual[i])}
     return out
 
 

@@ -43,9 +43,11 @@ def draw_shape(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
     if kind == "circle":
         cv2.circle(img, tuple(int(round(c)) for c in center), int(round(radius)), colour, -1, cv2.LINE_AA)
     elif kind == "square":
-        cv2.fillPoly(img, [_polygon(center, radius, 4, np.pi / 4 + rng.uniform(-0.25, 0.25))], colour, cv2.LINE_AA)
+        square = _polygon(center, radius, 4, np.pi / 4 + rng.uniform(-0.25, 0.25))  # near axis-aligned
+        cv2.fillPoly(img, [square], colour, cv2.LINE_AA)
     elif kind == "triangle":
-        cv2.fillPoly(img, [_polygon(center, radius, 3, -np.pi / 2 + rng.uniform(-0.25, 0.25))], colour, cv2.LINE_AA)
+        triangle = _polygon(center, radius, 3, -np.pi / 2 + rng.uniform(-0.25, 0.25))  # near upright
+        cv2.fillPoly(img, [triangle], colour, cv2.LINE_AA)
     else:
         raise ValueError(f"unknown shape '{kind}'")
     return img

@@ -23,8 +23,9 @@ from edgeproof.errors import UsageError
 from edgeproof.train import run_dir
 
 DEFAULT_EPOCHS = 12
-EPOCH_RECALIBRATION = 384  # training images used to re-estimate BatchNorm statistics after each epoch
-FINAL_RECALIBRATION = 1024  # ... and once more, after the best weights are restored
+# Training images used to re-estimate the BatchNorm statistics after each epoch; EarlyStopping then
+# restores the best epoch's weights and statistics together, so the saved model is the one validated.
+EPOCH_RECALIBRATION = 512
 DEFAULT_IMG_SIZE = 64
 
 
@@ -50,7 +51,8 @@ class TrainConfig:
         if self.model not in MODELS:
             raise UsageError(f"unknown model '{self.model}'; valid: {', '.join(MODELS)}")
         checks = [
-            (MIN_SIZE <= int(self.img_size) <= MAX_SIZE, f"--img-size {self.img_size}: use {MIN_SIZE}..{MAX_SIZE}"),
+            (MIN_SIZE <= int(self.img_size) <= MAX_SIZE,
+             f"--img-size {self.img_size}: use {MIN_SIZE}..{MAX_SIZE}"),
             (int(self.epochs) >= 1, f"--epochs {self.epochs}: use 1 or more"),
             (int(self.batch_size) >= 1, f"--batch-size {self.batch_size}: use 1 or more"),
             (0 < float(self.lr) < 10, f"--lr {self.lr}: use a positive learning rate such as 1e-3"),
@@ -156,7 +158,8 @@ def _progress_callback(keras, prog, epochs: int, steps: int):
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
             prog.update(self.task, completed=(epoch + 1) * steps, description=(
-                f"epoch {epoch + 1}/{epochs} loss {logs.get('loss', 0):.3f} acc {logs.get('accuracy', 0):.3f} "
+                f"epoch {epoch + 1}/{epochs} loss {logs.get('loss', 0):.3f} "
+                f"acc {logs.get('accuracy', 0):.3f} "
                 f"val_loss {logs.get('val_loss', 0):.3f} val_acc {logs.get('val_accuracy', 0):.3f}"))
 
         def on_train_end(self, logs=None):
@@ -179,7 +182,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
 
     from edgeproof.train import report
     from edgeproof.train.data import load_data, make_tf_dataset
-    from edgeproof.train.models import build_model, in_graph_preprocess, recalibrate_batchnorm
+    from edgeproof.train.models import build_model, in_graph_preprocess
 
     t0 = time.perf_counter()
     size = int(cfg.img_size)
@@ -205,10 +208,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         model.compile(optimizer=keras.optimizers.Adam(float(cfg.lr)),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         tr, va = data.splits["train"], data.splits["val"]
-        train_ds = make_tf_dataset(tr.images, tr.labels, int(cfg.batch_size), training=cfg.augment,
+        train_ds = make_tf_dataset(tr.images, tr.labels, int(cfg.batch_size), augment=cfg.augment,
                                    seed=int(cfg.seed))
         predict = _predictor(model, size)
-        steps = -(-len(tr.labels) // int(cfg.batch_size))
+        steps = max(1, len(tr.labels) // int(cfg.batch_size))  # full batches only
         stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(cfg.patience),
                                                 restore_best_weights=True)
         t1 = time.perf_counter()
@@ -217,7 +220,6 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                 _validation_callback(keras, predict, tr.images, va.images, va.labels, int(cfg.seed)),
                 stopper, _progress_callback(keras, prog, int(cfg.epochs), steps)])
         t_train = time.perf_counter() - t1
-        recalibrate_batchnorm(model, tr.images, max_images=FINAL_RECALIBRATION, seed=int(cfg.seed))
         history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
         val_losses = history.get("val_loss") or [0.0]
         best_epoch = int(np.argmin(val_losses)) + 1
@@ -261,7 +263,7 @@ def _write_run(out: Path, model, data, pp: Preprocess, metrics: dict, history: d
     try:
         write_text(tmp / run_dir.LABELS_FILE, "\n".join(data.classes) + "\n")
         write_json(tmp / run_dir.PREPROCESS_FILE, pp.to_dict())
-        write_text(tmp / run_dir.SPLIT_FILE, json.dumps(data.split_json(seed)) + "\n")  # compact: one entry per image
+        write_text(tmp / run_dir.SPLIT_FILE, json.dumps(data.split_json(seed)) + "\n")  # compact
         report.write_history_csv(tmp / run_dir.HISTORY_FILE, history)
         title = f"{metrics['model']} on {Path(metrics['data_root']).name}"
         report.plot_training(tmp / "training.png", history, best_epoch, title)

@@ -14,7 +14,7 @@ from pathlib import Path
 # (image size, images per class, epochs). The full variant is sized to finish in about 3 minutes
 # on 2 CPU cores; --fast is for tests and a quick look.
 FULL = {"image_size": 64, "per_class": 200, "epochs": 20}
-FAST = {"image_size": 32, "per_class": 40, "epochs": 8}
+FAST = {"image_size": 32, "per_class": 100, "epochs": 10}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,6 +31,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _quiet_stdout():
+    """Converter chatter ("Saved artifact at ...") goes to stderr; stdout keeps the results table."""
+    import contextlib
+    import sys
+
+    return contextlib.redirect_stdout(sys.stderr)
+
+
 def _stage(n: int, text: str) -> float:
     from edgeproof.cli.console import info
 
@@ -42,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from rich.markup import escape
+
     from edgeproof.cli.console import error_line, info
 
     prog = not args.no_progress
@@ -60,29 +70,32 @@ def run(args: argparse.Namespace) -> int:
     t = _stage(2, f"train tiny_cnn, {cfg['epochs']} epochs -> {out}")
     from edgeproof.train.trainer import TrainConfig, train
 
-    run_dir = train(TrainConfig(data_dir=data, out_dir=out, model="tiny_cnn", img_size=cfg["image_size"],
-                                epochs=cfg["epochs"], batch_size=32, lr=3e-3, seed=0), progress=prog)
+    with _quiet_stdout():
+        run_dir = train(TrainConfig(data_dir=data, out_dir=out, model="tiny_cnn", img_size=cfg["image_size"],
+                                    epochs=cfg["epochs"], batch_size=32, lr=3e-3, seed=0), progress=prog)
     timings["train"] = time.perf_counter() - t
 
     t = _stage(3, "convert to every format")
     from edgeproof.convert import convert_run
 
     art_dir = run_dir / "artifacts"
-    manifest = convert_run(run_dir, art_dir, formats="all", calib_count=200, progress=prog)
+    with _quiet_stdout():
+        manifest = convert_run(run_dir, art_dir, formats="all", calib_count=200, progress=prog)
     timings["convert"] = time.perf_counter() - t
     failed = [a for a in manifest.artifacts if a.status != "ok"]
     for a in manifest.artifacts:
-        info(f"      {a.format:15s} {a.status:6s} {(a.bytes or 0) / 1024:8.1f} KiB  {a.error or ''}")
+        info(escape(f"      {a.format:15s} {a.status:6s} {(a.bytes or 0) / 1024:8.1f} KiB  {a.error or ''}"))
 
     t = _stage(4, "parity: every artifact × backend vs the Keras model")
     from edgeproof.parity import report as report_mod
     from edgeproof.parity import run_parity
 
-    rep = run_parity(run_dir, artifacts_dir=art_dir, progress=prog)
+    with _quiet_stdout():
+        rep = run_parity(run_dir, artifacts_dir=art_dir, progress=prog)
     timings["parity"] = time.perf_counter() - t
     report_mod.print_table(rep)
     if rep.e2e:
-        info(f"      end-to-end: {rep.e2e['verdict']}")
+        info(escape(f"      end-to-end: {rep.e2e['verdict']}"))
 
     t = _stage(5, "runtime (no TensorFlow) on sample test images")
     _sample_predictions(run_dir, art_dir)
@@ -107,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _sample_predictions(run_dir: Path, art_dir: Path, count: int = 4) -> None:
+    from rich.markup import escape
+
     from edgeproof.cli.console import info
     from edgeproof.formats import FORMATS, artifact_filename
     from edgeproof.runtime import load
@@ -119,10 +134,10 @@ def _sample_predictions(run_dir: Path, art_dir: Path, count: int = 4) -> None:
     picks = test[::step][:count]
     path = art_dir / artifact_filename(FORMATS["tflite-int8"])
     with load(path) as model:
-        x, used, _ = load_batch([p for p, _ in picks], model.preprocess)
+        x, _used, _ = load_batch([p for p, _ in picks], model.preprocess)
         top = model.topk(model.predict(x), k=3)
         info(f"      {path.name} on {model.backend_name}:")
         for (p, y), preds in zip(picks, top):
             shown = ", ".join(f"{lab} {s:.2f}" for lab, s in preds)
             mark = "✓" if preds[0][0] == run.labels[y] else "✗"
-            info(f"      {mark} {Path(p).name:28s} true {run.labels[y]:12s} -> {shown}")
+            info(escape(f"      {mark} {Path(p).name:28s} true {run.labels[y]:12s} -> {shown}"))

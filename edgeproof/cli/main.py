@@ -17,7 +17,8 @@ from edgeproof.errors import EdgeproofError
 SUBCOMMANDS = ("demo", "train", "convert", "inspect", "run", "parity", "bench", "devices", "version")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The full parser, or (``only``) one with just that subcommand: a one-shot `run` skips the others' imports."""
     parser = argparse.ArgumentParser(
         prog="edgeproof",
         description="Train an image classifier, convert it for the edge, run it without TensorFlow, "
@@ -26,19 +27,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edgeproof {edgeproof.__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"edgeproof.cli.{name}")
-        except ModuleNotFoundError as exc:  # TODO(lead): remove once every subcommand has landed
-            if exc.name == f"edgeproof.cli.{name}":
-                continue
-            raise
-        module.register(sub)
+    for name in (only,) if only else SUBCOMMANDS:
+        importlib.import_module(f"edgeproof.cli.{name}").register(sub)
     return parser
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first = next((a for a in argv if not a.startswith("-")), None)
+    return build_parser(first if first in SUBCOMMANDS else None).parse_args(argv)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -88,40 +88,60 @@ def _backends(text: str | None) -> list[str] | None:
     return [get_backend(b.strip()).name for b in text.split(",") if b.strip()]
 
 
+def _summary(r) -> str:
+    """agreement, accuracy, size, latency of one row (before/after lines of --fix)."""
+    c = r.comparison
+    if c is None:
+        return r.reason
+    acc = "" if c.task.accuracy is None else f", acc {c.task.accuracy:.1%}"
+    lat = "" if r.latency_p50_ms is None else f", p50 {r.latency_p50_ms:.3f} ms"
+    return f"agreement {c.task.top1_agree_count}/{c.task.n}{acc}, {r.size_bytes / 1024:.1f} KiB{lat}"
+
+
+def _run(args: argparse.Namespace):
+    from edgeproof.parity import run_parity
+
+    return run_parity(args.run_dir, artifacts_dir=args.artifacts, data_dir=args.data, split=args.split,
+                      backends=_backends(args.backends),
+                      tol_flags={"max_abs": args.max_abs, "min_agreement": args.min_agreement,
+                                 "max_delta_acc": args.max_delta_acc},
+                      triage=args.triage, fix=args.fix, out_dir=args.out, e2e=not args.no_e2e,
+                      progress=not args.no_progress and not args.json)
+
+
 def run(args: argparse.Namespace) -> int:
+    import contextlib
     import os
+    import sys
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from rich.markup import escape
+
     from edgeproof.cli.console import error_line, info, print_json
     from edgeproof.errors import UsageError
     from edgeproof.parity import report as report_mod
-    from edgeproof.parity import run_parity
 
     if args.fix and not args.triage:
         raise UsageError("--fix needs triage; drop --no-triage")
-    rep = run_parity(args.run_dir, artifacts_dir=args.artifacts, data_dir=args.data, split=args.split,
-                     backends=_backends(args.backends),
-                     tol_flags={"max_abs": args.max_abs, "min_agreement": args.min_agreement,
-                                "max_delta_acc": args.max_delta_acc},
-                     triage=args.triage, fix=args.fix, out_dir=args.out, e2e=not args.no_e2e,
-                     progress=not args.no_progress and not args.json)
+    # stdout carries only the table / the JSON: converters print ("Saved artifact at ...") go to stderr
+    with contextlib.redirect_stdout(sys.stderr):
+        rep = _run(args)
     if args.json:
         print_json(rep.to_dict())
     else:
         report_mod.print_table(rep)
         if rep.e2e:
-            info(f"end-to-end: {rep.e2e['verdict']}")
+            info(escape(f"end-to-end: {rep.e2e['verdict']}"))
         for t in rep.triage:
             if t.error:
-                info(f"triage {t.artifact}: could not run: {t.error}")
+                info(escape(f"triage {t.artifact}: could not run: {t.error}"))
                 continue
-            info(f"triage {t.artifact}: worst layer(s) {', '.join(le.label() for le in t.worst)}"
-                 + (f" — {t.worst[0].reason}" if t.worst and t.worst[0].reason else ""))
-            for r in t.fixes:
-                c = r.comparison
-                got = (f"agreement {c.task.top1_agree_count}/{c.task.n}, acc {c.task.accuracy:.1%}"
-                       if c is not None and c.task.accuracy is not None else r.reason)
-                info(f"  fix {getattr(r, 'variant', '')}: {r.status} ({got}) -> {r.path}")
+            info(escape(f"triage {t.artifact}: worst layer(s) {', '.join(le.label() for le in t.worst)}"
+                        + (f" — {t.worst[0].reason}" if t.worst and t.worst[0].reason else "")))
+            before = next((r for r in rep.rows if r.artifact == t.artifact and r.comparison is not None), None)
+            for label, r in ([("before", before)] if before and t.fixes else []) + \
+                    [(f"fix {getattr(f, 'variant', '')}", f) for f in t.fixes]:
+                info(escape(f"  {label:13s} {r.status:5s} {_summary(r)}" + (f" -> {r.path}" if label != "before" else "")))
         info(f"report: {rep.files.get('markdown')}  {rep.files.get('json')}")
     if not rep.passed:
         for line in report_mod.failure_lines(rep):

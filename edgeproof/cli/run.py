@@ -18,9 +18,10 @@ NAME_W = 40
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run", help="run a .tflite/.onnx model on images, folders, videos, cameras or streams (no TensorFlow)",
-        description="Classify inputs with a converted model using the lightweight runtime. SOURCE: an image, a "
-                    "folder (recursive), a glob ('imgs/**/*.jpg'), a text file listing paths, a video file, a "
-                    "camera index (0), a device path (/dev/video0), an RTSP/HTTP stream URL, or 'picam'.",
+        description="Classify inputs with a converted model using the lightweight runtime (no TensorFlow).\n"
+                    "SOURCE: an image, a folder (recursive), a glob ('imgs/**/*.jpg'), a text file listing\n"
+                    "paths, a video file, a camera index (0), a device path (/dev/video0), an RTSP/HTTP\n"
+                    "stream URL, or 'picam' (Raspberry Pi camera, needs picamera2).",
         epilog="examples:\n  edgeproof run model.tflite-int8.tflite photo.jpg\n"
                "  edgeproof run model.onnx-fp32.onnx --source 0 --save out/\n"
                "  edgeproof run mobilenet.tflite --source imgs/ --mean 127.5 --std 127.5 --labels labels.txt --json",
@@ -32,6 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for the runtime")
     p.add_argument("--device", metavar="NAME", help="device profile (see 'edgeproof devices'): backend, delegates, "
                                                     "execution providers, threads")
+    p.add_argument("--delegate", action="append", metavar="LIB",
+                   help="TFLite delegate library to load, e.g. libedgetpu.so.1 (repeatable; overrides --device's)")
+    p.add_argument("--provider", action="append", metavar="EP",
+                   help="ONNX Runtime execution provider, in order, e.g. CUDAExecutionProvider (repeatable), or the "
+                        "OpenVINO device (CPU/GPU/NPU) with --backend openvino")
     p.add_argument("--allow-fallback", action="store_true",
                    help="if a delegate/execution provider fails, warn loudly and run on the CPU instead of failing")
     p.add_argument("--top-k", type=int, default=5, metavar="K", help="labels to show per input (default 5)")
@@ -131,7 +137,8 @@ def _run(args: argparse.Namespace, capture_factory=None, picam_factory=None) -> 
     source = open_source(source_spec, capture_factory=capture_factory, picam_factory=picam_factory)
     try:
         model = load(args.model, backend=args.backend, threads=args.threads, device=args.device,
-                     allow_fallback=args.allow_fallback, overrides=overrides)
+                     delegates=args.delegate, providers=args.provider, allow_fallback=args.allow_fallback,
+                     overrides=overrides)
     except BaseException:
         source.close()
         raise
@@ -197,8 +204,8 @@ def _report(args, summary, model, saver) -> None:
         return
     p50 = f"{d['p50_ms']:.2f} ms" if d["p50_ms"] is not None else "-"
     pre = f"{d['p50_preprocess_ms']:.2f} ms" if d["p50_preprocess_ms"] is not None else "-"
-    lines = [f"summary: {d['count']} input(s) in {d['seconds']:.3f} s ({d['fps']:.1f} FPS); p50 inference {p50}/image, "
-             f"p50 decode+preprocess {pre}"]
+    lines = [(f"summary: {d['count']} input(s) in {d['seconds']:.3f} s ({d['fps']:.1f} FPS); "
+              f"p50 inference {p50}/image, p50 decode+preprocess {pre}")]
     if summary.stopped and summary.stopped != "end of video":
         lines.append(f"stopped: {summary.stopped}")
     if summary.skipped:

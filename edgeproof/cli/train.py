@@ -21,10 +21,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "  edgeproof train --data photos/ --model mobilenet_v2_tiny --alpha 0.5 --img-size 96",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--data", metavar="DIR", help="image folder: one subfolder per class (or train/ val/ test/)")
+    src.add_argument("--data", metavar="DIR",
+                     help="image folder: one subfolder per class (or train/ val/ test/)")
     src.add_argument("--dataset", choices=list(DATASETS), help="embedded dataset, built under "
                      "$EDGEPROOF_CACHE/datasets (default: textures, real-photo crops)")
-    p.add_argument("--model", choices=list(MODELS), default="tiny_cnn", help="architecture (default: tiny_cnn)")
+    p.add_argument("--model", choices=list(MODELS), default="tiny_cnn",
+                   help="architecture (default: tiny_cnn)")
     p.add_argument("--alpha", type=float, default=1.0, help="width multiplier (default: 1.0)")
     p.add_argument("--img-size", type=int, default=DEFAULT_IMG_SIZE, metavar="N",
                    help=f"square input size in pixels (default: {DEFAULT_IMG_SIZE})")
@@ -33,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patience", type=int, default=3, help="early-stopping patience in epochs (default: 3)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
-    p.add_argument("--seed", type=int, default=0, help="random seed for split, init and augmentation (default: 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="random seed for split, init and augmentation (default: 0)")
     p.add_argument("--no-augment", action="store_true", help="train without flips/brightness/contrast jitter")
     p.add_argument("-o", "--out", metavar="DIR", help="run folder (default: runs/<dataset>-<model>)")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
@@ -42,7 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
     from edgeproof.cli import console
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow's first import: no C++ log noise
     from edgeproof.errors import require
 
     require("tensorflow", "train", "edgeproof train")
@@ -72,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
         console.info(
             f"[bold green]trained[/] {summary['model']} on {summary['data_root']}: accuracy train "
             f"{_pct(acc['train'])} / val {_pct(acc['val'])} / test {_pct(acc['test'])}, "
-            f"{summary['epochs_run']} epochs (best {summary['best_epoch']}), {summary['seconds']['total']:.1f} s")
+            f"{summary['epochs_run']} epochs (best {summary['best_epoch']}), "
+            f"{summary['seconds']['total']:.1f} s")
         console.info(f"run folder: {run_path}")
     return 0
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.metadata as md
-
 import edgeproof
 
 PACKAGES = ("numpy", "ai-edge-litert", "tflite-runtime", "onnxruntime", "opencv-python-headless",
@@ -19,6 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def installed_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
     found = {}
     for name in PACKAGES:
         try:

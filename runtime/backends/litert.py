@@ -10,10 +10,10 @@ import ctypes
 from typing import Any
 
 import numpy as np
+from edgeproof.runtime.backends.base import Backend, BatchUnsupported
 
 from edgeproof.contract import TensorSpec
 from edgeproof.errors import EdgeproofError, MissingDependency
-from edgeproof.runtime.backends.base import Backend, BatchUnsupported
 
 DELEGATE_INSTALL = {
     "edgetpu": "Coral Edge TPU runtime: sudo apt-get install libedgetpu1-std  (see https://coral.ai/software/)",
@@ -120,6 +120,9 @@ class LiteRTBackend(Backend):
         self.batch_ok = True  # resize_tensor_input; run() turns it off when the model refuses
         self._set, self._invoke, self._get = it.set_tensor, it.invoke, it.get_tensor
         self.placement = self._placement(n_user)
+        if self.loaded_delegates and self.placement and self.placement["accelerator"] == 0:
+            _warn(f"delegate {', '.join(self.loaded_delegates)} loaded but took 0 of {self.placement['total']} nodes: "
+                  f"'{self.path.name}' runs on the CPU (for the Edge TPU, compile it with edgetpu_compiler first)")
 
     def _delegate_failed(self, lib: str, why: str) -> None:
         line = delegate_install_line(lib, self.install_hint)

@@ -1,0 +1,58 @@
+"""int8 made to fail on purpose: triage must name the outlier layer, and --fix must repair it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edgeproof.cli.main import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def outlier_artifacts(shapes_dir, tmp_path_factory):
+    pytest.importorskip("tensorflow", reason="needs edgeproof[train]")
+    from _parity_helpers import outlier_run
+    from edgeproof.convert import convert_run
+
+    base = tmp_path_factory.mktemp("outlier")
+    run = outlier_run(shapes_dir, base / "run")
+    manifest = convert_run(run, base / "artifacts", formats=["tflite-int8", "onnx-fp32", "onnx-int8"],
+                           calib_count=60)
+    assert all(a.status == "ok" for a in manifest.artifacts), [a.error for a in manifest.artifacts]
+    return run, base / "artifacts"
+
+
+def test_triage_names_the_outlier_layer_and_fix_repairs_it(outlier_artifacts, tmp_path, capsys):
+    run, art = outlier_artifacts
+    code = run_cli(["parity", str(run), "--artifacts", str(art), "--fix", "--backends", "litert,onnxruntime",
+                    "--no-e2e", "--json", "-o", str(tmp_path / "rep")])
+    captured = capsys.readouterr()
+    data = json.loads(captured.out)
+    assert code == 1  # the original int8 artifacts still fail: the gate reports them
+    failing = {f["artifact"] for f in data["failures"]}
+    assert failing == {"model.tflite-int8.tflite", "model.onnx-int8.onnx"}  # fp32 passes
+    assert "model.tflite-int8.tflite [litert]: top-1 agreement" in captured.err
+
+    by_artifact = {t["artifact"]: t for t in data["triage"]}
+    assert set(by_artifact) == failing
+    results = {(r["artifact"], r["backend"]): r for r in data["results"]}
+    for name, backend in (("model.tflite-int8.tflite", "litert"), ("model.onnx-int8.onnx", "onnxruntime")):
+        t = by_artifact[name]
+        assert t["error"] is None
+        assert t["worst"][0].startswith("outlier_dense"), t["worst"]
+        top = t["layers"][0]
+        assert top["layer"] == "outlier_dense" and top["suspect"] and "channel SNR" in top["reason"]
+        before = results[(name, backend)]["metrics"]["top1_agree_count"]
+        fixed = [f for f in t["fixes"] if f["status"] == "pass"]
+        assert fixed, [(f["variant"], f["status"], f["reason"]) for f in t["fixes"]]
+        for f in fixed:
+            assert f["metrics"]["top1_agree_count"] > before
+            assert f["size_bytes"] > 0 and f["latency_p50_ms"] is not None
+    variants = {f["variant"] for f in by_artifact["model.tflite-int8.tflite"]["fixes"]}
+    assert variants == {"denylist", "int16x8"}
+    md = (tmp_path / "rep" / "parity.md").read_text()
+    assert "Worst layer(s): **outlier_dense" in md and "after: int16x8" in md
+    assert (tmp_path / "rep" / "fixed" / "model-fix-int16x8.tflite-int8.tflite").is_file()

@@ -1,0 +1,182 @@
+"""`edgeproof run`: outputs (table, --json, --save, --show), flags, exit codes, and the TF-free one-shot path."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from edgeproof.cli.main import parse_args, run_cli
+
+cv2 = pytest.importorskip("cv2")
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from _runtime_models import LABELS, color_onnx, solid
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    model = color_onnx(root / "model.onnx-fp32.onnx")
+    bare = color_onnx(root / "bare.onnx", with_meta=False)
+    imgs = root / "imgs"
+    imgs.mkdir()
+    for i, n in enumerate(LABELS):
+        cv2.imwrite(str(imgs / f"{i}_{n}.png"), solid(n))
+    return {"root": root, "model": str(model), "bare": str(bare), "imgs": imgs}
+
+
+def _json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_one_image_prints_a_table(env, capsys):
+    assert run_cli(["run", env["model"], str(env["imgs"] / "0_red.png")]) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["input", "top-1", "score"]
+    assert lines[1].split()[1] == "red" and "0_red.png" in lines[1]
+    assert "summary: 1 input(s)" in err and "onnx-fp32" in err
+
+
+def test_json_lines_topk_labels_and_summary(env, capsys, tmp_path):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("rouge\nvert\nbleu\n")
+    (env["imgs"] / "zz_broken.png").write_bytes(b"\x89PNG broken")
+    try:
+        rc = run_cli(["run", env["bare"], "--source", str(env["imgs"]), "--json", "--top-k", "2", "--batch", "2",
+                      "--size", "8x8", "--labels", str(labels)])
+    finally:
+        (env["imgs"] / "zz_broken.png").unlink()
+    assert rc == 0
+    rows = _json_lines(capsys.readouterr().out)
+    results, summary = rows[:-1], rows[-1]["summary"]
+    assert [r["top_k"][0]["label"] for r in results] == ["rouge", "vert", "bleu"]
+    assert all(len(r["top_k"]) == 2 for r in results) and [r["index"] for r in results] == [0, 1, 2]
+    assert summary["count"] == 3 and summary["skipped"][0]["input"].endswith("zz_broken.png")
+    assert summary["model"]["backend"] == "onnxruntime" and summary["model"]["format"] is None
+
+
+def test_save_annotated_images_and_video(env, tmp_path, capsys):
+    out = tmp_path / "ann"
+    assert run_cli(["run", env["model"], str(env["imgs"]), "--save", str(out), "--json"]) == 0
+    saved = sorted(p.name for p in out.iterdir())
+    assert saved == ["0_red.png", "1_green.png", "2_blue.png"]
+    assert cv2.imread(str(out / "0_red.png")).shape == (24, 20, 3)
+    video = tmp_path / "clip.avi"
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 8, (64, 48))
+    for n in LABELS * 2:
+        w.write(solid(n, 48, 64))
+    w.release()
+    vout = tmp_path / "vid"
+    assert run_cli(["run", env["model"], "--source", str(video), "--save", str(vout)]) == 0
+    assert [p.name for p in vout.iterdir()] == ["annotated.mp4"]
+    cap = cv2.VideoCapture(str(vout / "annotated.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
+    cap.release()
+    assert "saved:" in capsys.readouterr().err
+
+
+def test_missing_provider_fails_unless_fallback(env, capsys):
+    argv = ["run", env["model"], str(env["imgs"] / "0_red.png"), "--provider", "CUDAExecutionProvider"]
+    assert run_cli(argv) == 2
+    assert "CUDAExecutionProvider not in this onnxruntime build" in capsys.readouterr().err
+    assert run_cli([*argv, "--allow-fallback", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert "EXECUTION PROVIDER FALLBACK" in err and json.loads(out.splitlines()[0])["top_k"][0]["label"] == "red"
+
+
+def test_show_without_display_is_an_error(env, capsys, monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert run_cli(["run", env["model"], str(env["imgs"]), "--show"]) == 2
+    assert "--show needs a display" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["{imgs}"], "no source given"),
+    (["{imgs}", "--source", "{imgs}"], "two sources"),
+    (["{imgs}", "--top-k", "0"], "--top-k must be >= 1"),
+    (["{imgs}", "--size", "big"], "--size 'big' is not valid"),
+    (["{imgs}", "--mean", "1,2"], "--mean '1,2' is not valid"),
+    (["{imgs}", "--std", "0"], "contains 0"),
+    (["{imgs}", "--size", "16x16"], "does not fit the model's fixed input 8x8"),
+    (["{root}/nope.png"], "source '.*nope.png' not found"),
+])
+def test_bad_input_is_one_line_exit_2(env, capsys, argv, message):
+    import re
+
+    argv = [a.format(**{k: str(v) for k, v in env.items()}) for a in argv]
+    if argv[0] == str(env["imgs"]) and message == "no source given":
+        argv = []
+    assert run_cli(["run", env["model"], *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(message, err[0]), err
+
+
+def test_missing_model_and_unreadable_only_inputs(env, tmp_path, capsys):
+    assert run_cli(["run", str(tmp_path / "missing.tflite"), str(env["imgs"])]) == 2
+    assert "model file" in capsys.readouterr().err
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.png").write_bytes(b"")
+    assert run_cli(["run", env["model"], str(bad)]) == 2
+    assert "none of the 1 input(s) could be read (first:" in capsys.readouterr().err
+
+
+def test_camera_source_and_ctrl_c_exit_130(env, capsys):
+    from edgeproof.cli import run as run_cmd
+
+    frames = [solid(n) for n in LABELS]
+
+    class Cap:
+        i = 0
+
+        def isOpened(self):
+            return True
+
+        def get(self, prop):
+            return 30.0
+
+        def read(self):
+            self.i += 1
+            if self.i > 5:
+                raise KeyboardInterrupt  # lands in the producer thread: must not kill the run silently
+            return True, frames[(self.i - 1) % 3]
+
+        def release(self):
+            pass
+
+    class InterruptingCap(Cap):
+        def read(self):
+            self.i += 1
+            return True, frames[self.i % 3]
+
+    args = parse_args(["run", env["model"], "--source", "0", "--json", "--limit", "4"])
+    assert run_cmd.run(args, capture_factory=lambda t: InterruptingCap()) == 0
+    rows = _json_lines(capsys.readouterr().out)
+    assert len(rows) == 5 and rows[-1]["summary"]["stopped"] == "limit of 4 reached"
+    args = parse_args(["run", env["model"], "--source", "0"])
+    assert run_cmd.run(args, capture_factory=lambda t: Cap()) == 130
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 1 + 5 and "summary: 5 input(s)" in err
+
+
+@pytest.mark.slow
+def test_one_shot_tflite_run_never_imports_tensorflow(tmp_path):
+    """`edgeproof run model.tflite image.png` in a fresh process: works, and TensorFlow is never imported."""
+    pytest.importorskip("tensorflow", reason="making the .tflite needs edgeproof[train]")
+    from _runtime_models import tiny_models
+
+    tm = tiny_models()
+    code = ("import sys; from edgeproof.cli.main import run_cli;"
+            f"rc = run_cli(['run', {str(tm.files['tflite-int8'])!r}, {str(tm.images[0])!r}, '--json']);"
+            "bad = [k for k in sys.modules if k.split('.')[0] in ('tensorflow', 'keras', 'tf2onnx', 'onnxruntime')];"
+            "assert not bad, bad; sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+    first = json.loads(r.stdout.splitlines()[0])
+    assert first["top_k"][0]["label"] == ["red", "green", "blue"][tm.keras_top1[str(tm.images[0])]]
