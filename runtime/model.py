@@ -234,9 +234,9 @@ def _choose_backend(path: Path, family: str, backend: str | None, profile) -> st
                              f"{', '.join(ok)}")
         return b.name
     pb = getattr(profile, "backend", None) if profile is not None else None
-    if pb in BACKENDS and BACKENDS[pb].family in (family, "any"):
-        return pb
     fmt = format_of(path)
+    if pb in BACKENDS and BACKENDS[pb].family in (family, "any") and (fmt is None or pb in fmt.backends):
+        return pb
     if fmt is not None:
         return fmt.backends[0]
     return "litert" if family == "tflite" else "onnxruntime"

@@ -129,6 +129,7 @@ class LiteRTBackend(Backend):
         msg = f"TFLite delegate '{lib}' failed to load ({why}); install it: {line}"
         if not self.allow_fallback:
             raise EdgeproofError(msg + " (or pass --allow-fallback to run on the CPU)")
+        self.failed_delegates = [*getattr(self, "failed_delegates", []), lib]
         _warn(f"[bold red]DELEGATE FALLBACK[/]: {_escape(msg)}. RUNNING ON THE CPU INSTEAD (--allow-fallback).")
 
     @staticmethod
@@ -171,8 +172,12 @@ class LiteRTBackend(Backend):
                  else "cpu")
         if xnn:
             where += f"; {len(xnn)}/{total} on XNNPACK (CPU)"
+        failed = list(getattr(self, "failed_delegates", []))
+        if failed:  # --allow-fallback: the summary must say the accelerator was NOT used
+            where += f" (FALLBACK: {', '.join(failed)} not loaded)"
         return {"accelerator": len(accel), "cpu": total - len(accel), "total": total, "where": where,
-                "runtime": self.runtime, "delegates": list(self.loaded_delegates), "xnnpack": len(xnn)}
+                "runtime": self.runtime, "delegates": list(self.loaded_delegates), "xnnpack": len(xnn),
+                "fallback": bool(failed), "failed_delegates": failed}
 
     def _resize(self, shape: tuple[int, ...]) -> None:
         try:
