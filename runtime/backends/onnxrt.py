@@ -86,6 +86,10 @@ class OnnxRuntimeBackend(Backend):
         self.batch_ok = self.input_spec.shape[0] is None if self.input_spec.shape else False
         self._run = sess.run
         self.placement = self._placement(sess, active)
+        failed = list(getattr(self, "failed_providers", []))
+        if failed:  # --allow-fallback: the summary must say the accelerator was NOT used
+            self.placement.update(fallback=True, failed_providers=failed,
+                                  where=f"{self.placement['where']} (FALLBACK: {', '.join(failed)} unavailable)")
 
     def _ep_failed(self, providers: list[str], why: str) -> None:
         lines = [self.install_hint] if self.install_hint else [EP_INSTALL.get(p, f"an onnxruntime build with {p}")
@@ -93,6 +97,7 @@ class OnnxRuntimeBackend(Backend):
         msg = f"ONNX Runtime execution provider(s) {', '.join(providers)} {why}; install: {'; '.join(lines)}"
         if not self.allow_fallback:
             raise EdgeproofError(msg + " (or pass --allow-fallback to run on the CPU)")
+        self.failed_providers = [*getattr(self, "failed_providers", []), *providers]
         _warn(f"[bold red]EXECUTION PROVIDER FALLBACK[/]: {_escape(msg)}. RUNNING WITHOUT IT (--allow-fallback).")
 
     @staticmethod
