@@ -167,17 +167,18 @@ def run_matrix(artifacts: list[tuple[Path, Format | None]], batches: Batches, re
     task = progress.add_task("parity", total=len(plan)) if progress is not None else None
     for path, fmt, b in plan:
         if progress is not None:
-            progress.update(task, description=f"parity {path.name} [{b}]")
-        listed = fmt is not None and b in fmt.backends
+            progress.update(task, description=f"parity {path.name} ({b})")
+        meta_fmt = fmt.name if fmt else _meta_format(path)
+        listed = meta_fmt is not None and b in FORMATS[meta_fmt].backends
         if not backend_installed(b):
             rows.append(Row(path.name, path, fmt.name if fmt else None, b, "skipped",
                             f"backend not installed: {BACKENDS[b].install}", path.stat().st_size))
-        elif fmt is None and not _meta_format(path):
+        elif meta_fmt is None:
             rows.append(Row(path.name, path, None, b, "skipped",
                             "unknown format (no model.<format><suffix> name and no edgeproof metadata); "
                             "no tolerance to judge it by", path.stat().st_size))
         else:
-            f = fmt or FORMATS[_meta_format(path)]
+            f = FORMATS[meta_fmt]
             rows.append(evaluate(path, f, b, batches, reference, override(f.tolerance, **tol_flags), listed))
         if progress is not None:
             progress.advance(task)
