@@ -6,6 +6,7 @@ answer is known; cameras and streams are injected capture objects, no hardware n
 
 from __future__ import annotations
 
+import _thread
 import os
 import signal
 import threading
@@ -45,7 +46,9 @@ class FakeCapture:
         i = self.reads
         self.reads += 1
         if self.sigint_at is not None and i == self.sigint_at:
-            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, delivered to the main thread
+            # Ctrl-C as Python sees it (the SIGINT handler runs in the main thread). Not os.kill: native
+            # libraries loaded by other tests in this process (OpenVINO/TBB) may install their own handlers.
+            _thread.interrupt_main(signal.SIGINT)
         if self.fail_from is not None and i >= self.fail_from and self.failed < self.fail_count:
             self.failed += 1
             return False, None
