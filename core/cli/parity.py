@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 EPILOG = """\
-tolerances (edgeproof/formats.py; --max-abs/--min-agreement/--max-delta-acc replace that field for
+tolerances (core/formats.py, edgeproof.formats; --max-abs/--min-agreement/--max-delta-acc replace that field for
 EVERY format):
 {tolerances}
 On N images an agreement limit means a count: 99 % of 60 images is 60/60.
