@@ -47,9 +47,9 @@ def make(out: Path) -> None:
     import keras
     import numpy as np
     import tensorflow as tf
-    from edgeproof.runtime.metadata import tflite_with_metadata
 
     from edgeproof.contract import ArtifactMeta, Preprocess, TensorSpec
+    from edgeproof.runtime.metadata import tflite_with_metadata
 
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(0)
@@ -101,7 +101,7 @@ def oneshot(d: Path, repeat: int, fmt: str) -> dict:
         "bare litert (load + 1 inference)": [sys.executable, "-c", BARE_MIN, str(d / f"bare.{fmt}.tflite")],
     }
     res: dict[str, list[tuple[float, float]]] = {k: [] for k in cmds}
-    for k, c in cmds.items():  # warm the page cache
+    for c in cmds.values():  # warm the page cache
         _timev(c)
     for _ in range(repeat):
         for k, c in cmds.items():
@@ -115,6 +115,7 @@ def oneshot(d: Path, repeat: int, fmt: str) -> dict:
 def overhead(d: Path, rounds: int, iters: int, fmt: str) -> dict:
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
+
     from edgeproof.runtime import load
 
     model = load(d / f"model.tflite-{fmt}.tflite")

@@ -76,9 +76,8 @@ def make_edgetpu(model: Any, calib: np.ndarray) -> tuple[bytes, bytes, dict[str,
 
 def compile_artifact(path: str | Path) -> dict[str, Any]:
     """Compile an existing (uncompiled) model.edgetpu.tflite in place, keeping its metadata."""
-    from edgeproof.runtime.metadata import read_tflite_metadata, strip_tflite_metadata, tflite_with_metadata
-
     from edgeproof.atomic import write_bytes
+    from edgeproof.runtime.metadata import read_tflite_metadata, strip_tflite_metadata, tflite_with_metadata
 
     path = Path(path)
     if not path.is_file():

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgeproof.convert.manifest import ArtifactResult, Manifest, load_manifest
-from edgeproof.convert.reasons import failure_reason
 
 from edgeproof.atomic import atomic_path
 from edgeproof.contract import ArtifactMeta, TensorSpec
+from edgeproof.convert.manifest import ArtifactResult, Manifest, load_manifest
+from edgeproof.convert.reasons import failure_reason
 from edgeproof.errors import UsageError
 from edgeproof.formats import FORMATS, Format, artifact_filename, parse_format_list
 
@@ -189,6 +189,7 @@ def _compat_notes(data: bytes) -> list[str]:
 
 def _write_onnx(fmt: Format, job: _Job, dest: Path, source_sha: str, calib_sha: str | None) -> list[str]:
     import onnx
+
     from edgeproof.convert.onnx_export import to_onnx
     from edgeproof.convert.onnx_quant import quantize_onnx
     from edgeproof.convert.verify import onnx_specs, verify_onnx

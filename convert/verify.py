@@ -26,6 +26,7 @@ def _check_meta(fmt: str, found: ArtifactMeta | None, meta: ArtifactMeta) -> Non
 
 def verify_tflite(path: Path, meta: ArtifactMeta, sample: np.ndarray, compiled_edgetpu: bool = False) -> list[str]:
     from ai_edge_litert.interpreter import Interpreter
+
     from edgeproof.runtime.metadata import read_tflite_metadata
 
     _check_meta(meta.format, read_tflite_metadata(path), meta)
@@ -72,6 +73,7 @@ def onnx_specs(proto) -> tuple[dict, dict]:
 
 def verify_onnx(path: Path, meta: ArtifactMeta, sample: np.ndarray) -> list[str]:
     import onnxruntime as ort
+
     from edgeproof.runtime.metadata import read_onnx_metadata
 
     _check_meta(meta.format, read_onnx_metadata(path), meta)

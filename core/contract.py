@@ -55,7 +55,7 @@ class Preprocess:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Preprocess":
+    def from_dict(cls, d: dict[str, Any]) -> Preprocess:
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         return cls(**known)
 
@@ -107,7 +107,7 @@ class ArtifactMeta:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ArtifactMeta":
+    def from_dict(cls, d: dict[str, Any]) -> ArtifactMeta:
         return cls(
             labels=list(d.get("labels") or []),
             preprocess=Preprocess.from_dict(d["preprocess"]),
@@ -123,5 +123,5 @@ class ArtifactMeta:
         )
 
     @classmethod
-    def from_json(cls, text: str) -> "ArtifactMeta":
+    def from_json(cls, text: str) -> ArtifactMeta:
         return cls.from_dict(json.loads(text))

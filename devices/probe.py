@@ -10,10 +10,10 @@ import ctypes
 import importlib
 import os
 import platform
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable
 
 from edgeproof.errors import UsageError
 

@@ -9,9 +9,9 @@ drift. Both are reported with the same metrics, and the report says which one do
 from __future__ import annotations
 
 import numpy as np
-from edgeproof.parity.metrics import task_metrics, tensor_metrics
 
 from edgeproof.contract import Preprocess
+from edgeproof.parity.metrics import task_metrics, tensor_metrics
 
 
 def tf_batch(paths: list[str], pp: Preprocess) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-from edgeproof.parity.metrics import TaskMetrics, TensorMetrics, min_count_for, task_metrics, tensor_metrics
 
 from edgeproof.formats import Tolerance
+from edgeproof.parity.metrics import TaskMetrics, TensorMetrics, min_count_for, task_metrics, tensor_metrics
 
 EPS = 1e-12
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from edgeproof.parity.metrics import confusion_matrix
 
 from edgeproof.atomic import atomic_path, write_json, write_text
+from edgeproof.parity.metrics import confusion_matrix
 
 COLUMNS = ["artifact", "backend", "status", "size", "top-1 acc", "Δacc pp", "top-1 agree", "top-5 agree",
            "max|Δ|", "mean|Δ|", "cosine", "SNR dB", "p50 ms", "note"]

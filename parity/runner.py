@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from edgeproof.parity.gate import Comparison, Failure, compare, override
-from edgeproof.parity.metrics import percentile_ms
 
 from edgeproof.contract import Preprocess
 from edgeproof.errors import EdgeproofError, UsageError
 from edgeproof.formats import BACKENDS, FORMATS, Format, Tolerance, backends_for, format_of
+from edgeproof.parity.gate import Comparison, Failure, compare, override
+from edgeproof.parity.metrics import percentile_ms
 
 LATENCY_REPS = 20
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from edgeproof.parity.gate import Failure
 from edgeproof.parity.metrics import percentile_ms
 
@@ -59,10 +60,9 @@ def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, dat
                triage: bool = True, fix: bool = False, out_dir: str | Path | None = None, e2e: bool = True,
                progress: bool = True, write: bool = True) -> ParityReport:
     """Judge every artifact against the run's Keras model; write parity.json/.md and PNGs to out_dir."""
+    from edgeproof.cli.console import progress as progress_bar
     from edgeproof.parity import data, reference, runner
     from edgeproof.train.run_dir import load_run
-
-    from edgeproof.cli.console import progress as progress_bar
 
     t0 = time.perf_counter()
     run = load_run(run_dir)
@@ -128,10 +128,9 @@ def _unverified(rows) -> list[Failure]:
 
 
 def _triage(rows, keras_model, run, art_dir, batches, ref, tol_flags, fix, out, prog) -> list:
+    from edgeproof.formats import FORMATS
     from edgeproof.parity.gate import override
     from edgeproof.parity.triage import TRIAGE_FORMATS, triage_artifact
-
-    from edgeproof.formats import FORMATS
 
     todo, seen = [], set()
     for r in rows:  # one triage per failing artifact (its first failing backend)

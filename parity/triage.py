@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from edgeproof.parity.layer_error import LayerError
 
 from edgeproof.errors import EdgeproofError
 from edgeproof.formats import FORMATS, Tolerance, artifact_filename
+from edgeproof.parity.layer_error import LayerError
 
 TRIAGE_FORMATS = ("tflite-int8", "edgetpu", "onnx-int8")
 MAX_WORST = 3

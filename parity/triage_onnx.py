@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from edgeproof.parity.layer_error import LayerError, channel_snr_db, judge, keras_layer_of, rank, rmse_scale
 
 

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
 from edgeproof.parity.layer_error import LayerError, channel_snr_db, judge, keras_layer_of, rank
 
 _SKIP_OPS = {"NUMERIC_VERIFY", "DEQUANTIZE", "QUANTIZE"}
@@ -104,9 +105,8 @@ def reexport(model, fmt_name: str, calib: np.ndarray, io_type: str, denylist: li
 
 def write_with_meta(model_bytes: bytes, dest: Path, source_artifact: Path, note: dict) -> Path:
     """Embed the source artifact's labels/preprocess contract (I/O specs re-read from the file)."""
-    from edgeproof.runtime.metadata import read_metadata, tflite_with_metadata
-
     from edgeproof.atomic import write_bytes
+    from edgeproof.runtime.metadata import read_metadata, tflite_with_metadata
 
     meta = read_metadata(source_artifact)
     if meta is not None:

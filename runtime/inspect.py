@@ -47,6 +47,7 @@ def _spec_from_details(d: dict) -> dict[str, Any]:
 def tflite_flatbuffer(data: bytes) -> dict[str, Any]:
     """Operator codes with versions, op histogram, min_runtime_version and the producing TF version."""
     from ai_edge_litert import schema_py_generated as schema
+
     from edgeproof.runtime.metadata import strip_tflite_metadata
 
     model = schema.ModelT.InitFromPackedBuf(strip_tflite_metadata(data), 0)

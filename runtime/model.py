@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgeproof.runtime.backends.base import Backend, BatchUnsupported
 
 from edgeproof.contract import ArtifactMeta, Preprocess, TensorSpec
 from edgeproof.errors import EdgeproofError, UsageError
 from edgeproof.formats import BACKENDS, family_of, format_of, get_backend
+from edgeproof.runtime.backends.base import Backend, BatchUnsupported
 
 OVERRIDE_KEYS = ("size", "mean", "std", "scale", "bgr", "labels")
 _QRANGE = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
@@ -55,7 +55,7 @@ def read_labels(path: str | Path) -> list[str]:
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
-        raise UsageError(f"cannot read labels file '{p}': {exc.strerror}; give a text file, one label per line")
+        raise UsageError(f"cannot read labels file '{p}': {exc.strerror}; give a text file, one label per line") from None
     labels = [ln.strip() for ln in text.splitlines() if ln.strip()]
     if not labels:
         raise UsageError(f"labels file '{p}' has no labels; give one label per line")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from edgeproof.runtime.preprocess import ImageReadError, prepare, read_image
 from edgeproof.runtime.sources import Item, Source
 

@@ -222,7 +222,7 @@ def _list_file(path: Path) -> list[Path]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read list file '{path}': {exc}; give a text file with one image path per line")
+        raise UsageError(f"cannot read list file '{path}': {exc}; give a text file with one image path per line") from None
     out = []
     for line in text.splitlines():
         line = line.strip()

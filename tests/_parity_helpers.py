@@ -30,9 +30,9 @@ def outlier_run(data_dir: Path, out: Path, scale: float = 3000.0, epochs: int = 
     channels round to zero, and full-integer artifacts collapse. Triage must name 'outlier_dense'.
     """
     import keras
-    from edgeproof.runtime.preprocess import load_batch
 
     from edgeproof.contract import Preprocess
+    from edgeproof.runtime.preprocess import load_batch
 
     keras.utils.set_random_seed(0)
     classes, splits = split_items(data_dir)

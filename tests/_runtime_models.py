@@ -78,6 +78,7 @@ def build(root: Path) -> TinyModels:
     import cv2
     import keras
     import tensorflow as tf
+
     from edgeproof.runtime.metadata import set_onnx_metadata, tflite_with_metadata
 
     keras.utils.set_random_seed(0)
@@ -196,10 +197,10 @@ def color_onnx(path: Path, size: int = 8, labels: list[str] | None = None, with_
     A solid image's top-1 is its dominant channel, so pipeline tests know every expected answer.
     """
     import onnx
-    from edgeproof.runtime.metadata import set_onnx_metadata
     from onnx import TensorProto, helper
 
     from edgeproof.contract import ArtifactMeta, Preprocess, TensorSpec
+    from edgeproof.runtime.metadata import set_onnx_metadata
 
     nodes = [
         helper.make_node("ReduceMean", ["image"], ["m"], axes=[1, 2], keepdims=0),

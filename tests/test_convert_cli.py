@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _convert_helpers import write_images
-from edgeproof.convert.reasons import failure_reason
 
 from edgeproof.cli.main import run_cli
 from edgeproof.contract import Preprocess
+from edgeproof.convert.reasons import failure_reason
 from edgeproof.errors import UsageError
 
 

@@ -12,9 +12,9 @@ import json
 
 import numpy as np
 import pytest
-from edgeproof.runtime.metadata import read_metadata
 
 from edgeproof.formats import FORMATS, artifact_filename
+from edgeproof.runtime.metadata import read_metadata
 
 slow = pytest.mark.slow  # needs the trained tiny run and its conversion (session fixtures)
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _convert_helpers import fake_run, small_cnn
-from edgeproof.runtime.metadata import read_metadata
 
 from edgeproof.cli.main import run_cli
 from edgeproof.errors import UsageError
+from edgeproof.runtime.metadata import read_metadata
 
 pytest.importorskip("tensorflow", reason="needs edgeproof[train]")
 
@@ -182,6 +182,7 @@ def test_compile_hint_and_compile_later(small_run, tmp_path, monkeypatch):
 
 def test_denylist_and_int16x8_hooks(small_run):
     import keras
+
     from edgeproof.convert.calibration import calibration_batch
     from edgeproof.convert.tflite import tensor_names, to_tflite
     from edgeproof.runtime.inspect import tflite_flatbuffer
@@ -207,6 +208,7 @@ def test_denylist_and_int16x8_hooks(small_run):
 def test_quantize_onnx_excludes_nodes(small_run, tmp_path):
     import keras
     import onnx
+
     from edgeproof.convert.calibration import calibration_batch
     from edgeproof.convert.onnx_export import to_onnx
     from edgeproof.convert.onnx_quant import quantize_onnx

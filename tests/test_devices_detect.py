@@ -9,9 +9,20 @@ from types import SimpleNamespace
 import pytest
 
 from edgeproof.devices import detect, get_profile
-from edgeproof.devices.probe import (HostFacts, check_profile, choose, host_facts, normalize_machine, probe_cpu,
-                                      probe_edgetpu_devices, probe_edgetpu_library, probe_model, probe_openvino,
-                                      probe_ort_providers, probe_tegra)
+from edgeproof.devices.probe import (
+    HostFacts,
+    check_profile,
+    choose,
+    host_facts,
+    normalize_machine,
+    probe_cpu,
+    probe_edgetpu_devices,
+    probe_edgetpu_library,
+    probe_model,
+    probe_openvino,
+    probe_ort_providers,
+    probe_tegra,
+)
 from edgeproof.errors import UsageError
 
 X86_CPUINFO = "processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu sse4_2 avx2 avx512f avx512_vnni\n\n" \

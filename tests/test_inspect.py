@@ -66,6 +66,7 @@ def _bump_op_version(data: bytes, op: str, version: int, min_runtime: str) -> by
     """Rewrite a TFLite flatbuffer so `op` claims a newer version, as a future converter would."""
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
+
     from edgeproof.runtime.metadata import strip_tflite_metadata
 
     model = schema.ModelT.InitFromPackedBuf(strip_tflite_metadata(data), 0)
@@ -108,8 +109,9 @@ def test_inspect_cli_errors(tmp_path, capsys):
 def test_inspect_foreign_onnx_without_onnx_package(tmp_path, monkeypatch, capsys):
     """A model made elsewhere (no metadata); without the onnx package I/O still comes from onnxruntime."""
     onnx = pytest.importorskip("onnx")
-    import edgeproof.runtime.inspect as insp
     from onnx import TensorProto, helper
+
+    import edgeproof.runtime.inspect as insp
 
     graph = helper.make_graph([helper.make_node("Softmax", ["x"], ["y"], axis=1)], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5])],

@@ -87,6 +87,7 @@ def test_clean_artifacts_pass_with_overrides_and_unsupported_is_not_a_failure(ti
 def test_preprocessing_drift_is_measured_on_resized_images(tiny_run, tiny_artifacts, tmp_path):
     """Images larger than the model input: TF and OpenCV resize differently; the drift is reported."""
     import cv2
+
     from edgeproof.parity import run_parity
     from edgeproof.train.run_dir import load_run
 

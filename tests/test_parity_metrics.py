@@ -6,12 +6,12 @@ import math
 
 import numpy as np
 import pytest
-from edgeproof.parity import compare, override
-from edgeproof.parity.layer_error import LayerError, channel_snr_db, judge, keras_layer_of, rank
-from edgeproof.parity.metrics import confusion_matrix, json_float, min_count_for, task_metrics, tensor_metrics
 
 from edgeproof.errors import UsageError
 from edgeproof.formats import FORMATS, Tolerance
+from edgeproof.parity import compare, override
+from edgeproof.parity.layer_error import LayerError, channel_snr_db, judge, keras_layer_of, rank
+from edgeproof.parity.metrics import confusion_matrix, json_float, min_count_for, task_metrics, tensor_metrics
 
 
 def _probs(n=60, c=4, seed=0):

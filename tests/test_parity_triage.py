@@ -15,6 +15,7 @@ pytestmark = pytest.mark.slow
 def outlier_artifacts(shapes_dir, tmp_path_factory):
     pytest.importorskip("tensorflow", reason="needs edgeproof[train]")
     from _parity_helpers import outlier_run
+
     from edgeproof.convert import convert_run
 
     base = tmp_path_factory.mktemp("outlier")

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from edgeproof.runtime import load
-from edgeproof.runtime.preprocess import load_batch
 
 from edgeproof.formats import FORMATS, artifact_filename
+from edgeproof.runtime import load
+from edgeproof.runtime.preprocess import load_batch
 
 RUNTIME_BACKENDS = ("litert", "onnxruntime", "opencv")  # openvino has its own tests (devices engineer)
 CASES = [(f.name, b) for f in FORMATS.values() for b in f.backends if b in RUNTIME_BACKENDS]
@@ -21,6 +21,7 @@ CASES = [(f.name, b) for f in FORMATS.values() for b in f.backends if b in RUNTI
 @pytest.fixture(scope="module")
 def reference(tiny_run):
     import keras
+
     from edgeproof.train.run_dir import load_run
 
     run = load_run(tiny_run)

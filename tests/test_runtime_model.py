@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edgeproof.runtime import Model, load
-from edgeproof.runtime.backends.base import Backend, BatchUnsupported
-from edgeproof.runtime.preprocess import load_batch
 
 from edgeproof.contract import ArtifactMeta, Preprocess, TensorSpec
 from edgeproof.errors import EdgeproofError, UsageError
+from edgeproof.runtime import Model, load
+from edgeproof.runtime.backends.base import Backend, BatchUnsupported
+from edgeproof.runtime.preprocess import load_batch
 
 pytest.importorskip("ai_edge_litert")
 

@@ -14,11 +14,11 @@ import time
 
 import numpy as np
 import pytest
+
+from edgeproof.errors import EdgeproofError, UsageError
 from edgeproof.runtime import load
 from edgeproof.runtime.pipeline import run_pipeline
 from edgeproof.runtime.sources import open_source
-
-from edgeproof.errors import EdgeproofError, UsageError
 
 cv2 = pytest.importorskip("cv2")
 pytest.importorskip("onnx")

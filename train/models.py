@@ -8,8 +8,8 @@ MaxPooling2D, GlobalAveragePooling2D, Dense, Softmax. No augmentation layers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from edgeproof.errors import UsageError

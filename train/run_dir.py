@@ -50,7 +50,7 @@ def read_labels(path: str | Path) -> list[str]:
     try:
         labels = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
     except OSError as exc:
-        raise UsageError(f"cannot read labels file '{path}': {exc.strerror}; give a text file, one label per line")
+        raise UsageError(f"cannot read labels file '{path}': {exc.strerror}; give a text file, one label per line") from None
     if not labels:
         raise UsageError(f"labels file '{path}' is empty; give one class name per line")
     return labels
@@ -78,7 +78,7 @@ def load_run(path: str | Path) -> Run:
     try:
         preprocess = Preprocess.from_dict(json.loads((root / PREPROCESS_FILE).read_text()))
     except (ValueError, KeyError, TypeError) as exc:
-        raise UsageError(f"'{root / PREPROCESS_FILE}' is not a valid preprocessing contract ({exc}); re-run training")
+        raise UsageError(f"'{root / PREPROCESS_FILE}' is not a valid preprocessing contract ({exc}); re-run training") from None
     splits: dict[str, list[tuple[str, int]]] = {}
     split_file = root / SPLIT_FILE
     if split_file.is_file():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+
 import edgeproof
 
 PACKAGES = ("numpy", "ai-edge-litert", "tflite-runtime", "onnxruntime", "opencv-python-headless",

@@ -10,10 +10,10 @@ import ctypes
 from typing import Any
 
 import numpy as np
-from edgeproof.runtime.backends.base import Backend, BatchUnsupported
 
 from edgeproof.contract import TensorSpec
 from edgeproof.errors import EdgeproofError, MissingDependency
+from edgeproof.runtime.backends.base import Backend, BatchUnsupported
 
 DELEGATE_INSTALL = {
     "edgetpu": "Coral Edge TPU runtime: sudo apt-get install libedgetpu1-std  (see https://coral.ai/software/)",

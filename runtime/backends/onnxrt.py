@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from edgeproof.runtime.backends.base import Backend
 
 from edgeproof.contract import METADATA_KEY, ArtifactMeta, TensorSpec
 from edgeproof.errors import EdgeproofError, require
+from edgeproof.runtime.backends.base import Backend
 
 CPU = "CPUExecutionProvider"
 ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",

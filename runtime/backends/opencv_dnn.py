@@ -7,10 +7,10 @@ OpenCV does not report input shapes or metadata, so those come from the ONNX gra
 from __future__ import annotations
 
 import numpy as np
-from edgeproof.runtime.backends.base import Backend
 
 from edgeproof.contract import METADATA_KEY, ArtifactMeta, TensorSpec
 from edgeproof.errors import EdgeproofError, UsageError, require
+from edgeproof.runtime.backends.base import Backend
 
 ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 10: "float16", 11: "float64", 6: "int32", 7: "int64"}
 
@@ -19,6 +19,7 @@ def onnx_io(path) -> tuple[TensorSpec, TensorSpec, dict[str, str]]:
     """(input spec, output spec, metadata_props) of an ONNX file without running it."""
     try:
         import onnxruntime as ort
+
         from edgeproof.runtime.backends.onnxrt import ort_spec
 
         so = ort.SessionOptions()

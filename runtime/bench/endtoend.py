@@ -8,8 +8,8 @@ threads, so its throughput can approach the slowest stage instead of the sum.)
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 
