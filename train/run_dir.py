@@ -18,6 +18,7 @@ from pathlib import Path
 
 from edgeproof.contract import Preprocess
 from edgeproof.errors import UsageError
+from edgeproof.runtime.model import read_labels  # one reader for labels files, TF-free
 
 MODEL_FILE = "model.keras"
 LABELS_FILE = "labels.txt"
@@ -43,17 +44,6 @@ class Run:
                 f"available: {', '.join(k for k, v in self.splits.items() if v) or 'none'}; pass --data DIR"
             )
         return self.splits[name]
-
-
-def read_labels(path: str | Path) -> list[str]:
-    path = Path(path)
-    try:
-        labels = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    except OSError as exc:
-        raise UsageError(f"cannot read labels file '{path}': {exc.strerror}; give a text file, one label per line") from None
-    if not labels:
-        raise UsageError(f"labels file '{path}' is empty; give one class name per line")
-    return labels
 
 
 def load_run(path: str | Path) -> Run:

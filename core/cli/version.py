@@ -18,15 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def installed_versions() -> dict[str, str]:
-    import importlib.metadata as md
+    from edgeproof.runtime.bench.machine import package_versions
 
-    found = {}
-    for name in PACKAGES:
-        try:
-            found[name] = md.version(name)
-        except md.PackageNotFoundError:
-            continue
-    return found
+    return package_versions(PACKAGES)
 
 
 def run(args: argparse.Namespace) -> int:
