@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import importlib.metadata as md
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -82,8 +83,13 @@ def _quiet():
 
 
 def load_keras(path: Path):
+    import zipfile
+
     import keras
 
+    if path.is_file() and not zipfile.is_zipfile(path):  # keras would say "File not found" about it
+        raise UsageError(f"'{path}' is not a valid .keras file (truncated or corrupt: a .keras model is a zip "
+                         "archive); retrain with 'edgeproof train' or restore the file")
     try:
         return keras.saving.load_model(str(path), compile=False)
     except Exception as exc:  # a corrupt or foreign file: one line, not a traceback  # noqa: BLE001
@@ -231,7 +237,21 @@ def convert_run(source: str | Path, out_dir: str | Path, formats: Iterable[str] 
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"output '{out_dir}' exists and is not a folder; give a folder for the artifacts")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    import importlib.util
+
+    from edgeproof.errors import MissingDependency
+
+    if importlib.util.find_spec("tensorflow") is None:  # before anything is written
+        raise MissingDependency("tensorflow", "train", "edgeproof convert")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(prefix=".edgeproof-", suffix=".probe", dir=out_dir))
+    except OSError as exc:
+        raise UsageError(f"cannot write artifacts to '{out_dir}': {exc.strerror or exc}; "
+                         "give a writable folder with -o") from None
+    from edgeproof.train.tf_quiet import import_tensorflow
+
+    import_tensorflow("edgeproof convert")
     with _quiet():
         if any(f.family == "onnx" for f in fmts):
             check_opset(opset)

@@ -88,11 +88,18 @@ def judge(le: LayerError) -> LayerError:
 
 
 def rank(layers: list[LayerError]) -> list[LayerError]:
-    """Worst first: suspects, then lowest channel SNR, then highest rmse/scale."""
-    def key(le: LayerError):
+    """Worst first: suspects, then lowest channel SNR, then highest rmse/scale.
+
+    ``layers`` come in graph order. Collapsed channels (SNR under the limit) that tie at the same
+    SNR put the upstream layer first: a layer reading a collapsed tensor collapses too (and its
+    rmse/scale, not its cause, is then the bigger one), so the first one is where the error starts.
+    """
+    def key(item: tuple[int, LayerError]):
+        pos, le = item
         snr = le.channel_snr_db if le.channel_snr_db is not None else SNR_CAP_DB
-        return (not le.suspect, snr, -(le.rmse_scale or 0.0))
-    return sorted(layers, key=key)
+        collapsed = le.suspect and snr < SUSPECT_CHANNEL_SNR_DB
+        return (not le.suspect, round(snr, 1), pos if collapsed else 0, -(le.rmse_scale or 0.0))
+    return [le for _, le in sorted(enumerate(layers), key=key)]
 
 
 def keras_layer_of(name: str, layer_names: list[str]) -> str | None:

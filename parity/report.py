@@ -178,7 +178,8 @@ def plot_acc_latency(report, dest: Path) -> Path | None:
     ref = report.reference
     if use_acc and ref.get("latency_p50_ms"):
         ax.axhline(ref["accuracy"] * 100, color="gray", ls="--", lw=1, label=f"Keras {ref['accuracy']:.1%}")
-        ax.legend(loc="lower right")
+        # outside the axes: inside, it hid the markers of failing (low-accuracy, slow) artifacts
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     ax.set_xscale("log")
     from matplotlib.ticker import FormatStrFormatter, NullFormatter
 

@@ -53,7 +53,14 @@ class Saver:
         self.dir = Path(out_dir)
         if self.dir.exists() and not self.dir.is_dir():
             raise UsageError(f"--save {out_dir}: exists and is not a folder; give a folder path")
-        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            probe = self.dir / f".edgeproof-write-test-{os.getpid()}"
+            probe.touch()
+            probe.unlink()
+        except OSError as exc:
+            raise UsageError(f"--save {out_dir}: cannot write there ({exc.strerror or exc}); "
+                             "give a writable folder") from None
         self.video = video
         self.fps = fps or 15.0
         self.written: list[Path] = []
@@ -81,6 +88,9 @@ class Saver:
         from edgeproof.atomic import write_bytes
 
         dest = self.dir / _safe_name(name, self._used)
+        src = Path(name)
+        if dest.exists() and src.exists() and dest.resolve() == src.resolve():  # --save into the input folder
+            dest = self.dir / _safe_name(f"{src.stem}.annotated{dest.suffix}", self._used)  # never the original
         ok, buf = cv2.imencode(dest.suffix, img)
         if ok:
             write_bytes(dest, buf.tobytes())

@@ -80,8 +80,11 @@ def tflite_flatbuffer(data: bytes) -> dict[str, Any]:
 def _litert_io(path: Path) -> dict[str, Any]:
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    it = Interpreter(model_path=str(path),
-                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    from edgeproof.runtime.backends.litert import quiet_runtime_info
+
+    with quiet_runtime_info():
+        it = Interpreter(model_path=str(path),
+                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     ops = Counter(o["op_name"] for o in it._get_ops_details())
     return {"inputs": [_spec_from_details(d) for d in it.get_input_details()],
             "outputs": [_spec_from_details(d) for d in it.get_output_details()],
@@ -102,6 +105,9 @@ def _inspect_tflite(path: Path, data: bytes) -> dict[str, Any]:
         out["notes"].append("I/O details need a TFLite interpreter: pip install ai-edge-litert")
     except Exception as exc:  # noqa: BLE001 - any runtime/converter error becomes one reported line
         out["notes"].append(f"ai_edge_litert cannot list the tensors: {_short(exc)}")
+    if "operator_codes" not in out and "inputs" not in out:  # neither parser nor interpreter could read it
+        raise UsageError(f"'{path}' is not a readable TFLite model ({out['notes'][0][:160]}); it may be "
+                         "truncated or another format: re-convert it (e.g. 'edgeproof convert RUN --to tflite-fp32')")
     if any(c.get("custom") for c in out.get("operator_codes", [])):
         customs = sorted({c["op"] for c in out["operator_codes"] if c["custom"]})
         out["notes"].append(f"custom op(s) {', '.join(customs)}: need a delegate/op resolver "
@@ -122,13 +128,20 @@ def _inspect_onnx(path: Path) -> dict[str, Any]:
                               "scale": None, "zero_point": None}
             out["inputs"] = [conv(a) for a in sess.get_inputs()]
             out["outputs"] = [conv(a) for a in sess.get_outputs()]
-        except Exception as exc:  # noqa: BLE001 - any runtime/converter error becomes one reported line
-            out["notes"].append(f"onnxruntime cannot list the tensors: {_short(exc)}")
+        except ImportError:
+            out["notes"].append("I/O details need onnxruntime: pip install onnxruntime")
+        except Exception as exc:  # noqa: BLE001 - the only reader here failed: not a usable ONNX file
+            raise UsageError(f"'{path}' is not a readable ONNX model ({_short(exc)[:160]}); it may be truncated "
+                             "or another format: re-export it (e.g. 'edgeproof convert RUN --to onnx-fp32')") from None
         return out
     import onnx
     from onnx import helper
 
-    model = onnx.load(str(path), load_external_data=False)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf DecodeError and friends: not an ONNX file
+        raise UsageError(f"'{path}' is not a readable ONNX model ({_short(exc)}); it may be truncated or "
+                         "another format: re-export it (e.g. 'edgeproof convert RUN --to onnx-fp32')") from None
     init = {i.name for i in model.graph.initializer}
 
     def spec(v) -> dict[str, Any]:
@@ -158,7 +171,10 @@ def _try_load(backend: str, path: Path) -> tuple[str, str | None]:
         if backend == "litert":
             from ai_edge_litert.interpreter import Interpreter
 
-            Interpreter(model_path=str(path)).allocate_tensors()
+            from edgeproof.runtime.backends.litert import quiet_runtime_info
+
+            with quiet_runtime_info():
+                Interpreter(model_path=str(path)).allocate_tensors()
         elif backend == "onnxruntime":
             import onnxruntime as ort
 
@@ -220,6 +236,8 @@ def inspect_model(path: str | Path, runtime_version: str = LEGACY_RUNTIME, legac
     from edgeproof.runtime.metadata import read_metadata
 
     path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"'{path}' is a folder; give a .tflite or .onnx model file")
     family = family_of(path)
     if not path.is_file():
         raise UsageError(f"'{path}' does not exist or is not a file; give a .tflite or .onnx model")

@@ -11,8 +11,18 @@ import zipfile
 from pathlib import Path
 
 from edgeproof.contract import METADATA_KEY, ArtifactMeta
+from edgeproof.errors import UsageError
 
 TFLITE_MEMBER = "metadata.json"
+
+
+def parse_metadata(text: str, path: str | Path) -> ArtifactMeta:
+    """ArtifactMeta from the embedded JSON; a damaged record is bad input, never a silent default."""
+    try:
+        return ArtifactMeta.from_json(text)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise UsageError(f"'{path}' carries edgeproof metadata that cannot be read ({type(exc).__name__}: "
+                         f"{str(exc)[:120]}); the file is damaged: re-convert it with 'edgeproof convert'") from None
 
 
 def tflite_with_metadata(model_bytes: bytes, meta: ArtifactMeta) -> bytes:
@@ -39,9 +49,10 @@ def strip_tflite_metadata(model_bytes: bytes) -> bytes:
 def read_tflite_metadata(path: str | Path) -> ArtifactMeta | None:
     try:
         with zipfile.ZipFile(path) as zf:
-            return ArtifactMeta.from_json(zf.read(TFLITE_MEMBER).decode("utf-8"))
+            text = zf.read(TFLITE_MEMBER).decode("utf-8", errors="replace")
     except (zipfile.BadZipFile, KeyError):
         return None
+    return parse_metadata(text, path)
 
 
 def read_onnx_metadata(path: str | Path) -> ArtifactMeta | None:
@@ -60,7 +71,7 @@ def read_onnx_metadata(path: str | Path) -> ArtifactMeta | None:
         model = onnx.load(str(path), load_external_data=False)
         props = {p.key: p.value for p in model.metadata_props}
     text = props.get(METADATA_KEY) if props else None
-    return ArtifactMeta.from_json(text) if text else None
+    return parse_metadata(text, path) if text else None
 
 
 def set_onnx_metadata(model, meta: ArtifactMeta) -> None:

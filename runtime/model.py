@@ -247,6 +247,9 @@ def load(path: str | Path, backend: str | None = None, threads: int | None = Non
          overrides: dict[str, Any] | None = None) -> Model:
     """Open an artifact with the right backend; see the module docstring for what Model does."""
     path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"model '{path}' is a folder; give a .tflite or .onnx file (edgeproof convert writes "
+                         "e.g. RUN/artifacts/model.tflite-fp32.tflite)")
     family = family_of(path)
     if not path.is_file():
         raise UsageError(f"model file '{path}' not found; give a .tflite or .onnx file")
@@ -282,5 +285,14 @@ def load(path: str | Path, backend: str | None = None, threads: int | None = Non
 
             warn(f"device profile '{profile.name}' prefers {', '.join(profile.artifacts)}; '{path.name}' is "
                  f"{fmt_name} and may run mostly on the CPU")
-    meta = apply_overrides(meta, be.input_spec, overrides)
+    try:
+        meta = apply_overrides(meta, be.input_spec, overrides)
+        n_out = be.output_spec.shape[-1] if be.output_spec.shape else None
+        if (overrides or {}).get("labels") is not None and isinstance(n_out, (int, np.integer)) and n_out > 0 \
+                and len(meta.labels) != n_out:
+            raise UsageError(f"--labels gives {len(meta.labels)} label(s) but '{path.name}' outputs {n_out} "
+                             f"classes; give a labels file with {n_out} lines, one per class in output order")
+    except BaseException:
+        be.close()
+        raise
     return Model(path, be, meta)

@@ -20,10 +20,20 @@ class ImageReadError(Exception):
     """A file that is not a readable image; the message says why (zero-byte, not an image, ...)."""
 
 
+_cv2_quiet = False
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Decode any image file to BGR uint8 HxWx3: EXIF orientation applied; gray, RGBA, palette, 16-bit converted."""
     import cv2
 
+    global _cv2_quiet
+    if not _cv2_quiet:  # libpng/libjpeg WARN lines on a damaged file duplicate our skip reason
+        try:
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        except AttributeError:  # pragma: no cover - older OpenCV builds
+            pass
+        _cv2_quiet = True
     path = Path(path)
     try:
         data = np.fromfile(str(path), dtype=np.uint8)

@@ -9,6 +9,7 @@ Capture objects are injectable (`capture_factory`, `picam_factory`) so tests nee
 from __future__ import annotations
 
 import glob as globlib
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -110,6 +111,9 @@ class _GrabLoop(Source):
 
 
 def default_capture(target: int | str):
+    # FFmpeg's own log lines ('moov atom not found', '[tcp @ 0x..] Connection refused') duplicate the one
+    # clear error raised when the capture does not open; a user's own setting wins.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     import cv2
 
     try:  # OpenCV's own WARN lines on a missing camera duplicate our one clear error

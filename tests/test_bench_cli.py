@@ -88,7 +88,9 @@ def test_bench_end_to_end_source_folder_and_video(tiny_onnx, tmp_path, capsys):
         e2e = r["end_to_end"]
         assert r["status"] == "ok" and r["overhead_ratio"] is None and r["rss_isolated"] is False
         assert e2e["source_kind"] == kind and e2e["images"] == 30 and e2e["images_per_s"] > 0
-        assert set(e2e["stage_ms_per_image"]) == {"decode", "preprocess", "infer"}
+        assert set(e2e["stage_ms_per_image"]) == {"decode", "preprocess", "infer", "other"}
+        # the stages account for the whole wall time (video: re-opening the 5-frame clip is "other")
+        assert sum(e2e["stage_ms_per_image"].values()) == pytest.approx(1e3 / e2e["images_per_s"], rel=1e-6)
         assert sum(e2e["stage_share"].values()) == pytest.approx(1.0)
         assert e2e["e2e_vs_infer_only"] > 0
         if kind == "folder":
@@ -105,13 +107,46 @@ def test_bench_end_to_end_source_folder_and_video(tiny_onnx, tmp_path, capsys):
     (["{m}", "--runs", "0"], "--runs 0 is not valid"),
     (["{m}", "--source", "nowhere/"], "--source 'nowhere/' does not exist"),
     (["{m}", "--keras", "model.h5"], "is not a .keras file"),
+    (["{m}", "--timeout", "0"], "--timeout 0.0 is not valid"),
+    (["{m}", "--warmup", "-1"], "--warmup -1 is not valid"),
+    (["{m}", "--source", "{m}"], "is not an image folder, image or video file"),
+    (["{m}", "--source", "{empty}"], "holds no images"),
     ([], "no model given"),
 ])
-def test_bench_bad_input_is_one_line_exit_2(tiny_onnx, capsys, argv, message):
-    argv = [a.replace("{m}", str(tiny_onnx)) for a in argv]
+def test_bench_bad_input_is_one_line_exit_2(tiny_onnx, tmp_path, capsys, argv, message):
+    argv = [a.replace("{m}", str(tiny_onnx)).replace("{empty}", str(tmp_path)) for a in argv]
     assert run_cli(["bench", *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_bench_device_fallback_is_an_error_unless_allowed(tiny_onnx, capsys):
+    """jetson wants the CUDA/TensorRT EPs (absent here): a failed configuration naming the EP, or with
+    --allow-fallback a CPU run that the record and a loud warning both say is a fallback."""
+    argv = ["bench", str(tiny_onnx), "--device", "jetson", "--threads", "1", "--no-isolate", *FAST, "--json"]
+    assert run_cli(argv) == 1
+    (rec,) = json.loads(capsys.readouterr().out)["results"]
+    assert rec["status"] == "failed" and "ExecutionProvider" in rec["error"] and "--allow-fallback" in rec["error"]
+    assert run_cli([*argv, "--allow-fallback"]) == 0
+    captured = capsys.readouterr()
+    (rec,) = json.loads(captured.out)["results"]
+    assert rec["status"] == "ok" and rec["placement"]["fallback"] is True
+    assert "DEVICE FALLBACK" in captured.err and "ran on the CPU" in captured.err
+
+
+def test_bench_relays_the_isolated_childs_warnings(tiny_onnx, tmp_path, capsys):
+    """Each configuration runs in a child whose stderr is captured: its warnings must still reach the
+    user (here: rpi5 prefers TFLite artifacts), once, not once per thread count."""
+    import shutil
+
+    named = shutil.copy(tiny_onnx, tmp_path / "model.onnx-fp32.onnx")
+    assert run_cli(["bench", str(named), "--device", "rpi5", "--threads", "1,2", "--no-baseline",
+                    "--runs", "5", "--warmup", "1", "--json"]) == 0
+    captured = capsys.readouterr()
+    doc, err = json.loads(captured.out), captured.err
+    assert all(r["status"] == "ok" for r in doc["results"])
+    assert any("prefers" in w for w in doc["results"][0]["warnings"])
+    assert err.count("device profile 'rpi5' prefers") == 1
 
 
 def test_bench_modules_never_import_tensorflow():

@@ -105,3 +105,40 @@ def test_failure_reason_names_layer_and_op():
     assert reason.startswith("tflite-int8: RuntimeError (layer 'odd_layer', op 'tf.Erfinv')")
     assert "neither a custom op nor a flex op" in reason
     assert failure_reason("onnx-fp32", UsageError("x")) == "onnx-fp32: x"
+
+
+def test_unwritable_output_exits_2_before_converting(tmp_path, capsys):
+    run = _run_without_model(tmp_path / "r")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    assert run_cli(["convert", str(run), "--to", "tflite-fp32", "-o", str(blocker / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write artifacts to" in err and "internal error" not in err
+    assert blocker.read_text() == "x"
+
+
+def test_wrong_suffix_source_says_what_to_give(tmp_path, capsys):
+    model = tmp_path / "model.h5"
+    model.write_bytes(b"x")
+    assert run_cli(["convert", str(model), "--to", "all", "-o", str(tmp_path / "o")]) == 2
+    assert "give the folder 'edgeproof train -o' wrote, or its model.keras" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_corrupt_keras_model_is_named_as_corrupt(tmp_path, capsys):
+    run = _run_without_model(tmp_path / "r")  # model.keras holds b"placeholder"
+    assert run_cli(["convert", str(run), "--to", "tflite-fp32", "-o", str(tmp_path / "o"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "is not a valid .keras file (truncated or corrupt" in err and "File not found" not in err
+    assert not list((tmp_path / "o").glob("model.*"))
+
+
+def test_missing_tensorflow_gives_install_hint_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    import sys
+
+    run = _run_without_model(tmp_path / "r")
+    monkeypatch.setitem(sys.modules, "tensorflow", None)  # makes `import tensorflow` raise ImportError
+    assert run_cli(["convert", str(run), "--to", "tflite-fp32", "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "edgeproof convert needs the 'tensorflow' package" in err and "pip install 'edgeproof[train]'" in err
+    assert not (tmp_path / "o").exists()

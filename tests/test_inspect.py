@@ -149,3 +149,54 @@ def test_tflite_artifacts_load_in_legacy_tflite_runtime(tiny_artifacts):
         if not loads[name]:
             assert "version" in legacy["detail"], legacy
     assert loads["tflite-fp32"] and loads["tflite-int8"] and loads["edgetpu"], loads
+
+
+def _one_error_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("edgeproof: error:"), err
+    assert "Traceback" not in err and "internal error" not in err
+    return lines[0]
+
+
+@pytest.mark.parametrize("name, data", [("garbage.onnx", b"garbage\n"), ("empty.onnx", b"\x0a\xff"),
+                                        ("garbage.tflite", b"garbage\n"), ("empty.tflite", b"")])
+@pytest.mark.parametrize("with_onnx", [True, False])
+def test_corrupt_model_file_exits_2_with_one_line(tmp_path, capsys, monkeypatch, name, data, with_onnx):
+    """A damaged file is bad input (exit 2, one line saying what to do), not an internal error or exit 0."""
+    import edgeproof.runtime.inspect as insp
+
+    if not with_onnx:
+        real = insp.importlib.util.find_spec
+        monkeypatch.setattr(insp.importlib.util, "find_spec", lambda n, *a: None if n == "onnx" else real(n, *a))
+    path = tmp_path / name
+    path.write_bytes(data)
+    assert run_cli(["inspect", str(path), "--no-load"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"'{path}' is not a readable" in line and ("re-convert" in line or "re-export" in line)
+
+
+@slow
+def test_truncated_artifacts_exit_2(tiny_artifacts, tmp_path, capsys):
+    for fmt in ("tflite-fp32", "onnx-fp32"):
+        data = (tiny_artifacts / artifact_filename(FORMATS[fmt])).read_bytes()
+        path = tmp_path / artifact_filename(FORMATS[fmt])
+        path.write_bytes(data[: len(data) // 3])
+        assert run_cli(["inspect", str(path)]) == 2, fmt
+        assert "may be truncated" in _one_error_line(capsys.readouterr().err)
+
+
+@slow
+def test_inspect_output_has_no_runtime_chatter(tiny_artifacts):
+    """The runtime's C++ 'INFO: Created TensorFlow Lite XNNPACK delegate' line does not leak into the report."""
+    path = tiny_artifacts / artifact_filename(FORMATS["tflite-int8"])
+    r = subprocess.run([sys.executable, "-m", "edgeproof", "inspect", str(path)], capture_output=True, text=True,
+                       check=False)
+    assert r.returncode == 0, r.stderr
+    assert "INFO: Created" not in r.stdout + r.stderr and "runtime litert: ok" in r.stdout
+
+
+def test_runtime_version_must_be_a_version(tmp_path, capsys):
+    path = tmp_path / "m.onnx"
+    path.write_bytes(b"x")
+    assert run_cli(["inspect", str(path), "--runtime-version", "abc"]) == 2
+    assert "--runtime-version 'abc' is not a version" in _one_error_line(capsys.readouterr().err)

@@ -187,3 +187,35 @@ def test_openvino_parity_vs_keras(fmt, tiny_artifacts, keras_reference):
     if tol.max_delta_acc_pp is not None:
         assert d_acc <= tol.max_delta_acc_pp + 1e-9, f"{fmt}: |d accuracy| {d_acc:.2f}pp > {tol.max_delta_acc_pp}"
     assert m.placement["devices"] == ["CPU"] and m.placement["precision"] == "f32"
+
+
+def test_bench_bare_openvino_loop_compiles_f32_like_the_backend(linear_onnx, batch):
+    """OpenVINO's CPU default is bf16 on CPUs with BF16/AMX: the bare loop must ask for f32 too,
+    or the overhead ratio compares two precisions."""
+    from edgeproof.runtime.bench.baselines import bare_baseline
+
+    path, ref = linear_onnx
+    m = load(path, backend="openvino", threads=1)
+    bare = bare_baseline("openvino", path, 1, batch, m)
+    assert bare.notes["precision"] == m.placement["precision"] == "f32"
+    assert np.abs(bare.call() - ref(batch)).max() < 1e-5 and bare.call_user is None
+    m.close()
+
+
+@pytest.mark.slow
+def test_bench_bare_openvino_loop_on_int8_tflite(tiny_artifacts):
+    """int8 I/O: the bare loop quantizes with the scale from the backend's input spec (OpenVINO hides it)."""
+    from edgeproof.runtime.bench.baselines import bare_baseline
+    from edgeproof.runtime.bench.runner import bench_input
+
+    path = tiny_artifacts / "model.tflite-int8.tflite"
+    m = load(path, backend="openvino", threads=1)
+    pp = m.preprocess
+    x = bench_input(pp.height, pp.width, 1, 0, pp)
+    bare = bare_baseline("openvino", path, 1, x, m)
+    assert m.input_spec.dtype == "int8" and m.input_spec.scale
+    assert bare.call_user is not None and bare.notes["precision"] == "f32"
+    out = np.asarray(bare.call_user(), np.float32)
+    assert out.shape == m.predict(x).shape and np.abs(out - m.predict(x)).max() < 1e-5
+    bare.call()
+    m.close()

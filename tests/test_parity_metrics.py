@@ -138,6 +138,20 @@ def test_rank_and_layer_names():
     assert keras_layer_of("StatefulPartitionedCall_1:0", names) is None
 
 
+def test_rank_names_the_upstream_layer_when_collapsed_channels_tie():
+    """Measured on textures: the head reading outlier_dense's collapsed tensor collapses too, with a
+    larger rmse/scale; the layer to name (and denylist first) is outlier_dense, upstream."""
+    graph = [judge(LayerError("conv", "CONV_2D", "conv", 0.138, 9.2, 1.0)),
+             judge(LayerError("od", "FULLY_CONNECTED", "outlier_dense", 0.119, 0.0, 1.0)),
+             judge(LayerError("hd", "FULLY_CONNECTED", "head", 2.70, 0.0, 1.0)),
+             judge(LayerError("gap", "MEAN", "gap", 0.209, 25.0, 1.0)),
+             judge(LayerError("big", "ADD", "add", 1.5, None, 1.0))]
+    assert [le.layer for le in rank(graph)] == ["outlier_dense", "head", "conv", "add", "gap"]
+    # rmse/scale still orders suspects that did not collapse
+    assert [le.tensor for le in rank([judge(LayerError("x", "ADD", None, 0.9, None, 1.0)),
+                                      judge(LayerError("y", "ADD", None, 3.0, None, 1.0))])] == ["y", "x"]
+
+
 def test_an_artifact_no_backend_could_run_fails_the_gate(tmp_path):
     from edgeproof.parity.runner import Row
     from edgeproof.parity.session import _unverified

@@ -178,5 +178,107 @@ def test_one_shot_tflite_run_never_imports_tensorflow(tmp_path):
             "assert not bad, bad; sys.exit(rc)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stderr
+    assert "INFO: Created TensorFlow Lite" not in r.stderr, r.stderr  # the runtime's C++ chatter is dropped
     first = json.loads(r.stdout.splitlines()[0])
     assert first["top_k"][0]["label"] == ["red", "green", "blue"][tm.keras_top1[str(tm.images[0])]]
+
+
+def _one_error_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("INFO: ")]
+    assert len(lines) == 1 and lines[0].startswith("edgeproof: error:"), err
+    assert "internal error" not in err and "Traceback" not in err
+    return lines[0]
+
+
+def test_options_may_sit_between_model_and_source(env, capsys):
+    """`edgeproof run MODEL --top-k 1 IMAGE` used to fail with 'unrecognized arguments: IMAGE'."""
+    img = str(env["imgs"] / "1_green.png")
+    assert run_cli(["run", env["model"], "--top-k", "1", "--json", img]) == 0
+    rows = _json_lines(capsys.readouterr().out)
+    assert rows[0]["top_k"] == [{"label": "green", "score": rows[0]["top_k"][0]["score"]}]
+    assert run_cli(["run", "--json", env["model"], "--backend", "onnxruntime", img]) == 0
+    assert _json_lines(capsys.readouterr().out)[0]["top_k"][0]["label"] == "green"
+    with pytest.raises(SystemExit) as exc:  # still one source only
+        parse_args(["run", env["model"], img, "--json", img])
+    assert exc.value.code == 2
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        parse_args(["run", "--help"])
+    assert exc.value.code == 0 and "model [source]" in capsys.readouterr().out
+
+
+def test_labels_file_must_match_the_class_count(env, capsys, tmp_path):
+    labels = tmp_path / "two.txt"
+    labels.write_text("a\nb\n")
+    img = str(env["imgs"] / "0_red.png")
+    assert run_cli(["run", env["bare"], img, "--size", "8", "--labels", str(labels)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "--labels gives 2 label(s)" in line and "outputs 3 classes" in line
+
+
+def test_save_into_an_unwritable_place_exits_2(env, capsys, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    img = str(env["imgs"] / "0_red.png")
+    assert run_cli(["run", env["model"], img, "--save", str(blocker / "sub")]) == 2
+    assert "--save" in _one_error_line(capsys.readouterr().err)
+
+
+def test_damaged_image_is_skipped_without_opencv_warnings(env, tmp_path):
+    """The skip reason is the one report: no libpng 'WARN' lines from OpenCV on stderr."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    good = (env["imgs"] / "0_red.png").read_bytes()
+    (folder / "a_ok.png").write_bytes(good)
+    (folder / "b_cut.png").write_bytes(good[:60])
+    r = subprocess.run([sys.executable, "-m", "edgeproof", "run", env["model"], str(folder)],
+                       capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+    assert "b_cut.png: not a decodable image" in r.stderr and "WARN" not in r.stderr, r.stderr
+
+
+def test_a_folder_as_model_says_to_give_the_file(env, capsys, tmp_path):
+    assert run_cli(["run", str(tmp_path), str(env["imgs"] / "0_red.png")]) == 2
+    assert "is a folder; give a .tflite or .onnx file" in _one_error_line(capsys.readouterr().err)
+    assert run_cli(["inspect", str(tmp_path)]) == 2
+    assert "is a folder" in _one_error_line(capsys.readouterr().err)
+
+
+def test_save_into_the_input_folder_keeps_the_originals(env, tmp_path, capsys):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    original = (env["imgs"] / "0_red.png").read_bytes()
+    (folder / "0_red.png").write_bytes(original)
+    assert run_cli(["run", env["model"], str(folder), "--save", str(folder)]) == 0
+    assert (folder / "0_red.png").read_bytes() == original
+    assert (folder / "0_red.annotated.png").is_file()
+
+
+def test_corrupt_video_is_one_line_without_ffmpeg_chatter(env, tmp_path):
+    import os
+
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video at all\n" * 10)
+    environ = {k: v for k, v in os.environ.items() if k != "OPENCV_FFMPEG_LOGLEVEL"}
+    r = subprocess.run([sys.executable, "-m", "edgeproof", "run", env["model"], str(bad)], capture_output=True,
+                       text=True, check=False, env=environ)
+    assert r.returncode == 2
+    assert "cannot open video file" in _one_error_line(r.stderr) and "moov" not in r.stderr
+
+
+@pytest.mark.parametrize("text", ["{broken", "{}", '{"labels": 5, "preprocess": "x"}'])
+def test_damaged_embedded_metadata_exits_2_and_inspect_says_so(env, tmp_path, capsys, text):
+    import onnx
+
+    from edgeproof.contract import METADATA_KEY
+
+    model = onnx.load(env["bare"])
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, text
+    path = tmp_path / "damaged.onnx"
+    onnx.save(model, str(path))
+    for backend in ("onnxruntime", "opencv"):
+        assert run_cli(["run", str(path), str(env["imgs"] / "0_red.png"), "--backend", backend]) == 2
+        assert "carries edgeproof metadata that cannot be read" in _one_error_line(capsys.readouterr().err)
+    assert run_cli(["inspect", str(path), "--no-load"]) == 0
+    assert "metadata: embedded but damaged" in capsys.readouterr().out

@@ -214,3 +214,30 @@ def test_import_runtime_is_tensorflow_free():
             "bad = [k for k in sys.modules if k.split('.')[0] in ('tensorflow', 'keras', 'onnxruntime', 'cv2')];"
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_quiet_runtime_info_drops_only_the_info_lines(capfd):
+    import os
+
+    from edgeproof.runtime.backends.litert import quiet_runtime_info
+
+    with quiet_runtime_info():
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\nERROR: a real problem\n")
+    assert capfd.readouterr().err == "ERROR: a real problem\n"
+
+
+def test_damaged_tflite_metadata_is_an_error_not_a_silent_default(tmp_path):
+    import io
+    import zipfile
+
+    from edgeproof.errors import UsageError
+    from edgeproof.runtime.metadata import TFLITE_MEMBER, read_metadata
+
+    for text in ("{broken", "{}"):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            zf.writestr(TFLITE_MEMBER, text)
+        path = tmp_path / "m.tflite"
+        path.write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(64) + buf.getvalue())
+        with pytest.raises(UsageError, match="carries edgeproof metadata that cannot be read"):
+            read_metadata(path)

@@ -280,3 +280,63 @@ def test_load_image_tf_close_to_opencv(tmp_path):
         (tmp_path / "bad.png").write_text("nope")
         load_image_tf(tmp_path / "bad.png", 8, 8)
     assert json.dumps(tf_img.tolist())  # plain float32 numpy, serialisable
+
+
+_CLI_PROBE = ("import sys; from edgeproof.cli.main import run_cli; rc = run_cli(sys.argv[1:]); "
+              "print('tensorflow' in sys.modules); sys.exit(rc)")
+
+
+@pytest.mark.parametrize("case", ["missing", "empty_classes", "out_under_a_file", "out_in_proc", "out_dot"])
+def test_bad_train_input_fails_fast_with_one_line(tmp_path, case):
+    """Bad data or -o fails before TensorFlow's import and before any progress bar: exactly one line."""
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    out = tmp_path / "run"
+    if case == "empty_classes":
+        (data / "a").mkdir(parents=True)
+        (data / "b").mkdir()
+    elif case != "missing":
+        for c in ("a", "b"):
+            _png(data / c / "x.png", np.zeros((8, 8, 3), np.uint8))
+        (tmp_path / "a_file").write_text("x")
+        out = {"out_under_a_file": tmp_path / "a_file" / "run", "out_in_proc": Path("/proc/edgeproof-test-run"),
+               "out_dot": Path(".")}[case]
+    proc = subprocess.run([sys.executable, "-c", _CLI_PROBE, "train", "--data", str(data), "-o", str(out),
+                           "--img-size", "16"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("edgeproof: error:"), proc.stderr
+    assert proc.stdout.strip() == "False"  # TensorFlow never imported
+    assert case == "out_dot" or not out.exists()
+
+
+@pytest.mark.slow
+def test_tensorflow_start_up_banner_is_filtered():
+    import subprocess
+    import sys
+
+    from edgeproof.train.tf_quiet import drop_banner
+
+    noise = ("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+             "I0000 00:00:1795946745.177963    1653 port.cc:153] oneDNN custom operations are on.\n")
+    assert drop_banner(noise + "E0000 00:00:1.5 12 x.cc:1] real error\nplain line\n" + noise) == \
+        "E0000 00:00:1.5 12 x.cc:1] real error\nplain line\n"
+    pytest.importorskip("tensorflow")
+    proc = subprocess.run([sys.executable, "-c", "from edgeproof.train.tf_quiet import import_tensorflow as i; "
+                           "import sys; print(i().__name__); print('after', file=sys.stderr)"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "tensorflow", proc.stderr
+    assert proc.stderr == "after\n", proc.stderr
+
+
+def test_unwritable_dataset_cache_exits_2(tmp_path, capsys, monkeypatch):
+    from edgeproof.cli.main import run_cli
+
+    (tmp_path / "a_file").write_text("x")
+    monkeypatch.setenv("EDGEPROOF_CACHE", str(tmp_path / "a_file"))
+    assert run_cli(["train", "--dataset", "shapes", "-o", str(tmp_path / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write the shapes dataset" in err and "EDGEPROOF_CACHE" in err and "internal error" not in err
+    assert not (tmp_path / "run").exists()

@@ -161,10 +161,16 @@ def scan(root: str | Path) -> tuple[str, list[str], dict[str, dict[str, list[str
                     f"'{root / split}' has class folder(s) {', '.join(extra)} that train/ lacks; "
                     f"train classes: {', '.join(classes)}; use the same class names in every split")
             tree[split] = {c: _files(root / split / c) for c in classes if c in found}
-        return "folders", classes, tree
+        return _check_files(root, classes, ("folders", classes, tree))
     classes = [d.name for d in subdirs]
     _check_classes(root, classes)
-    return "split", classes, {"all": {c: _files(root / c) for c in classes}}
+    return _check_files(root, classes, ("split", classes, {"all": {c: _files(root / c) for c in classes}}))
+
+
+def _check_files(root: Path, classes: list[str], scanned: tuple) -> tuple:
+    if not any(files for per_class in scanned[2].values() for files in per_class.values()):
+        raise UsageError(f"data folder '{root}' has class folders ({', '.join(classes)}) but no files; {HINT}")
+    return scanned
 
 
 def _check_classes(folder: Path, classes: list[str]) -> None:
@@ -194,15 +200,13 @@ def _describe(reasons: list[str]) -> str:
 
 def load_data(root: str | Path, pp: Preprocess, seed: int = 0,
               on_total: Callable[[int], None] | None = None,
-              on_done: Callable[[int], None] | None = None) -> Data:
-    """Scan, decode, validate and split `root`; raise UsageError on unusable input."""
+              on_done: Callable[[int], None] | None = None, scanned: tuple | None = None) -> Data:
+    """Scan (unless `scanned`, scan(root)'s result), decode, validate and split `root`; raise
+    UsageError on unusable input."""
     root = Path(root)
-    layout, classes, tree = scan(root)
+    layout, classes, tree = scanned if scanned is not None else scan(root)
     flat = [(group, ci, p) for group, per_class in tree.items()
             for ci, c in enumerate(classes) for p in per_class.get(c, [])]
-    if not flat:
-        raise UsageError(f"data folder '{root}' has class folders ({', '.join(classes)}) but no files; "
-                         f"{HINT}")
     need = len(flat) * pp.height * pp.width * 3
     limit = int(float(os.environ.get("EDGEPROOF_MAX_DATA_GB", "8")) * 2**30)
     if need > limit:
@@ -310,9 +314,10 @@ def load_image_tf(path: str | Path, height: int, width: int, interpolation: str 
     float32 HxWx3 RGB in 0..255. Parity compares it with the OpenCV path to measure
     preprocessing drift (no EXIF handling, different resize kernels, 16-bit scaling).
     """
-    import tensorflow as tf
-
     from edgeproof.contract import INTERPOLATIONS
+    from edgeproof.train.tf_quiet import import_tensorflow
+
+    tf = import_tensorflow("the TensorFlow decode path")
 
     if interpolation not in INTERPOLATIONS:
         raise UsageError(f"interpolation '{interpolation}' is not valid; valid: {', '.join(INTERPOLATIONS)}")

@@ -87,8 +87,13 @@ def build_dataset(name: str, root: str | Path | None = None, image_size: int | N
     if _complete(dest, params):
         return dest
     generate = _generator(info)
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=parent))
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=parent))
+    except OSError as exc:
+        where = "root" if root is not None else "cache (set EDGEPROOF_CACHE to a writable folder)"
+        raise UsageError(f"cannot write the {name} dataset under '{parent}': {exc.strerror or exc}; "
+                         f"give a writable dataset {where}") from None
     try:
         generate(tmp, size, split_counts(count), int(seed))
         (tmp / MARKER).write_text(json.dumps(params, sort_keys=True) + "\n")

@@ -53,7 +53,8 @@ def load_run(path: str | Path) -> Run:
     if not root.exists():
         raise UsageError(f"run folder '{root}' does not exist; train one with 'edgeproof train -o {root}'")
     if not root.is_dir():
-        raise UsageError(f"'{path}' is neither a run folder nor a .keras model inside one")
+        raise UsageError(f"'{path}' is neither a run folder nor a .keras model inside one; give the folder "
+                         "'edgeproof train -o' wrote, or its model.keras")
     missing = [f for f in REQUIRED if not (root / f).is_file()]
     model_path = path if path.suffix == ".keras" else root / MODEL_FILE
     if path.suffix == ".keras":

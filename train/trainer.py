@@ -67,16 +67,28 @@ class TrainConfig:
 
 
 def check_out_dir(out: Path) -> None:
-    """Refuse to replace anything but an edgeproof run folder (or an empty folder)."""
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise UsageError(f"output '{out}' exists and is a file; give a folder path with -o")
-    entries = [p.name for p in out.iterdir()]
-    ours = {run_dir.MODEL_FILE, run_dir.LABELS_FILE, run_dir.PREPROCESS_FILE, run_dir.METRICS_FILE}
-    if entries and not ours & set(entries):
-        raise UsageError(f"output folder '{out}' exists and is not an edgeproof run folder; "
-                         "choose another -o or empty it")
+    """Refuse to replace anything but an edgeproof run folder (or an empty folder), or to train for
+    minutes into a place that cannot be written."""
+    if out.name in ("", ".", ".."):  # '.', '..', '/': the run folder is swapped in by renaming it
+        raise UsageError(f"-o '{out}' names an existing folder by '.', '..' or '/'; give a run folder path "
+                         "such as runs/x (it is created)")
+    if out.exists():
+        if not out.is_dir():
+            raise UsageError(f"output '{out}' exists and is a file; give a folder path with -o")
+        entries = [p.name for p in out.iterdir()]
+        ours = {run_dir.MODEL_FILE, run_dir.LABELS_FILE, run_dir.PREPROCESS_FILE, run_dir.METRICS_FILE}
+        if entries and not ours & set(entries):
+            raise UsageError(f"output folder '{out}' exists and is not an edgeproof run folder; "
+                             "choose another -o or empty it")
+    blocker = next((a for a in out.parents if a.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise UsageError(f"cannot write the run folder '{out}': '{blocker}' is a file; give a folder path with -o")
+    try:  # the run is written as a temp folder next to `out`, then renamed onto it
+        out.parent.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".probe", dir=out.parent))
+    except OSError as exc:
+        raise UsageError(f"cannot write the run folder '{out}': {exc.strerror or exc} at '{out.parent}'; "
+                         "give a writable path with -o") from None
 
 
 def _swap_in(tmp: Path, out: Path) -> None:
@@ -171,17 +183,19 @@ def _progress_callback(keras, prog, epochs: int, steps: int):
 def train(cfg: TrainConfig, progress: bool = True) -> Path:
     """Train per `cfg` and write a complete run folder at cfg.out_dir; return its path."""
     from edgeproof.cli import console
-    from edgeproof.errors import require
+    from edgeproof.train.data import load_data, make_tf_dataset, scan
 
     cfg.validate()
     out = Path(cfg.out_dir)
+    scanned = scan(cfg.data_dir)  # bad data fails here: before TensorFlow's import and any progress bar
     check_out_dir(out)
-    require("tensorflow", "train", "edgeproof train")
+    from edgeproof.train.tf_quiet import import_tensorflow
+
+    import_tensorflow("edgeproof train")
     import keras
     import tensorflow as tf
 
     from edgeproof.train import report
-    from edgeproof.train.data import load_data, make_tf_dataset
     from edgeproof.train.models import build_model, in_graph_preprocess
 
     t0 = time.perf_counter()
@@ -189,10 +203,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     pp = Preprocess(height=size, width=size, interpolation=cfg.interpolation,
                     in_graph=in_graph_preprocess(cfg.model))
     with console.progress(progress) as prog:
-        task = prog.add_task("reading images", total=None)
-        data = load_data(cfg.data_dir, pp, seed=int(cfg.seed),
-                         on_total=lambda n: prog.update(task, total=n),
-                         on_done=lambda n: prog.advance(task, n))
+        task: list = []  # the bar appears once the files are counted and the data passed its checks
+        data = load_data(cfg.data_dir, pp, seed=int(cfg.seed), scanned=scanned,
+                         on_total=lambda n: task.append(prog.add_task("reading images", total=n)),
+                         on_done=lambda n: prog.advance(task[0], n))
     if data.skipped:
         summary = ", ".join(f"{n} {r}" for r, n in data.skipped_summary().items())
         console.warn(f"skipped {len(data.skipped)} file(s) that are not usable images: {summary} "

@@ -8,6 +8,7 @@ import os
 import shlex
 import sys
 from datetime import datetime, timezone
+from pathlib import Path
 
 from edgeproof.errors import UsageError
 
@@ -37,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default=None,
                    help="comma-separated backends or 'all' (default: the format's preferred backend)")
     p.add_argument("--device", default=None, help="device profile (see 'edgeproof devices')")
+    p.add_argument("--allow-fallback", action="store_true",
+                   help="if the device's delegate / execution provider cannot load, benchmark on the CPU "
+                   "with a loud warning (default: that configuration fails, naming the library)")
     p.add_argument("--source", default=None,
                    help="image folder or video: also measure decode + preprocess + infer end to end")
     p.add_argument("--keras", default=None, metavar="MODEL.keras",
@@ -81,19 +85,38 @@ def _check(args: argparse.Namespace) -> None:
     for name in ("batch", "runs"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name} {getattr(args, name)} is not valid; give an integer >= 1")
-    if args.warmup < 0 or args.seconds < 0:
-        raise UsageError("--warmup and --seconds must be >= 0")
+    for name in ("warmup", "seconds"):
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name} {getattr(args, name)} is not valid; give a number >= 0")
+    if args.timeout <= 0:
+        raise UsageError(f"--timeout {args.timeout} is not valid; give the seconds allowed per configuration (> 0)")
     if not args.models and not args.suite:
         raise UsageError("no model given; pass .tflite/.onnx files or an artifacts folder, or use --suite")
     if args.keras and not args.keras.endswith(".keras"):
         raise UsageError(f"--keras '{args.keras}' is not a .keras file; give the model.keras of a run folder")
     if args.keras and not os.path.isfile(args.keras):
         raise UsageError(f"--keras model '{args.keras}' does not exist")
-    if args.source and not os.path.exists(args.source):
-        raise UsageError(f"--source '{args.source}' does not exist; give an image folder or a video file")
+    if args.source:
+        _check_source(args.source)
+
+
+def _check_source(source: str) -> None:
+    """--source must be a folder with images, an image or a video: say so now, not per configuration."""
+    from edgeproof.runtime.bench.endtoend import IMAGE_SUFFIXES, VIDEO_SUFFIXES, image_files
+
+    if not os.path.exists(source):
+        raise UsageError(f"--source '{source}' does not exist; give an image folder or a video file")
+    if os.path.isdir(source):
+        if not image_files(Path(source)):
+            raise UsageError(f"--source folder '{source}' holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    elif not source.lower().endswith(IMAGE_SUFFIXES + VIDEO_SUFFIXES):
+        raise UsageError(f"--source '{source}' is not an image folder, image or video file "
+                         f"(videos: {', '.join(VIDEO_SUFFIXES)})")
 
 
 def run(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+
     from edgeproof.cli.console import info, print_json, progress, warn
     from edgeproof.runtime.bench import machine, report, runner
     from edgeproof.runtime.bench.summary import summarize_records
@@ -121,7 +144,8 @@ def run(args: argparse.Namespace) -> int:
         out = out or "bench-suite"
     threads = parse_threads(args.threads, default_threads)
     common = {"batch": args.batch, "runs": args.runs, "warmup": args.warmup, "min_seconds": args.seconds,
-              "seed": args.seed, "device": args.device, "baseline": not args.no_baseline, "source": source}
+              "seed": args.seed, "device": args.device, "allow_fallback": args.allow_fallback,
+              "baseline": not args.no_baseline, "source": source}
     specs, skipped = runner.plan(models + ([keras_model] if keras_model else []), backends, threads, **common)
     for s in specs:
         if s.kind == "keras":
@@ -134,9 +158,21 @@ def run(args: argparse.Namespace) -> int:
     with progress(enabled=not args.json) as prog:
         task = prog.add_task("benchmarking", total=len(specs))
 
+        seen: set[str] = set()
+
         def done(spec, recs):
             prog.update(task, advance=1, description=f"benchmarking {spec.label()}")
             for r in recs:
+                relayed = [w for w in r.get("warnings") or [] if w not in seen]
+                seen.update(relayed)
+                for w in relayed:
+                    warn(escape(f"{spec.label()}: {w.removeprefix('warning:').strip()}"))
+                placement = r.get("placement") or {}
+                if r.get("status") == "ok" and placement.get("fallback") and not any("FALLBACK" in w for w in
+                                                                                      r.get("warnings") or []):
+                    # the child's own warning went to its captured stderr: repeat it here, loudly
+                    warn(f"DEVICE FALLBACK: {r['format']} on {r['backend']} ({r['threads']} thr) ran on the "
+                         f"CPU, not the accelerator (--allow-fallback): {placement.get('where')}")
                 if r.get("status") != "ok":
                     warn(f"{r['format']} on {r['backend'] or 'default'} ({r['threads']} thr) failed: "
                          f"{r['error']}")

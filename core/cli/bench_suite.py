@@ -18,11 +18,13 @@ SUITE_DATASET = "textures"
 SUITE_MODEL = "mobilenet_v2_tiny"
 SUITE_IMG_SIZE = 96
 SUITE_EPOCHS = 8
+# 2: the dataset is built at SUITE_IMG_SIZE (version 1 trained at 96 px on 64 px crops, upscaled).
+SUITE_VERSION = 2
 
 
 def suite_root() -> Path:
     base = os.environ.get("EDGEPROOF_CACHE") or "~/.cache/edgeproof"
-    return Path(base).expanduser() / "bench-suite" / f"{SUITE_DATASET}-{SUITE_MODEL}-{SUITE_IMG_SIZE}px"
+    return Path(base).expanduser() / "bench-suite" / f"{SUITE_DATASET}-{SUITE_MODEL}-{SUITE_IMG_SIZE}px-v{SUITE_VERSION}"
 
 
 def _artifacts_ok(folder: Path) -> bool:
@@ -58,7 +60,8 @@ def prepare_suite(given: str | None = None, progress_enabled: bool = True) -> di
 
     info(f"suite: building the '{SUITE_DATASET}' dataset and training {SUITE_MODEL} at {SUITE_IMG_SIZE}px "
          f"({SUITE_EPOCHS} epochs) into {root}")
-    data = build_dataset(SUITE_DATASET)
+    # crops at the model's input size (a separate cached dataset), so no image is upscaled
+    data = build_dataset(SUITE_DATASET, image_size=SUITE_IMG_SIZE)
     if not (run / "model.keras").is_file():
         train(TrainConfig(data_dir=data, out_dir=run, model=SUITE_MODEL, img_size=SUITE_IMG_SIZE,
                           epochs=SUITE_EPOCHS, seed=0), progress=progress_enabled)

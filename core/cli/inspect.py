@@ -32,8 +32,14 @@ def _spec_line(s: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    import re
+
     from edgeproof.cli.console import print_json
+    from edgeproof.errors import UsageError
     from edgeproof.runtime.inspect import inspect_model
+
+    if not re.fullmatch(r"\d+(\.\d+){0,2}", args.runtime_version):
+        raise UsageError(f"--runtime-version '{args.runtime_version}' is not a version; give X.Y.Z such as 2.14.0")
 
     r = inspect_model(args.model, runtime_version=args.runtime_version, legacy_venv=args.legacy_venv,
                       check_runtimes=not args.no_load)
@@ -67,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
                      f"scale={pp['scale']} mean={pp['mean']} std={pp['std']} {pp['layout']}")
         lines.append(f"  source sha256: {(m.get('source_sha256') or '?')[:16]}  versions: "
                      + ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items()))
+    elif any(n.startswith("metadata unreadable") for n in r.get("notes", [])):
+        lines.append("metadata: embedded but damaged (see the note below); re-convert the model")
     else:
         lines.append("metadata: none embedded (a model made outside edgeproof; the runtime infers size/layout)")
     for rt in r.get("runtimes", []):

@@ -15,7 +15,35 @@ from edgeproof.formats import BACKENDS
 NAME_W = 40
 
 
+class _IntermixedParser(argparse.ArgumentParser):
+    """Options may sit between MODEL and SOURCE (`run m.tflite --backend opencv img.png`).
+
+    Plain argparse binds both positionals at the first positional run, so a SOURCE after an option
+    was rejected as 'unrecognized'; intermixed parsing reads the options first, then the positionals.
+    """
+
+    _inner = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._inner:
+            return super().parse_known_args(args, namespace)
+        self._inner = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inner = False
+
+
 def register(sub: argparse._SubParsersAction) -> None:
+    parser_class = sub._parser_class
+    sub._parser_class = type("RunParser", (_IntermixedParser, parser_class), {})
+    try:
+        _register(sub)
+    finally:
+        sub._parser_class = parser_class
+
+
+def _register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run", help="run a .tflite/.onnx model on images, folders, videos, cameras or streams (no TensorFlow)",
         description="Classify inputs with a converted model using the lightweight runtime (no TensorFlow).\n"
@@ -146,7 +174,12 @@ def _run(args: argparse.Namespace, capture_factory=None, picam_factory=None) -> 
     if args.save:
         from edgeproof.runtime.annotate import Saver
 
-        saver = Saver(args.save, video=source.is_stream, fps=source.fps)
+        try:
+            saver = Saver(args.save, video=source.is_stream, fps=source.fps)
+        except BaseException:
+            model.close()
+            source.close()
+            raise
     out = sys.stdout
     if not args.json:
         where = (model.placement or {}).get("where", "?")

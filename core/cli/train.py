@@ -50,9 +50,12 @@ def run(args: argparse.Namespace) -> int:
     from edgeproof.cli import console
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow's first import: no C++ log noise
-    from edgeproof.errors import require
+    import importlib.util
 
-    require("tensorflow", "train", "edgeproof train")
+    from edgeproof.errors import MissingDependency
+
+    if importlib.util.find_spec("tensorflow") is None:  # the hint now; the (slow) import after the input checks
+        raise MissingDependency("tensorflow", "train", "edgeproof train")
     from edgeproof.train.trainer import TrainConfig, train
 
     if args.data:

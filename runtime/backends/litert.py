@@ -6,7 +6,10 @@ the library and its install line, or -- only with allow_fallback -- a loud warni
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import os
+import sys
 from typing import Any
 
 import numpy as np
@@ -77,6 +80,40 @@ def _spec(d: dict) -> TensorSpec:
                       scale=float(scale) if quant else None, zero_point=int(zp) if quant else None)
 
 
+@contextlib.contextmanager
+def quiet_runtime_info():
+    """Drop the runtime's C++ 'INFO: ...' lines from stderr (fd 2) while it builds the interpreter;
+    anything else it prints (errors, warnings) is written back."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no real fd 2 (embedded use)
+        yield
+        return
+    try:
+        buf = os.memfd_create("edgeproof-stderr")  # Linux; no tempfile import on the one-shot path
+    except (AttributeError, OSError):
+        import tempfile
+
+        with tempfile.TemporaryFile() as tmp:
+            buf = os.dup(tmp.fileno())
+    os.dup2(buf, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.lseek(buf, 0, os.SEEK_SET)
+        chunks = []
+        while chunk := os.read(buf, 65536):
+            chunks.append(chunk)
+        os.close(buf)
+        rest = [ln for ln in b"".join(chunks).decode(errors="replace").splitlines()
+                if ln.strip() and not ln.startswith("INFO: ")]
+        if rest:
+            sys.stderr.write("\n".join(rest) + "\n")
+            sys.stderr.flush()
+
 class LiteRTBackend(Backend):
     name = "litert"
 
@@ -92,25 +129,27 @@ class LiteRTBackend(Backend):
                 self._delegate_failed(lib, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
         self.loaded_delegates = [lib for lib, _ in zip(self.delegates, loaded)] if loaded else []
         kwargs = {"num_threads": self.threads} if self.threads else {}
-        try:
-            it = Interpreter(model_path=str(self.path), experimental_delegates=loaded or None, **kwargs)
-            n_user = self._node_count(it)  # nodes after the user delegates, before XNNPACK (applied at allocate)
-            it.allocate_tensors()
-        except (ValueError, RuntimeError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            if "edgetpu-custom-op" in str(exc):
-                raise EdgeproofError(
-                    f"'{self.path.name}' is compiled for the Edge TPU and needs the libedgetpu delegate "
-                    f"(run with --device coral, or delegates=['libedgetpu.so.1']); "
-                    f"{delegate_install_line('edgetpu', self.install_hint)}") from None
-            if loaded:
-                self._delegate_failed(", ".join(self.delegates), first)
-                self.delegates, self.loaded_delegates, loaded = [], [], []
-                it = Interpreter(model_path=str(self.path), **kwargs)
-                n_user = self._node_count(it)
+        with quiet_runtime_info():  # the runtime's 'INFO: Created TensorFlow Lite XNNPACK delegate' line
+            try:
+                it = Interpreter(model_path=str(self.path), experimental_delegates=loaded or None, **kwargs)
+                n_user = self._node_count(it)  # nodes after the user delegates, before XNNPACK (applied at allocate)
                 it.allocate_tensors()
-            else:
-                raise EdgeproofError(f"cannot load '{self.path}' with {self.runtime}: {first}") from None
+            except (ValueError, RuntimeError) as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                if "edgetpu-custom-op" in str(exc):
+                    raise EdgeproofError(
+                        f"'{self.path.name}' is compiled for the Edge TPU and needs the libedgetpu delegate "
+                        f"(run with --device coral, or delegates=['libedgetpu.so.1']); "
+                        f"{delegate_install_line('edgetpu', self.install_hint)}") from None
+                if loaded:
+                    self._delegate_failed(", ".join(self.delegates), first)
+                    self.delegates, self.loaded_delegates, loaded = [], [], []
+                    it = Interpreter(model_path=str(self.path), **kwargs)
+                    n_user = self._node_count(it)
+                    it.allocate_tensors()
+                else:
+                    raise EdgeproofError(f"cannot load '{self.path}' with {self.runtime}: {first}; the file may be "
+                                         "truncated or not a TFLite model: re-convert it with 'edgeproof convert'") from None
         self._it = it
         self._in = it.get_input_details()[0]
         self._out = it.get_output_details()[0]

@@ -72,7 +72,8 @@ class OnnxRuntimeBackend(Backend):
                                         provider_options=[dict(self.provider_options.get(p, {})) for p in wanted])
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise EdgeproofError(f"onnxruntime cannot load '{self.path}': {first}") from None
+            raise EdgeproofError(f"onnxruntime cannot load '{self.path}': {first}; the file may be truncated or "
+                                 "not an ONNX model: re-export it with 'edgeproof convert'") from None
         active = list(sess.get_providers())
         dropped = [p for p in wanted if p not in active and p != CPU]
         if dropped:  # requested, in the build, but failed to initialise (missing CUDA libs, ...)
@@ -117,7 +118,9 @@ class OnnxRuntimeBackend(Backend):
 
     def read_meta(self) -> ArtifactMeta | None:
         text = self._sess.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-        return ArtifactMeta.from_json(text) if text else None
+        from edgeproof.runtime.metadata import parse_metadata
+
+        return parse_metadata(text, self.path) if text else None
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self._run(self._out_names, {self._in_name: x})[0]

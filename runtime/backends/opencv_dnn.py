@@ -61,7 +61,9 @@ class OpenCVBackend(Backend):
             net = cv2.dnn.readNetFromONNX(str(self.path))
         except cv2.error as exc:
             lines = [ln for ln in str(exc).splitlines() if ln.strip()]
-            raise EdgeproofError(f"OpenCV DNN cannot read '{self.path}': {lines[-1] if lines else exc}") from None
+            raise EdgeproofError(f"OpenCV DNN cannot read '{self.path}': {lines[-1] if lines else exc}; "
+                                 "run it with --backend onnxruntime instead (OpenCV DNN lacks some ops, e.g. "
+                                 "quantized QDQ graphs)") from None
         if self.threads:
             cv2.setNumThreads(int(self.threads))  # process-wide in OpenCV
         self.input_spec, self.output_spec, self._props = onnx_io(self.path)
@@ -72,7 +74,9 @@ class OpenCVBackend(Backend):
 
     def read_meta(self) -> ArtifactMeta | None:
         text = self._props.get(METADATA_KEY)
-        return ArtifactMeta.from_json(text) if text else None
+        from edgeproof.runtime.metadata import parse_metadata
+
+        return parse_metadata(text, self.path) if text else None
 
     def run(self, x: np.ndarray) -> np.ndarray:
         self._set(x)

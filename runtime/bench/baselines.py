@@ -147,6 +147,11 @@ def openvino_baseline(path: str | Path, threads: int | None, x: np.ndarray, mode
     compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
     req = compiled.create_infer_request()
     load_s = time.perf_counter() - t0
+    try:  # what the plugin really compiled with, as the record says (not just what was asked)
+        value = compiled.get_property("INFERENCE_PRECISION_HINT")
+        precision = value.get_type_name() if hasattr(value, "get_type_name") else str(value)
+    except Exception:  # noqa: BLE001 - a device without the property: keep the requested one
+        pass
     port = compiled.input(0)
     et = port.get_element_type().to_dtype()
     dims = [d.get_length() if d.is_static else None for d in port.get_partial_shape()]

@@ -128,7 +128,7 @@ def render_markdown(doc: dict, png_note: str | None = None) -> str:
                 for x in s["end_to_end"]]
         out += ["### End to end (decode + preprocess + infer, serial)", "",
                 _md_table(["format", "backend", "thr", "source", "e2e img/s", "infer-only img/s",
-                           "ms per image: decode / preprocess / infer"], body), ""]
+                           "ms per image: decode / preprocess / infer / other"], body), ""]
     if s["failed"]:
         out += ["### Failed configurations", ""] + [
             f"- {x['format']} on {x['backend']} ({x['threads']} thr): {x['error']}"

@@ -42,6 +42,7 @@ class BenchSpec:
     min_seconds: float = 0.0
     seed: int = 0
     device: str | None = None
+    allow_fallback: bool = False
     baseline: bool = True
     source: str | None = None
     kind: str = "artifact"
@@ -163,9 +164,15 @@ def run_in_subprocess(spec: BenchSpec, timeout_s: float = 600.0) -> list[dict]:
                               timeout=timeout_s, env=env, check=False)
     except subprocess.TimeoutExpired:
         return [_failed(spec, f"timed out after {timeout_s:.0f} s (lower --runs or raise the timeout)")]
+    # the child's warnings (device fallback, a format the profile does not prefer) would die with
+    # its captured stderr: hand them to the parent, which prints them
+    warnings = list(dict.fromkeys(ln.strip() for ln in proc.stderr.splitlines() if ln.startswith("warning:")))
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(RESULT_MARK):
-            return json.loads(line[len(RESULT_MARK):])
+            records = json.loads(line[len(RESULT_MARK):])
+            for r in records:
+                r["warnings"] = warnings
+            return records
     tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
     return [_failed(spec, f"benchmark process exited with code {proc.returncode}: {tail}")]
 
@@ -241,7 +248,8 @@ def _run_artifact(spec: BenchSpec) -> dict:
         importlib.import_module(BACKENDS[spec.backend].package)
         rec["import_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    model = load(spec.model, backend=spec.backend, threads=spec.threads, device=spec.device)
+    model = load(spec.model, backend=spec.backend, threads=spec.threads, device=spec.device,
+                 allow_fallback=spec.allow_fallback)
     rec["load_s"] = time.perf_counter() - t0
     try:
         rec["backend"] = model.backend_name
