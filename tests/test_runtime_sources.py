@@ -290,3 +290,53 @@ def test_threads_release_after_run(model, image_tree):
     while threading.active_count() > before and time.time() < deadline:
         time.sleep(0.05)
     assert threading.active_count() <= before
+
+
+_SIGINT_CHILD = r'''
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from _runtime_models import color_onnx, solid
+from edgeproof.runtime import load
+from edgeproof.runtime.pipeline import run_pipeline
+from edgeproof.runtime.sources import open_source
+
+
+class Endless:  # an endless camera
+    def isOpened(self): return True
+    def get(self, prop): return 30.0
+    def read(self):
+        time.sleep(0.002)
+        return True, solid("green")
+    def release(self): print("released", flush=True)
+
+
+def on_result(r):
+    if r.index == 5:
+        print("READY", flush=True)
+
+
+with load(color_onnx(__import__("pathlib").Path(sys.argv[2]) / "c.onnx-fp32.onnx")) as m:
+    s = run_pipeline(m, open_source("0", capture_factory=lambda t: Endless()), on_result)
+print("SUMMARY", s.interrupted, s.stopped, s.count, flush=True)
+'''
+
+
+def test_real_sigint_in_a_fresh_process_stops_cleanly_with_summary(tmp_path):
+    """A real Ctrl-C (SIGINT from outside) mid-stream: capture released, summary printed, exit 0."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    child = subprocess.Popen([sys.executable, "-c", _SIGINT_CHILD, str(Path(__file__).parent), str(tmp_path)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "READY"
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=30)
+    finally:
+        child.kill()
+    assert child.returncode == 0, err
+    lines = out.splitlines()
+    assert "released" in lines
+    summary = next(ln for ln in lines if ln.startswith("SUMMARY"))
+    assert summary.startswith("SUMMARY True interrupted (Ctrl-C)") and int(summary.split()[-1]) >= 6
