@@ -263,8 +263,6 @@ def load(path: str | Path, backend: str | None = None, threads: int | None = Non
         if providers is None and name in ("onnxruntime", "openvino"):  # openvino: the OpenVINO device
             providers = list(getattr(profile, "providers", None) or [])
             provider_options = dict(getattr(profile, "provider_options", None) or {})
-        if providers is None and name == "openvino":  # the OpenVINO device travels as `providers`
-            providers = list(getattr(profile, "providers", None) or [])
         install_hint = "; ".join(getattr(profile, "install", None) or []) or None
     if threads is not None and int(threads) < 1:
         raise UsageError(f"threads must be >= 1; got {threads}")

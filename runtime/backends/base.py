@@ -52,6 +52,25 @@ class Backend(ABC):
         self.output_spec: TensorSpec | None = None
         self.batch_ok = False
         self.placement: dict[str, Any] | None = None
+        self.failed_accelerators: list[str] = []  # delegates/EPs skipped under allow_fallback
+
+    def _accelerator_unavailable(self, kind: str, names: list[str], message: str,
+                                 then: str = "RUNNING ON THE CPU INSTEAD") -> None:
+        """Never a silent CPU fallback: raise, or (allow_fallback) record `names` and warn loudly.
+
+        `kind` heads the warning ("DELEGATE", "EXECUTION PROVIDER", "DEVICE"); the caller then goes on
+        without the accelerator and its placement says FALLBACK.
+        """
+        from edgeproof.errors import EdgeproofError
+
+        if not self.allow_fallback:
+            raise EdgeproofError(message + " (or pass --allow-fallback to run on the CPU)")
+        self.failed_accelerators.extend(names)
+        from rich.markup import escape  # install lines hold brackets ('edgeproof[openvino]') rich would eat
+
+        from edgeproof.cli.console import warn
+
+        warn(f"[bold red]{kind} FALLBACK[/]: {escape(message)}. {then} (--allow-fallback).")
 
     @abstractmethod
     def load(self) -> None:

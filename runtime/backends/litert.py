@@ -25,13 +25,6 @@ DELEGATE_INSTALL = {
 }
 
 
-def _escape(text: str) -> str:
-    """Install lines hold brackets ('edgeproof[openvino]', 'deb [signed-by=...]') that rich would eat."""
-    from rich.markup import escape
-
-    return escape(text)
-
-
 def _warn(message: str) -> None:
     from edgeproof.cli.console import warn
 
@@ -165,11 +158,8 @@ class LiteRTBackend(Backend):
 
     def _delegate_failed(self, lib: str, why: str) -> None:
         line = delegate_install_line(lib, self.install_hint)
-        msg = f"TFLite delegate '{lib}' failed to load ({why}); install it: {line}"
-        if not self.allow_fallback:
-            raise EdgeproofError(msg + " (or pass --allow-fallback to run on the CPU)")
-        self.failed_delegates = [*getattr(self, "failed_delegates", []), lib]
-        _warn(f"[bold red]DELEGATE FALLBACK[/]: {_escape(msg)}. RUNNING ON THE CPU INSTEAD (--allow-fallback).")
+        self._accelerator_unavailable("DELEGATE", [lib], f"TFLite delegate '{lib}' failed to load ({why}); "
+                                      f"install it: {line}")
 
     @staticmethod
     def _node_count(it) -> int | None:
@@ -211,7 +201,7 @@ class LiteRTBackend(Backend):
                  else "cpu")
         if xnn:
             where += f"; {len(xnn)}/{total} on XNNPACK (CPU)"
-        failed = list(getattr(self, "failed_delegates", []))
+        failed = list(self.failed_accelerators)
         if failed:  # --allow-fallback: the summary must say the accelerator was NOT used
             where += f" (FALLBACK: {', '.join(failed)} not loaded)"
         return {"accelerator": len(accel), "cpu": total - len(accel), "total": total, "where": where,

@@ -34,19 +34,6 @@ def ort_spec(arg) -> TensorSpec:
     return TensorSpec(name=arg.name, shape=shape, dtype=ORT_DTYPES.get(arg.type, arg.type))
 
 
-def _escape(text: str) -> str:
-    """Install lines hold brackets ('edgeproof[openvino]', 'deb [signed-by=...]') that rich would eat."""
-    from rich.markup import escape
-
-    return escape(text)
-
-
-def _warn(message: str) -> None:
-    from edgeproof.cli.console import warn
-
-    warn(message)
-
-
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
@@ -87,7 +74,7 @@ class OnnxRuntimeBackend(Backend):
         self.batch_ok = self.input_spec.shape[0] is None if self.input_spec.shape else False
         self._run = sess.run
         self.placement = self._placement(sess, active)
-        failed = list(getattr(self, "failed_providers", []))
+        failed = list(self.failed_accelerators)
         if failed:  # --allow-fallback: the summary must say the accelerator was NOT used
             self.placement.update(fallback=True, failed_providers=failed,
                                   where=f"{self.placement['where']} (FALLBACK: {', '.join(failed)} unavailable)")
@@ -95,11 +82,10 @@ class OnnxRuntimeBackend(Backend):
     def _ep_failed(self, providers: list[str], why: str) -> None:
         lines = [self.install_hint] if self.install_hint else [EP_INSTALL.get(p, f"an onnxruntime build with {p}")
                                                                for p in providers]
-        msg = f"ONNX Runtime execution provider(s) {', '.join(providers)} {why}; install: {'; '.join(lines)}"
-        if not self.allow_fallback:
-            raise EdgeproofError(msg + " (or pass --allow-fallback to run on the CPU)")
-        self.failed_providers = [*getattr(self, "failed_providers", []), *providers]
-        _warn(f"[bold red]EXECUTION PROVIDER FALLBACK[/]: {_escape(msg)}. RUNNING WITHOUT IT (--allow-fallback).")
+        self._accelerator_unavailable(
+            "EXECUTION PROVIDER", providers,
+            f"ONNX Runtime execution provider(s) {', '.join(providers)} {why}; install: {'; '.join(lines)}",
+            then="RUNNING WITHOUT IT")
 
     @staticmethod
     def _placement(sess, active: list[str]) -> dict[str, Any]:

@@ -32,15 +32,6 @@ _OV_DTYPES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16", "f64": "fl
 _NOT_LAYERS = {"Input", "Output", "Const", "Parameter", "Result", "Constant"}
 
 
-def _warn(message: str) -> None:
-    """A loud warning; the message is escaped so rich does not eat "[openvino]" in pip lines."""
-    from rich.markup import escape
-
-    from edgeproof.cli.console import warn
-
-    warn(f"[bold red]DEVICE FALLBACK[/]: {escape(message)}")
-
-
 def _tflite_quant(path) -> dict[int, tuple[float, int]]:
     """Input/output quantization of an int .tflite from its flatbuffer (OpenVINO does not expose it)."""
     try:
@@ -124,10 +115,7 @@ class OpenVINOBackend(Backend):
 
     def _device_failed(self, why: str) -> None:
         line = self.install_hint or DEVICE_INSTALL.get(self.device.split(".")[0], "install its OpenVINO driver")
-        msg = f"{why}; install: {line}"
-        if not self.allow_fallback:
-            raise EdgeproofError(msg + " (or pass --allow-fallback to run on the CPU)")
-        _warn(f"{msg}. RUNNING ON THE CPU INSTEAD (--allow-fallback).")
+        self._accelerator_unavailable("DEVICE", [self.device], f"{why}; install: {line}")
         self.device = "CPU"
 
     def _config(self, core: Any, device: str) -> dict[str, Any]:
