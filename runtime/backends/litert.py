@@ -6,10 +6,7 @@ the library and its install line, or -- only with allow_fallback -- a loud warni
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import os
-import sys
 from typing import Any
 
 import numpy as np
@@ -73,39 +70,12 @@ def _spec(d: dict) -> TensorSpec:
                       scale=float(scale) if quant else None, zero_point=int(zp) if quant else None)
 
 
-@contextlib.contextmanager
 def quiet_runtime_info():
-    """Drop the runtime's C++ 'INFO: ...' lines from stderr (fd 2) while it builds the interpreter;
-    anything else it prints (errors, warnings) is written back."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError, AttributeError):  # no real fd 2 (embedded use)
-        yield
-        return
-    try:
-        buf = os.memfd_create("edgeproof-stderr")  # Linux; no tempfile import on the one-shot path
-    except (AttributeError, OSError):
-        import tempfile
+    """Drop the runtime's C++ 'INFO: ...' lines from stderr while it builds the interpreter."""
+    from edgeproof.stderr_filter import filtered_stderr
 
-        with tempfile.TemporaryFile() as tmp:
-            buf = os.dup(tmp.fileno())
-    os.dup2(buf, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.lseek(buf, 0, os.SEEK_SET)
-        chunks = []
-        while chunk := os.read(buf, 65536):
-            chunks.append(chunk)
-        os.close(buf)
-        rest = [ln for ln in b"".join(chunks).decode(errors="replace").splitlines()
-                if ln.strip() and not ln.startswith("INFO: ")]
-        if rest:
-            sys.stderr.write("\n".join(rest) + "\n")
-            sys.stderr.flush()
+    return filtered_stderr(lambda line: not line.startswith("INFO: "))
+
 
 class LiteRTBackend(Backend):
     name = "litert"
