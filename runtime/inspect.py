@@ -122,12 +122,11 @@ def _inspect_onnx(path: Path) -> dict[str, Any]:
         try:
             import onnxruntime as ort
 
+            from edgeproof.runtime.backends.onnxrt import ort_spec
+
             sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-            conv = lambda a: {"name": a.name, "shape": [d if isinstance(d, int) else None for d in a.shape],
-                              "dtype": a.type.replace("tensor(", "").replace(")", "").replace("float", "float32"),
-                              "scale": None, "zero_point": None}
-            out["inputs"] = [conv(a) for a in sess.get_inputs()]
-            out["outputs"] = [conv(a) for a in sess.get_outputs()]
+            out["inputs"] = [ort_spec(a).to_dict() for a in sess.get_inputs()]
+            out["outputs"] = [ort_spec(a).to_dict() for a in sess.get_outputs()]
         except ImportError:
             out["notes"].append("I/O details need onnxruntime: pip install onnxruntime")
         except Exception as exc:  # noqa: BLE001 - the only reader here failed: not a usable ONNX file
