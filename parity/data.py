@@ -8,8 +8,7 @@ import numpy as np
 
 from edgeproof.errors import UsageError
 from edgeproof.parity.runner import Images
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+from edgeproof.runtime.sources import IMAGE_EXTS as IMAGE_SUFFIXES  # the runtime's definition of an image
 
 
 def from_run(run, split: str) -> Images:

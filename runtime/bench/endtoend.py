@@ -17,9 +17,11 @@ import numpy as np
 
 from edgeproof.errors import UsageError
 from edgeproof.runtime.bench import stats
+from edgeproof.runtime.sources import IMAGE_EXTS, VIDEO_EXTS
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
+# what counts as an image or a video is the runtime's (`edgeproof run`) own definition
+IMAGE_SUFFIXES = tuple(sorted(IMAGE_EXTS))
+VIDEO_SUFFIXES = tuple(sorted(VIDEO_EXTS))
 
 
 def image_files(folder: Path) -> list[Path]:
