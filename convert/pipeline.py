@@ -8,6 +8,7 @@ rewritten atomically after every format, merged with the one already in OUT.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.metadata as md
 import logging
@@ -30,13 +31,13 @@ from edgeproof.convert.reasons import failure_reason
 from edgeproof.errors import UsageError
 from edgeproof.formats import FORMATS, Format, artifact_filename, parse_format_list
 
-CALIBRATED = ("tflite-int8", "edgetpu", "onnx-int8")
 VERSION_PACKAGES = {"edgeproof": "edgeproof", "tensorflow": ("tensorflow", "tensorflow-cpu"), "keras": "keras",
                     "tf2onnx": "tf2onnx", "onnx": "onnx", "onnxruntime": "onnxruntime",
                     "ai-edge-litert": "ai-edge-litert"}
 
 
-def versions() -> dict[str, str]:
+@functools.cache
+def _versions() -> tuple[tuple[str, str], ...]:
     out = {}
     for key, dists in VERSION_PACKAGES.items():
         for dist in (dists,) if isinstance(dists, str) else dists:
@@ -45,7 +46,12 @@ def versions() -> dict[str, str]:
                 break
             except md.PackageNotFoundError:
                 continue
-    return out
+    return tuple(out.items())
+
+
+def versions() -> dict[str, str]:
+    """Installed edgeproof/TF/converter/runtime versions (looked up once per process)."""
+    return dict(_versions())
 
 
 def sha256_file(path: Path) -> str:
@@ -135,7 +141,7 @@ def _options(fmt: Format, job: _Job) -> dict[str, Any]:
         opts.update(opset=job.opset, input="image NHWC, dynamic batch")
     if fmt.name == "onnx-int8":
         opts.update(quant_format="QDQ", per_channel=True, activations="int8", weights="int8")
-    if fmt.name in CALIBRATED and job.calib is not None:
+    if fmt.calibrated and job.calib is not None:
         opts.update(calibration_images=len(job.calib))
     return opts
 
@@ -172,7 +178,7 @@ def _write_tflite(fmt: Format, job: _Job, dest: Path, source_sha: str, calib_sha
                      "ops to the Edge TPU (the rest run on the CPU); full log in the metadata")
     # A compiled Edge TPU model hides its ops in a custom op: read I/O specs from the compiler input.
     ispec, ospec = read_specs(ready)
-    extra = {"options": _options(fmt, job), "calibration_sha256": calib_sha if fmt.name in CALIBRATED else None}
+    extra = {"options": _options(fmt, job), "calibration_sha256": calib_sha if fmt.calibrated else None}
     if fmt.name == "edgetpu":
         extra["edgetpu"] = info
     notes += _compat_notes(ready)
@@ -256,7 +262,7 @@ def convert_run(source: str | Path, out_dir: str | Path, formats: Iterable[str] 
         if any(f.family == "onnx" for f in fmts):
             check_opset(opset)
         calib, calib_sha, calib_info = None, None, None
-        if any(f.name in CALIBRATED for f in fmts):
+        if any(f.calibrated for f in fmts):
             calib, calib_sha, skipped = calibration_batch(run, calib_count, seed=seed)
             calib_info = describe(calib, calib_sha, skipped, calib_count)
         source_sha = sha256_file(run.model_path)
@@ -287,7 +293,7 @@ def _convert_one(fmt: Format, job: _Job, source_sha: str, calib_sha: str | None)
     dest = job.out_dir / artifact_filename(fmt)
     t0 = time.perf_counter()
     result = ArtifactResult(format=fmt.name, path=None, status="failed", options=_options(fmt, job),
-                            calibration_sha256=calib_sha if fmt.name in CALIBRATED else None,
+                            calibration_sha256=calib_sha if fmt.calibrated else None,
                             source_sha256=source_sha, created=_now())
     try:
         with _quiet():

@@ -13,10 +13,11 @@ from typing import Any
 import numpy as np
 
 from edgeproof.errors import UsageError
+from edgeproof.formats import FORMATS
 
-TFLITE_FORMATS = ("tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "edgetpu")
+TFLITE_FORMATS = tuple(f.name for f in FORMATS.values() if f.family == "tflite")
 IO_TYPES = ("int8", "uint8", "float32")
-NEEDS_CALIBRATION = ("tflite-int8", "edgetpu")
+NEEDS_CALIBRATION = tuple(n for n in TFLITE_FORMATS if FORMATS[n].calibrated)
 
 
 def _tf_dtype(tf, name: str):

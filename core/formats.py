@@ -43,6 +43,7 @@ class Format:
     tolerance: Tolerance
     description: str
     options: dict = field(default_factory=dict, compare=False, hash=False)
+    calibrated: bool = False  # full-integer: activation ranges calibrated on training images
 
 
 FORMATS: dict[str, Format] = {
@@ -55,13 +56,13 @@ FORMATS: dict[str, Format] = {
         Format("tflite-dynamic", ".tflite", "tflite", True, ("litert", "openvino"), INT8,
                "TFLite, dynamic-range int8 weights, float activations"),
         Format("tflite-int8", ".tflite", "tflite", True, ("litert", "openvino"), INT8,
-               "TFLite, full-integer int8 (TFLITE_BUILTINS_INT8), calibrated"),
+               "TFLite, full-integer int8 (TFLITE_BUILTINS_INT8), calibrated", calibrated=True),
         Format("edgetpu", ".tflite", "tflite", True, ("litert",), INT8,
-               "TFLite full-int8 with uint8 I/O, ready for (or compiled by) edgetpu_compiler"),
+               "TFLite full-int8 with uint8 I/O, ready for (or compiled by) edgetpu_compiler", calibrated=True),
         Format("onnx-fp32", ".onnx", "onnx", False, ("onnxruntime", "opencv", "openvino"), FLOAT32,
                "ONNX (tf2onnx), float32, dynamic batch"),
         Format("onnx-int8", ".onnx", "onnx", True, ("onnxruntime", "openvino"), INT8,
-               "ONNX, static int8 QDQ, per-channel (onnxruntime.quantization)"),
+               "ONNX, static int8 QDQ, per-channel (onnxruntime.quantization)", calibrated=True),
     )
 }
 

@@ -20,7 +20,7 @@ from edgeproof.errors import EdgeproofError
 from edgeproof.formats import FORMATS, Tolerance, artifact_filename
 from edgeproof.parity.layer_error import LayerError
 
-TRIAGE_FORMATS = ("tflite-int8", "edgetpu", "onnx-int8")
+TRIAGE_FORMATS = tuple(f.name for f in FORMATS.values() if f.calibrated)  # full-integer: per-layer ranges
 MAX_WORST = 3
 
 
