@@ -23,29 +23,40 @@ class ImageReadError(Exception):
 _cv2_quiet = False
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Decode any image file to BGR uint8 HxWx3: EXIF orientation applied; gray, RGBA, palette, 16-bit converted."""
+def quiet_opencv():
+    """cv2, with its own WARN log lines (libpng/libjpeg on a damaged file, a missing camera) turned off
+    once per process: they only duplicate the one clear reason or error edgeproof reports."""
     import cv2
 
     global _cv2_quiet
-    if not _cv2_quiet:  # libpng/libjpeg WARN lines on a damaged file duplicate our skip reason
+    if not _cv2_quiet:
         try:
             cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
         except AttributeError:  # pragma: no cover - older OpenCV builds
             pass
         _cv2_quiet = True
-    path = Path(path)
+    return cv2
+
+
+def decode(data: np.ndarray) -> np.ndarray:
+    """Encoded image bytes (uint8 array) -> BGR uint8 HxWx3, or ImageReadError saying why."""
+    if data.size == 0:
+        raise ImageReadError("zero-byte file")
+    cv2 = quiet_opencv()
+    # IMREAD_COLOR applies EXIF orientation and expands gray/palette; ANYDEPTH keeps 16-bit precision.
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    if img is None or img.size == 0:
+        raise ImageReadError("not a decodable image (or truncated)")
+    return to_bgr8(img)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Decode any image file to BGR uint8 HxWx3: EXIF orientation applied; gray, RGBA, palette, 16-bit converted."""
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as exc:
         raise ImageReadError(f"cannot read: {exc.strerror}") from None
-    if data.size == 0:
-        raise ImageReadError("zero-byte file")
-    # IMREAD_COLOR applies EXIF orientation and expands gray/palette; ANYDEPTH keeps 16-bit precision.
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
-    if img is None:
-        raise ImageReadError("not a decodable image (or truncated)")
-    return to_bgr8(img)
+    return decode(data)
 
 
 def to_bgr8(img: np.ndarray) -> np.ndarray:

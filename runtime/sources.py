@@ -114,13 +114,9 @@ def default_capture(target: int | str):
     # FFmpeg's own log lines ('moov atom not found', '[tcp @ 0x..] Connection refused') duplicate the one
     # clear error raised when the capture does not open; a user's own setting wins.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-    import cv2
+    from edgeproof.runtime.preprocess import quiet_opencv
 
-    try:  # OpenCV's own WARN lines on a missing camera duplicate our one clear error
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-    except AttributeError:
-        pass
-    return cv2.VideoCapture(target)
+    return quiet_opencv().VideoCapture(target)
 
 
 class CaptureSource(_GrabLoop):

@@ -76,9 +76,7 @@ def classify_bytes(data: bytes) -> str | None:
 
 def read_checked(path: str | Path) -> tuple[np.ndarray | None, str | None]:
     """(BGR uint8 image, None) or (None, reason it was skipped)."""
-    import cv2
-
-    from edgeproof.runtime.preprocess import to_bgr8
+    from edgeproof.runtime.preprocess import ImageReadError, decode
 
     try:
         data = Path(path).read_bytes()
@@ -87,23 +85,18 @@ def read_checked(path: str | Path) -> tuple[np.ndarray | None, str | None]:
     reason = classify_bytes(data)
     if reason:
         return None, reason
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
-    if img is None or img.size == 0:
+    try:
+        return decode(np.frombuffer(data, np.uint8)), None
+    except ImageReadError:
         return None, "corrupt or truncated image"
-    return to_bgr8(img), None
 
 
 def decode_all(paths: list[str], pp: Preprocess, on_done: Callable[[int], None] | None = None
                ) -> tuple[list[np.ndarray | None], list[str | None]]:
     """Decode + prepare every path (threads: OpenCV releases the GIL) -> (uint8 RGB images, skip reasons)."""
-    import cv2
+    from edgeproof.runtime.preprocess import prepare, quiet_opencv
 
-    from edgeproof.runtime.preprocess import prepare
-
-    try:
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # no libpng/libjpeg warnings
-    except AttributeError:  # pragma: no cover - older OpenCV builds
-        pass
+    quiet_opencv()  # no libpng/libjpeg warnings from the worker threads
 
     def one(path: str):
         img, reason = read_checked(path)
