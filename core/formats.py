@@ -145,6 +145,25 @@ def format_of(path: str | Path) -> Format | None:
     return None
 
 
+def backend_installed(name: str) -> bool:
+    """Whether the backend's package is importable here (checked without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec(get_backend(name).package) is not None
+
+
+def artifacts_in(folder: str | Path) -> list[Path]:
+    """The .tflite/.onnx files in `folder` (no hidden/temp files), in format-table order, then by name."""
+    order = {name: i for i, name in enumerate(FORMATS)}
+
+    def key(p: Path) -> tuple[int, str]:
+        fmt = format_of(p)
+        return (order[fmt.name] if fmt else len(order), p.name)
+
+    return sorted((p for p in Path(folder).iterdir()
+                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in SUFFIX_FAMILY), key=key)
+
+
 def backends_for(path_or_family: str | Path) -> list[str]:
     """Backends able to read this file family, preferred first."""
     fam = path_or_family if path_or_family in ("tflite", "onnx") else family_of(path_or_family)

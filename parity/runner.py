@@ -14,7 +14,6 @@ normalization baked into metadata shows up as a failure.
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,16 @@ import numpy as np
 
 from edgeproof.contract import Preprocess
 from edgeproof.errors import EdgeproofError, UsageError
-from edgeproof.formats import BACKENDS, FORMATS, Format, Tolerance, backends_for, format_of
+from edgeproof.formats import (
+    BACKENDS,
+    FORMATS,
+    Format,
+    Tolerance,
+    artifacts_in,
+    backend_installed,
+    backends_for,
+    format_of,
+)
 from edgeproof.parity.gate import Comparison, Failure, compare, override
 from edgeproof.parity.metrics import percentile_ms
 
@@ -87,19 +95,10 @@ def find_artifacts(folder: Path) -> list[tuple[Path, Format | None]]:
     if not folder.is_dir():
         raise UsageError(f"artifacts folder '{folder}' does not exist; convert first with "
                          f"'edgeproof convert RUN_DIR -o {folder}' or pass --artifacts DIR")
-    found = []
-    for p in sorted(folder.iterdir()):
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in (".tflite", ".onnx"):
-            found.append((p, format_of(p)))
-    order = {name: i for i, name in enumerate(FORMATS)}
-    found.sort(key=lambda t: (order.get(t[1].name, 99) if t[1] else 99, t[0].name))
+    found = [(p, format_of(p)) for p in artifacts_in(folder)]
     if not found:
         raise UsageError(f"no .tflite or .onnx artifacts in '{folder}'; convert with 'edgeproof convert'")
     return found
-
-
-def backend_installed(name: str) -> bool:
-    return importlib.util.find_spec(BACKENDS[name].package) is not None
 
 
 def _latency(model, x: np.ndarray, reps: int = LATENCY_REPS) -> float | None:

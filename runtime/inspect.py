@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgeproof.errors import UsageError
-from edgeproof.formats import BACKENDS, backends_for, family_of, format_of
+from edgeproof.formats import BACKENDS, backend_installed, backends_for, family_of, format_of
 
 LEGACY_RUNTIME = "2.14.0"  # the last tflite-runtime wheel (numpy<2)
 LEGACY_ENV = "EDGEPROOF_LEGACY_VENV"  # a venv with tflite-runtime; its loader result is reported
@@ -164,7 +164,7 @@ def _inspect_onnx(path: Path) -> dict[str, Any]:
 def _try_load(backend: str, path: Path) -> tuple[str, str | None]:
     """('ok'|'failed'|'not installed', detail) for one runtime on this machine."""
     b = BACKENDS[backend]
-    if importlib.util.find_spec(b.package) is None:
+    if not backend_installed(backend):
         return "not installed", b.install
     try:
         if backend == "litert":

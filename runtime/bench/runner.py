@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeproof.errors import EdgeproofError, UsageError
-from edgeproof.formats import BACKENDS, FORMATS, SUFFIX_FAMILY, backends_for, format_of
+from edgeproof.formats import BACKENDS, SUFFIX_FAMILY, artifacts_in, backend_installed, backends_for, format_of
 from edgeproof.runtime.bench import stats
 
 RESULT_MARK = "EDGEPROOF_BENCH_RESULT "
@@ -62,21 +62,19 @@ class BenchSpec:
 
 def available_backends() -> list[str]:
     """Backends whose package is importable here (checked without importing it)."""
-    return [b.name for b in BACKENDS.values() if importlib.util.find_spec(b.package) is not None]
+    return [name for name in BACKENDS if backend_installed(name)]
 
 
 def expand_models(paths: list[str]) -> list[Path]:
     """Files as given; a folder contributes its .tflite/.onnx files (sorted in format-table order)."""
-    order = {f.name: i for i, f in enumerate(FORMATS.values())}
     out: list[Path] = []
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            found = [q for q in p.iterdir() if q.is_file() and q.suffix.lower() in MODEL_SUFFIXES]
+            found = artifacts_in(p)
             if not found:
                 raise UsageError(f"folder '{p}' holds no .tflite or .onnx model; give model files or an "
                                  "artifacts folder made by 'edgeproof convert'")
-            found.sort(key=lambda q: (order.get(getattr(format_of(q), "name", ""), 99), q.name))
             out.extend(found)
         elif p.is_file():
             if p.suffix.lower() not in MODEL_SUFFIXES + (".keras",):
