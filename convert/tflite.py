@@ -129,16 +129,8 @@ def read_specs(model_bytes: bytes) -> tuple[dict, dict]:
     """(input, output) tensor specs read back from a TFLite flatbuffer: name, shape, dtype, scale, zero point."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+    from edgeproof.runtime.backends.litert import tensor_spec
+
     it = Interpreter(model_content=model_bytes,
                      experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    return _spec(it.get_input_details()[0]), _spec(it.get_output_details()[0])
-
-
-def _spec(d: dict) -> dict:
-    sig = d.get("shape_signature")
-    shape = [None if int(v) < 0 else int(v) for v in (sig if sig is not None and len(sig) else d["shape"])]
-    scale, zp = d.get("quantization", (0.0, 0))
-    dtype = np.dtype(d["dtype"]).name
-    quantized = dtype in ("int8", "uint8", "int16") and scale
-    return {"name": d["name"], "shape": shape, "dtype": dtype,
-            "scale": float(scale) if quantized else None, "zero_point": int(zp) if quantized else None}
+    return tensor_spec(it.get_input_details()[0]).to_dict(), tensor_spec(it.get_output_details()[0]).to_dict()

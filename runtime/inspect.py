@@ -33,15 +33,11 @@ def _short(exc: BaseException) -> str:
 
 
 def _spec_from_details(d: dict) -> dict[str, Any]:
-    sig = d.get("shape_signature")
-    shape = [None if int(v) < 0 else int(v) for v in (sig if sig is not None and len(sig) else d["shape"])]
-    scale, zp = d.get("quantization", (0.0, 0))
-    dtype = np.dtype(d["dtype"]).name
+    from edgeproof.runtime.backends.litert import tensor_spec
+
     q = d.get("quantization_parameters") or {}
     per_channel = q.get("scales") is not None and len(q.get("scales")) > 1
-    return {"name": d["name"], "shape": shape, "dtype": dtype,
-            "scale": float(scale) if scale else None, "zero_point": int(zp) if scale else None,
-            **({"per_channel": True} if per_channel else {})}
+    return {**tensor_spec(d).to_dict(), **({"per_channel": True} if per_channel else {})}
 
 
 def tflite_flatbuffer(data: bytes) -> dict[str, Any]:

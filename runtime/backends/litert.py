@@ -60,9 +60,10 @@ def delegate_install_line(library: str, hint: str | None) -> str:
     return f"install the library that provides '{library}' and make it findable (LD_LIBRARY_PATH)"
 
 
-def _spec(d: dict) -> TensorSpec:
-    sig = d.get("shape_signature", d["shape"])
-    shape = [None if int(v) < 0 else int(v) for v in sig]
+def tensor_spec(d: dict) -> TensorSpec:
+    """TensorSpec from an interpreter's tensor details (-1 in the shape signature -> None)."""
+    sig = d.get("shape_signature")
+    shape = [None if int(v) < 0 else int(v) for v in (sig if sig is not None and len(sig) else d["shape"])]
     dtype = np.dtype(d["dtype"]).name
     scale, zp = d.get("quantization", (0.0, 0))
     quant = dtype in ("int8", "uint8", "int16") and scale
@@ -116,7 +117,7 @@ class LiteRTBackend(Backend):
         self._it = it
         self._in = it.get_input_details()[0]
         self._out = it.get_output_details()[0]
-        self.input_spec, self.output_spec = _spec(self._in), _spec(self._out)
+        self.input_spec, self.output_spec = tensor_spec(self._in), tensor_spec(self._out)
         self._in_index, self._out_index = self._in["index"], self._out["index"]
         self._shape = tuple(int(v) for v in self._in["shape"])
         self.batch_ok = True  # resize_tensor_input; run() turns it off when the model refuses
