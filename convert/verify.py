@@ -24,36 +24,32 @@ def _check_meta(fmt: str, found: ArtifactMeta | None, meta: ArtifactMeta) -> Non
         raise CheckFailed(f"{fmt}: embedded metadata did not read back unchanged")
 
 
-def verify_tflite(path: Path, meta: ArtifactMeta, sample: np.ndarray, compiled_edgetpu: bool = False) -> list[str]:
-    from ai_edge_litert.interpreter import Interpreter
+def _predict_with_runtime(backend_cls, path: Path, meta: ArtifactMeta, sample: np.ndarray, runtime: str):
+    """One image through the runtime users get (quantization, layout, dequantization included).
 
+    The backend class is used directly: the temp file's '.tmp' suffix would defeat suffix dispatch."""
+    from edgeproof.runtime.model import Model
+
+    backend = backend_cls(path)
+    try:
+        backend.load()
+        return Model(path, backend, meta).predict(sample)
+    except Exception as exc:  # noqa: BLE001 - any runtime/converter error becomes one reported line
+        raise CheckFailed(f"{meta.format}: {runtime} cannot load/run it: {str(exc).strip()[:300]}") from None
+    finally:
+        backend.close()
+
+
+def verify_tflite(path: Path, meta: ArtifactMeta, sample: np.ndarray, compiled_edgetpu: bool = False) -> list[str]:
     from edgeproof.runtime.metadata import read_tflite_metadata
 
     _check_meta(meta.format, read_tflite_metadata(path), meta)
     if compiled_edgetpu:
         # The edgetpu-custom-op resolves only with libedgetpu and a device attached.
         return ["compiled Edge TPU model: loads only with the libedgetpu delegate; CPU load check skipped"]
-    try:
-        it = Interpreter(model_path=str(path))
-        it.allocate_tensors()
-    except Exception as exc:  # noqa: BLE001 - any runtime/converter error becomes one reported line
-        raise CheckFailed(f"{meta.format}: ai_edge_litert cannot load it: {str(exc).strip()[:300]}") from None
-    inp, out = it.get_input_details()[0], it.get_output_details()[0]
-    x = sample.astype(np.float32)
-    if np.dtype(inp["dtype"]).kind in "iu":
-        scale, zp = inp["quantization"]
-        info = np.iinfo(inp["dtype"])
-        x = np.clip(np.round(x / scale + zp), info.min, info.max)
-    x = x.astype(inp["dtype"])
-    if list(inp["shape"]) != list(x.shape):
-        it.resize_tensor_input(inp["index"], list(x.shape))
-        it.allocate_tensors()
-    it.set_tensor(inp["index"], x)
-    it.invoke()
-    y = it.get_tensor(out["index"]).astype(np.float32)
-    if np.dtype(out["dtype"]).kind in "iu":
-        scale, zp = out["quantization"]
-        y = (y - zp) * scale
+    from edgeproof.runtime.backends.litert import LiteRTBackend
+
+    y = _predict_with_runtime(LiteRTBackend, path, meta, sample, "ai_edge_litert")
     _check_output(meta.format, "ai_edge_litert", y, meta)
     return []
 
@@ -72,16 +68,10 @@ def onnx_specs(proto) -> tuple[dict, dict]:
 
 
 def verify_onnx(path: Path, meta: ArtifactMeta, sample: np.ndarray) -> list[str]:
-    import onnxruntime as ort
-
+    from edgeproof.runtime.backends.onnxrt import OnnxRuntimeBackend
     from edgeproof.runtime.metadata import read_onnx_metadata
 
     _check_meta(meta.format, read_onnx_metadata(path), meta)
-    try:
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        name = sess.get_inputs()[0].name
-        y = sess.run(None, {name: sample.astype(np.float32)})[0]
-    except Exception as exc:  # noqa: BLE001 - any runtime/converter error becomes one reported line
-        raise CheckFailed(f"{meta.format}: onnxruntime cannot load/run it: {str(exc).strip()[:300]}") from None
-    _check_output(meta.format, "onnxruntime", np.asarray(y, np.float32), meta)
+    y = _predict_with_runtime(OnnxRuntimeBackend, path, meta, sample, "onnxruntime")
+    _check_output(meta.format, "onnxruntime", y, meta)
     return []
