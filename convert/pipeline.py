@@ -88,21 +88,6 @@ def _quiet():
             tf2onnx_log.setLevel(level)
 
 
-def load_keras(path: Path):
-    import zipfile
-
-    import keras
-
-    if path.is_file() and not zipfile.is_zipfile(path):  # keras would say "File not found" about it
-        raise UsageError(f"'{path}' is not a valid .keras file (truncated or corrupt: a .keras model is a zip "
-                         "archive); retrain with 'edgeproof train' or restore the file")
-    try:
-        return keras.saving.load_model(str(path), compile=False)
-    except Exception as exc:  # a corrupt or foreign file: one line, not a traceback  # noqa: BLE001
-        raise UsageError(f"cannot load Keras model '{path}': {type(exc).__name__}: {str(exc)[:200]}; "
-                         "give the model.keras of a complete 'edgeproof train' run") from None
-
-
 class _Job:
     """Shared state of one convert_run: model, calibration, cached intermediate files."""
 
@@ -234,7 +219,7 @@ def convert_run(source: str | Path, out_dir: str | Path, formats: Iterable[str] 
     from edgeproof.convert.calibration import calibration_batch, describe
     from edgeproof.convert.onnx_export import check_opset
     from edgeproof.convert.tflite import IO_TYPES
-    from edgeproof.train.run_dir import load_run
+    from edgeproof.train.run_dir import load_keras_model, load_run
 
     fmts = _format_names(formats)
     if int8_io not in IO_TYPES:
@@ -266,7 +251,7 @@ def convert_run(source: str | Path, out_dir: str | Path, formats: Iterable[str] 
             calib, calib_sha, skipped = calibration_batch(run, calib_count, seed=seed)
             calib_info = describe(calib, calib_sha, skipped, calib_count)
         source_sha = sha256_file(run.model_path)
-        model = load_keras(run.model_path)
+        model = load_keras_model(run.model_path, "edgeproof convert")
 
     manifest = load_manifest(out_dir)
     manifest.source, manifest.source_sha256 = str(run.model_path.resolve()), source_sha

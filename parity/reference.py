@@ -7,21 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeproof.errors import UsageError
-
 
 def load_keras(path: str | Path):
-    import os
+    from edgeproof.train.run_dir import load_keras_model
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from edgeproof.errors import require
-
-    keras = require("keras", "train", "parity (the Keras reference)")
-    try:
-        return keras.saving.load_model(str(path), compile=False)
-    except Exception as exc:  # noqa: BLE001 - a corrupt or foreign file: one line, not a traceback
-        raise UsageError(f"cannot load Keras model '{path}': {type(exc).__name__}: {str(exc)[:200]}; "
-                         "give the run folder of a complete 'edgeproof train' run") from None
+    return load_keras_model(path, "parity (the Keras reference)")
 
 
 def predict(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:

@@ -77,3 +77,23 @@ def load_run(path: str | Path) -> Run:
         splits = {k: [(str(p), int(i)) for p, i in v] for k, v in data.get("splits", {}).items()}
     return Run(root=root, model_path=model_path, labels=read_labels(root / LABELS_FILE),
                preprocess=preprocess, splits=splits)
+
+
+def load_keras_model(path: str | Path, what: str = "this command"):
+    """The trained Keras model (TensorFlow imported quietly, on demand); a corrupt file is one clear line."""
+    import zipfile
+
+    from edgeproof.train.tf_quiet import import_tensorflow
+
+    path = Path(path)
+    if path.is_file() and not zipfile.is_zipfile(path):  # keras would say "File not found" about it
+        raise UsageError(f"'{path}' is not a valid .keras file (truncated or corrupt: a .keras model is a zip "
+                         "archive); retrain with 'edgeproof train' or restore the file")
+    import_tensorflow(what)
+    import keras
+
+    try:
+        return keras.saving.load_model(str(path), compile=False)
+    except Exception as exc:  # a corrupt or foreign file: one line, not a traceback  # noqa: BLE001
+        raise UsageError(f"cannot load Keras model '{path}': {type(exc).__name__}: {str(exc)[:200]}; "
+                         "give the model.keras of a complete 'edgeproof train' run") from None

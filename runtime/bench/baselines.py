@@ -208,21 +208,19 @@ def keras_baselines(path: str | Path, threads: int | None, make_input: Callable[
     Returns the callables, facts (import and load seconds, versions) and the input. Call only in a
     process that may import TensorFlow.
     """
-    import os
+    from edgeproof.train.run_dir import load_keras_model
+    from edgeproof.train.tf_quiet import import_tensorflow
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     t0 = time.perf_counter()
-    from edgeproof.errors import require
-
-    tf = require("tensorflow", "train", "the Keras baseline")
+    tf = import_tensorflow("the Keras baseline")
     if threads:
         tf.config.threading.set_intra_op_parallelism_threads(int(threads))
         tf.config.threading.set_inter_op_parallelism_threads(1)
-    import keras
+    import keras  # noqa: F401 - counted in the import time, not the load time
 
     import_s = time.perf_counter() - t0
     t1 = time.perf_counter()
-    model = keras.models.load_model(str(path), compile=False)
+    model = load_keras_model(path, "the Keras baseline")
     load_s = time.perf_counter() - t1
     shape = model.inputs[0].shape  # (None, H, W, 3)
     if len(shape) != 4 or shape[1] is None or shape[2] is None:
