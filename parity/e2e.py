@@ -20,6 +20,7 @@ def tf_batch(paths: list[str], pp: Preprocess) -> tuple[np.ndarray, list[int], l
     Returns (batch, indices of the decoded paths, skipped [(path, why)]): TF cannot decode every
     file OpenCV can (e.g. TIFF), and such files are left out of the comparison, not fatal.
     """
+    from edgeproof.runtime.preprocess import normalize
     from edgeproof.train.data import load_image_tf
 
     out, used, skipped = [], [], []
@@ -31,9 +32,7 @@ def tf_batch(paths: list[str], pp: Preprocess) -> tuple[np.ndarray, list[int], l
             continue
         if pp.color == "BGR":
             x = x[..., ::-1]
-        x = x * np.float32(pp.scale)
-        x = (x - np.asarray(pp.mean, np.float32)) / np.asarray(pp.std, np.float32)
-        out.append(x.astype(np.float32))
+        out.append(normalize(x.astype(np.float32), pp))  # the runtime's own normalization
         used.append(i)
     batch = np.stack(out) if out else np.zeros((0, pp.height, pp.width, 3), np.float32)
     return batch, used, skipped

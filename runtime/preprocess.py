@@ -85,7 +85,13 @@ def prepare(bgr: np.ndarray, pp: Preprocess) -> np.ndarray:
     if bgr.shape[0] != pp.height or bgr.shape[1] != pp.width:
         bgr = cv2.resize(bgr, (pp.width, pp.height), interpolation=_INTERP[pp.interpolation])
     img = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if pp.color == "RGB" else bgr
-    x = img.astype(np.float32)
+    return normalize(img.astype(np.float32), pp)
+
+
+def normalize(x: np.ndarray, pp: Preprocess) -> np.ndarray:
+    """float32 pixels already in the contract's size and colour order -> (x * scale - mean) / std.
+
+    Scales `x` in place (callers pass a fresh array)."""
     if pp.scale != 1.0:
         x *= np.float32(pp.scale)
     if any(pp.mean) or any(s != 1.0 for s in pp.std):
