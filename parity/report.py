@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeproof.atomic import atomic_path, write_json, write_text
+from edgeproof.cli.console import markdown_table
 from edgeproof.parity.metrics import confusion_matrix
 
 COLUMNS = ["artifact", "backend", "status", "size", "top-1 acc", "Δacc pp", "top-1 agree", "top-5 agree",
@@ -66,12 +67,6 @@ def failure_lines(report) -> list[str]:
     return [f.line() for f in report.failures]
 
 
-def _md_table(columns: list[str], rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(c.replace("|", "\\|") for c in columns) + " |", "|" + "---|" * len(columns)]
-    out += ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows]
-    return "\n".join(out)
-
-
 def markdown(report) -> str:
     ref = report.reference
     ref_acc = "n/a" if ref["accuracy"] is None else f"{ref['accuracy']:.2%}"
@@ -85,7 +80,7 @@ def markdown(report) -> str:
         lines += [(f"> Only {report.n_images} images: one image is {100 / report.n_images:.2f} pp of accuracy, and "
                   f"an agreement limit of 99 % means {report.n_images}/{report.n_images} (zero disagreements). "
                   "Counts are shown next to fractions; judge them as counts."), ""]
-    lines += ["## Results", "", _md_table(COLUMNS, [row_cells(r) for r in report.rows]), ""]
+    lines += ["## Results", "", markdown_table(COLUMNS, [row_cells(r) for r in report.rows]), ""]
     lines += [("Status: pass/fail judged by the format's tolerance (formats.py, or the flags given); "
               "*error* = a backend listed for the format cannot load/run it (a failure); *unsupported* = a "
               "backend not listed for the format cannot load it (not a failure); *skipped* = not installed."), ""]
@@ -108,7 +103,7 @@ def markdown(report) -> str:
         if pre.get("end_to_end"):
             lines += [("End-to-end per artifact (artifact on the runtime's OpenCV path vs Keras on the training "
                       "pipeline's TF path — what deployment changes in total):"), "",
-                      _md_table(["artifact", "backend", "max|Δ|", "mean|Δ|", "top-1 changed"],
+                      markdown_table(["artifact", "backend", "max|Δ|", "mean|Δ|", "top-1 changed"],
                                 [[e["artifact"], e["backend"], f"{e['max_abs']:.2e}", f"{e['mean_abs']:.2e}",
                                   f"{e['top1_changed']}/{e['n']}"] for e in pre["end_to_end"]]), ""]
     for t in report.triage:
@@ -117,7 +112,7 @@ def markdown(report) -> str:
             lines += [f"Triage could not run: {t.error}", ""]
             continue
         lines += [f"Worst layer(s): **{', '.join(le.label() for le in t.worst)}**", ""]
-        lines += [_md_table(["layer", "tensor", "op", "rmse/scale", "channel SNR dB", "suspect"],
+        lines += [markdown_table(["layer", "tensor", "op", "rmse/scale", "channel SNR dB", "suspect"],
                             [[le.layer or "", le.tensor[:60], le.op, _num(le.rmse_scale, ".3f"),
                               _num(le.channel_snr_db, ".1f"), le.reason or "no"] for le in t.layers[:12]]), ""]
         lines += [("rmse/scale ≈ 0.289 is pure rounding (healthy), > 0.7 suspect; a median channel SNR under "
@@ -129,7 +124,7 @@ def markdown(report) -> str:
             rows = ([["before (original)"] + row_cells(before)[2:]] if before else []) + \
                    [[f"after: {getattr(r, 'variant', '')}"] + row_cells(r)[2:] for r in t.fixes]
             lines += ["", "Fixes (re-exported into REPORT_DIR/fixed/, judged the same way):", "",
-                      _md_table(["variant"] + COLUMNS[2:], rows), ""]
+                      markdown_table(["variant"] + COLUMNS[2:], rows), ""]
             lines += [f"- {getattr(r, 'variant', '')}: `{r.path}` — {r.reason}" for r in t.fixes] + [""]
     return "\n".join(lines) + "\n"
 

@@ -67,3 +67,12 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     for r in rows:
         t.add_row(*["" if v is None else str(v) for v in r])
     Console(highlight=False).print(t)
+
+
+def markdown_table(columns: list[str], rows: list[list[Any]]) -> str:
+    """A GitHub-flavoured markdown table; '|' inside cells and headers is escaped."""
+
+    def cells(values) -> str:
+        return "| " + " | ".join(str(v).replace("|", "\\|") for v in values) + " |"
+
+    return "\n".join([cells(columns), "|" + "---|" * len(columns), *(cells(r) for r in rows)])

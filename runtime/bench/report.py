@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgeproof.atomic import atomic_path, write_json, write_text
+from edgeproof.cli.console import markdown_table
 from edgeproof.runtime.bench.machine import one_line
 
 COLUMNS = ["format", "backend", "thr", "batch", "size", "load ms", "1st ms", "p50 ms", "p90 ms", "p99 ms",
@@ -70,20 +71,13 @@ def print_table(doc: dict) -> None:
     Console(highlight=False, width=None if sys.stdout.isatty() else 220).print(t)
 
 
-def _md_table(columns: list[str], rows: list[list[str]]) -> str:
-    esc = [[str(c).replace("|", "\\|") for c in r] for r in rows]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in esc]
-    return "\n".join(lines)
-
-
 def _speedup_md(title: str, rows: list[dict], meaning: str) -> list[str]:
     if not rows:
         return []
     body = [[x["a"], x["b"], _f(x["threads"]), _f(x["batch"]), _f(x["a_p50_ms"], 3), _f(x["b_p50_ms"], 3),
              f"{x['speedup_b_over_a']:.2f}×" if x["speedup_b_over_a"] is not None else "–"] for x in rows]
     return [f"### {title}", "", meaning, "",
-            _md_table(["A", "B", "thr", "batch", "A p50 ms", "B p50 ms", "A/B"], body), ""]
+            markdown_table(["A", "B", "thr", "batch", "A p50 ms", "B p50 ms", "A/B"], body), ""]
 
 
 def render_markdown(doc: dict, png_note: str | None = None) -> str:
@@ -95,7 +89,7 @@ def render_markdown(doc: dict, png_note: str | None = None) -> str:
             f"input seed {st['seed']}, batch {st['batch']}, "
             f"{'one subprocess per configuration' if st.get('isolate', True) else 'all in one process'}."),
            "Runtime versions: " + ", ".join(f"{k} {v}" for k, v in m.get("packages", {}).items()), "",
-           _md_table(COLUMNS, [row(r) for r in doc["results"]]), ""]
+           markdown_table(COLUMNS, [row(r) for r in doc["results"]]), ""]
     ov = s["overhead"]
     if ov["count"]:
         out += ["### edgeproof overhead vs the bare loop", "",
@@ -112,7 +106,7 @@ def render_markdown(doc: dict, png_note: str | None = None) -> str:
                  + (f" [{x['ci95'][0]:.3f}, {x['ci95'][1]:.3f}]" if x.get("ci95") else ""),
                  f"{x['vs_quantizing_loop']:.3f}×" if x.get("vs_quantizing_loop") else "–"]
                 for x in ov["rows"]]
-        out += [_md_table(["format", "backend", "thr", "bare loop", "edgeproof p50 ms", "bare p50 ms",
+        out += [markdown_table(["format", "backend", "thr", "bare loop", "edgeproof p50 ms", "bare p50 ms",
                            "added µs", "ratio", "vs loop that (de)quantizes"],
                           body), ""]
     out += _speedup_md("int8 / reduced precision vs fp32", s["int8_vs_fp32"],
@@ -127,7 +121,7 @@ def render_markdown(doc: dict, png_note: str | None = None) -> str:
                  " / ".join(f"{k} {v:.2f}" for k, v in x["stage_ms_per_image"].items())]
                 for x in s["end_to_end"]]
         out += ["### End to end (decode + preprocess + infer, serial)", "",
-                _md_table(["format", "backend", "thr", "source", "e2e img/s", "infer-only img/s",
+                markdown_table(["format", "backend", "thr", "source", "e2e img/s", "infer-only img/s",
                            "ms per image: decode / preprocess / infer / other"], body), ""]
     if s["failed"]:
         out += ["### Failed configurations", ""] + [
