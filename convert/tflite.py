@@ -24,7 +24,9 @@ def _tf_dtype(tf, name: str):
     return {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32, "int16": tf.int16}[name]
 
 
-def _representative(calib: np.ndarray):
+def representative_dataset(calib: np.ndarray):
+    """The calibration batch as the one-image-at-a-time generator TFLite's converter and debugger take."""
+
     def gen():
         for i in range(len(calib)):
             yield [np.ascontiguousarray(calib[i : i + 1], dtype=np.float32)]
@@ -88,7 +90,7 @@ def to_tflite(model: Any, fmt_name: str, calib: np.ndarray | None = None, io_typ
     if calib is None or len(calib) == 0:
         raise UsageError(f"{fmt_name} needs calibration images (a non-empty float32 NHWC batch)")
     io = "uint8" if fmt_name == "edgetpu" else io_type
-    conv.representative_dataset = _representative(calib)
+    conv.representative_dataset = representative_dataset(calib)
     if int16x8:
         conv.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
         io16 = "float32" if io == "float32" else "int16"

@@ -22,10 +22,9 @@ _SKIP_OPS = {"NUMERIC_VERIFY", "DEQUANTIZE", "QUANTIZE"}
 def _converter(model, calib: np.ndarray, tmpdir: str):
     import tensorflow as tf
 
-    def rep():
-        for i in range(len(calib)):
-            yield [calib[i:i + 1].astype(np.float32)]
+    from edgeproof.convert.tflite import representative_dataset
 
+    rep = representative_dataset(calib)
     try:
         conv = tf.lite.TFLiteConverter.from_keras_model(model)
     except Exception:  # noqa: BLE001 - Keras/TF versions where from_keras_model breaks: use a SavedModel
