@@ -73,19 +73,10 @@ def probe_model(root: Path = Path("/")) -> str | None:
 
 def probe_cpu(root: Path = Path("/")) -> tuple[str | None, list[str]]:
     """(vendor, flags) from /proc/cpuinfo: x86 'vendor_id'/'flags', ARM 'CPU implementer'/'Features'."""
-    text = read_text(root / "proc/cpuinfo", limit=1 << 20) or ""
-    vendor, flags = None, []
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip().lower()
-        if key == "vendor_id" and vendor is None:
-            vendor = value.strip()
-        elif key == "cpu implementer" and vendor is None:
-            vendor = {"0x41": "ARM", "0x51": "Qualcomm", "0x61": "Apple", "0x4e": "NVIDIA"}.get(
-                value.strip().lower(), value.strip())
-        elif key in ("flags", "features") and not flags:
-            flags = value.split()
-    return vendor, flags
+    from edgeproof.runtime.bench.machine import parse_cpuinfo
+
+    info = parse_cpuinfo(read_text(root / "proc/cpuinfo", limit=1 << 20) or "")
+    return info["vendor"], info["flags"]
 
 
 def probe_tegra(root: Path = Path("/")) -> str | None:

@@ -24,12 +24,14 @@ RUNTIME_PACKAGES = ("numpy", "ai-edge-litert", "tflite-runtime", "onnxruntime", 
                     "keras", "matplotlib")
 
 
+ARM_IMPLEMENTERS = {"0x41": "ARM", "0x51": "Qualcomm", "0x61": "Apple", "0x4e": "NVIDIA"}
+
+
 def parse_cpuinfo(text: str) -> dict:
-    """CPU model, SIMD flags and logical CPU count from the text of /proc/cpuinfo (x86 or ARM)."""
-    model = None
-    flags: set[str] = set()
+    """CPU vendor, model, flags (all, and the SIMD ones) and logical CPU count from /proc/cpuinfo (x86 or ARM)."""
+    model = vendor = arm_part = None
+    flags: list[str] = []
     processors = 0
-    arm_part = None
     for line in text.splitlines():
         if ":" not in line:
             continue
@@ -40,16 +42,22 @@ def parse_cpuinfo(text: str) -> dict:
         elif key in ("model name", "hardware", "model", "cpu model") and not model and value:
             if not value.isdigit():  # x86 "model : 1" is a number, not a name
                 model = value
+        elif key == "vendor_id" and vendor is None:
+            vendor = value
+        elif key == "cpu implementer" and vendor is None:
+            vendor = ARM_IMPLEMENTERS.get(value.lower(), value)
         elif key in ("flags", "features") and not flags:
-            flags = set(value.split())
+            flags = value.split()
         elif key == "cpu part" and arm_part is None:
             arm_part = value
     if model is None and arm_part is not None:
         model = f"ARM CPU part {arm_part}"
     return {
         "cpu_model": model,
+        "vendor": vendor,
+        "flags": flags,
         "logical_cpus_listed": processors or None,
-        "simd": [f for f in INTERESTING_FLAGS if f in flags],
+        "simd": [f for f in INTERESTING_FLAGS if f in set(flags)],
     }
 
 
