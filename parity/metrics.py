@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from edgeproof.errors import UsageError
+from edgeproof.train.report import confusion_matrix  # noqa: F401 - one definition, re-exported for parity users
 
 
 @dataclass
@@ -120,12 +121,6 @@ def task_metrics(reference: np.ndarray, candidate: np.ndarray,
 def min_count_for(fraction: float, n: int) -> int:
     """Smallest count c with c / n >= fraction (what a tolerance really demands on n images)."""
     return min(n, max(0, math.ceil(fraction * n - 1e-9)))
-
-
-def confusion_matrix(labels_true: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:
-    cm = np.zeros((classes, classes), dtype=np.int64)
-    np.add.at(cm, (np.asarray(labels_true, np.int64), np.asarray(predicted, np.int64)), 1)
-    return cm
 
 
 def percentile_ms(samples_s: list[float], q: float) -> float | None:

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeproof.atomic import atomic_path, write_json, write_text
+from edgeproof.atomic import write_json, write_text
 from edgeproof.cli.console import markdown_table
-from edgeproof.parity.metrics import confusion_matrix
 
 COLUMNS = ["artifact", "backend", "status", "size", "top-1 acc", "Δacc pp", "top-1 agree", "top-5 agree",
            "max|Δ|", "mean|Δ|", "cosine", "SNR dB", "p50 ms", "note"]
@@ -141,12 +140,6 @@ def _pct(v) -> str:
     return "n/a" if v is None else f"{v:.2%}"
 
 
-def _save(fig, dest: Path) -> Path:
-    with atomic_path(dest) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    return dest
-
-
 def plot_acc_latency(report, dest: Path) -> Path | None:
     import matplotlib
 
@@ -187,9 +180,9 @@ def plot_acc_latency(report, dest: Path) -> Path | None:
     ax.set_xlabel("p50 latency per image (ms, log)")
     ax.set_ylabel("top-1 accuracy (%)" if use_acc else "top-1 agreement with Keras (%)")
     ax.set_title("accuracy vs latency (marker area ∝ file size; red = fails its tolerance)", fontsize=9)
-    out = _save(fig, dest)
-    plt.close(fig)
-    return out
+    from edgeproof.train.report import save_png
+
+    return save_png(fig, dest)
 
 
 def worst_row(report):
@@ -200,35 +193,17 @@ def worst_row(report):
 
 
 def plot_confusion(report, dest: Path) -> Path | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Confusion matrix of the worst artifact (the training report's own plot)."""
+    from edgeproof.train.report import confusion_matrix
+    from edgeproof.train.report import plot_confusion as plot_cm
 
     r = worst_row(report)
-    if r is None or r.preds is None:
+    if r is None or r.preds is None or report.y_true is None:
         return None
-    classes = len(report.labels)
-    truth = report.y_true if report.y_true is not None else None
-    if truth is None:
-        return None
-    cm = confusion_matrix(truth, r.preds, classes)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.55 * classes, 1.0 + 0.5 * classes))
-    ax.imshow(cm, cmap="Blues")
-    for i in range(classes):
-        for j in range(classes):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
-                    color="white" if cm[i, j] > cm.max() / 2 else "black")
-    ax.set_xticks(range(classes), report.labels, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(classes), report.labels, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    cm = confusion_matrix(report.y_true, r.preds, len(report.labels))
     k = r.comparison.task
-    ax.set_title(f"worst: {r.artifact} [{r.backend}] — agreement {k.top1_agree_count}/{k.n}", fontsize=9)
-    fig.tight_layout()
-    out = _save(fig, dest)
-    plt.close(fig)
-    return out
+    return plot_cm(dest, cm.tolist(), report.labels,
+                   f"worst: {r.artifact} [{r.backend}] — agreement {k.top1_agree_count}/{k.n}")
 
 
 def write_all(report, out_dir: Path) -> dict[str, Path]:

@@ -62,12 +62,14 @@ def write_history_csv(path: Path, history: dict[str, list[float]]) -> None:
     write_text(path, buf.getvalue())
 
 
-def _save_fig(fig, path: Path) -> None:
+def save_png(fig, path: Path) -> Path:
+    """Write a matplotlib figure as PNG atomically and close it."""
     import matplotlib.pyplot as plt
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
+    return Path(path)
 
 
 def plot_training(path: Path, history: dict[str, list[float]], best_epoch: int | None, title: str) -> None:
@@ -90,10 +92,10 @@ def plot_training(path: Path, history: dict[str, list[float]], best_epoch: int |
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
-    _save_fig(fig, path)
+    save_png(fig, path)
 
 
-def plot_confusion(path: Path, cm: list[list[int]], classes: list[str], title: str) -> None:
+def plot_confusion(path: Path, cm: list[list[int]], classes: list[str], title: str) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -113,4 +115,4 @@ def plot_confusion(path: Path, cm: list[list[int]], classes: list[str], title: s
             ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center",
                     color="white" if top and m[i, j] > top / 2 else "black", fontsize=8)
     ax.set_title(title)
-    _save_fig(fig, path)
+    return save_png(fig, path)
