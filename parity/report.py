@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeproof.atomic import write_json, write_text
+from edgeproof.atomic import write_json, write_png, write_text
 from edgeproof.cli.console import markdown_table
 
 COLUMNS = ["artifact", "backend", "status", "size", "top-1 acc", "Δacc pp", "top-1 agree", "top-5 agree",
@@ -180,9 +180,7 @@ def plot_acc_latency(report, dest: Path) -> Path | None:
     ax.set_xlabel("p50 latency per image (ms, log)")
     ax.set_ylabel("top-1 accuracy (%)" if use_acc else "top-1 agreement with Keras (%)")
     ax.set_title("accuracy vs latency (marker area ∝ file size; red = fails its tolerance)", fontsize=9)
-    from edgeproof.train.report import save_png
-
-    return save_png(fig, dest)
+    return write_png(fig, dest)
 
 
 def worst_row(report):

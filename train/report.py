@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeproof.atomic import atomic_path, write_text
+from edgeproof.atomic import write_png, write_text
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
@@ -62,16 +62,6 @@ def write_history_csv(path: Path, history: dict[str, list[float]]) -> None:
     write_text(path, buf.getvalue())
 
 
-def save_png(fig, path: Path) -> Path:
-    """Write a matplotlib figure as PNG atomically and close it."""
-    import matplotlib.pyplot as plt
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return Path(path)
-
-
 def plot_training(path: Path, history: dict[str, list[float]], best_epoch: int | None, title: str) -> None:
     """Loss and accuracy per epoch, train and val, with the restored epoch marked."""
     import matplotlib
@@ -92,7 +82,7 @@ def plot_training(path: Path, history: dict[str, list[float]], best_epoch: int |
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
-    save_png(fig, path)
+    write_png(fig, path)
 
 
 def plot_confusion(path: Path, cm: list[list[int]], classes: list[str], title: str) -> Path:
@@ -115,4 +105,4 @@ def plot_confusion(path: Path, cm: list[list[int]], classes: list[str], title: s
             ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center",
                     color="white" if top and m[i, j] > top / 2 else "black", fontsize=8)
     ax.set_title(title)
-    return save_png(fig, path)
+    return write_png(fig, path)

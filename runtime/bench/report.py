@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeproof.atomic import atomic_path, write_json, write_text
+from edgeproof.atomic import write_json, write_png, write_text
 from edgeproof.cli.console import markdown_table
 from edgeproof.runtime.bench.machine import one_line
 
@@ -179,9 +179,7 @@ def plot(doc: dict, dest: Path) -> str | None:
     ax2.legend(fontsize=7)
     fig.suptitle(one_line(doc["machine"]), fontsize=8)
     fig.tight_layout()
-    with atomic_path(dest) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    write_png(fig, dest)
     return None
 
 
