@@ -41,3 +41,11 @@ def require(module: str, extra: str | None = None, what: str = "this command", p
         return importlib.import_module(module)
     except ImportError as exc:  # pragma: no cover - exercised via tests with blocked imports
         raise MissingDependency(package or module.split(".")[0], extra, what) from exc
+
+
+class IntegrityError(UsageError):
+    """A file does not match the sha256 its manifest.json records (changed, corrupted or half-replaced)."""
+
+
+class InvalidModel(UsageError):
+    """A model file that is not a valid TFLite/ONNX model (truncated, damaged, wrong type, absurd shapes)."""
