@@ -244,8 +244,12 @@ def _choose_backend(path: Path, family: str, backend: str | None, profile) -> st
 
 def load(path: str | Path, backend: str | None = None, threads: int | None = None, device: str | None = None,
          delegates: list[str] | None = None, providers: list[str] | None = None, allow_fallback: bool = False,
-         overrides: dict[str, Any] | None = None) -> Model:
-    """Open an artifact with the right backend; see the module docstring for what Model does."""
+         overrides: dict[str, Any] | None = None, verify: bool = True) -> Model:
+    """Open an artifact with the right backend; see the module docstring for what Model does.
+
+    verify: when a manifest.json beside the file records its sha256, refuse a mismatch
+    (IntegrityError) before any interpreter sees the bytes; False skips that check (--no-verify).
+    """
     path = Path(path)
     if path.is_dir():
         raise UsageError(f"model '{path}' is a folder; give a .tflite or .onnx file (edgeproof convert writes "
@@ -253,6 +257,10 @@ def load(path: str | Path, backend: str | None = None, threads: int | None = Non
     family = family_of(path)
     if not path.is_file():
         raise UsageError(f"model file '{path}' not found; give a .tflite or .onnx file")
+    if verify:
+        from edgeproof.runtime.integrity import verify_manifest
+
+        verify_manifest(path)
     profile = _profile(device) if device else None
     name = _choose_backend(path, family, backend, profile)
     install_hint, provider_options = None, None
