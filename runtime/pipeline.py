@@ -1,28 +1,39 @@
 """Decode/preprocess in worker threads, infer on one thread, deliver results in input order.
 
-A producer thread walks the Source and submits each item to a thread pool; the futures go into a
-bounded queue in submission order, so the consumer (the calling thread, which runs inference)
-gets results in order while up to `queue_size` items are being decoded ahead. OpenCV and the
-runtimes release the GIL, so throughput approaches the slowest stage rather than the sum.
+A producer thread walks the Source and appends each item to a small ordered buffer; decode workers
+take the oldest undecoded entry, and the consumer (the calling thread, which runs inference) takes
+entries from the front once decoded, so results come out in input order while up to `queue_size`
+items are decoded ahead. OpenCV and the runtimes release the GIL, so throughput approaches the
+slowest stage rather than the sum.
+
+Long runs: nothing grows with the number of frames. The buffer is bounded; when it is full a file
+or video source waits (backpressure, nothing lost), while a live source (camera, device, stream,
+picam: `source.live`) never waits: the oldest frame not yet being decoded (else the oldest) is
+dropped and counted in Summary.dropped, so results stay fresh. Frames alive at once are at most
+queue_size + workers + batch + 3 (buffer, orphaned decodes, pending batch, one in hand at the
+source, producer and consumer). Summary keeps latencies in a fixed-size histogram and the first
+SKIP_EXAMPLES skipped inputs (plus counts).
 """
 
 from __future__ import annotations
 
 import os
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from edgeproof.runtime.preprocess import ImageReadError, prepare, read_image
+from edgeproof.runtime.running_stats import LogHistogram
 from edgeproof.runtime.sources import Item, Source
 
-_END = object()
+SKIP_EXAMPLES = 100  # skipped inputs listed by name; the rest are only counted
+MAX_REASONS = 50  # distinct skip reasons counted by name; later new ones go under OTHER_REASON
+OTHER_REASON = "other reasons"
 
 
 class _StopRequested(Exception):
@@ -45,9 +56,12 @@ class Summary:
     kind: str
     count: int = 0
     seconds: float = 0.0
-    latencies_ms: list[float] = field(default_factory=list, repr=False)
-    preprocess_ms: list[float] = field(default_factory=list, repr=False)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
+    latencies_ms: LogHistogram = field(default_factory=LogHistogram, repr=False)
+    preprocess_ms: LogHistogram = field(default_factory=LogHistogram, repr=False)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (name, why): the first SKIP_EXAMPLES only
+    skipped_total: int = 0
+    skipped_by_reason: dict[str, int] = field(default_factory=dict)
+    dropped: int = 0  # live frames dropped because inference was slower than capture
     stopped: str | None = None
     interrupted: bool = False
 
@@ -55,16 +69,29 @@ class Summary:
     def fps(self) -> float:
         return self.count / self.seconds if self.seconds > 0 else 0.0
 
-    def pct(self, values: list[float], q: float) -> float | None:
-        return float(np.percentile(values, q)) if values else None
+    def skip(self, name: str, why: str) -> None:
+        """Count a skipped input; keep its name only while fewer than SKIP_EXAMPLES are listed."""
+        self.skipped_total += 1
+        if len(self.skipped) < SKIP_EXAMPLES:
+            self.skipped.append((name, why))
+        key = why if why in self.skipped_by_reason or len(self.skipped_by_reason) < MAX_REASONS else OTHER_REASON
+        self.skipped_by_reason[key] = self.skipped_by_reason.get(key, 0) + 1
+
+    def pct(self, values: LogHistogram | list[float], q: float) -> float | None:
+        if isinstance(values, LogHistogram):
+            return values.quantile(q)
+        return float(np.percentile(values, q)) if len(values) else None
 
     def to_dict(self) -> dict[str, Any]:
+        by_reason = dict(sorted(self.skipped_by_reason.items(), key=lambda kv: -kv[1]))
         return {
             "source": self.source, "kind": self.kind, "count": self.count, "seconds": round(self.seconds, 4),
             "fps": round(self.fps, 2),
             "p50_ms": _r(self.pct(self.latencies_ms, 50)), "p90_ms": _r(self.pct(self.latencies_ms, 90)),
+            "p99_ms": _r(self.pct(self.latencies_ms, 99)),
             "p50_preprocess_ms": _r(self.pct(self.preprocess_ms, 50)),
             "skipped": [{"input": n, "why": w} for n, w in self.skipped],
+            "skipped_total": self.skipped_total, "skipped_by_reason": by_reason, "dropped": self.dropped,
             "stopped": self.stopped, "interrupted": self.interrupted,
         }
 
@@ -73,7 +100,10 @@ def _r(v: float | None) -> float | None:
     return None if v is None else round(v, 3)
 
 
-def _decode(item: Item, pp, keep_frame: bool) -> tuple[Item, np.ndarray | None, np.ndarray | None, str | None, float]:
+_Decoded = tuple[Item, np.ndarray | None, np.ndarray | None, str | None, float]
+
+
+def _decode(item: Item, pp, keep_frame: bool) -> _Decoded:
     t = time.perf_counter()
     try:
         bgr = item.frame if item.frame is not None else read_image(item.path)
@@ -82,7 +112,91 @@ def _decode(item: Item, pp, keep_frame: bool) -> tuple[Item, np.ndarray | None, 
         return item, None, None, str(exc), 0.0
     except Exception as exc:  # a corrupt frame or odd file must not kill the run
         return item, None, None, f"{type(exc).__name__}: {exc}", 0.0
+    finally:
+        item.frame = None  # the captured frame lives on only as bgr, and only when kept
     return item, x, (bgr if keep_frame else None), None, (time.perf_counter() - t) * 1e3
+
+
+_QUEUED, _DECODING, _DONE = 0, 1, 2
+
+
+class _Entry:
+    __slots__ = ("item", "state", "out")
+
+    def __init__(self, item: Item) -> None:
+        self.item: Item | None = item
+        self.state = _QUEUED
+        self.out: _Decoded | None = None
+
+
+class _Buffer:
+    """The bounded, ordered hand-over between the source, the decode workers and inference."""
+
+    def __init__(self, cap: int, live: bool) -> None:
+        self.cap, self.live = cap, live
+        self.entries: deque[_Entry] = deque()
+        self.cond = threading.Condition()
+        self.ended = False  # the source has no more items
+        self.stopped = False  # the run is over: everyone leaves
+        self.dropped = 0
+
+    def put(self, item: Item) -> bool:
+        """Producer: append `item`; a file source waits while the buffer is full, a live one drops."""
+        with self.cond:
+            while len(self.entries) >= self.cap and not self.stopped:
+                if self.live:
+                    victim = next((e for e in self.entries if e.state == _QUEUED), self.entries[0])
+                    self.entries.remove(victim)
+                    victim.item = None
+                    self.dropped += 1
+                    break
+                self.cond.wait(0.1)
+            if self.stopped:
+                return False
+            self.entries.append(_Entry(item))
+            self.cond.notify_all()
+            return True
+
+    def claim(self) -> tuple[_Entry, Item] | None:
+        """Worker: the oldest entry not yet decoded, or None when there will be no more."""
+        with self.cond:
+            while not self.stopped:
+                for e in self.entries:
+                    if e.state == _QUEUED and e.item is not None:
+                        e.state = _DECODING
+                        return e, e.item
+                if self.ended:
+                    return None
+                self.cond.wait(0.1)
+            return None
+
+    def done(self, entry: _Entry, out: _Decoded) -> None:
+        with self.cond:
+            entry.out, entry.state, entry.item = out, _DONE, None
+            self.cond.notify_all()
+
+    def take(self) -> _Decoded | None:
+        """Consumer: the next result in input order, or None at the end of the source."""
+        with self.cond:
+            while True:
+                if self.entries and self.entries[0].state == _DONE:
+                    out = self.entries.popleft().out
+                    self.cond.notify_all()
+                    return out
+                if self.ended and not self.entries:
+                    return None
+                self.cond.wait(0.1)
+
+    def finish(self) -> None:
+        with self.cond:
+            self.ended = True
+            self.cond.notify_all()
+
+    def close(self) -> None:
+        with self.cond:
+            self.stopped = True
+            self.entries.clear()
+            self.cond.notify_all()
 
 
 def run_pipeline(model, source: Source, on_result: Callable[[Result], None], batch: int = 1, top_k: int = 5,
@@ -97,39 +211,30 @@ def run_pipeline(model, source: Source, on_result: Callable[[Result], None], bat
     """
     batch = max(1, int(batch))
     workers = workers or max(1, min(4, (os.cpu_count() or 2)))
-    q: queue.Queue = queue.Queue(maxsize=queue_size or max(4, 2 * workers + batch))
-    stop = threading.Event()
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgeproof-decode")
+    buf = _Buffer(queue_size or max(4, 2 * workers + batch), bool(getattr(source, "live", False)))
     pp = model.preprocess
     summary = Summary(source=source.spec, kind=source.kind)
     failure: list[BaseException] = []
 
-    def put(obj) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(obj, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
     def produce() -> None:
         try:
             for item in source:
-                if stop.is_set() or not put(pool.submit(_decode, item, pp, keep_frames)):
+                if not buf.put(item):
                     break
         except BaseException as exc:  # surfaced in the consumer thread
             failure.append(exc)
         finally:
-            while True:  # the end marker must get through even when the queue is full
-                try:
-                    q.put(_END, timeout=0.1)
-                    break
-                except queue.Full:
-                    if stop.is_set():
-                        break
+            buf.finish()
 
-    producer = threading.Thread(target=produce, name="edgeproof-source", daemon=True)
+    def decode_loop() -> None:
+        while (claimed := buf.claim()) is not None:
+            entry, item = claimed
+            buf.done(entry, _decode(item, pp, keep_frames))
+            del entry, item, claimed  # hold no frame while waiting for the next one
+
+    threads = [threading.Thread(target=produce, name="edgeproof-source", daemon=True)]
+    threads += [threading.Thread(target=decode_loop, name=f"edgeproof-decode-{i}", daemon=True)
+                for i in range(workers)]
     pending: list[tuple[Item, np.ndarray, np.ndarray | None]] = []
 
     def flush() -> None:
@@ -144,23 +249,26 @@ def run_pipeline(model, source: Source, on_result: Callable[[Result], None], bat
         pending.clear()
         for (item, _, bgr), top, row in zip(done, tops, scores):
             summary.count += 1
-            summary.latencies_ms.append(per)
+            summary.latencies_ms.add(per)
             if on_result(Result(item.index, item.name, top, row, per, bgr)) is False:
                 raise _StopRequested
 
     t0 = time.perf_counter()
-    producer.start()
+    for t in threads:
+        t.start()
     try:
         while limit is None or summary.count + len(pending) < limit:
-            obj = q.get()
-            if obj is _END:
+            out = buf.take()
+            if out is None:
                 break
-            item, x, bgr, why, pre_ms = obj.result() if isinstance(obj, Future) else obj
+            item, x, bgr, why, pre_ms = out
+            del out
             if why is not None:
-                summary.skipped.append((item.name, why))
+                summary.skip(item.name, why)
                 continue
-            summary.preprocess_ms.append(pre_ms)
+            summary.preprocess_ms.add(pre_ms)
             pending.append((item, x, bgr))
+            del item, x, bgr
             if len(pending) >= batch:
                 flush()
         flush()
@@ -171,12 +279,13 @@ def run_pipeline(model, source: Source, on_result: Callable[[Result], None], bat
     except _StopRequested:
         source.stop_reason = "stopped by the user"
     finally:
-        stop.set()
-        _drain(q)
-        pool.shutdown(wait=False, cancel_futures=True)
-        producer.join(timeout=2.0)
+        buf.close()
+        pending.clear()
+        for t in threads:
+            t.join(timeout=2.0)
         source.close()
         summary.seconds = time.perf_counter() - t0
+        summary.dropped = buf.dropped
     if limit is not None and summary.count >= limit:
         summary.stopped = f"limit of {limit} reached"
     elif summary.interrupted:
@@ -184,13 +293,3 @@ def run_pipeline(model, source: Source, on_result: Callable[[Result], None], bat
     else:
         summary.stopped = source.stop_reason
     return summary
-
-
-def _drain(q: queue.Queue) -> None:
-    while True:
-        try:
-            obj = q.get_nowait()
-        except queue.Empty:
-            return
-        if isinstance(obj, Future):
-            obj.cancel()

@@ -18,7 +18,7 @@ import pytest
 from edgeproof.errors import EdgeproofError, UsageError
 from edgeproof.runtime import load
 from edgeproof.runtime.pipeline import run_pipeline
-from edgeproof.runtime.sources import open_source
+from edgeproof.runtime.sources import CaptureSource, open_source
 
 cv2 = pytest.importorskip("cv2")
 pytest.importorskip("onnx")
@@ -242,7 +242,9 @@ def test_queue_is_bounded_and_limit_stops(model):
             pass
 
     cap = FakeCapture([solid("red")], endless=True)
-    src = open_source("0", capture_factory=lambda t: Counting(cap))
+    # a video file (not live): the producer waits for inference; live sources drop frames instead
+    # (tests/test_long_runs.py)
+    src = CaptureSource("clip.avi", "video", "clip.avi", factory=lambda t: Counting(cap))
 
     def on_result(r):
         if not first_result_at:
@@ -250,7 +252,7 @@ def test_queue_is_bounded_and_limit_stops(model):
             first_result_at.append(len(pulled))
 
     summary = run_pipeline(model, src, on_result, workers=2, queue_size=4, limit=5)
-    assert summary.count == 5 and summary.stopped == "limit of 5 reached"
+    assert summary.count == 5 and summary.stopped == "limit of 5 reached" and summary.dropped == 0
     assert first_result_at[0] <= 4 + 2 + 3  # queue + workers + in hand
 
 
