@@ -48,10 +48,12 @@ class LogHistogram:
         return self.total / self.n if self.n else None
 
     def quantile(self, q: float) -> float | None:
-        """The value at rank round((n - 1) * q / 100), within ALPHA relative; None when empty."""
+        """The value at rank round((n - 1) * q / 100), within ALPHA relative (exact at 0 and 100); None when empty."""
         if not self.n:
             return None
         rank = int(round((self.n - 1) * min(max(q, 0.0), 100.0) / 100.0))
+        if rank in (0, self.n - 1):
+            return self.min if rank == 0 else self.max
         i = int(np.searchsorted(np.cumsum(self.counts), rank, side="right"))
         est = 2.0 * LOW * _G ** i / (_G + 1.0)
         return min(max(est, self.min), self.max)
