@@ -3,8 +3,9 @@
     build_dataset("textures")            -> ~/.cache/edgeproof/datasets/textures
     build_dataset("shapes", root=tmp, image_size=32, per_class=60, seed=0)
 
-The folder is built in a temp folder and renamed into place; a `.complete` marker (written last,
-holding the parameters) makes a rebuild a no-op, and a folder without it is rebuilt.
+The folder is built in a temp folder (`.NAME.PID-XXXXXXXX.tmp`, its files fsynced) and swapped into
+place in one rename; a `.complete` marker (written last, holding the parameters) makes a rebuild a
+no-op, and a folder without it is rebuilt. Temp folders of killed builds are removed by the next one.
 Default parameters use the folder `<name>`, others `<name>-<size>px-<per_class>pc-seed<seed>`.
 """
 
@@ -13,11 +14,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeproof.atomic import clean_stale, fsync_dir, fsync_file, replace_dir, temp_dir_beside
 from edgeproof.errors import UsageError
 
 MARKER = ".complete"
@@ -89,7 +90,8 @@ def build_dataset(name: str, root: str | Path | None = None, image_size: int | N
     generate = _generator(info)
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=parent))
+        clean_stale(parent, dest.name)  # half-built folders of killed earlier builds
+        tmp = temp_dir_beside(dest)
     except OSError as exc:
         where = "root" if root is not None else "cache (set EDGEPROOF_CACHE to a writable folder)"
         raise UsageError(f"cannot write the {name} dataset under '{parent}': {exc.strerror or exc}; "
@@ -98,12 +100,11 @@ def build_dataset(name: str, root: str | Path | None = None, image_size: int | N
         generate(tmp, size, split_counts(count), int(seed))
         (tmp / MARKER).write_text(json.dumps(params, sort_keys=True) + "\n")
         make_readable(tmp)
-        if dest.exists():  # partial, stale, or built concurrently by another process
-            if _complete(dest, params):
-                shutil.rmtree(tmp, ignore_errors=True)
-                return dest
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
+        fsync_tree(tmp)  # a power cut after the rename must not leave empty images behind the marker
+        if dest.exists() and _complete(dest, params):  # built concurrently by another process
+            shutil.rmtree(tmp, ignore_errors=True)
+            return dest
+        replace_dir(tmp, dest)  # a partial or stale folder is swapped out in one step
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -118,6 +119,14 @@ def make_readable(folder: Path) -> None:
         os.chmod(dirpath, 0o777 & ~umask)
         for f in filenames:
             os.chmod(os.path.join(dirpath, f), 0o666 & ~umask)
+
+
+def fsync_tree(folder: Path) -> None:
+    """fsync every file and folder under `folder` (before it is renamed into place)."""
+    for dirpath, _, filenames in os.walk(folder):
+        for f in filenames:
+            fsync_file(os.path.join(dirpath, f))
+        fsync_dir(dirpath)
 
 
 def _complete(dest: Path, params: dict) -> bool:
