@@ -82,7 +82,8 @@ def test_same_seed_same_result_and_failure_keeps_old_run(shapes_dir, tmp_path, m
     assert abs(ma["accuracy"]["val"] - mb["accuracy"]["val"]) <= 0.01
     assert (a / "split.json").read_text() == (b / "split.json").read_text()
 
-    # A run that fails while writing leaves the previous complete run untouched and no temp folder.
+    # A run that fails while writing leaves the previous complete run untouched and no temp folder;
+    # only its checkpoint (for --resume) remains.
     before = {f: (a / f).read_bytes() for f in RUN_FILES}
 
     def boom(*args, **kwargs):
@@ -92,9 +93,9 @@ def test_same_seed_same_result_and_failure_keeps_old_run(shapes_dir, tmp_path, m
     with pytest.raises(RuntimeError, match="disk full"):
         train(_config(shapes_dir, a, epochs=1), progress=False)
     assert {f: (a / f).read_bytes() for f in RUN_FILES} == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".a.partial", "a", "b"]
 
-    # ... and a successful re-run replaces it.
+    # ... and a successful re-run replaces it (and removes the checkpoint).
     monkeypatch.undo()
     train(_config(shapes_dir, a, epochs=1, img_size=16), progress=False)
     assert json.loads((a / "metrics.json").read_text())["img_size"] == 16

@@ -2,7 +2,10 @@
 
 Everything is written into a hidden temp folder next to the destination and swapped in at the end,
 so an interrupted or failed run never leaves a folder that looks complete, and an existing
-complete run at the destination survives a failure.
+complete run at the destination survives a failure. After every epoch a checkpoint is committed
+next to the destination (train.checkpoint), so `edgeproof train --resume` continues a killed run;
+each epoch's shuffle and augmentation are seeded from (seed, epoch), so the resumed run feeds the
+same batches as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,9 +20,21 @@ from typing import Any
 
 import numpy as np
 
+from edgeproof.atomic import temp_dir_beside
 from edgeproof.contract import INTERPOLATIONS, Preprocess
 from edgeproof.errors import UsageError
 from edgeproof.train import run_dir
+from edgeproof.train.checkpoint import (
+    STATE_FILE,
+    Checkpoints,
+    EarlyStop,
+    State,
+    config_differences,
+    data_differences,
+    data_fingerprint,
+    epoch_seed,
+    resume_config,
+)
 
 DEFAULT_EPOCHS = 12
 # Training images used to re-estimate the BatchNorm statistics after each epoch; EarlyStopping then
@@ -85,26 +99,10 @@ def check_out_dir(out: Path) -> None:
         raise UsageError(f"cannot write the run folder '{out}': '{blocker}' is a file; give a folder path with -o")
     try:  # the run is written as a temp folder next to `out`, then renamed onto it
         out.parent.mkdir(parents=True, exist_ok=True)
-        os.rmdir(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".probe", dir=out.parent))
+        os.rmdir(temp_dir_beside(out, "probe"))
     except OSError as exc:
         raise UsageError(f"cannot write the run folder '{out}': {exc.strerror or exc} at '{out.parent}'; "
                          "give a writable path with -o") from None
-
-
-def _swap_in(tmp: Path, out: Path) -> None:
-    """Rename the finished temp folder onto `out`, keeping the old one until the rename succeeded."""
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}-{int(time.time() * 1000)}"
-        os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        if old is not None:
-            os.replace(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _determinism_enabled() -> bool:
@@ -159,36 +157,80 @@ def _validation_callback(keras, predict, train_images, val_images, val_labels, s
     return Validate()
 
 
-def _progress_callback(keras, prog, epochs: int, steps: int):
-    class RichProgress(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            self.task = prog.add_task(f"training epoch 1/{epochs}", total=epochs * steps)
+def _progress_callback(keras, prog, epochs: int, steps: int, start: int):
+    """One bar over every epoch (a resumed run starts it at its first new epoch); fit runs per epoch."""
+    task = prog.add_task(f"training epoch {start + 1}/{epochs}", total=epochs * steps, completed=start * steps)
 
+    class RichProgress(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
-            prog.advance(self.task)
+            prog.advance(task)
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
-            prog.update(self.task, completed=(epoch + 1) * steps, description=(
+            prog.update(task, completed=(epoch + 1) * steps, description=(
                 f"epoch {epoch + 1}/{epochs} loss {logs.get('loss', 0):.3f} "
                 f"acc {logs.get('accuracy', 0):.3f} "
                 f"val_loss {logs.get('val_loss', 0):.3f} val_acc {logs.get('val_accuracy', 0):.3f}"))
 
-        def on_train_end(self, logs=None):
-            prog.update(self.task, total=prog.tasks[self.task].completed)
+        def finish(self) -> None:
+            prog.update(task, total=prog.tasks[task].completed)
 
     return RichProgress()
 
 
-def train(cfg: TrainConfig, progress: bool = True) -> Path:
-    """Train per `cfg` and write a complete run folder at cfg.out_dir; return its path."""
+def _resume_state(ckpts: Checkpoints, cfg: TrainConfig, resume: bool) -> State | None:
+    """The checkpoint to continue from (--resume), after checking it was made with the same options."""
     from edgeproof.cli import console
-    from edgeproof.train.data import load_data, make_tf_dataset, scan
+
+    if not resume:
+        try:
+            stale = ckpts.load()
+        except UsageError:
+            stale = None
+        if stale is not None:
+            console.warn(f"'{ckpts.dir}' holds a checkpoint of an interrupted run (epoch {stale.epoch}/"
+                         f"{stale.config.get('epochs')}); this fresh run replaces it after its first epoch "
+                         "(stop now and add --resume to continue that run instead)")
+        return None
+    state = ckpts.load()
+    if state is None:
+        raise UsageError(f"--resume: no checkpoint to resume for '{ckpts.out}' (looked for "
+                         f"'{ckpts.dir / STATE_FILE}'); train without --resume")
+    diffs = config_differences(state.config, resume_config(cfg))
+    if diffs:
+        raise UsageError(f"--resume: the checkpoint in '{ckpts.dir}' was trained with other options: "
+                         f"{'; '.join(diffs)}; give the same options, or train without --resume to start over")
+    return state
+
+
+def train(cfg: TrainConfig, progress: bool = True, resume: bool = False, checkpoint: bool = True) -> Path:
+    """Train per `cfg` and write a complete run folder at cfg.out_dir; return its path.
+
+    After every epoch a checkpoint is committed next to the destination (see train.checkpoint) unless
+    `checkpoint` is False; `resume` continues from it. The checkpoint is removed once the run folder is
+    in place.
+    """
+    from edgeproof.atomic import clean_stale
+    from edgeproof.cli import console
+    from edgeproof.train.data import scan
 
     cfg.validate()
     out = Path(cfg.out_dir)
     scanned = scan(cfg.data_dir)  # bad data fails here: before TensorFlow's import and any progress bar
     check_out_dir(out)
+    for line in clean_stale(out.parent, out.name):  # temp folders of a killed earlier run
+        console.info(f"note: {line}")
+    with Checkpoints(out) as ckpts:
+        state = _resume_state(ckpts, cfg, resume)
+        _train(cfg, out, scanned, ckpts, state, progress, checkpoint)
+        ckpts.remove()
+    return out
+
+
+def _train(cfg: TrainConfig, out: Path, scanned: tuple, ckpts: Checkpoints, state: State | None,
+           progress: bool, save: bool) -> None:
+    from edgeproof.cli import console
+    from edgeproof.train.data import load_data, make_tf_dataset
     from edgeproof.train.tf_quiet import import_tensorflow
 
     import_tensorflow("edgeproof train")
@@ -207,34 +249,65 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         data = load_data(cfg.data_dir, pp, seed=int(cfg.seed), scanned=scanned,
                          on_total=lambda n: task.append(prog.add_task("reading images", total=n)),
                          on_done=lambda n: prog.advance(task[0], n))
+    fingerprint = data_fingerprint(data)
+    if state is not None:
+        differs = data_differences(state.data, fingerprint)
+        if differs:
+            raise UsageError(f"--resume: the data in '{cfg.data_dir}' is not what the checkpoint was trained on: "
+                             f"{differs}; train without --resume to start over")
     if data.skipped:
         summary = ", ".join(f"{n} {r}" for r, n in data.skipped_summary().items())
         console.warn(f"skipped {len(data.skipped)} file(s) that are not usable images: {summary} "
                      f"(list in {run_dir.SPLIT_FILE} and {run_dir.METRICS_FILE})")
     t_load = time.perf_counter() - t0
 
-    keras.utils.set_random_seed(int(cfg.seed))
+    seed = int(cfg.seed)
+    keras.utils.set_random_seed(seed)
     was_deterministic = _determinism_enabled()
     if cfg.deterministic and not was_deterministic:
         tf.config.experimental.enable_op_determinism()
     try:
-        model = build_model(cfg.model, size, len(data.classes), float(cfg.alpha))
-        model.compile(optimizer=keras.optimizers.Adam(float(cfg.lr)),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        if state is None:
+            model = build_model(cfg.model, size, len(data.classes), float(cfg.alpha))
+            model.compile(optimizer=keras.optimizers.Adam(float(cfg.lr)),
+                          loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+            state = State(epoch=0, history={}, early=EarlyStop(int(cfg.patience)), config=resume_config(cfg),
+                          data=fingerprint)
+            best_weights = None
+        else:  # the model with its optimizer state, as it was after the checkpoint's epoch
+            model = keras.saving.load_model(str(ckpts.model_path(state)), compile=True)
+            best_weights = ckpts.best_weights(state)
+            console.info(f"resuming '{out}' after epoch {state.epoch}/{cfg.epochs}")
+        resumed_at = state.epoch
         tr, va = data.splits["train"], data.splits["val"]
-        train_ds = make_tf_dataset(tr.images, tr.labels, int(cfg.batch_size), augment=cfg.augment,
-                                   seed=int(cfg.seed))
+        train_images = tf.constant(tr.images)  # one copy for every epoch's dataset
         predict = _predictor(model, size)
         steps = max(1, len(tr.labels) // int(cfg.batch_size))  # full batches only
-        stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(cfg.patience),
-                                                restore_best_weights=True)
-        t1 = time.perf_counter()
+        validate = _validation_callback(keras, predict, tr.images, va.images, va.labels, seed)
+        t1 = time.perf_counter() - state.train_seconds
         with console.progress(progress) as prog:
-            hist = model.fit(train_ds, epochs=int(cfg.epochs), verbose=0, shuffle=False, callbacks=[
-                _validation_callback(keras, predict, tr.images, va.images, va.labels, int(cfg.seed)),
-                stopper, _progress_callback(keras, prog, int(cfg.epochs), steps)])
+            bar = _progress_callback(keras, prog, int(cfg.epochs), steps, state.epoch)
+            for epoch in range(state.epoch, int(cfg.epochs)):
+                if state.early.stopped:
+                    break
+                # Each epoch's shuffle and augmentation depend on (seed, epoch) only: resumable exactly.
+                ds = make_tf_dataset(train_images, tr.labels, int(cfg.batch_size), augment=cfg.augment,
+                                     seed=epoch_seed(seed, epoch))
+                hist = model.fit(ds, initial_epoch=epoch, epochs=epoch + 1, verbose=0, shuffle=False,
+                                 callbacks=[validate, bar])
+                for k, vals in hist.history.items():
+                    state.history.setdefault(k, []).extend(float(v) for v in vals)
+                improved = state.early.update(epoch, state.history["val_loss"][-1])
+                if improved:
+                    best_weights = model.get_weights()
+                state.epoch, state.train_seconds = epoch + 1, time.perf_counter() - t1
+                if save:
+                    ckpts.save(model, state, best_weights if improved else None)
+            bar.finish()
+        if best_weights is not None:  # EarlyStopping(restore_best_weights=True) does this at train end
+            model.set_weights(best_weights)
         t_train = time.perf_counter() - t1
-        history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+        history = state.history
         val_losses = history.get("val_loss") or [0.0]
         best_epoch = int(np.argmin(val_losses)) + 1
 
@@ -250,8 +323,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
 
     metrics: dict[str, Any] = {
         "model": cfg.model, "alpha": float(cfg.alpha), "img_size": size, "classes": data.classes,
-        "data_root": str(Path(cfg.data_dir).resolve()), "layout": data.layout, "seed": int(cfg.seed),
+        "data_root": str(Path(cfg.data_dir).resolve()), "layout": data.layout, "seed": seed,
         "epochs_requested": int(cfg.epochs), "epochs_run": len(val_losses), "best_epoch": best_epoch,
+        "resumed_after_epoch": resumed_at or None,
         "params": int(model.count_params()),
         "accuracy": {k: v["accuracy"] for k, v in splits.items()},
         "counts": {k: v["count"] for k, v in splits.items()},
@@ -262,18 +336,16 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
     }
-    _write_run(out, model, data, pp, metrics, history, best_epoch, int(cfg.seed), t0)
-    return out
+    _write_run(out, model, data, pp, metrics, history, best_epoch, seed, t0)
 
 
 def _write_run(out: Path, model, data, pp: Preprocess, metrics: dict, history: dict, best_epoch: int,
                seed: int, t0: float) -> None:
-    from edgeproof.atomic import write_json, write_text
+    from edgeproof.atomic import fsync_dir, fsync_file, replace_dir, write_json, write_text
     from edgeproof.train import report
     from edgeproof.train.datasets import make_readable
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp = temp_dir_beside(out)
     try:
         write_text(tmp / run_dir.LABELS_FILE, "\n".join(data.classes) + "\n")
         write_json(tmp / run_dir.PREPROCESS_FILE, pp.to_dict())
@@ -285,10 +357,12 @@ def _write_run(out: Path, model, data, pp: Preprocess, metrics: dict, history: d
         report.plot_confusion(tmp / "confusion.png", test["confusion_matrix"], data.classes,
                               f"test confusion (accuracy {test['accuracy']})")
         model.save(tmp / run_dir.MODEL_FILE)  # the completeness marker: written last but metrics
+        fsync_file(tmp / run_dir.MODEL_FILE)  # the other files are fsynced by their atomic writers
         metrics["seconds"]["total"] = round(time.perf_counter() - t0, 2)
         write_json(tmp / run_dir.METRICS_FILE, metrics)
         make_readable(tmp)
-        _swap_in(tmp, out)
+        fsync_dir(tmp)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -18,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "split.json, metrics.json, history.csv, training.png, confusion.png.",
         epilog="examples:\n  edgeproof train                                  # real-photo textures dataset\n"
         "  edgeproof train --dataset shapes --epochs 3 -o runs/x\n"
+        "  edgeproof train --dataset shapes --epochs 3 -o runs/x --resume   # after a kill or power cut\n"
         "  edgeproof train --data photos/ --model mobilenet_v2_tiny --alpha 0.5 --img-size 96",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group()
@@ -39,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="random seed for split, init and augmentation (default: 0)")
     p.add_argument("--no-augment", action="store_true", help="train without flips/brightness/contrast jitter")
     p.add_argument("-o", "--out", metavar="DIR", help="run folder (default: runs/<dataset>-<model>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run for -o from its last per-epoch checkpoint (kept in "
+                   ".NAME.partial/ next to the run folder; same data and options required)")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -73,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(data_dir=data_dir, out_dir=out, model=args.model, img_size=args.img_size,
                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       alpha=args.alpha, patience=args.patience, augment=not args.no_augment)
-    run_path = train(cfg, progress=not args.no_progress)
+    run_path = train(cfg, progress=not args.no_progress, resume=args.resume)
     summary = _summary(run_path)
     if args.json:
         console.print_json(summary)
