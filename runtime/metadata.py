@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+import zlib
 from pathlib import Path
 
 from edgeproof.contract import METADATA_KEY, ArtifactMeta
@@ -21,8 +22,7 @@ def parse_metadata(text: str, path: str | Path) -> ArtifactMeta:
     try:
         return ArtifactMeta.from_json(text)
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise UsageError(f"'{path}' carries edgeproof metadata that cannot be read ({type(exc).__name__}: "
-                         f"{str(exc)[:120]}); the file is damaged: re-convert it with 'edgeproof convert'") from None
+        raise _damaged(path, exc) from None
 
 
 def tflite_with_metadata(model_bytes: bytes, meta: ArtifactMeta) -> bytes:
@@ -50,9 +50,20 @@ def read_tflite_metadata(path: str | Path) -> ArtifactMeta | None:
     try:
         with zipfile.ZipFile(path) as zf:
             text = zf.read(TFLITE_MEMBER).decode("utf-8", errors="replace")
-    except (zipfile.BadZipFile, KeyError):
+    except KeyError:
         return None
+    except zipfile.BadZipFile as exc:
+        if "CRC" not in str(exc) and "Bad magic" not in str(exc):
+            return None  # no (recognisable) archive after the flatbuffer: a model made elsewhere
+        raise _damaged(path, exc) from None
+    except (zlib.error, EOFError, NotImplementedError, ValueError, OSError) as exc:  # a damaged archive
+        raise _damaged(path, exc) from None
     return parse_metadata(text, path)
+
+
+def _damaged(path: str | Path, exc: BaseException) -> UsageError:
+    return UsageError(f"'{path}' carries edgeproof metadata that cannot be read ({type(exc).__name__}: "
+                      f"{str(exc)[:120]}); the file is damaged: re-convert it with 'edgeproof convert'")
 
 
 def read_onnx_metadata(path: str | Path) -> ArtifactMeta | None:
@@ -63,7 +74,7 @@ def read_onnx_metadata(path: str | Path) -> ArtifactMeta | None:
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"], enable_fallback=0)
         props = sess.get_modelmeta().custom_metadata_map
     except ImportError:
         import onnx

@@ -18,6 +18,7 @@ from edgeproof.contract import ArtifactMeta, Preprocess, TensorSpec
 from edgeproof.errors import EdgeproofError, UsageError
 from edgeproof.formats import BACKENDS, family_of, format_of, get_backend
 from edgeproof.runtime.backends.base import Backend, BatchUnsupported
+from edgeproof.runtime.model_check import check_file, check_io, invalid, one_line, ort_reason
 
 OVERRIDE_KEYS = ("size", "mean", "std", "scale", "bgr", "labels")
 _QRANGE = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
@@ -159,13 +160,19 @@ class Model:
         if self._nchw:
             x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
         n = x.shape[0]
-        if n == 1 or self.backend.batch_ok:
-            try:
-                out = self.backend.run(x)
-            except BatchUnsupported:
+        try:
+            if n == 1 or self.backend.batch_ok:
+                try:
+                    out = self.backend.run(x)
+                except BatchUnsupported:
+                    out = np.concatenate([self.backend.run(x[i:i + 1]) for i in range(n)])
+            else:
                 out = np.concatenate([self.backend.run(x[i:i + 1]) for i in range(n)])
-        else:
-            out = np.concatenate([self.backend.run(x[i:i + 1]) for i in range(n)])
+        except EdgeproofError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the runtime failed inside a model that loaded: a damaged file
+            raise invalid(self.path, family_of(self.path), f"it loaded but {self.backend_name} failed to run it "
+                          f"({one_line(exc)})") from None
         if self._q_out is not None:
             out = (out.astype(np.float32) - self._q_out[1]) * self._q_out[0]
         elif out.dtype != np.float32:
@@ -179,6 +186,9 @@ class Model:
             self._softmax = bool(out.min() < 0 or out.max() > 1 + 1e-3 or np.abs(sums - 1).max() > 0.05)
         if self._softmax:
             out = _softmax(out)
+        if not np.isfinite(out).all():  # NaN/inf from finite input: damaged weights, never a real answer
+            raise invalid(self.path, family_of(self.path), f"{self.backend_name} computed non-finite scores "
+                          "(NaN/inf) from a finite input, so its weights are damaged")
         return out
 
     def _quantize(self, x: np.ndarray) -> np.ndarray:
@@ -257,12 +267,14 @@ def load(path: str | Path, backend: str | None = None, threads: int | None = Non
     family = family_of(path)
     if not path.is_file():
         raise UsageError(f"model file '{path}' not found; give a .tflite or .onnx file")
+    verified = None
     if verify:
         from edgeproof.runtime.integrity import verify_manifest
 
-        verify_manifest(path)
+        verified = verify_manifest(path)
     profile = _profile(device) if device else None
     name = _choose_backend(path, family, backend, profile)
+    check_file(path, family)
     install_hint, provider_options = None, None
     if profile is not None:
         threads = threads if threads is not None else getattr(profile, "threads", None)
@@ -281,9 +293,18 @@ def load(path: str | Path, backend: str | None = None, threads: int | None = Non
         raise EdgeproofError(f"backend '{name}' is not available: {exc}; {BACKENDS[name].install}") from None
     be: Backend = cls(path, threads=threads, delegates=delegates, providers=providers,
                       allow_fallback=allow_fallback, install_hint=install_hint, provider_options=provider_options)
-    be.load()
+    be.verified_sha256 = verified  # the manifest vouches for these bytes (backends may skip a guarded trial)
     fmt = format_of(path)
-    meta = be.read_meta() or synthesize_meta(be.input_spec, be.output_spec, fmt.name if fmt else None)
+    try:
+        be.load()
+        meta = be.read_meta() or synthesize_meta(be.input_spec, be.output_spec, fmt.name if fmt else None)
+        check_io(path, family, be.input_spec, be.output_spec, meta.preprocess.height, meta.preprocess.width)
+    except EdgeproofError:
+        be.close()
+        raise
+    except Exception as exc:  # noqa: BLE001 - any other failure of a runtime on this file: a damaged model
+        be.close()
+        raise invalid(path, family, ort_reason(exc)) from None
     if profile is not None and getattr(profile, "artifacts", None):
         fmt_name = meta.format or (fmt.name if fmt else None)
         if fmt_name and fmt_name not in profile.artifacts:

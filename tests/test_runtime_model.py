@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edgeproof.contract import ArtifactMeta, Preprocess, TensorSpec
-from edgeproof.errors import EdgeproofError, UsageError
+from edgeproof.errors import EdgeproofError, InvalidModel, UsageError
 from edgeproof.runtime import Model, load
 from edgeproof.runtime.backends.base import Backend, BatchUnsupported
 from edgeproof.runtime.preprocess import load_batch
@@ -164,7 +164,7 @@ def test_load_errors(tmp_path):
         load(tmp_path / "missing.tflite")
     bad = tmp_path / "junk.tflite"
     bad.write_bytes(b"not a flatbuffer at all")
-    with pytest.raises(EdgeproofError, match="cannot load"):
+    with pytest.raises(InvalidModel, match="junk.tflite is not a valid TFLite model: no TFL3 identifier"):
         load(bad)
     with pytest.raises(UsageError, match="backend 'opencv' cannot run"):
         load(bad, backend="opencv")

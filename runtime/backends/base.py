@@ -53,6 +53,7 @@ class Backend(ABC):
         self.batch_ok = False
         self.placement: dict[str, Any] | None = None
         self.failed_accelerators: list[str] = []  # delegates/EPs skipped under allow_fallback
+        self.verified_sha256: str | None = None  # set by load() when manifest.json vouches for the file
 
     def _accelerator_unavailable(self, kind: str, names: list[str], message: str,
                                  then: str = "RUNNING ON THE CPU INSTEAD") -> None:

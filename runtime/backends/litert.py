@@ -112,8 +112,9 @@ class LiteRTBackend(Backend):
                     n_user = self._node_count(it)
                     it.allocate_tensors()
                 else:
-                    raise EdgeproofError(f"cannot load '{self.path}' with {self.runtime}: {first}; the file may be "
-                                         "truncated or not a TFLite model: re-convert it with 'edgeproof convert'") from None
+                    from edgeproof.runtime.model_check import invalid
+
+                    raise invalid(self.path, "tflite", f"{self.runtime} cannot load it ({first})") from None
         self._it = it
         self._in = it.get_input_details()[0]
         self._out = it.get_output_details()[0]

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from edgeproof.contract import METADATA_KEY, ArtifactMeta, TensorSpec
-from edgeproof.errors import EdgeproofError, require
+from edgeproof.errors import require
 from edgeproof.runtime.backends.base import Backend
 
 CPU = "CPUExecutionProvider"
@@ -55,12 +55,13 @@ class OnnxRuntimeBackend(Backend):
         so.log_severity_level = 3
         so.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
         try:
-            sess = ort.InferenceSession(str(self.path), so, providers=wanted,
+            # enable_fallback=0: no 'EP Error ... Falling back' banner printed to stdout and no silent retry.
+            sess = ort.InferenceSession(str(self.path), so, providers=wanted, enable_fallback=0,
                                         provider_options=[dict(self.provider_options.get(p, {})) for p in wanted])
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise EdgeproofError(f"onnxruntime cannot load '{self.path}': {first}; the file may be truncated or "
-                                 "not an ONNX model: re-export it with 'edgeproof convert'") from None
+            from edgeproof.runtime.model_check import invalid, ort_reason
+
+            raise invalid(self.path, "onnx", f"onnxruntime cannot load it ({ort_reason(exc)})") from None
         active = list(sess.get_providers())
         dropped = [p for p in wanted if p not in active and p != CPU]
         if dropped:  # requested, in the build, but failed to initialise (missing CUDA libs, ...)

@@ -25,7 +25,7 @@ def onnx_io(path) -> tuple[TensorSpec, TensorSpec, dict[str, str]]:
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         so.log_severity_level = 3
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"], enable_fallback=0)
         return (ort_spec(sess.get_inputs()[0]), ort_spec(sess.get_outputs()[0]),
                 dict(sess.get_modelmeta().custom_metadata_map))
     except ImportError:
@@ -57,16 +57,24 @@ class OpenCVBackend(Backend):
             from edgeproof.cli.console import warn
 
             warn(f"[bold red]FALLBACK[/]: {msg}")
+        # ONNX Runtime parses and checks the graph first (it rejects damaged files cleanly); OpenCV's importer
+        # can crash the process on them, so it reads an unvouched file in a guarded child first.
+        self.input_spec, self.output_spec, self._props = onnx_io(self.path)
+        from edgeproof.runtime.guard import guarded_load
+
+        shape = [1 if d is None and i == 0 else d for i, d in enumerate(self.input_spec.shape)]
+        guarded_load(self.path, self.name, "onnx", self.verified_sha256,
+                     shape if shape and all(isinstance(d, int) for d in shape) else None,
+                     self.input_spec.dtype if self.input_spec.dtype in ("float32", "uint8", "int8") else "float32")
         try:
             net = cv2.dnn.readNetFromONNX(str(self.path))
         except cv2.error as exc:
             lines = [ln for ln in str(exc).splitlines() if ln.strip()]
-            raise EdgeproofError(f"OpenCV DNN cannot read '{self.path}': {lines[-1] if lines else exc}; "
-                                 "run it with --backend onnxruntime instead (OpenCV DNN lacks some ops, e.g. "
-                                 "quantized QDQ graphs)") from None
+            raise UsageError(f"OpenCV DNN cannot read '{self.path}': {lines[-1] if lines else exc}; "
+                             "run it with --backend onnxruntime instead (OpenCV DNN lacks some ops, e.g. "
+                             "quantized QDQ graphs)") from None
         if self.threads:
             cv2.setNumThreads(int(self.threads))  # process-wide in OpenCV
-        self.input_spec, self.output_spec, self._props = onnx_io(self.path)
         self.batch_ok = bool(self.input_spec.shape) and self.input_spec.shape[0] is None
         self._net = net
         self._set, self._forward = net.setInput, net.forward

@@ -1,0 +1,123 @@
+"""A guarded trial load: open a model in a child process first, for runtimes that can crash on bad files.
+
+OpenCV DNN's ONNX importer dies with SIGSEGV/SIGFPE on some damaged files (the fuzz test found them);
+no in-process check catches every such case. So, unless manifest.json vouches for the bytes, the file
+is first loaded (and run once on zeros) in a child with a time limit and an address-space limit
+(RLIMIT_AS). A child killed by a signal, out of memory or out of time -> InvalidModel naming the file,
+the runtime and what happened. The verdict is cached by sha256 (+ runtime version) under
+$EDGEPROOF_CACHE/trials (default ~/.cache/edgeproof), so loading the same file again costs one hash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+TIMEOUT_S = 60.0
+MEMORY_BYTES = 4 << 30  # address space of the trial child (the runtime's mapped code counts too)
+
+OPENCV_TRIAL = """
+import json, sys
+import numpy as np
+import cv2
+cv2.setNumThreads(1)
+net = cv2.dnn.readNetFromONNX(sys.argv[1])
+shape, dtype = json.loads(sys.argv[2])
+if shape:
+    net.setInput(np.zeros(shape, dtype))
+    net.forward()
+"""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("EDGEPROOF_CACHE") or "~/.cache/edgeproof").expanduser() / "trials"
+
+
+# The child limits itself before importing anything big (no preexec_fn: unsafe in a threaded parent).
+_PRELUDE = ("import resource\n"
+            "resource.setrlimit(resource.RLIMIT_AS, ({m}, {m}))\n"
+            "resource.setrlimit(resource.RLIMIT_CORE, (0, 0))\n")  # a crash must not leave a core file behind
+
+
+def run_trial(code: str, args: list[str], timeout: float = TIMEOUT_S, memory: int = MEMORY_BYTES) -> dict[str, Any]:
+    """Run `code` (python -c) in a limited child: {"verdict": "ok"|"error"|"crash"|"memory"|"timeout", "detail"}.
+
+    "error": the child raised an ordinary exception (the runtime rejects the file cleanly; the
+    in-process load will raise the same error, so it is safe to attempt).
+    """
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENCV_FOR_THREADS_NUM": "1", "MALLOC_ARENA_MAX": "2",
+           "PYTHONFAULTHANDLER": ""}
+    try:
+        proc = subprocess.run([sys.executable, "-c", _PRELUDE.format(m=int(memory)) + code, *args],
+                              capture_output=True, timeout=timeout, env=env, check=False)
+    except subprocess.TimeoutExpired:
+        return {"verdict": "timeout", "detail": f"did not finish within {timeout:g} s"}
+    err = proc.stderr.decode("utf-8", "replace")
+    last = next((ln.strip() for ln in reversed(err.splitlines()) if ln.strip()), "")
+    if proc.returncode < 0:
+        try:
+            name = signal.Signals(-proc.returncode).name
+        except ValueError:
+            name = f"signal {-proc.returncode}"
+        return {"verdict": "crash", "detail": name}
+    if proc.returncode == 0:
+        return {"verdict": "ok", "detail": None}
+    if "MemoryError" in last or "Insufficient memory" in err or "bad_alloc" in err or "Failed to allocate" in err:
+        return {"verdict": "memory", "detail": f"needs more than {memory >> 20} MiB"}
+    return {"verdict": "error", "detail": last[:300]}
+
+
+def _runtime_version(backend: str) -> str:
+    if backend == "opencv":
+        import cv2
+
+        return cv2.__version__
+    return "?"
+
+
+def guarded_load(path: str | Path, backend: str, family: str, sha256: str | None, shape: list[int] | None,
+                 dtype: str = "float32") -> None:
+    """Raise InvalidModel when a trial load of `path` in `backend` crashes, hangs or runs out of memory.
+
+    `sha256` (when the manifest verified it) skips the trial: convert already loaded those bytes.
+    """
+    if sha256 is not None:
+        return
+    from edgeproof.runtime.integrity import sha256_file
+    from edgeproof.runtime.model_check import invalid
+
+    path = Path(path)
+    digest = sha256_file(path)
+    entry = cache_dir() / f"{backend}-{_runtime_version(backend)}-{digest[:40]}.json"
+    try:
+        result = json.loads(entry.read_text())
+        verdict = result["verdict"]
+    except (OSError, ValueError, KeyError, TypeError):
+        code = {"opencv": OPENCV_TRIAL}[backend]
+        result = run_trial(code, [str(path), json.dumps([shape, dtype])])
+        verdict = result["verdict"]
+        if verdict != "timeout":  # a slow machine may pass next time; crashes and OOMs are properties of the file
+            _store(entry, result)
+    what = {"crash": f"it crashed the {_NAMES.get(backend, backend)} importer ({result['detail']})",
+            "memory": f"loading it in {_NAMES.get(backend, backend)} {result['detail']}",
+            "timeout": f"loading it in {_NAMES.get(backend, backend)} {result['detail']}"}.get(verdict)
+    if what:
+        raise invalid(path, family, f"{what} in a guarded trial load")
+
+
+_NAMES = {"opencv": "OpenCV DNN"}
+
+
+def _store(entry: Path, result: dict[str, Any]) -> None:
+    try:
+        from edgeproof.atomic import write_json
+
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        write_json(entry, result)
+    except OSError:  # a read-only cache only costs the trial next time
+        pass

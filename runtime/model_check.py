@@ -1,0 +1,228 @@
+"""Cheap structural checks before a model file reaches an interpreter (issue 8: corrupt/hostile models).
+
+TFLite: the "TFL3" identifier, then a bounds-checked walk of the flatbuffer tables the runtime uses
+(subgraphs, tensors, operators, buffers): every offset inside the file, every tensor/op index in range,
+every tensor shape non-negative with a bounded byte size, so a damaged or hostile file is refused
+before an interpreter allocates for it. ONNX: the protobuf is parsed and checked by the loader itself
+(ONNX Runtime raises cleanly on every damaged file the fuzz test makes); here only the magic-less
+"is it plausibly a protobuf" test and the declared-shape sanity of `check_io` apply. OpenCV DNN, which
+can crash on such files, gets a guarded trial load (runtime.guard).
+
+Limits: MAX_SIDE for an image input's height/width, MAX_TENSOR_BYTES per tensor and
+MAX_TOTAL_BYTES for all tensors together (an image classifier needs far less).
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from pathlib import Path
+
+from edgeproof.contract import TensorSpec
+from edgeproof.errors import InvalidModel
+
+MAX_SIDE = 16384  # input height/width
+MAX_CLASSES = 1 << 20
+MAX_TENSOR_BYTES = 1 << 30  # 1 GiB per tensor
+MAX_TOTAL_BYTES = 4 << 30  # all tensors of a subgraph
+FAMILY_NAME = {"tflite": "TFLite", "onnx": "ONNX"}
+# TensorType code -> bytes per element (sub-byte types rounded up; 0: no fixed size, e.g. string/resource).
+_TFL_ITEMSIZE = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 5: 0, 6: 1, 7: 2, 8: 8, 9: 1, 10: 8, 11: 16, 12: 8, 13: 0, 14: 0,
+                 15: 4, 16: 2, 17: 1, 18: 2, 19: 1, 20: 1, 21: 1, 22: 1}
+
+
+def invalid(path: str | Path, family: str, reason: str) -> InvalidModel:
+    """The one-line error every check raises: '<file> is not a valid <TFLite|ONNX> model: <reason>; <fix>'."""
+    return InvalidModel(f"{Path(path).name} is not a valid {FAMILY_NAME.get(family, family)} model: {reason}; "
+                        "the file is damaged, truncated or of another type: re-convert it ('edgeproof convert') "
+                        "or copy it again")
+
+
+def one_line(exc: BaseException) -> str:
+    """'Type: first line of the message' (runtimes put whole reports in their exceptions)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")[:300]
+
+
+def ort_reason(exc: BaseException) -> str:
+    """ONNX Runtime's message without its '[ONNXRuntimeError] : 7 : INVALID_PROTOBUF : Load model from X failed:' prefix."""
+    text = one_line(exc)
+    return text.split(" failed:", 1)[1].strip() if " failed:" in text else text
+
+
+class _Bad(Exception):
+    """A structural defect found while walking the flatbuffer (turned into InvalidModel)."""
+
+
+class _FlatBuffer:
+    """Just enough of the flatbuffers wire format to walk tables and vectors with bounds checks."""
+
+    def __init__(self, buf) -> None:
+        self.buf, self.n = buf, len(buf)
+
+    def _u32(self, at: int) -> int:
+        if at < 0 or at + 4 > self.n:
+            raise _Bad(f"offset {at} points outside the {self.n}-byte file")
+        return struct.unpack_from("<I", self.buf, at)[0]
+
+    def _i32(self, at: int) -> int:
+        return struct.unpack_from("<i", self.buf, at)[0] if 0 <= at <= self.n - 4 else self._u32(at)
+
+    def table(self, at: int) -> int:
+        """Position of the table referenced by the uoffset at `at`."""
+        pos = at + self._u32(at)
+        vt = pos - self._i32(pos)
+        vlen = struct.unpack_from("<H", self.buf, vt)[0] if 0 <= vt <= self.n - 4 else -1
+        if vlen < 4 or vt + vlen > self.n or vlen % 2:
+            raise _Bad(f"table at byte {pos} has a broken vtable")
+        if pos + struct.unpack_from("<H", self.buf, vt + 2)[0] > self.n:
+            raise _Bad(f"table at byte {pos} runs past the end of the file")
+        return pos
+
+    def field(self, table: int, index: int) -> int | None:
+        """Absolute position of field `index` in `table`, or None when absent."""
+        vt = table - self._i32(table)
+        vlen = struct.unpack_from("<H", self.buf, vt)[0]
+        slot = 4 + 2 * index
+        if slot + 2 > vlen:
+            return None
+        off = struct.unpack_from("<H", self.buf, vt + slot)[0]
+        if not off:
+            return None
+        tlen = struct.unpack_from("<H", self.buf, vt + 2)[0]
+        if off >= tlen or table + off >= self.n:
+            raise _Bad(f"table at byte {table} has a field outside itself")
+        return table + off
+
+    def scalar(self, table: int, index: int, fmt: str, default: int = 0) -> int:
+        at = self.field(table, index)
+        if at is None:
+            return default
+        size = struct.calcsize(fmt)
+        if at + size > self.n:
+            raise _Bad(f"field at byte {at} runs past the end of the file")
+        return struct.unpack_from("<" + fmt, self.buf, at)[0]
+
+    def vector(self, table: int, index: int, elem: int) -> tuple[int, int]:
+        """(position of the first element, length) of a vector field; (0, 0) when absent."""
+        at = self.field(table, index)
+        if at is None:
+            return 0, 0
+        pos = at + self._u32(at)
+        length = self._u32(pos)
+        if pos + 4 + length * elem > self.n:
+            raise _Bad(f"a vector of {length} elements at byte {pos} runs past the end of the file")
+        return pos + 4, length
+
+    def ints(self, table: int, index: int) -> list[int]:
+        start, length = self.vector(table, index, 4)
+        return list(struct.unpack_from(f"<{length}i", self.buf, start)) if length else []
+
+    def tables(self, table: int, index: int) -> list[int]:
+        start, length = self.vector(table, index, 4)
+        return [self.table(start + 4 * i) for i in range(length)]
+
+
+def _tensor_bytes(shape: list[int], itemsize: int) -> int:
+    total = max(itemsize, 1)
+    for d in shape:
+        total *= d
+        if total > MAX_TENSOR_BYTES:
+            return total
+    return total
+
+
+def _walk_tflite(fb: _FlatBuffer) -> None:
+    model = fb.table(0)
+    n_codes = fb.vector(model, 1, 4)[1]
+    n_buffers = len(fb.tables(model, 4))
+    subgraphs = fb.tables(model, 2)
+    if not subgraphs:
+        raise _Bad("it has no subgraph")
+    for g, sg in enumerate(subgraphs):
+        tensors = fb.tables(sg, 0)
+        n_t, total = len(tensors), 0
+        for t, tensor in enumerate(tensors):
+            shape = fb.ints(tensor, 0)
+            ttype = fb.scalar(tensor, 1, "b")
+            if ttype not in _TFL_ITEMSIZE:
+                raise _Bad(f"tensor {t} has an unknown element type {ttype}")
+            if len(shape) > 16 or any(d < 0 for d in shape):
+                raise _Bad(f"tensor {t} has an impossible shape {shape[:8]}")
+            size = _tensor_bytes(shape, _TFL_ITEMSIZE[ttype])
+            if size > MAX_TENSOR_BYTES:
+                raise _Bad(f"tensor {t} declares shape {shape} ({size / 2**30:.3g} GiB, limit "
+                           f"{MAX_TENSOR_BYTES >> 20} MiB)")
+            total += size
+            if fb.scalar(tensor, 2, "I") >= max(n_buffers, 1):
+                raise _Bad(f"tensor {t} refers to buffer {fb.scalar(tensor, 2, 'I')} of {n_buffers}")
+            sig = fb.ints(tensor, 7)
+            if len(sig) > 16 or any(d < -1 for d in sig):
+                raise _Bad(f"tensor {t} has an impossible shape signature {sig[:8]}")
+        if total > MAX_TOTAL_BYTES:
+            raise _Bad(f"subgraph {g} declares {total / 2**30:.3g} GiB of tensors (limit {MAX_TOTAL_BYTES >> 30} GiB)")
+        for which, idx in (("input", fb.ints(sg, 1)), ("output", fb.ints(sg, 2))):
+            if any(not 0 <= i < n_t for i in idx):
+                raise _Bad(f"subgraph {g} names {which} tensor(s) {idx} but has {n_t} tensors")
+        for o, op in enumerate(fb.tables(sg, 3)):
+            code = fb.scalar(op, 0, "I")
+            if code >= n_codes:
+                raise _Bad(f"operator {o} uses operator code {code} of {n_codes}")
+            if any(not -1 <= i < n_t for i in fb.ints(op, 1) + fb.ints(op, 2)):
+                raise _Bad(f"operator {o} refers to a tensor outside 0..{n_t - 1}")
+
+
+def check_tflite(path: str | Path) -> None:
+    """Refuse a file that is not a structurally sound TFLite flatbuffer (InvalidModel); O(size of the tables)."""
+    path = Path(path)
+    with open(path, "rb") as fh:
+        size = fh.seek(0, 2)
+        if size < 16:
+            raise invalid(path, "tflite", f"it is {size} bytes long" if size else "the file is empty")
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            ident = bytes(buf[4:8])
+            if ident != b"TFL3":
+                raise invalid(path, "tflite", f"no TFL3 identifier (found {_describe_head(bytes(buf[:8]))})")
+            try:
+                _walk_tflite(_FlatBuffer(buf))
+            except (_Bad, struct.error) as exc:
+                raise invalid(path, "tflite", str(exc)) from None
+
+
+def _describe_head(head: bytes) -> str:
+    known = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"PK\x03\x04": "a zip archive",
+             b"GIF8": "a GIF image", b"\x08": "an ONNX-like protobuf", b"{": "JSON text"}
+    for magic, name in known.items():
+        if head.startswith(magic):
+            return name
+    if head and all(32 <= c < 127 or c in (9, 10, 13) for c in head):
+        return f"text {head.decode()!r}"
+    return f"bytes {head.hex(' ')}"
+
+
+def check_onnx(path: str | Path) -> None:
+    """The cheap part for ONNX: not empty and not an obvious other file type (the loader parses the rest)."""
+    path = Path(path)
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if not head:
+        raise invalid(path, "onnx", "the file is empty")
+    # A ModelProto starts with a field key: ir_version (0x08) or, from other writers, any small field number.
+    if head[0] & 7 not in (0, 2) or head[0] >> 3 == 0 or head[0] >> 3 > 32:
+        raise invalid(path, "onnx", f"it does not start like an ONNX protobuf (found {_describe_head(head)})")
+
+
+def check_file(path: str | Path, family: str) -> None:
+    (check_tflite if family == "tflite" else check_onnx)(path)
+
+
+def check_io(path: str | Path, family: str, inp: TensorSpec, out: TensorSpec, height: int, width: int) -> None:
+    """Declared shapes an image classifier can have: bounded height/width/channels/classes."""
+    dims = [d for d in inp.shape if isinstance(d, int)]
+    if any(d < 0 for d in dims) or any(d > MAX_SIDE for d in dims[1:]) or not 0 <= height <= MAX_SIDE \
+            or not 0 <= width <= MAX_SIDE:
+        raise invalid(path, family, f"input '{inp.name}' declares shape {inp.shape} (preprocess {height}x{width}); "
+                      f"height and width must be at most {MAX_SIDE}")
+    n_cls = out.shape[-1] if out.shape else None
+    if isinstance(n_cls, int) and not 0 < n_cls <= MAX_CLASSES:
+        raise invalid(path, family, f"output '{out.name}' declares {n_cls} classes (shape {out.shape})")
