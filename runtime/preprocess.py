@@ -1,7 +1,7 @@
 """Image decoding and preprocessing with OpenCV, driven by the artifact's Preprocess contract.
 
-One code path for every source: files go through `read_image`, frames (already BGR uint8)
-go straight to `prepare`. Output is float32 HWC in the model's input space; the backend lays it
+One code path for every source: files go through `read_image` (the shared pre-decode check in
+`image_check`, then OpenCV), frames (already BGR uint8) go straight to `prepare`. Output is float32 HWC in the model's input space; the backend lays it
 out as NCHW and quantizes it when the model needs that.
 """
 
@@ -12,12 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from edgeproof.contract import Preprocess
+from edgeproof.runtime.image_check import CORRUPT, ImageReadError, check_bytes, check_file  # sets OpenCV's backstop
 
+__all__ = ["ImageReadError", "decode", "load_batch", "load_image", "prepare", "read_image", "to_bgr8"]
 _INTERP = {"bilinear": 1, "nearest": 0, "bicubic": 2, "area": 3}  # cv2.INTER_* values
-
-
-class ImageReadError(Exception):
-    """A file that is not a readable image; the message says why (zero-byte, not an image, ...)."""
 
 
 _cv2_quiet = False
@@ -38,25 +36,27 @@ def quiet_opencv():
     return cv2
 
 
-def decode(data: np.ndarray) -> np.ndarray:
-    """Encoded image bytes (uint8 array) -> BGR uint8 HxWx3, or ImageReadError saying why."""
-    if data.size == 0:
-        raise ImageReadError("zero-byte file")
+def decode(data: bytes | np.ndarray) -> np.ndarray:
+    """Encoded image bytes -> BGR uint8 HxWx3, or ImageReadError saying why (the shared check runs first)."""
+    data = data.tobytes() if isinstance(data, np.ndarray) else bytes(data)
+    check_bytes(data)
+    return _decode_checked(data)
+
+
+def _decode_checked(data: bytes) -> np.ndarray:
     cv2 = quiet_opencv()
     # IMREAD_COLOR applies EXIF orientation and expands gray/palette; ANYDEPTH keeps 16-bit precision.
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
     if img is None or img.size == 0:
-        raise ImageReadError("not a decodable image (or truncated)")
+        raise ImageReadError(CORRUPT)
     return to_bgr8(img)
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Decode any image file to BGR uint8 HxWx3: EXIF orientation applied; gray, RGBA, palette, 16-bit converted."""
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except OSError as exc:
-        raise ImageReadError(f"cannot read: {exc.strerror}") from None
-    return decode(data)
+    """Decode any image file to BGR uint8 HxWx3: EXIF orientation applied; gray, RGBA, palette, 16-bit converted.
+
+    ImageReadError (short reason) for anything the pre-decode check refuses or OpenCV cannot decode."""
+    return _decode_checked(check_file(path))
 
 
 def to_bgr8(img: np.ndarray) -> np.ndarray:

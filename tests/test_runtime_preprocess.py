@@ -44,9 +44,18 @@ def test_every_pixel_format_becomes_bgr8(tmp_path, mode):
     assert tuple(int(v) for v in bgr[0, 0]) == expected
 
 
-@pytest.mark.parametrize("data, reason", [(b"", "zero-byte"), (b"\x89PNG\r\n\x1a\n broken", "not a decodable")])
+def _damaged_idat() -> bytes:
+    """A PNG whose chunk structure is whole (so the pre-decode check passes) but whose pixel data is garbage."""
+    png = bytearray(cv2.imencode(".png", np.full((8, 8, 3), 90, np.uint8))[1].tobytes())
+    i = png.index(b"IDAT") + 4
+    png[i:i + 8] = b"\xff" * 8
+    return bytes(png)
+
+
+@pytest.mark.parametrize("data, reason", [(b"", "zero-byte file"), (b"\x89PNG\r\n\x1a\n broken", "truncated PNG"),
+                                          ("damaged", "corrupt image")])
 def test_unreadable_files_raise_with_a_reason(tmp_path, data, reason):
     path = tmp_path / "x.png"
-    path.write_bytes(data)
+    path.write_bytes(_damaged_idat() if data == "damaged" else data)
     with pytest.raises(ImageReadError, match=reason):
         read_image(path)
