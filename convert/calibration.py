@@ -1,13 +1,16 @@
 """Calibration images for full-integer quantization, drawn from the run's TRAIN split.
 
 Images are decoded with the runtime's own OpenCV path (`edgeproof.runtime.preprocess.load_image`)
-so the quantization ranges are measured on exactly what the deployed model will be fed.
+so the quantization ranges are measured on exactly what the deployed model will be fed, after the
+same pre-decode check `edgeproof run` and training use: the same files are skipped, with the same
+reasons.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
+from collections import Counter
 
 import numpy as np
 
@@ -83,6 +86,7 @@ def calibration_batch(run, count: int, seed: int = 0) -> tuple[np.ndarray, str, 
 def describe(batch: np.ndarray, sha256: str, skipped: list[tuple[str, str]], requested: int) -> dict:
     """The calibration record stored in the manifest."""
     return {"requested": int(requested), "used": len(batch), "sha256": sha256,
-            "skipped": len(skipped), "skipped_files": [{"path": p, "reason": r} for p, r in skipped[:50]],
+            "skipped": len(skipped), "skipped_by_reason": dict(Counter(r for _, r in skipped).most_common()),
+            "skipped_files": [{"path": p, "reason": r} for p, r in skipped[:50]],
             "source": "train split, stratified by class, decoded with edgeproof.runtime.preprocess"}
 

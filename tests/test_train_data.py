@@ -133,7 +133,8 @@ def test_skipped_files_and_conversions(tmp_path):
     (root / "a" / ".hidden").write_text("ignored")
 
     data = load_data(root, Preprocess(12, 12), seed=0)
-    assert data.skipped_summary() == {"truncated image": 2, "not an image": 2, "zero-byte file": 1}
+    assert data.skipped_summary() == {"not an image (looks like text)": 2, "truncated PNG": 1, "truncated JPEG": 1,
+                                      "zero-byte file": 1}
     skipped = {Path(p).name for p, _ in data.skipped}
     assert skipped == {"zero.png", "trunc.png", "trunc.jpg", "notes.txt", "fake.png"}
     used = {Path(p).name: (s, i) for s, split in data.splits.items() for i, p in enumerate(split.paths)}

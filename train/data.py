@@ -5,7 +5,9 @@ Layouts:  DIR/<class>/...images   -> stratified seeded 70/15/15 split of the rea
           (stratified, 15 %) out of train.
 Images are decoded once with the runtime's OpenCV reader (gray, RGBA, palette, 16-bit converted;
 EXIF applied) and resized with the same `prepare` the runtime uses, so training sees exactly what
-deployment sees. Unreadable files are skipped and counted by reason. Datasets here are small, so
+deployment sees. Every file goes through the runtime's one pre-decode check (runtime/image_check.py:
+zero-byte, not an image, truncated JPEG/PNG, too many pixels, ...), so training, calibration and
+`edgeproof run` skip the same files with the same reasons, counted by reason. Datasets here are small, so
 the decoded uint8 arrays live in memory (capped by EDGEPROOF_MAX_DATA_GB, default 8) and a
 tf.data pipeline shuffles, augments and batches them.
 """
@@ -27,10 +29,6 @@ from edgeproof.errors import UsageError
 SPLITS = ("train", "val", "test")
 FRACTIONS = {"val": 0.15, "test": 0.15}
 HINT = "give a folder with one subfolder of images per class (or use --dataset textures|shapes)"
-
-# Leading bytes of the formats OpenCV decodes; a file with none of them is "not an image".
-_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"P1", b"P2", b"P3",
-          b"P4", b"P5", b"P6", b"\x00\x00\x00\x0cjP")
 
 
 @dataclass
@@ -61,48 +59,18 @@ class Data:
 
 # ---------------------------------------------------------------- validation and decoding
 
-def classify_bytes(data: bytes) -> str | None:
-    """A reason to skip the file from its bytes alone, or None when it looks like a whole image."""
-    if not data:
-        return "zero-byte file"
-    if not data.startswith(_MAGIC) and not (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
-        return "not an image"
-    if data.startswith(b"\xff\xd8\xff") and data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
-        return "truncated image"  # no end-of-image marker after the last scan
-    if data.startswith(b"\x89PNG") and data.rfind(b"IEND") < 0:
-        return "truncated image"
-    return None
-
-
-def read_checked(path: str | Path) -> tuple[np.ndarray | None, str | None]:
-    """(BGR uint8 image, None) or (None, reason it was skipped)."""
-    from edgeproof.runtime.preprocess import ImageReadError, decode
-
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        return None, f"unreadable ({exc.strerror or exc})"
-    reason = classify_bytes(data)
-    if reason:
-        return None, reason
-    try:
-        return decode(np.frombuffer(data, np.uint8)), None
-    except ImageReadError:
-        return None, "corrupt or truncated image"
-
-
 def decode_all(paths: list[str], pp: Preprocess, on_done: Callable[[int], None] | None = None
                ) -> tuple[list[np.ndarray | None], list[str | None]]:
     """Decode + prepare every path (threads: OpenCV releases the GIL) -> (uint8 RGB images, skip reasons)."""
-    from edgeproof.runtime.preprocess import prepare, quiet_opencv
+    from edgeproof.runtime.preprocess import ImageReadError, prepare, quiet_opencv, read_image
 
     quiet_opencv()  # no libpng/libjpeg warnings from the worker threads
 
     def one(path: str):
-        img, reason = read_checked(path)
-        if img is None:
-            return None, reason
-        return prepare(img, pp).astype(np.uint8), None
+        try:
+            return prepare(read_image(path), pp).astype(np.uint8), None
+        except ImageReadError as exc:
+            return None, str(exc)
 
     images, reasons = [], []
     with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
