@@ -13,7 +13,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +49,11 @@ def compile_tflite(bare: bytes, timeout: float = 600.0) -> tuple[bytes, str]:
     exe = compiler_path()
     if not exe:
         raise UsageError(f"{COMPILER} is not on PATH; install the Coral compiler (apt-get install edgetpu-compiler)")
-    with tempfile.TemporaryDirectory(prefix="edgeproof-edgetpu-") as tmp:
-        src = Path(tmp) / "model.tflite"
+    from edgeproof.atomic import scratch_dir
+
+    with scratch_dir("edgetpu") as folder:
+        tmp = str(folder)
+        src = folder / "model.tflite"
         src.write_bytes(bare)
         proc = subprocess.run([exe, "-s", "-o", tmp, str(src)], capture_output=True, text=True, timeout=timeout,
                               check=False)
@@ -75,8 +77,12 @@ def make_edgetpu(model: Any, calib: np.ndarray) -> tuple[bytes, bytes, dict[str,
 
 
 def compile_artifact(path: str | Path) -> dict[str, Any]:
-    """Compile an existing (uncompiled) model.edgetpu.tflite in place, keeping its metadata."""
+    """Compile an existing (uncompiled) model.edgetpu.tflite in place, keeping its metadata and updating
+    its manifest.json entry (in the kill-safe order of convert.manifest: the runtime checks that sha256)."""
+    import hashlib
+
     from edgeproof.atomic import write_bytes
+    from edgeproof.convert.manifest import load_manifest
     from edgeproof.runtime.metadata import read_tflite_metadata, strip_tflite_metadata, tflite_with_metadata
 
     path = Path(path)
@@ -89,9 +95,19 @@ def compile_artifact(path: str | Path) -> dict[str, Any]:
             "summary": log.strip()[-4000:]}
     if meta is not None:
         meta.extra["edgetpu"] = info
-        write_bytes(path, tflite_with_metadata(compiled, meta))
+        data = tflite_with_metadata(compiled, meta)
     else:
-        write_bytes(path, compiled)
+        data = compiled
+    manifest = load_manifest(path.parent)
+    entry = manifest.entry_for(path)
+    sha = hashlib.sha256(data).hexdigest()
+    if entry is not None:
+        manifest.mark_pending(entry.format, sha)
+    write_bytes(path, data)
+    if entry is not None:
+        entry.status, entry.error, entry.sha256, entry.bytes = "ok", None, sha, len(data)
+        entry.notes = [n for n in entry.notes if COMPILER not in n] + ["compiled in place by edgetpu_compiler"]
+        manifest.write()
     return info
 
 

@@ -1,5 +1,16 @@
 """OUT/manifest.json: one entry per artifact (sha256, bytes, seconds, options, calibration hash,
-status and reason), merged with an existing manifest so formats not re-converted keep their entry."""
+status and reason), merged with an existing manifest so formats not re-converted keep their entry.
+
+The runtime refuses an artifact whose sha256 differs from its entry, so an artifact and its entry
+are replaced in an order that is safe at every instant of a kill or power cut:
+  1. the new file is written and verified under a temp name;
+  2. if the entry records a different sha256, it is first rewritten as status "pending" with no
+     sha256 (`mark_pending`): the runtime does not check such an entry;
+  3. the new file is renamed onto the artifact's name (folder fsynced);
+  4. the entry is rewritten with the new sha256 and status "ok".
+A kill between 2 and 4 leaves a complete artifact (old or new) with an unchecked entry; never a
+good file that the manifest makes the runtime refuse, nor a partial file at the artifact's name.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +23,14 @@ from edgeproof.atomic import write_json
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_SCHEMA = 1
+PENDING = "pending"  # an artifact being replaced: no sha256, so the runtime does not check it
 
 
 @dataclass
 class ArtifactResult:
     format: str
     path: Path | None
-    status: str  # "ok" | "failed"
+    status: str  # "ok" | "failed" | "pending" (see the module docstring)
     error: str | None = None
     seconds: float = 0.0
     sha256: str | None = None
@@ -77,6 +89,21 @@ class Manifest:
 
     def write(self) -> Path:
         return write_json(self.path, self.to_dict())
+
+    def mark_pending(self, fmt: str, new_sha256: str) -> bool:
+        """Before a file with `new_sha256` replaces `fmt`'s artifact: if the entry vouches for another
+        sha256, rewrite it as pending (unchecked) first. True when the manifest was rewritten."""
+        entry = self.get(fmt)
+        if entry is None or not entry.sha256 or entry.sha256 == new_sha256:
+            return False
+        entry.status, entry.sha256, entry.bytes = PENDING, None, None
+        entry.error = "being replaced: an interrupted conversion left this entry; re-run edgeproof convert"
+        self.write()
+        return True
+
+    def entry_for(self, path: Path) -> ArtifactResult | None:
+        """The entry whose artifact is the file `path` (by name), or None."""
+        return next((a for a in self.artifacts if a.path is not None and a.path.name == Path(path).name), None)
 
 
 def load_manifest(out_dir: str | Path) -> Manifest:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from edgeproof.atomic import copy_file
+from edgeproof.atomic import copy_file, scratch_dir
 from edgeproof.errors import UsageError
 
 
@@ -70,13 +69,13 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, calib: np.ndarray
     src = onnx.load(str(fp32_path))
     exclude = [str(n) for n in (nodes_to_exclude or [])]
     input_name = src.graph.input[0].name
-    with tempfile.TemporaryDirectory(prefix="edgeproof-onnxq-") as tmp:
-        pre = Path(tmp) / "pre.onnx"
+    with scratch_dir("onnxq") as tmp:
+        pre = tmp / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=False)
         if exclude:
             exclude = _resolve_exclude(exclude, {n.name for n in src.graph.node},
                                        {n.name for n in onnx.load(str(pre)).graph.node}, fp32_path.name)
-        q = Path(tmp) / "q.onnx"
+        q = tmp / "q.onnx"
         quantize_static(str(pre), str(q), _reader(input_name, calib), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                         nodes_to_exclude=exclude or None)

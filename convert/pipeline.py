@@ -2,19 +2,19 @@
 
 Dispatch reads the format table (edgeproof.formats.FORMATS); one format failing never stops the
 others; each artifact is written atomically (temp file, verified, then renamed) and the manifest is
-rewritten atomically after every format, merged with the one already in OUT.
+rewritten atomically after every format, merged with the one already in OUT. The artifact/manifest
+pair is replaced in the kill-safe order described in convert.manifest; temp files of a killed
+earlier run into OUT (and its scratch folder in the system temp dir) are removed first.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import importlib.metadata as md
 import logging
 import os
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -24,12 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from edgeproof.atomic import atomic_path
+from edgeproof.atomic import atomic_path, clean_stale, scratch_dir, temp_dir_beside
 from edgeproof.contract import ArtifactMeta, TensorSpec
 from edgeproof.convert.manifest import ArtifactResult, Manifest, load_manifest
 from edgeproof.convert.reasons import failure_reason
 from edgeproof.errors import UsageError
 from edgeproof.formats import FORMATS, Format, artifact_filename, parse_format_list
+from edgeproof.runtime.integrity import sha256_file
 
 VERSION_PACKAGES = {"edgeproof": "edgeproof", "tensorflow": ("tensorflow", "tensorflow-cpu"), "keras": "keras",
                     "tf2onnx": "tf2onnx", "onnx": "onnx", "onnxruntime": "onnxruntime",
@@ -52,14 +53,6 @@ def _versions() -> tuple[tuple[str, str], ...]:
 def versions() -> dict[str, str]:
     """Installed edgeproof/TF/converter/runtime versions (looked up once per process)."""
     return dict(_versions())
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _now() -> str:
@@ -91,8 +84,9 @@ def _quiet():
 class _Job:
     """Shared state of one convert_run: model, calibration, cached intermediate files."""
 
-    def __init__(self, run, model, out_dir: Path, calib, int8_io: str, opset: int, tmp: Path):
-        self.run, self.model, self.out_dir, self.calib = run, model, out_dir, calib
+    def __init__(self, run, model, manifest: Manifest, calib, int8_io: str, opset: int, tmp: Path):
+        self.run, self.model, self.manifest, self.calib = run, model, manifest, calib
+        self.out_dir = manifest.out_dir
         self.int8_io, self.opset, self.tmp = int8_io, opset, tmp
         self._saved_model: Path | None = None
         self.onnx_fp32: Path | None = None  # an fp32 .onnx usable as the int8 source
@@ -171,6 +165,7 @@ def _write_tflite(fmt: Format, job: _Job, dest: Path, source_sha: str, calib_sha
     with atomic_path(dest) as tmp:
         tmp.write_bytes(tflite_with_metadata(bare, meta))
         notes += verify_tflite(tmp, meta, job.sample(), compiled_edgetpu=compiled)
+        job.manifest.mark_pending(fmt.name, sha256_file(tmp))  # before the rename: see convert.manifest
     return notes
 
 
@@ -207,6 +202,7 @@ def _write_onnx(fmt: Format, job: _Job, dest: Path, source_sha: str, calib_sha: 
     with atomic_path(dest) as tmp:
         onnx.save(proto, str(tmp))
         notes = verify_onnx(tmp, meta, job.sample())
+        job.manifest.mark_pending(fmt.name, sha256_file(tmp))  # before the rename: see convert.manifest
     if fmt.name == "onnx-fp32":
         job.onnx_fp32 = dest
     return notes
@@ -236,7 +232,7 @@ def convert_run(source: str | Path, out_dir: str | Path, formats: Iterable[str] 
         raise MissingDependency("tensorflow", "train", "edgeproof convert")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        os.rmdir(tempfile.mkdtemp(prefix=".edgeproof-", suffix=".probe", dir=out_dir))
+        os.rmdir(temp_dir_beside(out_dir / "edgeproof", "probe"))
     except OSError as exc:
         raise UsageError(f"cannot write artifacts to '{out_dir}': {exc.strerror or exc}; "
                          "give a writable folder with -o") from None
@@ -253,6 +249,7 @@ def convert_run(source: str | Path, out_dir: str | Path, formats: Iterable[str] 
         source_sha = sha256_file(run.model_path)
         model = load_keras_model(run.model_path, "edgeproof convert")
 
+    _clean_stale(out_dir)
     manifest = load_manifest(out_dir)
     manifest.source, manifest.source_sha256 = str(run.model_path.resolve()), source_sha
     manifest.versions, manifest.updated = versions(), _now()
@@ -260,8 +257,8 @@ def convert_run(source: str | Path, out_dir: str | Path, formats: Iterable[str] 
         manifest.calibration = calib_info
     from edgeproof.cli.console import progress as progress_bar
 
-    with tempfile.TemporaryDirectory(prefix="edgeproof-convert-") as tmp, progress_bar(progress) as bar:
-        job = _Job(run, model, out_dir, calib, int8_io, opset, Path(tmp))
+    with scratch_dir("convert") as tmp, progress_bar(progress) as bar:
+        job = _Job(run, model, manifest, calib, int8_io, opset, tmp)
         task = bar.add_task("converting", total=len(fmts))
         for fmt in fmts:
             bar.update(task, description=f"converting {fmt.name}")
@@ -272,6 +269,16 @@ def convert_run(source: str | Path, out_dir: str | Path, formats: Iterable[str] 
                 on_result(result)
             bar.advance(task)
     return manifest
+
+
+def _clean_stale(out_dir: Path) -> None:
+    """Remove temp files of killed earlier conversions into `out_dir` (only names edgeproof writes)."""
+    from edgeproof.cli.console import info
+    from edgeproof.convert.manifest import MANIFEST_FILE
+
+    for name in [artifact_filename(f) for f in FORMATS.values()] + [MANIFEST_FILE, "edgeproof"]:
+        for line in clean_stale(out_dir, name):
+            info(f"note: {out_dir}: {line} (left by a killed earlier run)")
 
 
 def _convert_one(fmt: Format, job: _Job, source_sha: str, calib_sha: str | None) -> ArtifactResult:

@@ -143,11 +143,9 @@ def test_killed_process_leaves_no_complete_looking_file(small_run, tmp_path):
         assert "tflite-fp32" not in json.loads((tmp_path / "manifest.json").read_text())["artifacts"]
 
 
-def test_edgetpu_compiler_gets_bare_flatbuffer_and_metadata_survives(small_run, tmp_path, monkeypatch):
-    from edgeproof.convert import convert_run
-
+def _fake_compiler(tmp_path, monkeypatch) -> None:
     bindir = tmp_path / "bin"
-    bindir.mkdir()
+    bindir.mkdir(parents=True)
     fake = bindir / "edgetpu_compiler"
     # Stands in for the Coral compiler: refuses input with edgeproof's zip trailer, copies the model.
     fake.write_text(textwrap.dedent("""\
@@ -160,6 +158,12 @@ def test_edgetpu_compiler_gets_bare_flatbuffer_and_metadata_survives(small_run, 
     """))
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_edgetpu_compiler_gets_bare_flatbuffer_and_metadata_survives(small_run, tmp_path, monkeypatch):
+    from edgeproof.convert import convert_run
+
+    _fake_compiler(tmp_path, monkeypatch)
     m = convert_run(small_run, tmp_path / "out", ["edgetpu"], calib_count=12)
     r = m.get("edgetpu")
     assert r.status == "ok", r.error
@@ -178,6 +182,17 @@ def test_compile_hint_and_compile_later(small_run, tmp_path, monkeypatch):
     assert r.status == "ok" and any("edgetpu_compiler is not on PATH" in n for n in r.notes)
     with pytest.raises(UsageError, match="not on PATH"):
         compile_artifact(r.path)
+
+    # Compiling in place later updates the manifest entry, so the runtime's sha256 check still passes.
+    from edgeproof.runtime.integrity import sha256_file, verify_manifest
+
+    before = r.sha256
+    _fake_compiler(tmp_path / "c", monkeypatch)
+    compile_artifact(r.path)
+    entry = json.loads((tmp_path / "manifest.json").read_text())["artifacts"]["edgetpu"]
+    assert entry["status"] == "ok" and entry["sha256"] == sha256_file(r.path) != before
+    assert entry["bytes"] == r.path.stat().st_size and not any("not on PATH" in n for n in entry["notes"])
+    assert verify_manifest(r.path) == entry["sha256"]
 
 
 def test_denylist_and_int16x8_hooks(small_run):
