@@ -114,8 +114,13 @@ def _latency(model, x: np.ndarray, reps: int = LATENCY_REPS) -> float | None:
 
 
 def evaluate(path: Path, fmt: Format | None, backend: str, batches: Batches, reference: np.ndarray,
-             tol: Tolerance, listed: bool) -> Row:
-    """Load one artifact with one backend, run it on the parity images, judge it."""
+             tol: Tolerance, listed: bool, verify: bool = True) -> Row:
+    """Load one artifact with one backend, run it on the parity images, judge it.
+
+    An artifact that does not match its manifest's sha256 (verify) is a failed row ('integrity'),
+    whichever backend: the other artifacts are still judged and parity exits 1 naming it.
+    """
+    from edgeproof.errors import IntegrityError
     from edgeproof.runtime import load
 
     name = path.name
@@ -123,7 +128,7 @@ def evaluate(path: Path, fmt: Format | None, backend: str, batches: Batches, ref
               size_bytes=path.stat().st_size)
     model = None
     try:
-        model = load(path, backend=backend)
+        model = load(path, backend=backend, verify=verify)
         if fmt is None and model.format in FORMATS:
             fmt = FORMATS[model.format]
             row.format = fmt.name
@@ -136,7 +141,11 @@ def evaluate(path: Path, fmt: Format | None, backend: str, batches: Batches, ref
         row.preds, row.probs = probs.argmax(axis=1), probs
     except Exception as exc:  # noqa: BLE001 - any load/run error is a row, judged by the policy above
         why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}" if str(exc) else type(exc).__name__
-        if listed:
+        if isinstance(exc, IntegrityError):
+            row.status, row.reason = "error", why
+            row.failures = [Failure("integrity", why, "sha256 as in manifest.json", f"refused: {why}", name,
+                                    backend)]
+        elif listed:
             row.status, row.reason = "error", why
             row.failures = [Failure("load/run", why, "loads and runs", f"cannot load/run with listed backend "
                                     f"'{backend}': {why}", name, backend)]
@@ -156,7 +165,7 @@ def evaluate(path: Path, fmt: Format | None, backend: str, batches: Batches, ref
 
 
 def run_matrix(artifacts: list[tuple[Path, Format | None]], batches: Batches, reference: np.ndarray,
-               backends: list[str] | None, tol_flags: dict, progress=None) -> list[Row]:
+               backends: list[str] | None, tol_flags: dict, progress=None, verify: bool = True) -> list[Row]:
     rows: list[Row] = []
     plan = []
     for path, fmt in artifacts:
@@ -178,7 +187,8 @@ def run_matrix(artifacts: list[tuple[Path, Format | None]], batches: Batches, re
                             "no tolerance to judge it by", path.stat().st_size))
         else:
             f = FORMATS[meta_fmt]
-            rows.append(evaluate(path, f, b, batches, reference, override(f.tolerance, **tol_flags), listed))
+            rows.append(evaluate(path, f, b, batches, reference, override(f.tolerance, **tol_flags), listed,
+                                 verify=verify))
         if progress is not None:
             progress.advance(task)
     return rows

@@ -58,7 +58,7 @@ class ParityReport:
 def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, data_dir: str | Path | None = None,
                split: str = "test", backends: list[str] | None = None, tol_flags: dict | None = None,
                triage: bool = True, fix: bool = False, out_dir: str | Path | None = None, e2e: bool = True,
-               progress: bool = True, write: bool = True) -> ParityReport:
+               progress: bool = True, write: bool = True, verify: bool = True) -> ParityReport:
     """Judge every artifact against the run's Keras model; write parity.json/.md and PNGs to out_dir."""
     from edgeproof.cli.console import progress as progress_bar
     from edgeproof.parity import data, reference, runner
@@ -90,7 +90,7 @@ def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, dat
         ref_info = {"model": str(run.model_path), "latency_p50_ms": ref_lat, "n": len(ref),
                     "accuracy": float(np.mean(ref.argmax(1) == y)) if y is not None else None,
                     "correct": int(np.sum(ref.argmax(1) == y)) if y is not None else None}
-        rows = runner.run_matrix(artifacts, batches, ref, backends, tol_flags, prog)
+        rows = runner.run_matrix(artifacts, batches, ref, backends, tol_flags, prog, verify=verify)
         report = ParityReport(run_dir=run.root, artifacts_dir=art_dir, images_source=images.source,
                               n_images=len(ref), labelled=y is not None, reference=ref_info, rows=rows,
                               tolerance_flags=tol_flags, out_dir=out, labels=list(run.labels), y_true=y,

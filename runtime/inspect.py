@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeproof.contract import TensorSpec
 from edgeproof.errors import UsageError
 from edgeproof.formats import BACKENDS, backend_installed, backends_for, family_of, format_of
 
@@ -102,8 +103,9 @@ def _inspect_tflite(path: Path, data: bytes) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - any runtime/converter error becomes one reported line
         out["notes"].append(f"ai_edge_litert cannot list the tensors: {_short(exc)}")
     if "operator_codes" not in out and "inputs" not in out:  # neither parser nor interpreter could read it
-        raise UsageError(f"'{path}' is not a readable TFLite model ({out['notes'][0][:160]}); it may be "
-                         "truncated or another format: re-convert it (e.g. 'edgeproof convert RUN --to tflite-fp32')")
+        from edgeproof.runtime.model_check import invalid
+
+        raise invalid(path, "tflite", out["notes"][0][:160])
     if any(c.get("custom") for c in out.get("operator_codes", [])):
         customs = sorted({c["op"] for c in out["operator_codes"] if c["custom"]})
         out["notes"].append(f"custom op(s) {', '.join(customs)}: need a delegate/op resolver "
@@ -120,14 +122,15 @@ def _inspect_onnx(path: Path) -> dict[str, Any]:
 
             from edgeproof.runtime.backends.onnxrt import ort_spec
 
-            sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"], enable_fallback=0)
             out["inputs"] = [ort_spec(a).to_dict() for a in sess.get_inputs()]
             out["outputs"] = [ort_spec(a).to_dict() for a in sess.get_outputs()]
         except ImportError:
             out["notes"].append("I/O details need onnxruntime: pip install onnxruntime")
         except Exception as exc:  # noqa: BLE001 - the only reader here failed: not a usable ONNX file
-            raise UsageError(f"'{path}' is not a readable ONNX model ({_short(exc)[:160]}); it may be truncated "
-                             "or another format: re-export it (e.g. 'edgeproof convert RUN --to onnx-fp32')") from None
+            from edgeproof.runtime.model_check import invalid, ort_reason
+
+            raise invalid(path, "onnx", f"onnxruntime cannot read it ({ort_reason(exc)[:160]})") from None
         return out
     import onnx
     from onnx import helper
@@ -135,8 +138,9 @@ def _inspect_onnx(path: Path) -> dict[str, Any]:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - protobuf DecodeError and friends: not an ONNX file
-        raise UsageError(f"'{path}' is not a readable ONNX model ({_short(exc)}); it may be truncated or "
-                         "another format: re-export it (e.g. 'edgeproof convert RUN --to onnx-fp32')") from None
+        from edgeproof.runtime.model_check import invalid
+
+        raise invalid(path, "onnx", f"the onnx package cannot parse it ({_short(exc)[:160]})") from None
     init = {i.name for i in model.graph.initializer}
 
     def spec(v) -> dict[str, Any]:
@@ -157,8 +161,12 @@ def _inspect_onnx(path: Path) -> dict[str, Any]:
     return out
 
 
-def _try_load(backend: str, path: Path) -> tuple[str, str | None]:
-    """('ok'|'failed'|'not installed', detail) for one runtime on this machine."""
+def _try_load(backend: str, path: Path, report: dict[str, Any]) -> tuple[str, str | None]:
+    """('ok'|'failed'|'not installed', detail) for one runtime on this machine.
+
+    OpenCV DNN can crash on a damaged file: unless the manifest vouched for it, it is tried in a
+    guarded child first (runtime.guard).
+    """
     b = BACKENDS[backend]
     if not backend_installed(backend):
         return "not installed", b.install
@@ -173,10 +181,18 @@ def _try_load(backend: str, path: Path) -> tuple[str, str | None]:
         elif backend == "onnxruntime":
             import onnxruntime as ort
 
-            ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            so = ort.SessionOptions()
+            so.log_severity_level = 3
+            ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"], enable_fallback=0)
         elif backend == "opencv":
             import cv2
 
+            from edgeproof.runtime.guard import guarded_load
+
+            inputs = report.get("inputs") or [{}]
+            shape = [1 if i == 0 and not isinstance(d, int) else d for i, d in enumerate(inputs[0].get("shape") or [])]
+            vouched = report["sha256"] if (report.get("integrity") or {}).get("matches") else None
+            guarded_load(path, "opencv", "onnx", vouched, shape if all(isinstance(d, int) for d in shape) else None)
             cv2.dnn.readNetFromONNX(str(path))
         elif backend == "openvino":
             import openvino as ov
@@ -225,10 +241,29 @@ def compat_checks(info: dict[str, Any], target: str = LEGACY_RUNTIME) -> list[di
              "reason": reason if not ok else f"min_runtime_version {need} <= {target}"}]
 
 
+def integrity(path: Path, sha256: str, verify: bool = True) -> dict[str, Any]:
+    """Does the file match the sha256 its manifest.json records? (inspect reports it, never refuses.)"""
+    from edgeproof.runtime.integrity import MANIFEST_FILE, expected_sha256
+
+    if not verify:
+        return {"manifest": None, "expected": None, "matches": None, "note": "not checked (--no-verify)"}
+    want, note = expected_sha256(path)
+    manifest = path.parent / MANIFEST_FILE
+    return {"manifest": str(manifest) if manifest.is_file() else None, "expected": want,
+            "matches": None if want is None else want == sha256,
+            "note": note or (None if want else "no manifest entry with a sha256 for this file")}
+
+
 def inspect_model(path: str | Path, runtime_version: str = LEGACY_RUNTIME, legacy_venv: str | None = None,
-                  check_runtimes: bool = True) -> dict[str, Any]:
-    """Everything `edgeproof inspect` shows, as a JSON-ready dict."""
+                  check_runtimes: bool = True, verify: bool = True) -> dict[str, Any]:
+    """Everything `edgeproof inspect` shows, as a JSON-ready dict.
+
+    A file that fails the structural check (runtime.model_check) or declares absurd I/O shapes is
+    refused (InvalidModel) before any runtime opens it; a sha256 mismatch with manifest.json is
+    reported under "integrity", not refused.
+    """
     from edgeproof.runtime.metadata import read_metadata
+    from edgeproof.runtime.model_check import check_file, check_io
 
     path = Path(path)
     if path.is_dir():
@@ -236,10 +271,12 @@ def inspect_model(path: str | Path, runtime_version: str = LEGACY_RUNTIME, legac
     family = family_of(path)
     if not path.is_file():
         raise UsageError(f"'{path}' does not exist or is not a file; give a .tflite or .onnx model")
+    check_file(path, family)
     data = path.read_bytes()
     fmt = format_of(path)
     report: dict[str, Any] = {"path": str(path), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
                               "family": family, "format": fmt.name if fmt else None}
+    report["integrity"] = integrity(path, report["sha256"], verify)
     try:
         meta = read_metadata(path)
     except Exception as exc:  # noqa: BLE001 - any runtime/converter error becomes one reported line
@@ -251,10 +288,15 @@ def inspect_model(path: str | Path, runtime_version: str = LEGACY_RUNTIME, legac
     body = _inspect_tflite(path, data) if family == "tflite" else _inspect_onnx(path)
     report["notes"] = report.get("notes", []) + body.pop("notes")
     report.update(body)
+    if report.get("inputs") and report.get("outputs"):
+        spec = [TensorSpec(s["name"], [d if isinstance(d, int) else None for d in s["shape"]], s["dtype"])
+                for s in (report["inputs"][0], report["outputs"][0])]
+        pp = meta.preprocess if meta else None
+        check_io(path, family, spec[0], spec[1], pp.height if pp else 0, pp.width if pp else 0)
     if check_runtimes:
         runtimes = []
         for name in backends_for(family):
-            status, detail = _try_load(name, path)
+            status, detail = _try_load(name, path, report)
             runtimes.append({"runtime": name, "status": status, "detail": detail})
         if family == "tflite" and importlib.util.find_spec("tflite_runtime") is not None:
             status, detail = "ok", None

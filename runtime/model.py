@@ -18,7 +18,7 @@ from edgeproof.contract import ArtifactMeta, Preprocess, TensorSpec
 from edgeproof.errors import EdgeproofError, UsageError
 from edgeproof.formats import BACKENDS, family_of, format_of, get_backend
 from edgeproof.runtime.backends.base import Backend, BatchUnsupported
-from edgeproof.runtime.model_check import check_file, check_io, invalid, one_line, ort_reason
+from edgeproof.runtime.model_check import check_io, invalid, one_line, ort_reason, preflight
 
 OVERRIDE_KEYS = ("size", "mean", "std", "scale", "bgr", "labels")
 _QRANGE = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
@@ -267,14 +267,9 @@ def load(path: str | Path, backend: str | None = None, threads: int | None = Non
     family = family_of(path)
     if not path.is_file():
         raise UsageError(f"model file '{path}' not found; give a .tflite or .onnx file")
-    verified = None
-    if verify:
-        from edgeproof.runtime.integrity import verify_manifest
-
-        verified = verify_manifest(path)
     profile = _profile(device) if device else None
     name = _choose_backend(path, family, backend, profile)
-    check_file(path, family)
+    verified = preflight(path, verify)
     install_hint, provider_options = None, None
     if profile is not None:
         threads = threads if threads is not None else getattr(profile, "threads", None)

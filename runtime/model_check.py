@@ -34,7 +34,7 @@ _TFL_ITEMSIZE = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 5: 0, 6: 1, 7: 2, 8: 8, 9: 1, 10:
 def invalid(path: str | Path, family: str, reason: str) -> InvalidModel:
     """The one-line error every check raises: '<file> is not a valid <TFLite|ONNX> model: <reason>; <fix>'."""
     return InvalidModel(f"{Path(path).name} is not a valid {FAMILY_NAME.get(family, family)} model: {reason}; "
-                        "the file is damaged, truncated or of another type: re-convert it ('edgeproof convert') "
+                        "it may be truncated, damaged or another type of file: re-convert it ('edgeproof convert') "
                         "or copy it again")
 
 
@@ -214,6 +214,19 @@ def check_onnx(path: str | Path) -> None:
 
 def check_file(path: str | Path, family: str) -> None:
     (check_tflite if family == "tflite" else check_onnx)(path)
+
+
+def preflight(path: str | Path, verify: bool = True) -> str | None:
+    """Before any runtime opens `path`: the manifest sha256 (verify) and the structural check.
+
+    Returns the sha256 the manifest vouched for, or None (no manifest entry, or verify=False).
+    """
+    from edgeproof.formats import family_of
+    from edgeproof.runtime.integrity import verify_manifest
+
+    verified = verify_manifest(path) if verify else None
+    check_file(path, family_of(path))
+    return verified
 
 
 def check_io(path: str | Path, family: str, inp: TensorSpec, out: TensorSpec, height: int, width: int) -> None:

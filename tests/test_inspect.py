@@ -172,7 +172,7 @@ def test_corrupt_model_file_exits_2_with_one_line(tmp_path, capsys, monkeypatch,
     path.write_bytes(data)
     assert run_cli(["inspect", str(path), "--no-load"]) == 2
     line = _one_error_line(capsys.readouterr().err)
-    assert f"'{path}' is not a readable" in line and ("re-convert" in line or "re-export" in line)
+    assert f"{path.name} is not a valid" in line and ("re-convert" in line or "re-export" in line)
 
 
 @slow

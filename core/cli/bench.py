@@ -50,6 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the standard suite on the embedded dataset's model: every artifact x available "
                    "backend x threads 1..N (trains and converts it first when no folder is given)")
     p.add_argument("--seed", type=int, default=0, help="input seed (default 0)")
+    p.add_argument("--no-verify", action="store_true",
+                   help="benchmark artifacts even when they differ from the sha256 in manifest.json "
+                        "(default: refuse, exit 2)")
     p.add_argument("--no-baseline", action="store_true", help="skip the bare-loop comparison")
     p.add_argument("--no-isolate", action="store_true",
                    help="run every configuration in this process (faster; peak RSS then not per model)")
@@ -145,13 +148,14 @@ def run(args: argparse.Namespace) -> int:
     threads = parse_threads(args.threads, default_threads)
     common = {"batch": args.batch, "runs": args.runs, "warmup": args.warmup, "min_seconds": args.seconds,
               "seed": args.seed, "device": args.device, "allow_fallback": args.allow_fallback,
-              "baseline": not args.no_baseline, "source": source}
+              "baseline": not args.no_baseline, "source": source, "verify": not args.no_verify}
     specs, skipped = runner.plan(models + ([keras_model] if keras_model else []), backends, threads, **common)
     for s in specs:
         if s.kind == "keras":
             s.source = None
     if not specs:
         raise UsageError("nothing to benchmark: " + "; ".join(skipped))
+    runner.preflight(specs)
     for s in skipped:
         warn(f"skipped {s}")
     mach = machine.describe()

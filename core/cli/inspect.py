@@ -21,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="TFLite runtime version to check op versions against (default 2.14.0, the last tflite-runtime)")
     p.add_argument("--legacy-venv", metavar="DIR", help="venv with tflite-runtime to try loading the model in")
     p.add_argument("--no-load", action="store_true", help="do not try loading the model in each runtime")
+    p.add_argument("--no-verify", action="store_true", help="do not compare the file with the sha256 in manifest.json")
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     p.set_defaults(func=run)
 
@@ -29,6 +30,15 @@ def _spec_line(s: dict) -> str:
     shape = "x".join("?" if d is None or isinstance(d, str) else str(d) for d in s["shape"])
     q = f"  scale={s['scale']:.6g} zero_point={s['zero_point']}" if s.get("scale") else ""
     return f"  {s['name']}: {s['dtype']} [{shape}]{q}"
+
+
+def _integrity_line(i: dict) -> str:
+    if i["matches"] is True:
+        return f"integrity: sha256 matches {i['manifest']}"
+    if i["matches"] is False:
+        return (f"integrity: MISMATCH: {i['manifest']} records sha256 {i['expected'][:16]}; the file was changed "
+                "since 'edgeproof convert' (run/bench/parity refuse it unless --no-verify)")
+    return f"integrity: {i['note']}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,12 +52,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--runtime-version '{args.runtime_version}' is not a version; give X.Y.Z such as 2.14.0")
 
     r = inspect_model(args.model, runtime_version=args.runtime_version, legacy_venv=args.legacy_venv,
-                      check_runtimes=not args.no_load)
+                      check_runtimes=not args.no_load, verify=not args.no_verify)
     if args.json:
         print_json(r)
         return 0
     lines = [f"{r['path']}  ({r['bytes'] / 1024:.1f} KiB, sha256 {r['sha256'][:16]})",
-             f"format: {r['format'] or 'unknown'}  family: {r['family']}"]
+             f"format: {r['format'] or 'unknown'}  family: {r['family']}", _integrity_line(r["integrity"])]
     if r.get("converter_tensorflow_version") or r.get("producer"):
         lines.append(f"made by: {('TensorFlow ' + r['converter_tensorflow_version']) if r.get('converter_tensorflow_version') else r.get('producer')}")
     if r.get("opsets"):

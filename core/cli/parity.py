@@ -77,6 +77,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--out", metavar="REPORT_DIR", help="report folder (default RUN_DIR/parity)")
     p.add_argument("--json", action="store_true", help="print parity.json's content on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-verify", action="store_true",
+                   help="judge artifacts even when they differ from the sha256 in manifest.json (default: such an "
+                        "artifact is a failed 'integrity' row)")
     p.set_defaults(func=run)
 
 
@@ -106,7 +109,7 @@ def _run(args: argparse.Namespace):
                       tol_flags={"max_abs": args.max_abs, "min_agreement": args.min_agreement,
                                  "max_delta_acc": args.max_delta_acc},
                       triage=args.triage, fix=args.fix, out_dir=args.out, e2e=not args.no_e2e,
-                      progress=not args.no_progress and not args.json)
+                      progress=not args.no_progress and not args.json, verify=not args.no_verify)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -98,7 +98,7 @@ def onnxruntime_baseline(path: str | Path, threads: int | None, x: np.ndarray) -
     if threads:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"], enable_fallback=0)
     load_s = time.perf_counter() - t0
     inp = sess.get_inputs()[0]
     xin = _to_layout(x, inp.shape)

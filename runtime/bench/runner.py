@@ -46,6 +46,7 @@ class BenchSpec:
     baseline: bool = True
     source: str | None = None
     kind: str = "artifact"
+    verify: bool = True  # check the sha256 in manifest.json before loading (--no-verify: False)
 
     def label(self) -> str:
         fmt = self.format_name()
@@ -134,6 +135,27 @@ def plan(models: list[str], backends: list[str] | None, threads: list[int | None
         for b in chosen:
             specs.extend(BenchSpec(model=str(path), backend=b, threads=t, **common) for t in threads)
     return specs, skipped
+
+
+def preflight(specs: list[BenchSpec]) -> None:
+    """Refuse the whole benchmark (exit 2) when an artifact fails its manifest sha256 or is not a valid
+    model: a number measured on a tampered or damaged file must never be reported.
+
+    Each artifact is opened once here with its format's preferred backend (all load-time checks);
+    only InvalidModel/IntegrityError refuse: a missing package or delegate stays a failed row.
+    """
+    from edgeproof.errors import EdgeproofError, IntegrityError, InvalidModel
+    from edgeproof.runtime import load
+    from edgeproof.runtime.model_check import preflight as check
+
+    for path, verify in dict.fromkeys((s.model, s.verify) for s in specs if s.kind == "artifact"):
+        check(path, verify)
+        try:
+            load(path, verify=False).close()  # the sha256 was just checked
+        except (IntegrityError, InvalidModel):
+            raise
+        except EdgeproofError:
+            pass
 
 
 def run_specs(specs: list[BenchSpec], isolate: bool = True, timeout_s: float = 600.0,
@@ -247,7 +269,7 @@ def _run_artifact(spec: BenchSpec) -> dict:
         rec["import_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     model = load(spec.model, backend=spec.backend, threads=spec.threads, device=spec.device,
-                 allow_fallback=spec.allow_fallback)
+                 allow_fallback=spec.allow_fallback, verify=spec.verify)
     rec["load_s"] = time.perf_counter() - t0
     try:
         rec["backend"] = model.backend_name
