@@ -43,6 +43,7 @@ TRUNC_JPEG = "truncated JPEG"
 TRUNC_PNG = "truncated PNG"
 TRUNCATED = "truncated image"
 CORRUPT = "corrupt image"
+OPENCV_TOO_LARGE = "image too large (over OPENCV_IO_MAX_IMAGE_PIXELS)"
 VIDEO_UNOPENED = "cannot open video (unsupported codec or corrupt file)"
 
 

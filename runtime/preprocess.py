@@ -12,7 +12,13 @@ from pathlib import Path
 import numpy as np
 
 from edgeproof.contract import Preprocess
-from edgeproof.runtime.image_check import CORRUPT, ImageReadError, check_bytes, check_file  # sets OpenCV's backstop
+from edgeproof.runtime.image_check import (  # importing it sets OpenCV's pixel-limit backstop
+    CORRUPT,
+    OPENCV_TOO_LARGE,
+    ImageReadError,
+    check_bytes,
+    check_file,
+)
 
 __all__ = ["ImageReadError", "decode", "load_batch", "load_image", "prepare", "read_image", "to_bgr8"]
 _INTERP = {"bilinear": 1, "nearest": 0, "bicubic": 2, "area": 3}  # cv2.INTER_* values
@@ -46,7 +52,10 @@ def decode(data: bytes | np.ndarray) -> np.ndarray:
 def _decode_checked(data: bytes) -> np.ndarray:
     cv2 = quiet_opencv()
     # IMREAD_COLOR applies EXIF orientation and expands gray/palette; ANYDEPTH keeps 16-bit precision.
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    except cv2.error as exc:  # OpenCV's own size limit (the backstop), or a decoder that gave up loudly
+        raise ImageReadError(OPENCV_TOO_LARGE if "CV_IO_MAX_IMAGE" in str(exc) else CORRUPT) from None
     if img is None or img.size == 0:
         raise ImageReadError(CORRUPT)
     return to_bgr8(img)

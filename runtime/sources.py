@@ -2,7 +2,9 @@
 
 `open_source(spec)` decides what the string means and returns a Source that yields Items in
 order: file items carry a path (decoded later in worker threads), capture items carry a BGR
-frame. Live sources retry failed grabs with exponential backoff, then stop cleanly with a reason.
+frame. Folder, glob and list sources take image and video files; a video among them is expanded to
+its frames, and one OpenCV cannot open is an Item with `error` set: skipped with that reason, the run
+goes on. A bad entry (missing, a directory, unreadable) is skipped with its reason by the image check. Live sources retry failed grabs with exponential backoff, then stop cleanly with a reason.
 Capture objects are injectable (`capture_factory`, `picam_factory`) so tests need no hardware.
 """
 
@@ -34,6 +36,7 @@ class Item:
     name: str  # file path, or "<source>#<frame number>"
     path: Path | None = None
     frame: np.ndarray | None = None  # BGR uint8 for captured frames
+    error: str | None = None  # why this input cannot be delivered: skip it with this reason
 
 
 class Source:
@@ -53,19 +56,46 @@ class Source:
 
 
 class FileSource(Source):
-    """A fixed list of image paths (single image, folder, glob or list file)."""
+    """A fixed list of paths (single image, folder, glob or list file); video files among them give their frames."""
 
-    def __init__(self, spec: str, kind: str, paths: list[Path]) -> None:
+    def __init__(self, spec: str, kind: str, paths: list[Path], capture_factory: Callable[[Any], Any] | None = None,
+                 errors: dict[Path, str] | None = None) -> None:
         super().__init__(spec)
         self.kind = kind
         self.paths = paths
+        self.capture_factory = capture_factory
+        self.errors = errors or {}  # path -> reason known up front (an unlistable subfolder)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __iter__(self) -> Iterator[Item]:
-        for i, p in enumerate(self.paths):
-            yield Item(i, str(p), path=p)
+        i = 0
+        for p in self.paths:
+            if p in self.errors:
+                yield Item(i, str(p), path=p, error=self.errors[p])
+                i += 1
+            elif p.suffix.lower() in VIDEO_EXTS and p.is_file():
+                for item in self._video_frames(p, i):
+                    yield item
+                    i += 1
+            else:
+                yield Item(i, str(p), path=p)
+                i += 1
+
+    def _video_frames(self, path: Path, start: int) -> Iterator[Item]:
+        from edgeproof.runtime.image_check import VIDEO_UNOPENED
+
+        try:
+            video = CaptureSource(str(path), "video", str(path), self.capture_factory)
+        except EdgeproofError:
+            yield Item(start, str(path), path=path, error=VIDEO_UNOPENED)
+            return
+        try:
+            for k, item in enumerate(video):
+                yield Item(start + k, item.name, frame=item.frame)
+        finally:
+            video.close()
 
 
 class _GrabLoop(Source):
@@ -214,8 +244,27 @@ class PicamSource(_GrabLoop):
             self.cam = None
 
 
-def _folder_images(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+def _wanted(p: Path) -> bool:
+    return p.suffix.lower() in IMAGE_EXTS or p.suffix.lower() in VIDEO_EXTS
+
+
+def _folder_inputs(root: Path) -> tuple[list[Path], dict[Path, str]]:
+    """Image and video files under `root` (recursive, sorted); subfolders that cannot be listed are
+    inputs too, with {path: reason}."""
+    from edgeproof.runtime.image_check import DENIED
+
+    found: list[Path] = []
+    errors: dict[Path, str] = {}
+
+    def unlistable(exc: OSError) -> None:
+        p = Path(exc.filename)
+        errors[p] = DENIED if isinstance(exc, PermissionError) else f"unreadable ({exc.strerror or exc})"
+        found.append(p)
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unlistable):
+        dirnames.sort()
+        found.extend(Path(dirpath, n) for n in filenames if _wanted(Path(n)))
+    return sorted(found), errors
 
 
 def _list_file(path: Path) -> list[Path]:
@@ -248,10 +297,10 @@ def open_source(spec: str | int, capture_factory: Callable[[Any], Any] | None = 
         return CaptureSource(spec, "stream", spec, capture_factory, **retry)
     path = Path(spec).expanduser()
     if path.is_dir():
-        paths = _folder_images(path)
+        paths, errors = _folder_inputs(path)
         if not paths:
-            raise UsageError(f"folder '{spec}' holds no images ({', '.join(sorted(IMAGE_EXTS)[:6])}, ...)")
-        return FileSource(spec, "folder", paths)
+            raise UsageError(f"folder '{spec}' holds no images or videos ({', '.join(sorted(IMAGE_EXTS)[:6])}, ...)")
+        return FileSource(spec, "folder", paths, capture_factory, errors)
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix in VIDEO_EXTS:
@@ -260,12 +309,14 @@ def open_source(spec: str | int, capture_factory: Callable[[Any], Any] | None = 
             paths = _list_file(path)
             if not paths:
                 raise UsageError(f"list file '{spec}' names no images; give one image path per line")
-            return FileSource(spec, "list", paths)
+            return FileSource(spec, "list", paths, capture_factory)
         return FileSource(spec, "image", [path])
     if any(c in spec for c in "*?["):
-        paths = sorted(Path(p) for p in globlib.glob(str(path), recursive=True) if Path(p).is_file())
+        # files, and a directory named like an image (skipped as "is a directory" rather than silently)
+        paths = sorted(Path(p) for p in globlib.glob(str(path), recursive=True)
+                       if Path(p).is_file() or (_wanted(Path(p)) and Path(p).is_dir()))
         if not paths:
             raise UsageError(f"glob '{spec}' matches no files")
-        return FileSource(spec, "glob", paths)
+        return FileSource(spec, "glob", paths, capture_factory)
     raise UsageError(f"source '{spec}' not found: not a file, folder, glob match, camera index (0), "
                      "/dev/videoN, stream URL (rtsp://, http://) or 'picam'")

@@ -51,12 +51,13 @@ def test_json_lines_topk_labels_and_summary(env, capsys, tmp_path):
                       "--size", "8x8", "--labels", str(labels)])
     finally:
         (env["imgs"] / "zz_broken.png").unlink()
-    assert rc == 0
+    assert rc == 3  # finished, but an input was skipped
     rows = _json_lines(capsys.readouterr().out)
     results, summary = rows[:-1], rows[-1]["summary"]
     assert [r["top_k"][0]["label"] for r in results] == ["rouge", "vert", "bleu"]
     assert all(len(r["top_k"]) == 2 for r in results) and [r["index"] for r in results] == [0, 1, 2]
     assert summary["count"] == 3 and summary["skipped"][0]["input"].endswith("zz_broken.png")
+    assert summary["skipped_total"] == 1 and summary["skipped_by_reason"] == {"not an image (unknown format)": 1}
     assert summary["model"]["backend"] == "onnxruntime" and summary["model"]["format"] is None
 
 
@@ -231,10 +232,15 @@ def test_damaged_image_is_skipped_without_opencv_warnings(env, tmp_path):
     good = (env["imgs"] / "0_red.png").read_bytes()
     (folder / "a_ok.png").write_bytes(good)
     (folder / "b_cut.png").write_bytes(good[:60])
+    damaged = bytearray(good)  # whole chunk structure, garbage pixel data: only OpenCV can tell
+    i = damaged.index(b"IDAT") + 4
+    damaged[i:i + 8] = b"\xff" * 8
+    (folder / "c_bad.png").write_bytes(bytes(damaged))
     r = subprocess.run([sys.executable, "-m", "edgeproof", "run", env["model"], str(folder)],
                        capture_output=True, text=True, check=False)
-    assert r.returncode == 0, r.stderr
-    assert "b_cut.png: not a decodable image" in r.stderr and "WARN" not in r.stderr, r.stderr
+    assert r.returncode == 3, r.stderr  # some inputs skipped
+    assert "b_cut.png: truncated PNG" in r.stderr and "c_bad.png: corrupt image" in r.stderr, r.stderr
+    assert "WARN" not in r.stderr, r.stderr
 
 
 def test_a_folder_as_model_says_to_give_the_file(env, capsys, tmp_path):
@@ -282,3 +288,25 @@ def test_damaged_embedded_metadata_exits_2_and_inspect_says_so(env, tmp_path, ca
         assert "carries edgeproof metadata that cannot be read" in _one_error_line(capsys.readouterr().err)
     assert run_cli(["inspect", str(path), "--no-load"]) == 0
     assert "metadata: embedded but damaged" in capsys.readouterr().out
+
+
+def test_help_documents_exit_codes_and_summary_reports_drops(env, capsys):
+    import argparse
+
+    from edgeproof.cli import run as run_cmd
+    from edgeproof.runtime.pipeline import Summary
+
+    with pytest.raises(SystemExit):
+        run_cli(["run", "--help"])
+    out = capsys.readouterr().out
+    assert "exit codes:" in out and "  3    the run finished but some inputs were skipped" in out
+    summary = Summary(source="0", kind="camera", count=4, seconds=1.0, dropped=7)
+    summary.skip("0#2", "corrupt image")
+    run_cmd._report(argparse.Namespace(json=False), summary, None, None)
+    err = capsys.readouterr().err
+    assert "skipped 1 (by reason: corrupt image: 1)" in err and "dropped 7 live frame(s)" in err
+    assert run_cmd.exit_code(summary) == 3
+    summary = Summary(source="0", kind="camera", count=4, seconds=1.0, dropped=7)
+    assert run_cmd.exit_code(summary) == 0  # drops alone do not change the exit code
+    summary.interrupted = True
+    assert run_cmd.exit_code(summary) == 130

@@ -13,6 +13,19 @@ from edgeproof.errors import EdgeproofError, UsageError
 from edgeproof.formats import BACKENDS
 
 NAME_W = 40
+SKIP_LINES = 10  # skipped inputs listed by name in the text summary (--json lists up to 100)
+EXIT_SKIPPED = 3
+EXIT_CODES = (
+    "exit codes:\n"
+    "  0    every input was processed\n"
+    "  3    the run finished but some inputs were skipped (unreadable, truncated, not an image, too many\n"
+    "       pixels, a video that cannot be opened, ...): listed in the summary with the reason\n"
+    "  2    bad input or usage (model, source, flags), or nothing at all could be processed\n"
+    "  130  interrupted (Ctrl-C); the summary of what ran is still printed\n"
+    "  Live frames dropped because inference was slower than the camera are reported, not an error.\n"
+    "\n"
+    "Images are checked before decoding; one whose header declares more than EDGEPROOF_MAX_IMAGE_PIXELS\n"
+    "(default 100M) pixels is skipped (--max-image-pixels overrides it for one run).")
 
 
 class _IntermixedParser(argparse.ArgumentParser):
@@ -52,7 +65,8 @@ def _register(sub: argparse._SubParsersAction) -> None:
                     "stream URL, or 'picam' (Raspberry Pi camera, needs picamera2).",
         epilog="examples:\n  edgeproof run model.tflite-int8.tflite photo.jpg\n"
                "  edgeproof run model.onnx-fp32.onnx --source 0 --save out/\n"
-               "  edgeproof run mobilenet.tflite --source imgs/ --mean 127.5 --std 127.5 --labels labels.txt --json",
+               "  edgeproof run mobilenet.tflite --source imgs/ --mean 127.5 --std 127.5 --labels labels.txt --json\n"
+               "\n" + EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="the .tflite or .onnx file")
     p.add_argument("source", nargs="?", help="what to classify (same as --source)")
@@ -66,6 +80,11 @@ def _register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--provider", action="append", metavar="EP",
                    help="ONNX Runtime execution provider, in order, e.g. CUDAExecutionProvider (repeatable), or the "
                         "OpenVINO device (CPU/GPU/NPU) with --backend openvino")
+    p.add_argument("--no-verify", action="store_true",
+                   help="load the model even if it does not match the sha256 in the manifest.json beside it")
+    p.add_argument("--max-image-pixels", metavar="N",
+                   help="skip images whose header declares more than N pixels, e.g. 100M (default: "
+                        "$EDGEPROOF_MAX_IMAGE_PIXELS or 100M)")
     p.add_argument("--allow-fallback", action="store_true",
                    help="if a delegate/execution provider fails, warn loudly and run on the CPU instead of failing")
     p.add_argument("--top-k", type=int, default=5, metavar="K", help="labels to show per input (default 5)")
@@ -151,6 +170,23 @@ def _run(args: argparse.Namespace, capture_factory=None, picam_factory=None) -> 
                       ("--limit", args.limit)):
         if val is not None and val < 1:
             raise UsageError(f"{flag} must be >= 1; got {val}")
+    from edgeproof.runtime import image_check
+
+    if args.max_image_pixels is not None:
+        try:
+            image_check.set_max_pixels(image_check.parse_pixels(args.max_image_pixels))
+        except ValueError:
+            raise UsageError(f"--max-image-pixels '{args.max_image_pixels}' is not a pixel count; give e.g. "
+                             "100000000 or 100M") from None
+    image_check.max_pixels()  # a bad EDGEPROOF_MAX_IMAGE_PIXELS is one clear error now, not one per image
+    try:
+        return _run_checked(args, source_spec, capture_factory, picam_factory)
+    finally:
+        if args.max_image_pixels is not None:
+            image_check.set_max_pixels(None)
+
+
+def _run_checked(args: argparse.Namespace, source_spec: str, capture_factory, picam_factory) -> int:
     from edgeproof.runtime.model import load
     from edgeproof.runtime.pipeline import run_pipeline
     from edgeproof.runtime.sources import open_source
@@ -166,7 +202,7 @@ def _run(args: argparse.Namespace, capture_factory=None, picam_factory=None) -> 
     try:
         model = load(args.model, backend=args.backend, threads=args.threads, device=args.device,
                      delegates=args.delegate, providers=args.provider, allow_fallback=args.allow_fallback,
-                     overrides=overrides)
+                     overrides=overrides, verify=not args.no_verify)
     except BaseException:
         source.close()
         raise
@@ -215,12 +251,35 @@ def _run(args: argparse.Namespace, capture_factory=None, picam_factory=None) -> 
             viewer.close()
         model.close()
     _report(args, summary, model, saver)
+    return exit_code(summary)
+
+
+def exit_code(summary) -> int:
+    """130 interrupted; 2 (an error line) when nothing was processed; 3 when some inputs were skipped; else 0."""
+    skipped = _skipped_total(summary)
     if summary.interrupted:
         return 130
-    if summary.count == 0 and summary.skipped:
-        raise EdgeproofError(f"none of the {len(summary.skipped)} input(s) could be read "
-                             f"(first: {summary.skipped[0][0]}: {summary.skipped[0][1]})")
-    return 0
+    if summary.count == 0:
+        if skipped:
+            name, why = summary.skipped[0]
+            raise EdgeproofError(f"none of the {skipped} input(s) could be read (first: {name}: {why}); "
+                                 "see the reasons in the summary above")
+        why = f" ({summary.stopped})" if summary.stopped else ""
+        raise EdgeproofError(f"nothing was processed from '{summary.source}'{why}")
+    return EXIT_SKIPPED if skipped else 0
+
+
+def _skipped_total(summary) -> int:
+    return int(getattr(summary, "skipped_total", len(summary.skipped)))
+
+
+def _by_reason(summary) -> dict[str, int]:
+    by = getattr(summary, "skipped_by_reason", None)
+    if by is None:
+        from collections import Counter
+
+        by = Counter(why for _, why in summary.skipped)
+    return dict(sorted(by.items(), key=lambda kv: -kv[1]))
 
 
 def _report(args, summary, model, saver) -> None:
@@ -241,9 +300,16 @@ def _report(args, summary, model, saver) -> None:
               f"p50 inference {p50}/image, p50 decode+preprocess {pre}")]
     if summary.stopped and summary.stopped != "end of video":
         lines.append(f"stopped: {summary.stopped}")
-    if summary.skipped:
-        lines.append(f"skipped {len(summary.skipped)}:")
-        lines += [f"  {name}: {why}" for name, why in summary.skipped]
+    skipped = _skipped_total(summary)
+    if skipped:
+        reasons = ", ".join(f"{why}: {n}" for why, n in _by_reason(summary).items())
+        lines.append(f"skipped {skipped} (by reason: {reasons})")
+        lines += [f"  {name}: {why}" for name, why in summary.skipped[:SKIP_LINES]]
+        if skipped > SKIP_LINES:
+            lines.append(f"  ... and {skipped - SKIP_LINES} more (--json lists the first {len(summary.skipped)})")
+    dropped = getattr(summary, "dropped", 0)
+    if dropped:
+        lines.append(f"dropped {dropped} live frame(s): inference was slower than the source (not an error)")
     if saver is not None and saver.written:
         what = saver.video_path if saver.video else f"{len(saver.written)} annotated image(s) in {saver.dir}"
         lines.append(f"saved: {what}")
