@@ -229,8 +229,12 @@ def run_pipeline(model, source: Source, on_result: Callable[[Result], None], bat
     def decode_loop() -> None:
         while (claimed := buf.claim()) is not None:
             entry, item = claimed
-            buf.done(entry, _decode(item, pp, keep_frames))
-            del entry, item, claimed  # hold no frame while waiting for the next one
+            out: _Decoded = (item, None, None, "decode worker failed", 0.0)
+            try:
+                out = _decode(item, pp, keep_frames)
+            finally:  # the consumer waits for this entry: it must be marked done whatever happened
+                buf.done(entry, out)
+            del entry, item, claimed, out  # hold no frame while waiting for the next one
 
     threads = [threading.Thread(target=produce, name="edgeproof-source", daemon=True)]
     threads += [threading.Thread(target=decode_loop, name=f"edgeproof-decode-{i}", daemon=True)
