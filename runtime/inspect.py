@@ -197,8 +197,12 @@ def _try_load(backend: str, path: Path, report: dict[str, Any]) -> tuple[str, st
         elif backend == "openvino":
             import openvino as ov
 
+            from edgeproof.runtime.backends.openvino import _quiet_frontends
+
             core = ov.Core()
-            core.compile_model(core.read_model(str(path)), "CPU")
+            with _quiet_frontends():
+                model = core.read_model(str(path))
+            core.compile_model(model, "CPU")
     except Exception as exc:  # noqa: BLE001 - any runtime/converter error becomes one reported line
         return "failed", _short(exc)
     return "ok", None

@@ -54,7 +54,7 @@ class _Bad(Exception):
     """A structural defect found while walking the flatbuffer (turned into InvalidModel)."""
 
 
-class _FlatBuffer:
+class FlatBuffer:
     """Just enough of the flatbuffers wire format to walk tables and vectors with bounds checks."""
 
     def __init__(self, buf) -> None:
@@ -132,7 +132,7 @@ def _tensor_bytes(shape: list[int], itemsize: int) -> int:
     return total
 
 
-def _walk_tflite(fb: _FlatBuffer) -> None:
+def _walk_tflite(fb: FlatBuffer) -> None:
     model = fb.table(0)
     n_codes = fb.vector(model, 1, 4)[1]
     n_buffers = len(fb.tables(model, 4))
@@ -184,7 +184,7 @@ def check_tflite(path: str | Path) -> None:
             if ident != b"TFL3":
                 raise invalid(path, "tflite", f"no TFL3 identifier (found {_describe_head(bytes(buf[:8]))})")
             try:
-                _walk_tflite(_FlatBuffer(buf))
+                _walk_tflite(FlatBuffer(buf))
             except (_Bad, struct.error) as exc:
                 raise invalid(path, "tflite", str(exc)) from None
 

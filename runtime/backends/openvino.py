@@ -72,10 +72,14 @@ class OpenVINOBackend(Backend):
         self._ov = ov
         core = (self.core_factory or ov.Core)()
         try:
-            model = core.read_model(str(self.path))
+            with _quiet_frontends():
+                model = core.read_model(str(self.path))
         except Exception as exc:
-            raise EdgeproofError(f"OpenVINO {ov.__version__.split('-')[0]} cannot read '{self.path}': "
-                                 f"{_first_line(exc)}") from None
+            from edgeproof.formats import family_of
+            from edgeproof.runtime.model_check import invalid
+
+            raise invalid(self.path, family_of(self.path), f"OpenVINO {ov.__version__.split('-')[0]} cannot read "
+                          f"it ({_first_line(exc)})") from None
         if len(model.inputs) != 1:
             raise EdgeproofError(f"'{self.path.name}' has {len(model.inputs)} inputs; edgeproof runs "
                                  "single-input image classifiers")
@@ -89,8 +93,8 @@ class OpenVINOBackend(Backend):
             compiled = core.compile_model(model, self.device, self._config(core, self.device))
         except Exception as exc:
             if self.device == "CPU":
-                raise EdgeproofError(f"OpenVINO cannot compile '{self.path.name}' for CPU: "
-                                     f"{_first_line(exc)}") from None
+                raise UsageError(f"OpenVINO cannot compile '{self.path.name}' for CPU: {_first_line(exc)}; the file "
+                                 "may be damaged, or use another backend") from None
             self._device_failed(f"compiling '{self.path.name}' for {self.device} failed: {_first_line(exc)}")
             compiled = core.compile_model(model, "CPU", self._config(core, "CPU"))
         self._compiled = compiled
@@ -212,6 +216,17 @@ class OpenVINOBackend(Backend):
     def close(self) -> None:
         self._request = None
         self._compiled = None
+
+
+_ABSL_LINE = re.compile(r"^[EWIF]\d{4} |^WARNING: All log messages before absl::InitializeLog")
+
+
+def _quiet_frontends():
+    """read_model tries every frontend on a file its own one rejects; the TensorFlow one logs each failed
+    text-format parse straight to fd 2 ('E0000 ... text_format.cc ...'). Drop those absl lines."""
+    from edgeproof.stderr_filter import filtered_stderr
+
+    return filtered_stderr(lambda line: not _ABSL_LINE.match(line))
 
 
 def _first_line(exc: BaseException) -> str:
