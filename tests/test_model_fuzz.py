@@ -187,3 +187,46 @@ def test_cli_on_bad_model_files_exits_2_with_one_line(seed_models, tmp_path, cap
         assert lines[0].startswith(f"edgeproof: error: {name} is not a valid "), (name, lines[0])
         assert "Traceback" not in err and "EP Error" not in err
 
+
+
+# ---------------------------------------------------------------- the guarded child itself
+
+@pytest.mark.parametrize("code, kw, verdict, detail", [
+    ("pass", {}, "ok", None),
+    ("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)", {}, "crash", "SIGSEGV"),
+    ("import os, signal\nos.kill(os.getpid(), signal.SIGFPE)", {}, "crash", "SIGFPE"),
+    ("import time\ntime.sleep(60)", {"timeout": 1.0}, "timeout", "within 1 s"),
+    ("x = bytearray(3 << 30)", {"memory": 1 << 30}, "memory", "1024 MiB"),
+    ("raise ValueError('a clean rejection')", {}, "error", "ValueError: a clean rejection"),
+])
+def test_guarded_trial_verdicts(code, kw, verdict, detail):
+    from edgeproof.runtime.guard import run_trial
+
+    got = run_trial(code, [], **kw)
+    assert got["verdict"] == verdict and (detail is None or detail in got["detail"]), got
+
+
+def test_guard_verdict_is_cached_by_content(seed_models, tmp_path, monkeypatch):
+    import shutil
+
+    from edgeproof.runtime import guard
+
+    monkeypatch.setenv("EDGEPROOF_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "m.onnx"
+    shutil.copyfile(seed_models["onnx-fp32"], path)
+    monkeypatch.setattr(guard, "OPENCV_TRIAL", "import os, signal\nos.kill(os.getpid(), signal.SIGFPE)")
+    with pytest.raises(InvalidModel, match=r"m.onnx is not a valid ONNX model: it crashed the OpenCV DNN importer "
+                                           r"\(SIGFPE\)"):
+        load(path, backend="opencv")
+    monkeypatch.setattr(guard, "OPENCV_TRIAL", "raise SystemExit('must not run: the verdict is cached')")
+    with pytest.raises(InvalidModel, match="SIGFPE"):
+        load(path, backend="opencv")
+    assert len(list((tmp_path / "cache" / "trials").glob("opencv-*.json"))) == 1
+    import onnx
+
+    m = onnx.load(str(path))  # other bytes (one more metadata entry): a new key, so a new trial
+    m.metadata_props.add().key = "note"
+    onnx.save(m, str(path))
+    monkeypatch.setattr(guard, "OPENCV_TRIAL", "pass")
+    load(path, backend="opencv").close()
+    assert len(list((tmp_path / "cache" / "trials").glob("opencv-*.json"))) == 2
