@@ -121,9 +121,10 @@ def read_bytes(path: str | Path) -> bytes:
             raise ImageReadError(NOT_REGULAR)
         if st.st_size == 0:
             raise ImageReadError(ZERO_BYTE)
-        limit = max_pixels() * BYTES_PER_PIXEL_LIMIT + 2**20
+        pixels = max_pixels()
+        limit = pixels * BYTES_PER_PIXEL_LIMIT + 2**20
         if st.st_size > limit:
-            raise ImageReadError(f"file too large (over {limit // 2**20} MiB for the {_mp(max_pixels())} limit)")
+            raise ImageReadError(f"file too large (over {limit // 2**20} MiB for the {_mp(pixels)} limit)")
         with open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError:

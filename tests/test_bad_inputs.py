@@ -323,3 +323,18 @@ def test_train_cli_trains_on_the_rest_and_reports_skips(tmp_path, capsys):
     assert metrics["skipped"]["total"] == len(names)
     assert metrics["skipped"]["by_reason"] == {why: 1 for why in names.values()}
     assert f"skipped {len(names)} file(s)" in capsys.readouterr().err
+
+
+def test_no_verify_loads_a_model_that_does_not_match_its_manifest(tmp_path, capsys):
+    folder = tmp_path / "art"
+    folder.mkdir()
+    model = color_onnx(folder / "color.onnx-fp32.onnx")
+    img = tmp_path / "red.png"
+    cv2.imwrite(str(img), solid("red"))
+    manifest = {"artifacts": {"onnx-fp32": {"path": model.name, "status": "ok", "sha256": "0" * 64}}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert run_cli(["run", str(model), str(img)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not match its manifest" in err[0] and "--no-verify" in err[0]
+    assert run_cli(["run", str(model), str(img), "--no-verify", "--json"]) == 0
+    assert _rows(capsys.readouterr().out)[0][0]["top_k"][0]["label"] == "red"
