@@ -74,7 +74,7 @@ def fake_litert(monkeypatch, tmp_path):
     if hasattr(litert, "ctypes"):
         monkeypatch.setattr(litert, "ctypes", SimpleNamespace(CDLL=dlopen))
     # The bytes never reach a real interpreter: skip load()'s flatbuffer check (tested in test_model_fuzz).
-    monkeypatch.setattr("edgeproof.runtime.model.check_file", lambda *a: None)
+    monkeypatch.setattr("edgeproof.runtime.model_check.check_file", lambda *a: None)
     path = tmp_path / "model.tflite"
     path.write_bytes(b"TFL3 not a real flatbuffer: the fake interpreter never reads it")
     return path, state
