@@ -104,6 +104,8 @@ _Decoded = tuple[Item, np.ndarray | None, np.ndarray | None, str | None, float]
 
 
 def _decode(item: Item, pp, keep_frame: bool) -> _Decoded:
+    if item.error is not None:  # the source already knows why this input cannot be delivered
+        return item, None, None, item.error, 0.0
     t = time.perf_counter()
     try:
         bgr = item.frame if item.frame is not None else read_image(item.path)

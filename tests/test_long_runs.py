@@ -230,3 +230,17 @@ def test_histogram_edge_cases():
     assert h.quantile(0) == h.quantile(100) == 3.25  # one value: min and max clamp it exactly
     h.add(1e12)  # beyond HIGH: counted in the last bucket, clamped to the exact max
     assert h.quantile(100) == 1e12 and len(h) == 2
+
+
+def test_items_the_source_marks_as_errors_are_skipped_with_that_reason(model):
+    class WithErrors(Source):
+        kind = "folder"
+
+        def __iter__(self):
+            yield Item(0, "a#0", frame=solid("red"))
+            yield Item(1, "broken.mp4", error="cannot open video (unsupported codec or corrupt file)")
+            yield Item(2, "a#2", frame=solid("blue"))
+
+    seen, summary = _run(model, WithErrors("w"))
+    assert seen == [(0, "red"), (2, "blue")] and summary.skipped_total == 1
+    assert summary.skipped == [("broken.mp4", "cannot open video (unsupported codec or corrupt file)")]
