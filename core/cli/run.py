@@ -256,30 +256,16 @@ def _run_checked(args: argparse.Namespace, source_spec: str, capture_factory, pi
 
 def exit_code(summary) -> int:
     """130 interrupted; 2 (an error line) when nothing was processed; 3 when some inputs were skipped; else 0."""
-    skipped = _skipped_total(summary)
     if summary.interrupted:
         return 130
     if summary.count == 0:
-        if skipped:
+        if summary.skipped_total:
             name, why = summary.skipped[0]
-            raise EdgeproofError(f"none of the {skipped} input(s) could be read (first: {name}: {why}); "
-                                 "see the reasons in the summary above")
+            raise EdgeproofError(f"none of the {summary.skipped_total} input(s) could be read (first: {name}: "
+                                 f"{why}); see the reasons in the summary above")
         why = f" ({summary.stopped})" if summary.stopped else ""
         raise EdgeproofError(f"nothing was processed from '{summary.source}'{why}")
-    return EXIT_SKIPPED if skipped else 0
-
-
-def _skipped_total(summary) -> int:
-    return int(getattr(summary, "skipped_total", len(summary.skipped)))
-
-
-def _by_reason(summary) -> dict[str, int]:
-    by = getattr(summary, "skipped_by_reason", None)
-    if by is None:
-        from collections import Counter
-
-        by = Counter(why for _, why in summary.skipped)
-    return dict(sorted(by.items(), key=lambda kv: -kv[1]))
+    return EXIT_SKIPPED if summary.skipped_total else 0
 
 
 def _report(args, summary, model, saver) -> None:
@@ -300,16 +286,15 @@ def _report(args, summary, model, saver) -> None:
               f"p50 inference {p50}/image, p50 decode+preprocess {pre}")]
     if summary.stopped and summary.stopped != "end of video":
         lines.append(f"stopped: {summary.stopped}")
-    skipped = _skipped_total(summary)
-    if skipped:
-        reasons = ", ".join(f"{why}: {n}" for why, n in _by_reason(summary).items())
-        lines.append(f"skipped {skipped} (by reason: {reasons})")
+    if summary.skipped_total:
+        reasons = ", ".join(f"{why}: {n}" for why, n in d["skipped_by_reason"].items())
+        lines.append(f"skipped {summary.skipped_total} (by reason: {reasons})")
         lines += [f"  {name}: {why}" for name, why in summary.skipped[:SKIP_LINES]]
-        if skipped > SKIP_LINES:
-            lines.append(f"  ... and {skipped - SKIP_LINES} more (--json lists the first {len(summary.skipped)})")
-    dropped = getattr(summary, "dropped", 0)
-    if dropped:
-        lines.append(f"dropped {dropped} live frame(s): inference was slower than the source (not an error)")
+        if summary.skipped_total > SKIP_LINES:
+            lines.append(f"  ... and {summary.skipped_total - SKIP_LINES} more (--json lists the first "
+                         f"{len(summary.skipped)})")
+    if summary.dropped:
+        lines.append(f"dropped {summary.dropped} live frame(s): inference was slower than the source (not an error)")
     if saver is not None and saver.written:
         what = saver.video_path if saver.video else f"{len(saver.written)} annotated image(s) in {saver.dir}"
         lines.append(f"saved: {what}")
