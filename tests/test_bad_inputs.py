@@ -268,6 +268,49 @@ def test_max_image_pixels_flag_and_bad_values(model, tmp_path, capsys, monkeypat
     assert len(err) == 1 and "EDGEPROOF_MAX_IMAGE_PIXELS='lots'" in err[0]
 
 
+def test_folder_with_videos_expands_frames_and_skips_a_garbage_one(model, tmp_path, capsys):
+    folder = tmp_path / "media"
+    folder.mkdir()
+    good = write_good(folder)
+    names = ["green", "blue", "red", "red"]
+    w = cv2.VideoWriter(str(folder / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (32, 24))
+    assert w.isOpened()
+    for n in names:
+        w.write(solid(n, 24, 32))
+    w.release()
+    write_bad(folder, VIDEO_BAD)
+    assert run_cli(["run", model, str(folder), "--json"]) == 3
+    results, summary = _rows(capsys.readouterr().out)
+    frames = [r for r in results if "clip.avi#" in r["input"]]
+    assert [r["top_k"][0]["label"] for r in frames] == names
+    assert {r["input"]: r["top_k"][0]["label"] for r in results if r not in frames} == good
+    assert [r["index"] for r in results] == sorted({r["index"] for r in results})  # in order, each once
+    assert {Path(s["input"]).name: s["why"] for s in summary["skipped"]} == VIDEO_BAD
+    # given directly, a video that cannot be opened is one clear error: nothing to process
+    assert run_cli(["run", model, str(folder / "garbage.mp4")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot open video file" in err[0]
+
+
+
+def test_a_subfolder_that_cannot_be_listed_is_skipped(model, tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "imgs"
+    (folder / "locked").mkdir(parents=True)
+    good = write_good(folder)
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if Path(path).name == "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)  # root ignores chmod 000
+    assert run_cli(["run", model, str(folder), "--json"]) == 3
+    results, summary = _rows(capsys.readouterr().out)
+    assert {r["input"]: r["top_k"][0]["label"] for r in results} == good
+    assert [(Path(s["input"]).name, s["why"]) for s in summary["skipped"]] == [("locked", "permission denied")]
+
+
 # ------------------------------------------------------------------ training and calibration
 
 def test_training_and_calibration_skip_the_same_files_with_the_same_reasons(model, tmp_path, deny, capsys):
