@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 TIMEOUT_S = 60.0
-MEMORY_BYTES = 4 << 30  # address space of the trial child (the runtime's mapped code counts too)
+MEMORY_BYTES = 4 << 30  # address space of the trial child (the runtime's mapped code counts too) ...
+MEMORY_PER_FILE_BYTE = 8  # ... or 2 GiB + 8x the file for a big model, whichever is more
 
 OPENCV_TRIAL = """
 import json, sys
@@ -99,7 +100,8 @@ def guarded_load(path: str | Path, backend: str, family: str, sha256: str | None
         verdict = result["verdict"]
     except (OSError, ValueError, KeyError, TypeError):
         code = {"opencv": OPENCV_TRIAL}[backend]
-        result = run_trial(code, [str(path), json.dumps([shape, dtype])])
+        memory = max(MEMORY_BYTES, (2 << 30) + MEMORY_PER_FILE_BYTE * path.stat().st_size)
+        result = run_trial(code, [str(path), json.dumps([shape, dtype])], memory=memory)
         verdict = result["verdict"]
         if verdict != "timeout":  # a slow machine may pass next time; crashes and OOMs are properties of the file
             _store(entry, result)
