@@ -321,3 +321,54 @@ def test_reconvert_killed_between_artifact_and_manifest_never_refuses_a_good_fil
     entry = _check_artifacts(out)[artifact.name]
     assert entry["status"] == "ok" and entry["sha256"] == sha256_file(artifact)
     assert not _hidden_are_temps(out)
+
+
+# ---------------------------------------------------------------- the atomic layer's clean-up rules
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2-exchange", "two-renames"])
+def test_replace_dir_and_clean_stale(tmp_path, monkeypatch, exchange):
+    from edgeproof import atomic
+
+    if not exchange:
+        monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)
+    dest = tmp_path / "run"
+    dest.mkdir()
+    (dest / "x").write_text("old")
+    new = atomic.temp_dir_beside(dest)
+    (new / "x").write_text("new")
+    atomic.replace_dir(new, dest)
+    assert (dest / "x").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+    dead, sleeper = _dead_pid(), subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        names = {
+            f".run.{dead}-abcd_123.tmp": "dead writer: removed",
+            f".model.keras.{dead}-abcd1234.tmp.keras": "dead writer: removed",
+            f".run.{sleeper.pid}-abcd1234.tmp": "live writer: kept",
+            f".run.{os.getpid()}-abcd1234.tmp": "this process: kept",
+            f".run.{dead}-abcd.tmp": "not our pattern: kept",
+            f"run.{dead}-abcd1234.tmp": "not hidden: kept",
+            ".run.partial": "checkpoint: kept",
+        }
+        for name in names:
+            (tmp_path / name).write_text("x")
+        old_other = tmp_path / f".other.{dead}-abcd1234.old"  # killed mid-swap: 'other' is missing
+        old_other.mkdir()
+        (old_other / "x").write_text("old complete run")
+        assert sorted(atomic.clean_stale(tmp_path, "run")) == [f"removed .run.{dead}-abcd_123.tmp"]
+        done = atomic.clean_stale(tmp_path)
+        assert sorted(done) == [f"removed .model.keras.{dead}-abcd1234.tmp.keras",
+                                f"restored other from .other.{dead}-abcd1234.old"]
+        assert (tmp_path / "other" / "x").read_text() == "old complete run"
+        kept = {n for n, why in names.items() if why.endswith("kept")}
+        assert {p.name for p in tmp_path.iterdir()} == kept | {"run", "other"}
+    finally:
+        sleeper.kill()
+        sleeper.wait()

@@ -200,3 +200,8 @@ class Checkpoints:
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def remove_if_empty(self) -> None:
+        """After a failure before the first commit: leave no folder that holds nothing to resume."""
+        if not (self.dir / STATE_FILE).exists():
+            self.remove()

@@ -64,7 +64,8 @@ def load_run(path: str | Path) -> Run:
     if missing:
         raise UsageError(
             f"'{root}' is not a complete edgeproof run folder: missing {', '.join(missing)}; "
-            "train one with 'edgeproof train' (an interrupted run leaves no model.keras)"
+            "train one with 'edgeproof train' (an interrupted run leaves no model.keras; continue it with "
+            "'edgeproof train --resume' and the same -o)"
         )
     try:
         preprocess = Preprocess.from_dict(json.loads((root / PREPROCESS_FILE).read_text()))

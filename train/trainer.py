@@ -221,8 +221,12 @@ def train(cfg: TrainConfig, progress: bool = True, resume: bool = False, checkpo
     for line in clean_stale(out.parent, out.name):  # temp folders of a killed earlier run
         console.info(f"note: {line}")
     with Checkpoints(out) as ckpts:
-        state = _resume_state(ckpts, cfg, resume)
-        _train(cfg, out, scanned, ckpts, state, progress, checkpoint)
+        try:
+            state = _resume_state(ckpts, cfg, resume)
+            _train(cfg, out, scanned, ckpts, state, progress, checkpoint)
+        except BaseException:
+            ckpts.remove_if_empty()  # a committed checkpoint stays for --resume
+            raise
         ckpts.remove()
     return out
 

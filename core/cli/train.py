@@ -15,7 +15,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train", help="train an image classifier and write a run folder",
         description="Train a small CNN on a folder of class subfolders (optionally split into train/ val/ "
         "test/) or on an embedded dataset, and write a run folder: model.keras, labels.txt, preprocess.json, "
-        "split.json, metrics.json, history.csv, training.png, confusion.png.",
+        "split.json, metrics.json, history.csv, training.png, confusion.png. The folder appears only when complete "
+        "(an existing run there is replaced in one step); after every epoch a checkpoint is kept in .NAME.partial/ "
+        "next to it, so a killed run continues with --resume (a run without --resume starts over and replaces "
+        "that checkpoint with its own after its first epoch).",
         epilog="examples:\n  edgeproof train                                  # real-photo textures dataset\n"
         "  edgeproof train --dataset shapes --epochs 3 -o runs/x\n"
         "  edgeproof train --dataset shapes --epochs 3 -o runs/x --resume   # after a kill or power cut\n"
