@@ -372,3 +372,18 @@ def test_replace_dir_and_clean_stale(tmp_path, monkeypatch, exchange):
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_dataset_build_replaces_a_half_built_folder_and_removes_dead_temps(tmp_path):
+    from edgeproof.train.datasets import MARKER, build_dataset
+
+    dead = _dead_pid()
+    stale = tmp_path / f".shapes-16px-5pc-seed0.{dead}-abcdefgh.tmp"  # a build killed mid-write
+    (stale / "train" / "circle").mkdir(parents=True)
+    (stale / "train" / "circle" / "circle_0000.png").write_bytes(b"\x89PNG half")
+    half = tmp_path / "shapes-16px-5pc-seed0"  # a folder without its completeness marker
+    (half / "train").mkdir(parents=True)
+    dest = build_dataset("shapes", root=tmp_path, image_size=16, per_class=5, seed=0)
+    assert dest == half and (dest / MARKER).is_file()
+    assert len(list(dest.rglob("*.png"))) == 3 * (5 + 2 + 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [dest.name]
