@@ -36,7 +36,9 @@ if shape:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("EDGEPROOF_CACHE") or "~/.cache/edgeproof").expanduser() / "trials"
+    from edgeproof.paths import cache_dir as base
+
+    return base("trials")
 
 
 # The child limits itself before importing anything big (no preexec_fn: unsafe in a threaded parent).

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from edgeproof.atomic import clean_stale, fsync_dir, fsync_file, replace_dir, temp_dir_beside
 from edgeproof.errors import UsageError
+from edgeproof.paths import cache_dir
 
 MARKER = ".complete"
 SPLIT_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
@@ -48,8 +49,7 @@ DATASETS: dict[str, DatasetInfo] = {
 
 def cache_root() -> Path:
     """$EDGEPROOF_CACHE/datasets, default ~/.cache/edgeproof/datasets."""
-    base = os.environ.get("EDGEPROOF_CACHE") or "~/.cache/edgeproof"
-    return Path(base).expanduser() / "datasets"
+    return cache_dir("datasets")
 
 
 def split_counts(per_class: int) -> dict[str, int]:

@@ -7,7 +7,6 @@ needs `edgeproof[train]` (TensorFlow), the benchmark itself does not.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from edgeproof.errors import UsageError
@@ -23,8 +22,9 @@ SUITE_VERSION = 2
 
 
 def suite_root() -> Path:
-    base = os.environ.get("EDGEPROOF_CACHE") or "~/.cache/edgeproof"
-    return Path(base).expanduser() / "bench-suite" / f"{SUITE_DATASET}-{SUITE_MODEL}-{SUITE_IMG_SIZE}px-v{SUITE_VERSION}"
+    from edgeproof.paths import cache_dir
+
+    return cache_dir("bench-suite") / f"{SUITE_DATASET}-{SUITE_MODEL}-{SUITE_IMG_SIZE}px-v{SUITE_VERSION}"
 
 
 def _artifacts_ok(folder: Path) -> bool:
