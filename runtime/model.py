@@ -153,7 +153,12 @@ class Model:
         if x.shape[1:] != self._hw3:
             raise UsageError(f"predict got an array of shape {x.shape}; this model takes float32 "
                              f"(N, {self._hw3[0]}, {self._hw3[1]}, 3) NHWC (see edgeproof.runtime.preprocess.prepare)")
+        x0 = x
         if self._q_in is not None:
+            # Quantizing would silently turn NaN/inf into some in-range integer: refuse it first. One float32
+            # sum (half the cost of the quantize itself) is finite unless an element is, or huge values overflow.
+            if not np.isfinite(x.sum()):
+                _refuse_non_finite_input(x)
             x = self._quantize(x)
         elif self._cast_in:
             x = x.astype(self._in_dtype)
@@ -186,7 +191,8 @@ class Model:
             self._softmax = bool(out.min() < 0 or out.max() > 1 + 1e-3 or np.abs(sums - 1).max() > 0.05)
         if self._softmax:
             out = _softmax(out)
-        if not np.isfinite(out).all():  # NaN/inf from finite input: damaged weights, never a real answer
+        if not np.isfinite(out).all():  # from the caller's NaN/inf input, or from damaged weights
+            _refuse_non_finite_input(x0)
             raise invalid(self.path, family_of(self.path), f"{self.backend_name} computed non-finite scores "
                           "(NaN/inf) from a finite input, so its weights are damaged")
         return out
@@ -224,6 +230,16 @@ class Model:
 
     def __repr__(self) -> str:
         return f"Model({str(self.path)!r}, backend={self.backend_name!r}, format={self.format!r})"
+
+
+def _refuse_non_finite_input(x: np.ndarray) -> None:
+    """UsageError naming the NaN/inf values in the caller's input; returns when there are none."""
+    bad = ~np.isfinite(x)
+    if bad.any():
+        rows = np.nonzero(bad.reshape(x.shape[0], -1).any(axis=1))[0].tolist()
+        raise UsageError(f"predict got {int(bad.sum())} NaN/inf value(s) in its input (batch row(s) "
+                         f"{', '.join(map(str, rows[:5]))}{', ...' if len(rows) > 5 else ''}); give finite float32 "
+                         "values (see edgeproof.runtime.preprocess.prepare)")
 
 
 def _profile(device: str):

@@ -20,7 +20,7 @@ import pytest
 from _model_fuzz import KINDS, Job, make_jobs, mutate, outcome_of, run_jobs
 
 from edgeproof.cli.main import run_cli
-from edgeproof.errors import InvalidModel
+from edgeproof.errors import InvalidModel, UsageError
 from edgeproof.formats import backend_installed
 from edgeproof.runtime import load
 from edgeproof.runtime.model_check import MAX_SIDE, FlatBuffer
@@ -148,6 +148,20 @@ def test_nan_weights_are_an_error_not_an_answer(seed_models, tmp_path):
     onnx.save(m, str(tmp_path / "nan.onnx"))
     with load(tmp_path / "nan.onnx") as model, pytest.raises(InvalidModel, match="non-finite scores"):
         model.predict(np.zeros((1, 32, 32, 3), np.float32))
+
+
+@pytest.mark.parametrize("fmt", ["tflite-fp32", "tflite-int8", "onnx-fp32"])
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_nan_or_inf_input_is_the_callers_error_not_damaged_weights(seed_models, fmt, value):
+    x = np.zeros((3, 32, 32, 3), np.float32)
+    x[1, 4, 5, 2] = value
+    with load(seed_models[fmt]) as model:
+        with pytest.raises(UsageError, match=r"predict got 1 NaN/inf value\(s\) in its input \(batch row\(s\) 1\)"
+                           ) as exc:
+            model.predict(x)
+        assert not isinstance(exc.value, InvalidModel)  # quantized inputs too: never silently clipped
+        x[1, 4, 5, 2] = 0.0
+        assert np.isfinite(model.predict(x)).all()
 
 
 # ---------------------------------------------------------------- the CLI: exit 2, one line, nothing else
