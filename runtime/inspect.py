@@ -247,12 +247,11 @@ def compat_checks(info: dict[str, Any], target: str = LEGACY_RUNTIME) -> list[di
 
 def integrity(path: Path, sha256: str, verify: bool = True) -> dict[str, Any]:
     """Does the file match the sha256 its manifest.json records? (inspect reports it, never refuses.)"""
-    from edgeproof.runtime.integrity import MANIFEST_FILE, expected_sha256
+    from edgeproof.runtime.integrity import expected
 
     if not verify:
         return {"manifest": None, "expected": None, "matches": None, "note": "not checked (--no-verify)"}
-    want, note = expected_sha256(path)
-    manifest = path.parent / MANIFEST_FILE
+    want, note, manifest = expected(path)
     return {"manifest": str(manifest) if manifest.is_file() else None, "expected": want,
             "matches": None if want is None else want == sha256,
             "note": note or (None if want else "no manifest entry with a sha256 for this file")}

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
 from edgeproof.errors import IntegrityError
 
 MANIFEST_FILE = "manifest.json"  # the name convert.manifest writes (kept TF-free here)
+MAX_MANIFEST_BYTES = 16 << 20  # convert's manifest is a few KiB
 _CHUNK = 1 << 20
 
 
@@ -28,44 +31,70 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def manifest_entry(path: str | Path) -> tuple[dict[str, Any] | None, str | None]:
-    """(the manifest entry recorded for `path`'s file name, or None; a note when the manifest is unusable)."""
+def _candidates(path: Path) -> list[Path]:
+    """The file itself, then (for a symlink) the name it was given: a link to an artifact is checked
+    against the manifest beside the real file, so a symlink cannot skip verification."""
+    real = Path(os.path.realpath(path))
+    return [path] if real == path.absolute() else [real, path]
+
+
+def manifest_entry(path: str | Path) -> tuple[dict[str, Any] | None, str | None, Path]:
+    """(the manifest entry recorded for `path`, or None; a note when a manifest is unusable; the manifest's path).
+
+    A manifest is a few KiB: one over MAX_MANIFEST_BYTES, not JSON, nested absurdly deep or not a
+    file is unusable (a note, nothing checked), never an error of the model.
+    """
     path = Path(path)
-    mpath = path.parent / MANIFEST_FILE
-    try:
-        text = mpath.read_bytes()
-    except FileNotFoundError:
-        return None, None
-    except OSError as exc:
-        return None, f"cannot read {mpath} ({exc.strerror or type(exc).__name__}); sha256 not verified"
-    try:
-        data = json.loads(text)
-    except (ValueError, UnicodeDecodeError):
-        return None, f"{mpath} is not valid JSON; sha256 of '{path.name}' not verified"
-    arts = data.get("artifacts") if isinstance(data, dict) else None
-    if not isinstance(arts, dict):
-        return None, None
-    for entry in arts.values():
-        if isinstance(entry, dict) and entry.get("path") == path.name:
-            return entry, None
-    return None, None
+    note, first = None, None
+    for cand in _candidates(path):
+        mpath = cand.parent / MANIFEST_FILE
+        first = first or mpath
+        try:
+            if not stat.S_ISREG(mpath.stat().st_mode):  # a folder, or a FIFO whose read would block forever
+                raise OSError(0, "not a regular file")
+            with open(mpath, "rb") as fh:
+                text = fh.read(MAX_MANIFEST_BYTES + 1)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            note = note or f"cannot read {mpath} ({exc.strerror or type(exc).__name__}); sha256 not verified"
+            continue
+        if len(text) > MAX_MANIFEST_BYTES:
+            note = note or (f"{mpath} is over {MAX_MANIFEST_BYTES >> 20} MiB, not a manifest edgeproof wrote; "
+                            f"sha256 of '{cand.name}' not verified")
+            continue
+        try:
+            data = json.loads(text)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            note = note or f"{mpath} is not valid JSON; sha256 of '{cand.name}' not verified"
+            continue
+        arts = data.get("artifacts") if isinstance(data, dict) else None
+        for entry in arts.values() if isinstance(arts, dict) else ():
+            if isinstance(entry, dict) and entry.get("path") == cand.name:
+                return entry, None, mpath
+    return None, note, first
+
+
+def expected(path: str | Path) -> tuple[str | None, str | None, Path]:
+    """(the sha256 the manifest records for `path`, or None when there is nothing to check; a note; the manifest)."""
+    entry, note, mpath = manifest_entry(path)
+    if entry is None:
+        return None, note, mpath
+    sha = entry.get("sha256")
+    if entry.get("status", "ok") != "ok" or not isinstance(sha, str) or len(sha) != 64:
+        return None, None, mpath
+    return sha.lower(), None, mpath
 
 
 def expected_sha256(path: str | Path) -> tuple[str | None, str | None]:
     """(the sha256 the manifest records for `path`, or None when there is nothing to check; a note)."""
-    entry, note = manifest_entry(path)
-    if entry is None:
-        return None, note
-    sha = entry.get("sha256")
-    if entry.get("status", "ok") != "ok" or not isinstance(sha, str) or len(sha) != 64:
-        return None, None
-    return sha.lower(), None
+    return expected(path)[:2]
 
 
 def verify_manifest(path: str | Path) -> str | None:
     """Raise IntegrityError when `path` does not match its manifest's sha256; the verified sha, or None."""
     path = Path(path)
-    want, note = expected_sha256(path)
+    want, note, mpath = expected(path)
     if note:
         from edgeproof.cli.console import warn
 
@@ -75,7 +104,7 @@ def verify_manifest(path: str | Path) -> str | None:
     got = sha256_file(path)
     if got != want:
         raise IntegrityError(
-            f"'{path}' does not match its manifest: sha256 {got[:12]}... but {path.parent / MANIFEST_FILE} "
+            f"'{path}' does not match its manifest: sha256 {got[:12]}... but {mpath} "
             f"records {want[:12]}... (the file was changed, corrupted or half-copied); re-run 'edgeproof convert' "
             "to rebuild it, or pass --no-verify to load it anyway")
     return got

@@ -110,6 +110,47 @@ def test_manifest_that_is_a_folder_is_no_check_with_a_warning(tmp_path, capsys):
     assert "cannot read" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("kind", ["deep", "huge", "fifo"])
+def test_hostile_manifest_is_no_check_with_a_warning_never_a_crash_or_hang(tmp_path, kind, capsys):
+    """Nested 100,000 deep (RecursionError in json), over 16 MiB (not read whole), a FIFO (a read would block)."""
+    import os
+
+    from edgeproof.runtime.integrity import MAX_MANIFEST_BYTES
+
+    path = _with_manifest(tmp_path / "out")
+    mpath = path.parent / "manifest.json"
+    mpath.unlink()
+    if kind == "deep":
+        mpath.write_text("[" * 100_000)
+    elif kind == "huge":
+        with open(mpath, "wb") as fh:
+            fh.truncate(MAX_MANIFEST_BYTES + 1)  # sparse: costs no disk
+    else:
+        os.mkfifo(mpath)
+    assert verify_manifest(path) is None
+    load(path).close()
+    err = capsys.readouterr().err
+    assert {"deep": "not valid JSON", "huge": "over 16 MiB", "fifo": "not a regular file"}[kind] in err
+    assert "not verified" in err
+
+
+def test_a_symlink_is_verified_against_the_manifest_beside_the_real_file(tmp_path, capsys):
+    path = _with_manifest(tmp_path / "out")
+    elsewhere = tmp_path / "deploy"
+    elsewhere.mkdir()
+    links = [elsewhere / "current.onnx", path.parent / "current.onnx"]  # another folder; another name beside it
+    for link in links:
+        link.symlink_to(path)
+        assert verify_manifest(link) == sha256_file(path)
+    _tamper(path)
+    for link in links:
+        with pytest.raises(IntegrityError, match=rf"'{link}' does not match its manifest: .* but {path.parent}"):
+            load(link)
+        load(link, verify=False).close()
+    assert run_cli(["inspect", str(links[0]), "--no-load", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["integrity"]["matches"] is False
+
+
 def test_run_cli_refuses_a_tampered_artifact_unless_no_verify(tmp_path, img, capfd):
     path = _with_manifest(tmp_path / "out")
     _tamper(path)
