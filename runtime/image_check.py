@@ -181,8 +181,15 @@ def _png(d: bytes) -> tuple[int, int]:
     return size
 
 
+# A marker inside or after entropy-coded data: 0xFF followed by anything but a stuffed 0x00, a restart
+# marker (RST0-7) or another 0xFF (fill).
+_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+# Segments that may sit between the scans of one image (progressive/multi-scan JPEG).
+_BETWEEN_SCANS = {0xC4, 0xCC, 0xDA, 0xDB, 0xDC, 0xDD, 0xFE} | set(range(0xE0, 0xF0))
+
+
 def _jpeg(d: bytes) -> tuple[int, int]:
-    """Walk the marker segments up to the first scan for the frame size, then look for EOI after the last scan."""
+    """Walk the marker segments up to the first scan for the frame size, then make sure the image ends."""
     pos, n, size = 2, len(d), None
     while True:
         while pos < n and d[pos] == 0xFF and pos + 1 < n and d[pos + 1] == 0xFF:
@@ -207,11 +214,28 @@ def _jpeg(d: bytes) -> tuple[int, int]:
         pos += 2 + length
     if size is None:
         raise ImageReadError(CORRUPT)
-    if not d.endswith(b"\xff\xd9"):
-        eoi = d.rfind(b"\xff\xd9")
-        if eoi < pos or d.find(b"\xff\xda", eoi) >= 0:  # no end-of-image after the last scan
-            raise ImageReadError(TRUNC_JPEG)
+    if not d.endswith(b"\xff\xd9") and not _jpeg_ends(d, pos):
+        raise ImageReadError(TRUNC_JPEG)
     return size
+
+
+def _jpeg_ends(d: bytes, pos: int) -> bool:
+    """Whether the image whose first scan starts at `pos` has its end-of-image marker.
+
+    Followed marker by marker (segment lengths are skipped, so their payloads never count), because
+    what comes after the end is legal and may be anything: a Motion Photo's MP4, a camera maker's
+    trailer, another JPEG. Only for files that do not simply end with the marker (the common case)."""
+    while (m := _MARKER.search(d, pos)) is not None:
+        pos, marker = m.start(), d[m.start() + 1]
+        if marker == 0xD9:
+            return True
+        if marker not in _BETWEEN_SCANS:  # damage inside the scan data: the decoder resyncs, so do we
+            pos += 2
+            continue
+        if pos + 4 > len(d):
+            return False
+        pos += 2 + max(2, _u16be(d, pos + 2))
+    return False
 
 
 def _bmp(d: bytes) -> tuple[int, int]:

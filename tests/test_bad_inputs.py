@@ -120,6 +120,24 @@ def test_every_readable_format_passes_and_its_size_is_read(tmp_path):
     image_check.check_bytes(cv2.imencode(".png", img)[1].tobytes() + b"junk")  # so is junk after IEND
 
 
+@pytest.mark.parametrize("progressive, restart", [(0, 0), (1, 0), (0, 2)])
+def test_a_jpeg_with_anything_after_its_end_is_whole_and_a_cut_one_is_not(tmp_path, progressive, restart):
+    """Data after the end-of-image marker is legal (Motion Photos append an MP4, cameras a trailer) even
+    when it holds a start-of-scan marker and no end marker of its own; a cut image stays truncated."""
+    img = np.random.default_rng(1).integers(0, 255, (48, 64, 3), np.uint8)
+    jpg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_PROGRESSIVE, progressive,
+                                     cv2.IMWRITE_JPEG_RST_INTERVAL, restart])[1].tobytes()
+    mp4_tail = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8  # holds FF DA but no FF D9
+    for tail in (mp4_tail, b"\xff\xda trailer", jpg[: len(jpg) // 2]):
+        assert image_check.check_bytes(jpg + tail) == "JPEG"
+        (tmp_path / "x.jpg").write_bytes(jpg + tail)
+        assert np.array_equal(read_image(tmp_path / "x.jpg"), cv2.imdecode(np.frombuffer(jpg, np.uint8), 1))
+    for cut in (*range(jpg.index(b"\xff\xda") + 20, len(jpg) - 1, 53), len(jpg) - 1):  # cut inside the scans
+        for tail in (b"", b"\xff\xda trailer"):
+            with pytest.raises(ImageReadError, match="^truncated JPEG$"):
+                image_check.check_bytes(jpg[:cut] + tail)
+
+
 @pytest.mark.parametrize("fmt, patch", [
     ("png", lambda d: bomb_png()),
     ("jpg", lambda d: _patch(d, d.index(b"\xff\xc0") + 5, ">HH", 60000, 60000)),
