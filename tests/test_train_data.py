@@ -341,3 +341,17 @@ def test_unwritable_dataset_cache_exits_2(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "cannot write the shapes dataset" in err and "EDGEPROOF_CACHE" in err and "internal error" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_symlink_loop_in_a_class_folder_is_skipped_with_its_reason(tmp_path):
+    """Path.resolve() raises RuntimeError on a loop: the scan must not fail ('internal error'), the file
+    is skipped like in 'edgeproof run'."""
+    from edgeproof.train.data import load_data
+
+    root = _folder(tmp_path / "d", n=4)
+    (root / "a" / "loop1.png").symlink_to("loop2.png")
+    (root / "a" / "loop2.png").symlink_to("loop1.png")
+    data = load_data(root, Preprocess(12, 12), seed=0)
+    assert sorted(Path(p).name for p, _ in data.skipped) == ["loop1.png", "loop2.png"]
+    assert {r for _, r in data.skipped} == {"unreadable (Too many levels of symbolic links)"}
+    assert sum(len(s.paths) for s in data.splits.values()) == 8

@@ -88,11 +88,20 @@ def _subdirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def _absolute(path: Path) -> str:
+    """The resolved path; a symlink loop (RuntimeError/OSError from resolve()) stays as its absolute
+    name, so the image check skips it with its reason instead of the scan failing."""
+    try:
+        return str(path.resolve())
+    except (RuntimeError, OSError):
+        return os.path.abspath(path)
+
+
 def _files(folder: Path) -> list[str]:
     out = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        out.extend(str(Path(dirpath, f).resolve()) for f in sorted(filenames) if not f.startswith("."))
+        out.extend(_absolute(Path(dirpath, f)) for f in sorted(filenames) if not f.startswith("."))
     return out
 
 
