@@ -34,6 +34,7 @@ BYTES_PER_PIXEL_LIMIT = 8  # files above max_pixels * 8 bytes (+1 MiB) are refus
 ZERO_BYTE = "zero-byte file"
 IS_DIR = "is a directory"
 NOT_FOUND = "not found"
+BROKEN_LINK = "broken symlink (its target is missing)"
 DENIED = "permission denied"
 NOT_REGULAR = "not a regular file"
 TEXT = "not an image (looks like text)"
@@ -128,7 +129,7 @@ def read_bytes(path: str | Path) -> bytes:
         with open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
-        raise ImageReadError(NOT_FOUND) from None
+        raise ImageReadError(BROKEN_LINK if os.path.islink(path) else NOT_FOUND) from None
     except IsADirectoryError:
         raise ImageReadError(IS_DIR) from None
     except PermissionError:

@@ -311,10 +311,13 @@ def open_source(spec: str | int, capture_factory: Callable[[Any], Any] | None = 
                 raise UsageError(f"list file '{spec}' names no images; give one image path per line")
             return FileSource(spec, "list", paths, capture_factory)
         return FileSource(spec, "image", [path])
+    if os.path.lexists(path):  # a FIFO, a device, a symlink loop or a dangling link: skipped with the reason
+        return FileSource(spec, "image", [path])
     if any(c in spec for c in "*?["):
-        # files, and a directory named like an image (skipped as "is a directory" rather than silently)
+        # files, and anything else named like an image (a directory, a FIFO, a symlink loop): skipped
+        # with its reason rather than silently
         paths = sorted(Path(p) for p in globlib.glob(str(path), recursive=True)
-                       if Path(p).is_file() or (_wanted(Path(p)) and Path(p).is_dir()))
+                       if Path(p).is_file() or _wanted(Path(p)))
         if not paths:
             raise UsageError(f"glob '{spec}' matches no files")
         return FileSource(spec, "glob", paths, capture_factory)

@@ -342,3 +342,24 @@ def test_real_sigint_in_a_fresh_process_stops_cleanly_with_summary(tmp_path):
     assert "released" in lines
     summary = next(ln for ln in lines if ln.startswith("SUMMARY"))
     assert summary.startswith("SUMMARY True interrupted (Ctrl-C)") and int(summary.split()[-1]) >= 6
+
+
+def test_a_fifo_a_device_a_symlink_loop_or_a_broken_link_is_skipped_with_its_reason(model, tmp_path):
+    """Given directly or matched by a glob, none of them is 'not found' or silently left out, and the
+    FIFO (a read would block forever) and /dev/zero (a read would never end) are never read."""
+    for name in ("good.png", "ok.jpg"):
+        cv2.imwrite(str(tmp_path / name), solid("red"))
+    os.mkfifo(tmp_path / "fifo.jpg")
+    (tmp_path / "zero.jpg").symlink_to("/dev/zero")
+    (tmp_path / "loop1.jpg").symlink_to("loop2.jpg")
+    (tmp_path / "loop2.jpg").symlink_to("loop1.jpg")
+    (tmp_path / "gone.png").symlink_to("nowhere.png")
+    why = {"fifo.jpg": "not a regular file", "zero.jpg": "not a regular file",
+           "loop1.jpg": "unreadable (Too many levels of symbolic links)",
+           "gone.png": "broken symlink (its target is missing)"}
+    for name, reason in why.items():
+        results, summary = _run(model, open_source(str(tmp_path / name)))
+        assert summary.kind == "image" and not results and summary.skipped == [(str(tmp_path / name), reason)]
+    results, summary = _run(model, open_source(str(tmp_path / "*.*g")))
+    assert [r.topk[0][0] for r in results] == ["red", "red"]
+    assert {os.path.basename(n): w for n, w in summary.skipped} == {**why, "loop2.jpg": why["loop1.jpg"]}
