@@ -22,6 +22,7 @@ import re
 import stat
 import struct
 import sys
+import zlib
 from pathlib import Path
 
 from edgeproof.errors import UsageError
@@ -160,26 +161,29 @@ def _u32le(d: bytes, o: int) -> int:
 
 
 _PNG_SIG = b"\x89PNG\r\n\x1a\n"
-_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+_PNG_CRITICAL = {b"IHDR", b"PLTE", b"IDAT", b"IEND"}
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
 def _png(d: bytes) -> tuple[int, int]:
+    """Walk the chunks: cut off (TRUNC_PNG), or a critical chunk whose CRC does not match (libpng would
+    give up on it, printing 'libpng error: IDAT: CRC error' on stderr; ancillary chunks it only drops)."""
     if len(d) < 33 or d[12:16] != b"IHDR":
         raise ImageReadError(TRUNC_PNG if len(d) < 33 else CORRUPT)
     size = _u32be(d, 16), _u32be(d, 20)
-    if not d.endswith(_IEND):  # trailing bytes after IEND are legal: walk the chunks to tell them apart
-        pos, n = 8, len(d)
-        while True:
-            if pos + 12 > n:
-                raise ImageReadError(TRUNC_PNG)
-            end = pos + 12 + _u32be(d, pos)
-            if end > n:
-                raise ImageReadError(TRUNC_PNG)  # a chunk longer than what is left: cut off
-            if d[pos + 4:pos + 8] == b"IEND":
-                break
-            pos = end
-    return size
+    view, pos, n = memoryview(d), 8, len(d)
+    while True:  # trailing bytes after IEND are legal
+        if pos + 12 > n:
+            raise ImageReadError(TRUNC_PNG)
+        end = pos + 12 + _u32be(d, pos)
+        if end > n:
+            raise ImageReadError(TRUNC_PNG)  # a chunk longer than what is left: cut off
+        kind = d[pos + 4:pos + 8]
+        if kind in _PNG_CRITICAL and zlib.crc32(view[pos + 4:end - 4]) != _u32be(d, end - 4):
+            raise ImageReadError(CORRUPT)
+        if kind == b"IEND":
+            return size
+        pos = end
 
 
 # A marker inside or after entropy-coded data: 0xFF followed by anything but a stuffed 0x00, a restart

@@ -138,6 +138,27 @@ def test_a_jpeg_with_anything_after_its_end_is_whole_and_a_cut_one_is_not(tmp_pa
                 image_check.check_bytes(jpg[:cut] + tail)
 
 
+def test_a_png_with_damaged_pixel_data_is_refused_before_libpng_prints_on_stderr(monkeypatch, capfd):
+    """A CRC error in IDAT (a flipped byte on a bad SD card) is caught by the check: libpng never sees
+    it, so no 'libpng error: IDAT: CRC error' line on fd 2; a bad CRC in an ancillary chunk (libpng only
+    drops the chunk) still decodes."""
+    png = cv2.imencode(".png", np.random.default_rng(2).integers(0, 255, (32, 32, 3), np.uint8))[1].tobytes()
+    i = png.index(b"IDAT") + 4
+    damaged = png[:i + 10] + bytes([png[i + 10] ^ 0x40]) + png[i + 11:]
+    iend = png.index(b"IEND") - 4
+    text = b"tEXtnote\x00hi"  # a tEXt chunk with a wrong CRC
+    ancillary = png[:iend] + struct.pack(">I", len(text) - 4) + text + b"\0\0\0\0" + png[iend:]
+    calls = []
+    real = cv2.imdecode
+    monkeypatch.setattr(cv2, "imdecode", lambda *a: calls.append(1) or real(*a))
+    from edgeproof.runtime.preprocess import decode
+
+    with pytest.raises(ImageReadError, match="^corrupt image$"):
+        decode(damaged)
+    assert not calls and "libpng" not in capfd.readouterr().err
+    assert decode(ancillary).shape == (32, 32, 3)
+
+
 @pytest.mark.parametrize("fmt, patch", [
     ("png", lambda d: bomb_png()),
     ("jpg", lambda d: _patch(d, d.index(b"\xff\xc0") + 5, ">HH", 60000, 60000)),
