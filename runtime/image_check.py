@@ -113,6 +113,10 @@ def _mp(pixels: int) -> str:
 
 # ---------------------------------------------------------------- reading
 
+def _open_nonblocking(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NONBLOCK)
+
+
 def read_bytes(path: str | Path) -> bytes:
     """The file's bytes, or ImageReadError: not found, is a directory, permission denied, zero-byte, too large."""
     try:
@@ -127,7 +131,10 @@ def read_bytes(path: str | Path) -> bytes:
         limit = pixels * BYTES_PER_PIXEL_LIMIT + 2**20
         if st.st_size > limit:
             raise ImageReadError(f"file too large (over {limit // 2**20} MiB for the {_mp(pixels)} limit)")
-        with open(path, "rb") as f:
+        # O_NONBLOCK, then fstat: a path swapped for a FIFO after the stat above must not block the read
+        with open(path, "rb", opener=_open_nonblocking) as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise ImageReadError(NOT_REGULAR)
             data = f.read()
     except FileNotFoundError:
         raise ImageReadError(BROKEN_LINK if os.path.islink(path) else NOT_FOUND) from None

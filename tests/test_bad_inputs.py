@@ -420,3 +420,32 @@ def test_no_verify_loads_a_model_that_does_not_match_its_manifest(tmp_path, caps
     assert len(err) == 1 and "does not match its manifest" in err[0] and "--no-verify" in err[0]
     assert run_cli(["run", str(model), str(img), "--no-verify", "--json"]) == 0
     assert _rows(capsys.readouterr().out)[0][0]["top_k"][0]["label"] == "red"
+
+
+def test_a_file_swapped_for_a_fifo_after_the_stat_is_not_read(tmp_path, monkeypatch):
+    """The stat said 'regular file', then the path became a FIFO with no writer: a plain open() would
+    block forever; the check opens without blocking and looks again."""
+    import threading
+
+    regular = tmp_path / "x.png"
+    regular.write_bytes(cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes())
+    fifo = tmp_path / "swapped.png"
+    os.mkfifo(fifo)
+    real_stat = os.stat
+    monkeypatch.setattr(image_check.os, "stat", lambda p, *a, **k: real_stat(regular if p == fifo else p, *a, **k))
+    out: list = []
+
+    def read() -> None:
+        try:
+            image_check.read_bytes(fifo)
+        except ImageReadError as exc:
+            out.append(str(exc))
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    t.join(10)
+    if t.is_alive():  # unblock the reader so the test process can exit
+        with open(fifo, "wb"):
+            pass
+        pytest.fail("read_bytes blocked on a FIFO")
+    assert out == ["not a regular file"]
