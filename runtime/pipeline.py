@@ -34,6 +34,7 @@ from edgeproof.runtime.sources import Item, Source
 SKIP_EXAMPLES = 100  # skipped inputs listed by name; the rest are only counted
 MAX_REASONS = 50  # distinct skip reasons counted by name; later new ones go under OTHER_REASON
 OTHER_REASON = "other reasons"
+JOIN_TIMEOUT = 2.0  # seconds the run waits for its threads when it ends (a stalled read may take longer)
 
 
 class _StopRequested(Exception):
@@ -218,6 +219,12 @@ def run_pipeline(model, source: Source, on_result: Callable[[Result], None], bat
     summary = Summary(source=source.spec, kind=source.kind)
     failure: list[BaseException] = []
 
+    # Who releases the source: the consumer, unless the producer is still inside a read when the run
+    # ends (a stalled stream); releasing a capture under a read in another thread can crash OpenCV, so
+    # then the producer releases it once the read returns.
+    handoff = threading.Lock()
+    producer_done, close_in_producer = [False], [False]
+
     def produce() -> None:
         try:
             for item in source:
@@ -227,6 +234,11 @@ def run_pipeline(model, source: Source, on_result: Callable[[Result], None], bat
             failure.append(exc)
         finally:
             buf.finish()
+            with handoff:
+                producer_done[0] = True
+                close_here = close_in_producer[0]
+            if close_here:
+                source.close()
 
     def decode_loop() -> None:
         while (claimed := buf.claim()) is not None:
@@ -288,8 +300,11 @@ def run_pipeline(model, source: Source, on_result: Callable[[Result], None], bat
         buf.close()
         pending.clear()
         for t in threads:
-            t.join(timeout=2.0)
-        source.close()
+            t.join(timeout=JOIN_TIMEOUT)
+        with handoff:
+            close_in_producer[0] = not producer_done[0]
+        if not close_in_producer[0]:
+            source.close()
         summary.seconds = time.perf_counter() - t0
         summary.dropped = buf.dropped
     if limit is not None and summary.count >= limit:

@@ -244,3 +244,56 @@ def test_items_the_source_marks_as_errors_are_skipped_with_that_reason(model):
     seen, summary = _run(model, WithErrors("w"))
     assert seen == [(0, "red"), (2, "blue")] and summary.skipped_total == 1
     assert summary.skipped == [("broken.mp4", "cannot open video (unsupported codec or corrupt file)")]
+
+
+class StallingCapture:
+    """A stream whose 6th read stalls until `resume` is set; records a release() that lands during a read."""
+
+    def __init__(self, target) -> None:
+        self.resume, self.in_read = threading.Event(), threading.Event()
+        self.reads, self.released, self.released_during_read = 0, threading.Event(), False
+
+    def isOpened(self) -> bool:
+        return True
+
+    def get(self, prop) -> float:
+        return 0.0
+
+    def read(self):
+        self.in_read.set()
+        try:
+            self.reads += 1
+            if self.reads == 6:
+                self.resume.wait(30)
+            return True, np.full((16, 16, 3), 200, np.uint8)
+        finally:
+            self.in_read.clear()
+
+    def release(self) -> None:
+        self.released_during_read |= self.in_read.is_set()
+        self.released.set()
+
+
+def test_a_stream_stalled_in_a_read_is_released_after_the_read_not_under_it(model, monkeypatch):
+    """Ctrl-C while the stream hangs in read(): the run ends at once with its summary, and the capture is
+    released by the producer when the read returns, never from the main thread under the read."""
+    import edgeproof.runtime.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "JOIN_TIMEOUT", 0.05)
+    caps: list[StallingCapture] = []
+    source = open_source("rtsp://camera.invalid/stream", capture_factory=lambda t: caps.append(StallingCapture(t))
+                         or caps[-1])
+
+    def on_result(r) -> None:
+        if r.index >= 4:
+            cap = caps[0]
+            while cap.reads < 6:  # the source is now stuck in its 6th read
+                time.sleep(0.001)
+            raise KeyboardInterrupt
+
+    summary = run_pipeline(model, source, on_result, workers=1)
+    cap = caps[0]
+    assert summary.interrupted and summary.stopped == "interrupted (Ctrl-C)"
+    assert not cap.released.is_set()  # still inside the stalled read: not released under it
+    cap.resume.set()
+    assert cap.released.wait(10) and not cap.released_during_read
