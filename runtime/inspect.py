@@ -296,6 +296,12 @@ def inspect_model(path: str | Path, runtime_version: str = LEGACY_RUNTIME, legac
                 for s in (report["inputs"][0], report["outputs"][0])]
         pp = meta.preprocess if meta else None
         check_io(path, family, spec[0], spec[1], pp.height if pp else 0, pp.width if pp else 0)
+    if family == "tflite" and importlib.util.find_spec("ai_edge_litert") is not None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        from edgeproof.runtime.model_check import check_prepared_tflite
+
+        check_prepared_tflite(path, Interpreter)  # before any runtime below allocates for the real shapes
     if check_runtimes:
         runtimes = []
         for name in backends_for(family):

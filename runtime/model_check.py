@@ -17,6 +17,9 @@ from __future__ import annotations
 import mmap
 import struct
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from edgeproof.contract import TensorSpec
 from edgeproof.errors import InvalidModel
@@ -187,6 +190,50 @@ def check_tflite(path: str | Path) -> None:
                 _walk_tflite(FlatBuffer(buf))
             except (_Bad, struct.error) as exc:
                 raise invalid(path, "tflite", str(exc)) from None
+
+
+def check_prepared_tflite(path: str | Path, interpreter_cls: Any) -> None:
+    """Refuse a TFLite file whose tensors, as the runtime sizes them, break MAX_TENSOR_BYTES/MAX_TOTAL_BYTES.
+
+    check_tflite sees the shapes the file declares; allocate_tensors recomputes every intermediate shape
+    from the input's, so a file can declare small intermediates behind a huge input (a 117 KB model with
+    its input patched to 9000x9000 made XNNPACK take 24 s and 14 GiB). Preparing it once without
+    delegates sizes every tensor in about a millisecond without touching the memory. A file this
+    interpreter cannot even build is left to the real load (it reports its own error, e.g. a custom op).
+    """
+    import sys
+
+    resolver = getattr(sys.modules.get(interpreter_cls.__module__), "OpResolverType", None)
+    if resolver is None:
+        return
+    from edgeproof.runtime.backends.litert import quiet_runtime_info
+
+    with quiet_runtime_info():
+        try:
+            it = interpreter_cls(model_path=str(path),
+                                 experimental_op_resolver_type=resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        except Exception:  # noqa: BLE001 - the real load reports it
+            return
+        n_graph = len(it.get_tensor_details())  # the file's tensors; Prepare adds kernel scratch (im2col) after
+        try:
+            it.allocate_tensors()
+        except Exception as exc:  # noqa: BLE001 - a builtin op cannot be prepared for these shapes
+            if "custom op" in str(exc).lower():
+                return
+            raise invalid(path, "tflite", f"its operators cannot be prepared ({one_line(exc)})") from None
+    total, inp = 0, [int(v) for v in it.get_input_details()[0]["shape"]]
+    for d in it.get_tensor_details():  # (kernel scratch is not counted: XNNPACK, the default, has none of it)
+        if d["index"] >= n_graph:
+            continue
+        shape = [int(v) for v in d["shape"]]
+        size = _tensor_bytes(shape, np.dtype(d["dtype"]).itemsize)
+        if size > MAX_TENSOR_BYTES:
+            raise invalid(path, "tflite", f"with its input {inp} tensor {d['index']} '{d['name'][:40]}' becomes {shape} "
+                          f"({size / 2**30:.3g} GiB, limit {MAX_TENSOR_BYTES >> 20} MiB)")
+        total += size
+    if total > MAX_TOTAL_BYTES:
+        raise invalid(path, "tflite", f"with its input {inp} its tensors need {total / 2**30:.3g} GiB "
+                      f"(limit {MAX_TOTAL_BYTES >> 30} GiB)")
 
 
 def _describe_head(head: bytes) -> str:

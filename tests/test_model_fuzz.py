@@ -117,6 +117,22 @@ def test_tflite_with_absurd_tensor_shape_is_refused_before_allocation(seed_model
         load(path)
 
 
+@pytest.mark.parametrize("side, why", [(8000, r"tensor \d+ '.*' becomes \[1, 7998, 7998, 8\] \(1.91 GiB, limit 1024 MiB\)"),
+                                       (9000, r"its operators cannot be prepared \(RuntimeError: Conv im2col")])
+def test_tflite_input_that_makes_small_declared_tensors_huge_is_refused_before_allocation(seed_models, tmp_path,
+                                                                                           side, why):
+    """Only the input's shape patched (768 MiB at 8000x8000, under the per-tensor limit): the declared
+    intermediates stay 32x32 and pass check_tflite, but allocate_tensors would size them from the input
+    (XNNPACK took 24 s and 14 GiB for 9000x9000). The prepared-shape check refuses it first."""
+    data = bytearray(seed_models["tflite-fp32"].read_bytes())
+    struct.pack_into("<4i", data, _tflite_input_shape_at(data), 1, side, side, 3)
+    path = tmp_path / "wide.tflite"
+    path.write_bytes(bytes(data))
+    with pytest.raises(InvalidModel, match=rf"wide.tflite is not a valid TFLite model: .*{why}"):
+        load(path)
+    assert run_cli(["inspect", str(path), "--no-load"]) == 2
+
+
 def test_onnx_with_absurd_declared_shapes_is_refused(seed_models, tmp_path):
     onnx = pytest.importorskip("onnx")
     from edgeproof.runtime.metadata import read_metadata, set_onnx_metadata
