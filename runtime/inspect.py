@@ -266,7 +266,7 @@ def inspect_model(path: str | Path, runtime_version: str = LEGACY_RUNTIME, legac
     reported under "integrity", not refused.
     """
     from edgeproof.runtime.metadata import read_metadata
-    from edgeproof.runtime.model_check import check_file, check_io
+    from edgeproof.runtime.model_check import check_file, check_io, check_prepared_tflite, light_tflite_interpreter
 
     path = Path(path)
     if path.is_dir():
@@ -296,12 +296,8 @@ def inspect_model(path: str | Path, runtime_version: str = LEGACY_RUNTIME, legac
                 for s in (report["inputs"][0], report["outputs"][0])]
         pp = meta.preprocess if meta else None
         check_io(path, family, spec[0], spec[1], pp.height if pp else 0, pp.width if pp else 0)
-    if family == "tflite" and importlib.util.find_spec("ai_edge_litert") is not None:
-        from ai_edge_litert.interpreter import Interpreter
-
-        from edgeproof.runtime.model_check import check_prepared_tflite
-
-        check_prepared_tflite(path, Interpreter)  # before any runtime below allocates for the real shapes
+    if family == "tflite" and (interpreter := light_tflite_interpreter()) is not None:
+        check_prepared_tflite(path, interpreter)  # before any runtime below allocates for the real shapes
     if check_runtimes:
         runtimes = []
         for name in backends_for(family):

@@ -221,8 +221,12 @@ def check_prepared_tflite(path: str | Path, interpreter_cls: Any) -> None:
             if "custom op" in str(exc).lower():
                 return
             raise invalid(path, "tflite", f"its operators cannot be prepared ({one_line(exc)})") from None
-    total, inp = 0, [int(v) for v in it.get_input_details()[0]["shape"]]
-    for d in it.get_tensor_details():  # (kernel scratch is not counted: XNNPACK, the default, has none of it)
+    try:
+        details, inp = it.get_tensor_details(), [int(v) for v in it.get_input_details()[0]["shape"]]
+    except Exception as exc:  # noqa: BLE001 - e.g. a tensor name that is not UTF-8 (flatbuffer strings must be)
+        raise invalid(path, "tflite", f"its tensor table cannot be read ({one_line(exc)})") from None
+    total = 0
+    for d in details:  # (kernel scratch is not counted: XNNPACK, the default, has none of it)
         if d["index"] >= n_graph:
             continue
         shape = [int(v) for v in d["shape"]]
@@ -264,7 +268,8 @@ def check_file(path: str | Path, family: str) -> None:
 
 
 def preflight(path: str | Path, verify: bool = True) -> str | None:
-    """Before any runtime opens `path`: the manifest sha256 (verify) and the structural check.
+    """Before any runtime opens `path`: the manifest sha256 (verify), the structural check and, for an
+    unvouched TFLite file, the tensor sizes its input really gives (check_prepared_tflite; any backend).
 
     Returns the sha256 the manifest vouched for, or None (no manifest entry, or verify=False).
     """
@@ -272,8 +277,29 @@ def preflight(path: str | Path, verify: bool = True) -> str | None:
     from edgeproof.runtime.integrity import verify_manifest
 
     verified = verify_manifest(path) if verify else None
-    check_file(path, family_of(path))
+    family = family_of(path)
+    check_file(path, family)
+    if family == "tflite" and verified is None:  # convert already prepared the bytes a manifest vouches for
+        interpreter = light_tflite_interpreter()
+        if interpreter is not None:
+            check_prepared_tflite(path, interpreter)
     return verified
+
+
+def light_tflite_interpreter() -> Any:
+    """ai-edge-litert's or tflite-runtime's Interpreter class; None without them (TensorFlow is too heavy here)."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime.interpreter import Interpreter
+
+        return Interpreter
+    except ImportError:
+        return None
 
 
 def check_io(path: str | Path, family: str, inp: TensorSpec, out: TensorSpec, height: int, width: int) -> None:

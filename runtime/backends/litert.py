@@ -93,10 +93,6 @@ class LiteRTBackend(Backend):
                 self._delegate_failed(lib, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
         self.loaded_delegates = [lib for lib, _ in zip(self.delegates, loaded)] if loaded else []
         kwargs = {"num_threads": self.threads} if self.threads else {}
-        if self.verified_sha256 is None:  # convert already loaded the bytes a manifest vouches for
-            from edgeproof.runtime.model_check import check_prepared_tflite
-
-            check_prepared_tflite(self.path, Interpreter)
         with quiet_runtime_info():  # the runtime's 'INFO: Created TensorFlow Lite XNNPACK delegate' line
             try:
                 it = Interpreter(model_path=str(self.path), experimental_delegates=loaded or None, **kwargs)
