@@ -8,6 +8,7 @@ leaves a half-written file under the final name.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,9 @@ def draw(bgr: np.ndarray, topk: list[tuple[str, float]]) -> np.ndarray:
         cv2.putText(img, f"{label} {score:.3f}", (4, y), cv2.FONT_HERSHEY_SIMPLEX, scale * 0.7, color, thick,
                     cv2.LINE_AA)
     return img
+
+
+_OUTPUT_RE = re.compile(r"(\.annotated(_\d+)?\.[^.]+|^annotated\.mp4)$")
 
 
 def _safe_name(name: str, used: set[str]) -> str:
@@ -68,6 +72,16 @@ class Saver:
         self._writer = None
         self._tmp: Path | None = None
         self.video_path = self.dir / "annotated.mp4"
+
+    def is_output(self, path: Path) -> bool:
+        """True for a file an earlier `--save` into this folder wrote (x.annotated.png, x.annotated_1.jpg,
+        annotated.mp4): a rerun over the same folder must not take its own outputs as inputs."""
+        if not _OUTPUT_RE.search(path.name):
+            return False
+        try:
+            return path.parent.resolve() == self.dir.resolve()
+        except OSError:
+            return False
 
     def add(self, name: str, bgr: np.ndarray, topk: list[tuple[str, float]]) -> None:
         import cv2

@@ -260,6 +260,21 @@ def test_save_into_the_input_folder_keeps_the_originals(env, tmp_path, capsys):
     assert (folder / "0_red.annotated.png").is_file()
 
 
+def test_rerun_with_save_into_the_input_folder_leaves_out_its_own_outputs(env, tmp_path, capsys):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    (folder / "0_red.png").write_bytes((env["imgs"] / "0_red.png").read_bytes())
+    (folder / "my.annotated.notes.png").write_bytes((env["imgs"] / "1_green.png").read_bytes())  # a user's file
+    for _ in range(2):
+        assert run_cli(["run", env["model"], str(folder), "--save", str(folder), "--json"]) == 0
+    out, err = capsys.readouterr()
+    inputs = [d["input"] for d in _json_lines(out) if "input" in d]
+    assert sorted(p.rsplit("/", 1)[-1] for p in inputs[:2]) == ["0_red.png", "my.annotated.notes.png"]
+    assert sorted(p.rsplit("/", 1)[-1] for p in inputs[2:]) == ["0_red.png", "my.annotated.notes.png"]
+    assert "left out 2 annotated output(s) of an earlier --save" in err
+    assert not list(folder.glob("*.annotated.annotated.*"))
+
+
 def test_corrupt_video_is_one_line_without_ffmpeg_chatter(env, tmp_path):
     import os
 

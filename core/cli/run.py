@@ -216,6 +216,7 @@ def _run_checked(args: argparse.Namespace, source_spec: str, capture_factory, pi
             model.close()
             source.close()
             raise
+        _skip_own_outputs(source, saver)
     out = sys.stdout
     if not args.json:
         where = (model.placement or {}).get("where", "?")
@@ -266,6 +267,20 @@ def exit_code(summary) -> int:
         why = f" ({summary.stopped})" if summary.stopped else ""
         raise EdgeproofError(f"nothing was processed from '{summary.source}'{why}")
     return EXIT_SKIPPED if summary.skipped_total else 0
+
+
+def _skip_own_outputs(source, saver) -> None:
+    """--save into the input folder: leave out what an earlier --save wrote there (not inputs, not skips)."""
+    paths = getattr(source, "paths", None)
+    if not paths:
+        return
+    ours = [p for p in paths if saver.is_output(p)]
+    if ours:
+        from edgeproof.cli.console import warn
+
+        source.paths = [p for p in paths if not saver.is_output(p)]
+        warn(f"left out {len(ours)} annotated output(s) of an earlier --save in '{saver.dir}' "
+             f"(e.g. {ours[0].name}); they are not inputs")
 
 
 def _report(args, summary, model, saver) -> None:
