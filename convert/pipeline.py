@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeproof.atomic import atomic_path, clean_stale, scratch_dir, temp_dir_beside
+from edgeproof.atomic import Flock, atomic_path, clean_stale, scratch_dir, temp_dir_beside
 from edgeproof.contract import ArtifactMeta, TensorSpec
 from edgeproof.convert.manifest import ArtifactResult, Manifest, load_manifest
 from edgeproof.convert.reasons import failure_reason
@@ -212,10 +212,8 @@ def convert_run(source: str | Path, out_dir: str | Path, formats: Iterable[str] 
                 calib_count: int = 200, int8_io: str = "int8", opset: int = 17, progress: bool = False,
                 seed: int = 0, on_result: Callable[[ArtifactResult], None] | None = None) -> Manifest:
     """Convert a run folder (or a model.keras inside one) to `formats` in `out_dir`; return the manifest."""
-    from edgeproof.convert.calibration import calibration_batch, describe
-    from edgeproof.convert.onnx_export import check_opset
     from edgeproof.convert.tflite import IO_TYPES
-    from edgeproof.train.run_dir import load_keras_model, load_run
+    from edgeproof.train.run_dir import load_run
 
     fmts = _format_names(formats)
     if int8_io not in IO_TYPES:
@@ -233,9 +231,23 @@ def convert_run(source: str | Path, out_dir: str | Path, formats: Iterable[str] 
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         os.rmdir(temp_dir_beside(out_dir / "edgeproof", "probe"))
+        lock = Flock(out_dir, folder=True)  # one writer per OUT: two would lose each other's manifest entries
+    except BlockingIOError:
+        raise UsageError(f"another 'edgeproof convert' is writing to '{out_dir}' right now; wait for it to finish "
+                         "or choose another -o") from None
     except OSError as exc:
         raise UsageError(f"cannot write artifacts to '{out_dir}': {exc.strerror or exc}; "
                          "give a writable folder with -o") from None
+    with lock:
+        return _convert_locked(run, out_dir, fmts, calib_count, int8_io, opset, progress, seed, on_result)
+
+
+def _convert_locked(run, out_dir: Path, fmts: list[Format], calib_count: int, int8_io: str, opset: int,
+                    progress: bool, seed: int, on_result: Callable[[ArtifactResult], None] | None) -> Manifest:
+    """convert_run's work, with the lock on `out_dir` held."""
+    from edgeproof.convert.calibration import calibration_batch, describe
+    from edgeproof.convert.onnx_export import check_opset
+    from edgeproof.train.run_dir import load_keras_model
     from edgeproof.train.tf_quiet import import_tensorflow
 
     import_tensorflow("edgeproof convert")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import json
 import os
 import re
@@ -177,6 +178,32 @@ def clean_stale(folder: str | Path, name: str | None = None) -> list[str]:
         except OSError:
             continue
     return done
+
+
+class Flock:
+    """An exclusive flock on `path`, taken now: a folder (no file is added to it) or a lock file created
+    when missing. BlockingIOError at once when another process holds it; the kernel releases it when
+    the holder exits or is killed, so a kill -9 never leaves a stale lock."""
+
+    def __init__(self, path: str | Path, folder: bool = False) -> None:
+        flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) if folder else os.O_RDWR | os.O_CREAT
+        self.fd: int | None = os.open(path, flags, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.close()
+            raise BlockingIOError(errno.EWOULDBLOCK, "locked by another process", str(path)) from None
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # releases the flock
+            self.fd = None
+
+    def __enter__(self) -> Flock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @contextmanager

@@ -323,6 +323,34 @@ def test_reconvert_killed_between_artifact_and_manifest_never_refuses_a_good_fil
     assert not _hidden_are_temps(out)
 
 
+def test_a_second_convert_into_the_same_out_is_refused_while_the_first_runs(tiny_run, tiny_artifacts, tmp_path,
+                                                                             capfd):
+    """Two converts into one OUT each merge their entries into the manifest they read at the start:
+    the later write lost the other's entries (and could vouch for a sha256 the other replaced). The
+    second is refused at once; the lock is the kernel's, so a killed holder never leaves it behind."""
+    from edgeproof.atomic import Flock
+
+    out = tmp_path / "out"
+    shutil.copytree(tiny_artifacts, out)
+    old = _snapshot(out)
+    args = ["convert", str(tiny_run), "--to", "tflite-fp32", "-o", str(out), "--no-progress"]
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom edgeproof.atomic import Flock\n"
+                               "lock = Flock(sys.argv[1], folder=True)\nprint('held', flush=True)\ntime.sleep(60)",
+                               str(out)], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"held\n"
+        assert run_cli(args) == 2
+        out_text, err = capfd.readouterr()
+        assert err.strip() == (f"edgeproof: error: another 'edgeproof convert' is writing to '{out}' right now; "
+                               "wait for it to finish or choose another -o") and out_text == ""
+        assert _snapshot(out) == old and not _hidden_are_temps(out)
+    finally:
+        holder.kill()
+        holder.wait()
+    with Flock(out, folder=True):  # the dead holder's lock is gone
+        pass
+
+
 # ---------------------------------------------------------------- the atomic layer's clean-up rules
 
 

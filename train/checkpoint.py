@@ -14,7 +14,6 @@ run folder is in place.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -25,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeproof.atomic import atomic_path, clean_stale, write_json
+from edgeproof.atomic import Flock, atomic_path, clean_stale, write_json
 from edgeproof.errors import UsageError
 
 STATE_FILE = "state.json"
@@ -137,25 +136,22 @@ class Checkpoints:
     def __init__(self, out: Path):
         self.out = Path(out)
         self.dir = partial_dir(self.out)
-        self._lock_fd: int | None = None
+        self._lock: Flock | None = None
 
     def __enter__(self) -> Checkpoints:
         self.dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
+            self._lock = Flock(self.dir / LOCK_FILE)
+        except BlockingIOError:
             raise UsageError(f"another 'edgeproof train' is writing to '{self.out}' right now (its checkpoint "
                              f"folder '{self.dir}' is locked); wait for it or choose another -o") from None
-        self._lock_fd = fd
         clean_stale(self.dir)  # temp files of a writer killed mid-save
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # releases the flock
-            self._lock_fd = None
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def load(self) -> State | None:
         """The last committed state, or None when there is none. A damaged one is one clear line."""
