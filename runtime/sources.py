@@ -109,6 +109,7 @@ class _GrabLoop(Source):
         super().__init__(spec)
         self.retries, self.backoff, self.max_backoff, self.sleep = retries, backoff, max_backoff, sleep
         self.retried = 0  # total failed grabs that were retried
+        self.lost = False  # gave up after `retries` failed grabs: the camera/stream stopped delivering frames
 
     def _grab(self) -> np.ndarray | None:
         raise NotImplementedError
@@ -135,6 +136,7 @@ class _GrabLoop(Source):
                 if frame is None:
                     self.stop_reason = (f"{fails + 1} consecutive frame grabs failed from '{self.spec}' "
                                         f"(retried {fails}x, backoff {self.backoff:g}-{last:g} s); stopped")
+                    self.lost = True
                     return
             yield Item(n, f"{self.spec}#{n}", frame=frame)
             n += 1

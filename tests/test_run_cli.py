@@ -166,6 +166,39 @@ def test_camera_source_and_ctrl_c_exit_130(env, capsys):
     assert len(out.splitlines()) == 1 + 5 and "summary: 5 input(s)" in err
 
 
+def test_camera_lost_mid_run_exits_4_after_the_results(env, capsys, monkeypatch):
+    from edgeproof.cli import run as run_cmd
+    from edgeproof.runtime import sources
+
+    monkeypatch.setattr(sources._GrabLoop.__init__, "__defaults__", (2, 0.001, 0.002, lambda s: None))
+    frames = [solid(n) for n in LABELS]
+
+    class DyingCap:
+        i = 0
+
+        def isOpened(self):
+            return True
+
+        def get(self, prop):
+            return 30.0
+
+        def read(self):
+            self.i += 1
+            return (True, frames[self.i % 3]) if self.i <= 4 else (False, None)
+
+        def release(self):
+            pass
+
+    args = parse_args(["run", env["model"], "--source", "0", "--json"])
+    assert run_cmd.run(args, capture_factory=lambda t: DyingCap()) == 4
+    rows = _json_lines(capsys.readouterr().out)
+    assert len(rows) == 5 and rows[-1]["summary"]["source_lost"] is True
+    assert "3 consecutive frame grabs failed" in rows[-1]["summary"]["stopped"]
+    args = parse_args(["run", env["model"], "--source", "0", "--json", "--limit", "3"])
+    assert run_cmd.run(args, capture_factory=lambda t: DyingCap()) == 0  # stopped before the camera died
+    assert _json_lines(capsys.readouterr().out)[-1]["summary"]["source_lost"] is False
+
+
 @pytest.mark.slow
 def test_one_shot_tflite_run_never_imports_tensorflow(tmp_path):
     """`edgeproof run model.tflite image.png` in a fresh process: works, and TensorFlow is never imported."""

@@ -15,11 +15,14 @@ from edgeproof.formats import BACKENDS
 NAME_W = 40
 SKIP_LINES = 10  # skipped inputs listed by name in the text summary (--json lists up to 100)
 EXIT_SKIPPED = 3
+EXIT_SOURCE_LOST = 4
 EXIT_CODES = (
     "exit codes:\n"
     "  0    every input was processed\n"
     "  3    the run finished but some inputs were skipped (unreadable, truncated, not an image, too many\n"
     "       pixels, a video that cannot be opened, ...): listed in the summary with the reason\n"
+    "  4    a camera or stream stopped delivering frames mid-run and did not come back after the retries\n"
+    "       (the results before it are printed; a service manager can restart on it)\n"
     "  2    bad input or usage (model, source, flags), or nothing at all could be processed\n"
     "  130  interrupted (Ctrl-C); the summary of what ran is still printed\n"
     "  Live frames dropped because inference was slower than the camera are reported, not an error.\n"
@@ -251,12 +254,15 @@ def _run_checked(args: argparse.Namespace, source_spec: str, capture_factory, pi
         if viewer is not None:
             viewer.close()
         model.close()
-    _report(args, summary, model, saver)
-    return exit_code(summary)
+    # lost: the run ended because the camera/stream died (not at --limit or by the user, even if read-ahead saw it)
+    lost = bool(getattr(source, "lost", False)) and summary.stopped == source.stop_reason
+    _report(args, summary, model, saver, lost)
+    return exit_code(summary, source_lost=lost)
 
 
-def exit_code(summary) -> int:
-    """130 interrupted; 2 (an error line) when nothing was processed; 3 when some inputs were skipped; else 0."""
+def exit_code(summary, source_lost: bool = False) -> int:
+    """130 interrupted; 2 (an error line) when nothing was processed; 4 when a live source was lost mid-run;
+    3 when some inputs were skipped; else 0."""
     if summary.interrupted:
         return 130
     if summary.count == 0:
@@ -266,6 +272,8 @@ def exit_code(summary) -> int:
                                  f"{why}); see the reasons in the summary above")
         why = f" ({summary.stopped})" if summary.stopped else ""
         raise EdgeproofError(f"nothing was processed from '{summary.source}'{why}")
+    if source_lost:
+        return EXIT_SOURCE_LOST
     return EXIT_SKIPPED if summary.skipped_total else 0
 
 
@@ -283,8 +291,9 @@ def _skip_own_outputs(source, saver) -> None:
              f"(e.g. {ours[0].name}); they are not inputs")
 
 
-def _report(args, summary, model, saver) -> None:
+def _report(args, summary, model, saver, source_lost: bool = False) -> None:
     d = summary.to_dict()
+    d["source_lost"] = source_lost
     if args.json:
         import json
 
