@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from edgeproof.atomic import Flock, atomic_path, clean_stale, scratch_dir, temp_dir_beside
+from edgeproof.atomic import Flock, atomic_path, clean_stale, no_space, scratch_dir, temp_dir_beside
 from edgeproof.contract import ArtifactMeta, TensorSpec
 from edgeproof.convert.manifest import ArtifactResult, Manifest, load_manifest
 from edgeproof.convert.reasons import failure_reason
-from edgeproof.errors import UsageError
+from edgeproof.errors import EdgeproofError, UsageError
 from edgeproof.formats import FORMATS, Format, artifact_filename, parse_format_list
 from edgeproof.runtime.integrity import sha256_file
 
@@ -274,9 +274,19 @@ def _convert_locked(run, out_dir: Path, fmts: list[Format], calib_count: int, in
         task = bar.add_task("converting", total=len(fmts))
         for fmt in fmts:
             bar.update(task, description=f"converting {fmt.name}")
-            result = _convert_one(fmt, job, source_sha, calib_sha)
-            manifest.put(result)
-            manifest.write()
+            try:
+                result = _convert_one(fmt, job, source_sha, calib_sha)
+                manifest.put(result)
+                manifest.write()
+            except Exception as exc:
+                if not no_space(exc):
+                    raise
+                # Every later format would fail the same way. The temp file is gone; the steps of
+                # convert.manifest leave each artifact matching its entry (or an unchecked 'pending' one).
+                raise EdgeproofError(
+                    f"{fmt.name}: no space left on the device ({getattr(exc, 'filename', None) or out_dir}); free "
+                    f"some space or choose another -o, then re-run (what '{out_dir}' already holds is complete and "
+                    "matches manifest.json)") from None
             if on_result:
                 on_result(result)
             bar.advance(task)
@@ -308,6 +318,8 @@ def _convert_one(fmt: Format, job: _Job, source_sha: str, calib_sha: str | None)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # one format failing never stops the others  # noqa: BLE001
+        if no_space(exc):  # not this format's fault: keep the earlier artifact (convert_run stops)
+            raise
         result.error = failure_reason(fmt.name, exc)
         if dest.exists():  # never leave an artifact that no longer matches its manifest entry
             dest.unlink()

@@ -33,6 +33,13 @@ def _umask() -> int:
     return mask
 
 
+def no_space(exc: BaseException) -> bool:
+    """The disk (or quota) is full: OSError ENOSPC/EDQUOT, or a native library's error saying so."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc)
+
+
 def fsync_dir(folder: str | Path) -> None:
     """Make renames/creations in `folder` durable (a power cut after it cannot undo them)."""
     try:

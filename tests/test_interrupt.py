@@ -351,6 +351,45 @@ def test_a_second_convert_into_the_same_out_is_refused_while_the_first_runs(tiny
         pass
 
 
+@pytest.mark.parametrize("where", ["artifact", "manifest"])
+def test_convert_on_a_full_disk_keeps_the_earlier_artifacts_and_says_so_in_one_line(
+        tiny_run, tiny_artifacts, tmp_path, monkeypatch, capfd, where):
+    """ENOSPC while writing tflite-fp32's temp file, or the manifest after the new file is in: the
+    earlier complete artifact was deleted as 'failed' (and every later format failed the same way)."""
+    import errno
+
+    from edgeproof.convert import manifest, verify
+    from edgeproof.runtime.integrity import verify_manifest
+
+    out = tmp_path / "out"
+    shutil.copytree(tiny_artifacts, out)
+    old = _snapshot(out)
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if where == "artifact":
+        monkeypatch.setattr(verify, "verify_tflite", full)
+    else:
+        real = manifest.write_json
+        monkeypatch.setattr(manifest, "write_json", lambda p, obj: full() if obj["artifacts"]["tflite-fp32"][
+            "status"] == "ok" and obj["artifacts"]["tflite-fp32"]["sha256"] else real(p, obj))
+    args = ["convert", str(tiny_run), "--to", "tflite-fp32,onnx-fp32", "-o", str(out), "--no-progress"]
+    assert run_cli(args) == 2
+    stdout, err = capfd.readouterr()
+    assert err.strip().splitlines()[-1] == (
+        f"edgeproof: error: tflite-fp32: no space left on the device ({out}); free some space or choose another -o, "
+        f"then re-run (what '{out}' already holds is complete and matches manifest.json)")
+    assert "onnx-fp32" not in err  # stopped: the next format would fail the same way
+    now = _snapshot(out)
+    assert set(now) == set(old) and not _hidden_are_temps(out)
+    changed = {k for k in old if now[k] != old[k]}
+    assert changed == ({"manifest.json", "model.tflite-fp32.tflite"} if where == "manifest" else set())
+    for name in now:
+        if name.endswith((".tflite", ".onnx")):
+            verify_manifest(out / name)  # each file matches its entry, or its entry is 'pending' (unchecked)
+
+
 # ---------------------------------------------------------------- the atomic layer's clean-up rules
 
 
