@@ -245,6 +245,54 @@ def test_resume_checks_data_and_config():
     assert config_differences({"epochs": 4, "seed": 0}, {"epochs": 6, "seed": 0}) == ["--epochs 6 (checkpoint: 4)"]
 
 
+def test_train_on_a_full_disk_keeps_the_old_run_says_how_to_resume_and_resumes(tiny_run, shapes_dir, tmp_path,
+                                                                               monkeypatch, capfd):
+    """ENOSPC while writing the new run folder (after both epochs were checkpointed) was an 'internal
+    error' (exit 1) saying nothing of the checkpoint; now one line, exit 2, and --resume finishes."""
+    import errno
+
+    from edgeproof.train import report
+
+    out = tmp_path / "run"
+    shutil.copytree(tiny_run, out)
+    old = _snapshot(out)
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(report, "plot_confusion", full)
+    args = ["train", "--data", str(shapes_dir), *SMALL, "-o", str(out)]
+    assert run_cli(args) == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"edgeproof: error: no space left on the device ({tmp_path}); free some space or choose "
+                       f"another -o, then add --resume to continue after epoch 2 (checkpoint in "
+                       f"'{tmp_path / '.run.partial'}'); '{out}' is as before this run"), err
+    _check_run_folder(out, old)
+    assert _check_checkpoint(tmp_path / ".run.partial")["epoch"] == 2
+    monkeypatch.undo()
+    assert run_cli([*args, "--resume"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["resumed_after_epoch"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_dataset_build_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+
+    from edgeproof.errors import EdgeproofError
+    from edgeproof.train import datasets
+
+    def generate(folder, *a):
+        (folder / "half.png").write_bytes(b"\x89PNG")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(datasets, "_generator", lambda info: generate)
+    with pytest.raises(EdgeproofError) as exc:
+        datasets.build_dataset("shapes", root=tmp_path)
+    assert str(exc.value) == (f"no space left on the device of '{tmp_path}' while building the shapes dataset; free "
+                              "some space or give another dataset root")
+    assert list(tmp_path.iterdir()) == []
+
+
 # ---------------------------------------------------------------- convert
 
 

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeproof.atomic import clean_stale, fsync_dir, fsync_file, replace_dir, temp_dir_beside
-from edgeproof.errors import UsageError
+from edgeproof.atomic import clean_stale, fsync_dir, fsync_file, no_space, replace_dir, temp_dir_beside
+from edgeproof.errors import EdgeproofError, UsageError
 from edgeproof.paths import cache_dir
 
 MARKER = ".complete"
@@ -105,8 +105,12 @@ def build_dataset(name: str, root: str | Path | None = None, image_size: int | N
             shutil.rmtree(tmp, ignore_errors=True)
             return dest
         replace_dir(tmp, dest)  # a partial or stale folder is swapped out in one step
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, Exception) and no_space(exc):
+            where = "root" if root is not None else "cache (EDGEPROOF_CACHE)"
+            raise EdgeproofError(f"no space left on the device of '{parent}' while building the {name} dataset; "
+                                 f"free some space or give another dataset {where}") from None
         raise
     return dest
 

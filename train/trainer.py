@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from edgeproof.atomic import temp_dir_beside
+from edgeproof.atomic import no_space, temp_dir_beside
 from edgeproof.contract import INTERPOLATIONS, Preprocess
-from edgeproof.errors import UsageError
+from edgeproof.errors import EdgeproofError, UsageError
 from edgeproof.train import run_dir
 from edgeproof.train.checkpoint import (
     STATE_FILE,
@@ -33,6 +33,7 @@ from edgeproof.train.checkpoint import (
     data_differences,
     data_fingerprint,
     epoch_seed,
+    partial_dir,
     resume_config,
 )
 
@@ -220,15 +221,32 @@ def train(cfg: TrainConfig, progress: bool = True, resume: bool = False, checkpo
     check_out_dir(out)
     for line in clean_stale(out.parent, out.name):  # temp folders of a killed earlier run
         console.info(f"note: {line}")
-    with Checkpoints(out) as ckpts:
-        try:
-            state = _resume_state(ckpts, cfg, resume)
-            _train(cfg, out, scanned, ckpts, state, progress, checkpoint)
-        except BaseException:
-            ckpts.remove_if_empty()  # a committed checkpoint stays for --resume
+    try:
+        with Checkpoints(out) as ckpts:
+            try:
+                state = _resume_state(ckpts, cfg, resume)
+                _train(cfg, out, scanned, ckpts, state, progress, checkpoint)
+            except BaseException:
+                ckpts.remove_if_empty()  # a committed checkpoint stays for --resume
+                raise
+            ckpts.remove()
+    except Exception as exc:
+        if not no_space(exc):
             raise
-        ckpts.remove()
+        raise _no_space_error(out, exc) from None
     return out
+
+
+def _no_space_error(out: Path, exc: BaseException) -> EdgeproofError:
+    """One line for a full disk: where, that the earlier run is intact, and how to go on."""
+    try:
+        done = Checkpoints(out).load()
+    except (EdgeproofError, OSError):
+        done = None
+    then = (f"then add --resume to continue after epoch {done.epoch} (checkpoint in '{partial_dir(out)}')"
+            if done else "then run it again")
+    return EdgeproofError(f"no space left on the device ({getattr(exc, 'filename', None) or out.parent}); free some "
+                          f"space or choose another -o, {then}; '{out}' is as before this run")
 
 
 def _train(cfg: TrainConfig, out: Path, scanned: tuple, ckpts: Checkpoints, state: State | None,
