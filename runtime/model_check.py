@@ -309,6 +309,13 @@ def check_io(path: str | Path, family: str, inp: TensorSpec, out: TensorSpec, he
             or not 0 <= width <= MAX_SIDE:
         raise invalid(path, family, f"input '{inp.name}' declares shape {inp.shape} (preprocess {height}x{width}); "
                       f"height and width must be at most {MAX_SIDE}")
+    # One image as predict holds it (float32): the declared dims, or the preprocess size for dynamic ones.
+    rest = list(inp.shape[1:])
+    declared = int(np.prod(rest, dtype=np.float64)) if all(isinstance(d, int) for d in rest) else 0
+    elems = max(declared, height * width * 3)
+    if elems * 4 > MAX_TENSOR_BYTES:
+        raise invalid(path, family, f"input '{inp.name}' declares shape {inp.shape} (preprocess {height}x{width}): "
+                      f"{elems * 4 / 2**30:.3g} GiB per image as float32 (limit {MAX_TENSOR_BYTES >> 20} MiB)")
     n_cls = out.shape[-1] if out.shape else None
     if isinstance(n_cls, int) and not 0 < n_cls <= MAX_CLASSES:
         raise invalid(path, family, f"output '{out.name}' declares {n_cls} classes (shape {out.shape})")

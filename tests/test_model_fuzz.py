@@ -154,6 +154,31 @@ def test_onnx_with_absurd_declared_shapes_is_refused(seed_models, tmp_path):
         load(tmp_path / "meta.onnx")
 
 
+@pytest.mark.parametrize("where", ["graph", "metadata"])
+def test_onnx_image_input_over_a_gib_per_image_is_refused(seed_models, tmp_path, where):
+    """12000x12000 is under MAX_SIDE, but one image is 1.61 GiB as float32: 'run' took 2.6 GB and 5 s
+    per image preparing it. Declared in the graph (no metadata) or asked for by the metadata."""
+    onnx = pytest.importorskip("onnx")
+    from edgeproof.runtime.metadata import read_metadata, set_onnx_metadata
+
+    m = onnx.load(str(seed_models["onnx-fp32"]))
+    meta = read_metadata(seed_models["onnx-fp32"])
+    for i, d in enumerate(m.graph.input[0].type.tensor_type.shape.dim[1:3]):
+        if where == "graph":
+            d.dim_value = 12000
+        else:
+            d.dim_param = "hw"[i]
+    if where == "graph":
+        del m.metadata_props[:]
+    else:
+        meta.preprocess.height = meta.preprocess.width = 12000
+        set_onnx_metadata(m, meta)
+    onnx.save(m, str(tmp_path / "big.onnx"))
+    with pytest.raises(InvalidModel, match=r"big.onnx .*preprocess 12000x12000\): 1.61 GiB per image as float32 "
+                                           r"\(limit 1024 MiB\)"):
+        load(tmp_path / "big.onnx")
+
+
 def test_nan_weights_are_an_error_not_an_answer(seed_models, tmp_path):
     onnx = pytest.importorskip("onnx")
     from onnx import numpy_helper
