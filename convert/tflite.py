@@ -99,8 +99,17 @@ def to_tflite(model: Any, fmt_name: str, calib: np.ndarray | None = None, io_typ
     if not denylist:
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         conv.inference_input_type = conv.inference_output_type = _tf_dtype(tf, io)
-        return conv.convert()
-    return _quantize_with_denylist(conv, denylist, io)
+        with _quiet_quantizer():
+            return conv.convert()
+    with _quiet_quantizer():
+        return _quantize_with_denylist(conv, denylist, io)
+
+
+def _quiet_quantizer():
+    """The calibrating quantizer prints 'fully_quantize: 0, inference_type: 6, ...' from C++ to fd 2."""
+    from edgeproof.stderr_filter import filtered_stderr
+
+    return filtered_stderr(lambda line: not line.startswith("fully_quantize: "))
 
 
 def _quantize_with_denylist(conv, denylist: list[str], io: str) -> bytes:

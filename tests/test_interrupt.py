@@ -438,6 +438,15 @@ def test_convert_on_a_full_disk_keeps_the_earlier_artifacts_and_says_so_in_one_l
             verify_manifest(out / name)  # each file matches its entry, or its entry is 'pending' (unchecked)
 
 
+def test_calibrated_convert_prints_no_quantizer_chatter(tiny_run, tmp_path, capfd):
+    """TensorFlow's calibrating quantizer wrote 'fully_quantize: 0, inference_type: 6, ...' to fd 2."""
+    args = ["convert", str(tiny_run), "--to", "tflite-int8", "-o", str(tmp_path / "out"), "--no-progress",
+            "--calib-count", "8"]
+    assert run_cli(args) == 0
+    err = capfd.readouterr().err
+    assert "fully_quantize" not in err and "manifest:" in err
+
+
 # ---------------------------------------------------------------- the atomic layer's clean-up rules
 
 
