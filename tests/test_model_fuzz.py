@@ -285,3 +285,31 @@ def test_guard_verdict_is_cached_by_content(seed_models, tmp_path, monkeypatch):
     monkeypatch.setattr(guard, "OPENCV_TRIAL", "pass")
     load(path, backend="opencv").close()
     assert len(list((tmp_path / "cache" / "trials").glob("opencv-*.json"))) == 2
+
+
+@pytest.mark.parametrize("cache", ["a-file", "read-only"])
+def test_guard_works_when_its_cache_cannot_be_written(seed_models, tmp_path, monkeypatch, cache):
+    """EDGEPROOF_CACHE naming a file, or a cache folder that refuses writes (simulated: tests run as
+    root): the trial still runs and decides; only the verdict is not kept."""
+    import shutil
+
+    from edgeproof import atomic
+    from edgeproof.runtime import guard
+
+    target = tmp_path / "cache"
+    if cache == "a-file":
+        target.write_text("not a folder")
+    else:
+        def refuse(*a, **k):
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(atomic, "write_json", refuse)
+    monkeypatch.setenv("EDGEPROOF_CACHE", str(target))
+    path = tmp_path / "m.onnx"
+    shutil.copyfile(seed_models["onnx-fp32"], path)
+    monkeypatch.setattr(guard, "OPENCV_TRIAL", "pass")
+    load(path, backend="opencv").close()
+    monkeypatch.setattr(guard, "OPENCV_TRIAL", "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)")
+    with pytest.raises(InvalidModel, match="SIGSEGV"):  # not cached: tried again
+        load(path, backend="opencv")
+    assert target.is_file() if cache == "a-file" else not list(target.rglob("*.json"))
