@@ -14,7 +14,6 @@ good file that the manifest makes the runtime refuse, nor a partial file at the 
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,12 +107,11 @@ class Manifest:
 
 def load_manifest(out_dir: str | Path) -> Manifest:
     """The manifest in `out_dir`, or an empty one (an unreadable manifest is treated as absent)."""
+    from edgeproof.runtime.integrity import read_manifest
+
     out_dir = Path(out_dir)
     m = Manifest(out_dir=out_dir)
-    try:
-        data = json.loads((out_dir / MANIFEST_FILE).read_text())
-    except (OSError, ValueError):
-        return m
+    data, _ = read_manifest(out_dir / MANIFEST_FILE)
     if not isinstance(data, dict):
         return m
     m.source, m.source_sha256 = data.get("source"), data.get("source_sha256")

@@ -26,7 +26,7 @@ import numpy as np
 
 from edgeproof.atomic import Flock, atomic_path, clean_stale, no_space, scratch_dir, temp_dir_beside
 from edgeproof.contract import ArtifactMeta, TensorSpec
-from edgeproof.convert.manifest import ArtifactResult, Manifest, load_manifest
+from edgeproof.convert.manifest import MANIFEST_FILE, ArtifactResult, Manifest, load_manifest
 from edgeproof.convert.reasons import failure_reason
 from edgeproof.errors import EdgeproofError, UsageError
 from edgeproof.formats import FORMATS, Format, artifact_filename, parse_format_list
@@ -238,6 +238,11 @@ def convert_run(source: str | Path, out_dir: str | Path, formats: Iterable[str] 
     except OSError as exc:
         raise UsageError(f"cannot write artifacts to '{out_dir}': {exc.strerror or exc}; "
                          "give a writable folder with -o") from None
+    mpath = out_dir / MANIFEST_FILE
+    if os.path.lexists(mpath) and not mpath.is_file():
+        lock.close()
+        raise UsageError(f"'{mpath}' is not a file; remove or rename it (convert writes the artifacts' sha256 "
+                         "there), or choose another -o")
     with lock:
         return _convert_locked(run, out_dir, fmts, calib_count, int8_io, opset, progress, seed, on_result)
 
@@ -296,7 +301,6 @@ def _convert_locked(run, out_dir: Path, fmts: list[Format], calib_count: int, in
 def _clean_stale(out_dir: Path) -> None:
     """Remove temp files of killed earlier conversions into `out_dir` (only names edgeproof writes)."""
     from edgeproof.cli.console import info
-    from edgeproof.convert.manifest import MANIFEST_FILE
 
     for name in [artifact_filename(f) for f in FORMATS.values()] + [MANIFEST_FILE, "edgeproof"]:
         for line in clean_stale(out_dir, name):

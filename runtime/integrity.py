@@ -38,35 +38,41 @@ def _candidates(path: Path) -> list[Path]:
     return [path] if real == path.absolute() else [real, path]
 
 
+def read_manifest(mpath: Path) -> tuple[Any, str | None]:
+    """(the parsed manifest.json at `mpath`, None); (None, None) when there is none; (None, why) when
+    it is unusable: over MAX_MANIFEST_BYTES (a manifest is a few KiB), not JSON, nested absurdly deep
+    (RecursionError), or not a regular file (a folder; a FIFO, whose read would block forever)."""
+    try:
+        if not stat.S_ISREG(mpath.stat().st_mode):
+            raise OSError(0, "not a regular file")
+        with open(mpath, "rb") as fh:
+            text = fh.read(MAX_MANIFEST_BYTES + 1)
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, f"cannot read {mpath} ({exc.strerror or type(exc).__name__})"
+    if len(text) > MAX_MANIFEST_BYTES:
+        return None, f"{mpath} is over {MAX_MANIFEST_BYTES >> 20} MiB, not a manifest edgeproof wrote"
+    try:
+        return json.loads(text), None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None, f"{mpath} is not valid JSON"
+
+
 def manifest_entry(path: str | Path) -> tuple[dict[str, Any] | None, str | None, Path]:
     """(the manifest entry recorded for `path`, or None; a note when a manifest is unusable; the manifest's path).
 
-    A manifest is a few KiB: one over MAX_MANIFEST_BYTES, not JSON, nested absurdly deep or not a
-    file is unusable (a note, nothing checked), never an error of the model.
+    An unusable manifest (see read_manifest) is a note and nothing checked, never an error of the model.
     """
     path = Path(path)
     note, first = None, None
     for cand in _candidates(path):
         mpath = cand.parent / MANIFEST_FILE
         first = first or mpath
-        try:
-            if not stat.S_ISREG(mpath.stat().st_mode):  # a folder, or a FIFO whose read would block forever
-                raise OSError(0, "not a regular file")
-            with open(mpath, "rb") as fh:
-                text = fh.read(MAX_MANIFEST_BYTES + 1)
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            note = note or f"cannot read {mpath} ({exc.strerror or type(exc).__name__}); sha256 not verified"
-            continue
-        if len(text) > MAX_MANIFEST_BYTES:
-            note = note or (f"{mpath} is over {MAX_MANIFEST_BYTES >> 20} MiB, not a manifest edgeproof wrote; "
-                            f"sha256 of '{cand.name}' not verified")
-            continue
-        try:
-            data = json.loads(text)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            note = note or f"{mpath} is not valid JSON; sha256 of '{cand.name}' not verified"
+        data, why = read_manifest(mpath)
+        if why:
+            note = note or (f"{why}; sha256 not verified" if why.startswith("cannot read") else
+                            f"{why}; sha256 of '{cand.name}' not verified")
             continue
         arts = data.get("artifacts") if isinstance(data, dict) else None
         for entry in arts.values() if isinstance(arts, dict) else ():

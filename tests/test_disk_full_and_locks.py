@@ -1,4 +1,4 @@
-"""Full disks and concurrent writers (issue 8): convert and train keep what is already written.
+"""Full disks, concurrent writers, odd manifests (issue 8): convert and train keep what is written.
 
 A full disk (ENOSPC, simulated: CI cannot mount a tiny tmpfs) during convert, train or a dataset
 build is one line naming the fix, never a deleted earlier artifact or an 'internal error'; a second
@@ -143,3 +143,25 @@ def test_calibrated_convert_prints_no_quantizer_chatter(tiny_run, tmp_path, capf
     assert run_cli(args) == 0
     err = capfd.readouterr().err
     assert "fully_quantize" not in err and "manifest:" in err
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo", "deep"])
+def test_convert_into_an_out_with_an_odd_manifest(tiny_run, tmp_path, capfd, kind):
+    """A folder or FIFO named manifest.json: refused before anything is written (was an 'internal
+    error' after the artifact was written, or a read blocked forever). JSON nested 100,000 deep
+    (RecursionError, an 'internal error') is an unreadable manifest: replaced by a good one."""
+    import os
+
+    out = tmp_path / "out"
+    out.mkdir()
+    mpath = out / "manifest.json"
+    {"folder": mpath.mkdir, "fifo": lambda: os.mkfifo(mpath),
+     "deep": lambda: mpath.write_text("[" * 100_000)}[kind]()
+    rc = run_cli(["convert", str(tiny_run), "--to", "tflite-fp32", "-o", str(out), "--no-progress"])
+    err = capfd.readouterr().err.strip().splitlines()
+    if kind == "deep":
+        assert rc == 0 and json.loads(mpath.read_text())["artifacts"]["tflite-fp32"]["status"] == "ok"
+    else:
+        assert rc == 2 and err == [f"edgeproof: error: '{mpath}' is not a file; remove or rename it (convert "
+                                   "writes the artifacts' sha256 there), or choose another -o"]
+        assert [p.name for p in out.iterdir()] == ["manifest.json"]
