@@ -10,7 +10,6 @@ same tolerance), so before/after accuracy, agreement, size and latency sit side 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,15 +48,19 @@ class TriageResult:
 def calibration_for(run, artifacts_dir: Path) -> tuple[np.ndarray, list[str]]:
     """The artifact's own calibration batch (count from manifest.json; its sha256 is checked)."""
     from edgeproof.convert.calibration import calibration_batch
+    from edgeproof.runtime.integrity import MANIFEST_FILE, read_manifest
 
     notes, count, sha = [], 200, None
-    man = artifacts_dir / "manifest.json"
-    if man.is_file():
+    data, why = read_manifest(artifacts_dir / MANIFEST_FILE)
+    cal = data.get("calibration") if isinstance(data, dict) else None
+    unreadable = bool(why) or (data is not None and not (isinstance(data, dict) and isinstance(cal, (dict, type(None)))))
+    if isinstance(cal, dict):
         try:
-            cal = json.loads(man.read_text()).get("calibration") or {}
             count, sha = int(cal.get("requested") or cal.get("used") or 200), cal.get("sha256")
         except (ValueError, TypeError):
-            notes.append("manifest.json unreadable; calibrating with 200 images")
+            unreadable = True
+    if unreadable:
+        notes.append("manifest.json unreadable; calibrating with 200 images")
     batch, digest, _ = calibration_batch(run, count, seed=0)
     if sha and digest != sha:
         notes.append("calibration batch differs from the one recorded in manifest.json (seed or data changed); "

@@ -165,3 +165,18 @@ def test_convert_into_an_out_with_an_odd_manifest(tiny_run, tmp_path, capfd, kin
         assert rc == 2 and err == [f"edgeproof: error: '{mpath}' is not a file; remove or rename it (convert "
                                    "writes the artifacts' sha256 there), or choose another -o"]
         assert [p.name for p in out.iterdir()] == ["manifest.json"]
+
+
+@pytest.mark.parametrize("text, unreadable", [(None, False), ('{"calibration": {"requested": 12}}', False),
+                                              ("[1, 2]", True), ('{"calibration": "x"}', True),
+                                              ("[" * 100_000, True), ('{"calibration": {"requested": "many"}}', True)])
+def test_parity_triage_reads_any_manifest_without_crashing(tiny_run, tmp_path, text, unreadable):
+    """A list, a string calibration entry or JSON nested too deep raised AttributeError/RecursionError."""
+    from edgeproof.parity.triage import calibration_for
+    from edgeproof.train.run_dir import load_run
+
+    if text is not None:
+        (tmp_path / "manifest.json").write_text(text)
+    batch, notes = calibration_for(load_run(tiny_run), tmp_path)
+    assert len(batch) > 0
+    assert ("manifest.json unreadable; calibrating with 200 images" in notes) == unreadable
