@@ -22,6 +22,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -204,8 +205,10 @@ class _Buffer:
 
 def run_pipeline(model, source: Source, on_result: Callable[[Result], None], batch: int = 1, top_k: int = 5,
                  workers: int | None = None, queue_size: int | None = None, keep_frames: bool = False,
-                 limit: int | None = None) -> Summary:
+                 limit: int | None = None, watchdog=None) -> Summary:
     """Run `model` over `source`, calling `on_result` in input order; returns the Summary.
+
+    watchdog: a runtime.watchdog.Watchdog armed around every inference call (a model that never returns).
 
     on_result returning False stops the run (stop reason "stopped by the user").
 
@@ -260,7 +263,8 @@ def run_pipeline(model, source: Source, on_result: Callable[[Result], None], bat
             return
         x = np.stack([p[1] for p in pending]) if len(pending) > 1 else pending[0][1][None]
         t = time.perf_counter()
-        scores = model.predict(x)
+        with watchdog.watch(pending[0][0].name) if watchdog is not None else nullcontext():
+            scores = model.predict(x)
         per = (time.perf_counter() - t) * 1e3 / len(pending)
         tops = model.topk(scores, top_k)
         done = list(pending)

@@ -15,6 +15,7 @@ from edgeproof.formats import BACKENDS
 NAME_W = 40
 SKIP_LINES = 10  # skipped inputs listed by name in the text summary (--json lists up to 100)
 EXIT_SKIPPED = 3
+DEFAULT_INFER_TIMEOUT = 60.0
 EXIT_SOURCE_LOST = 4
 EXIT_CODES = (
     "exit codes:\n"
@@ -90,6 +91,9 @@ def _register(sub: argparse._SubParsersAction) -> None:
                         "$EDGEPROOF_MAX_IMAGE_PIXELS or 100M)")
     p.add_argument("--allow-fallback", action="store_true",
                    help="if a delegate/execution provider fails, warn loudly and run on the CPU instead of failing")
+    p.add_argument("--infer-timeout", type=float, default=DEFAULT_INFER_TIMEOUT, metavar="S",
+                   help="end the run with an error (exit 2) when one inference call takes longer than S seconds: a "
+                   f"damaged or hostile model can loop forever (default {DEFAULT_INFER_TIMEOUT:g}; 0 = no limit)")
     p.add_argument("--top-k", type=int, default=5, metavar="K", help="labels to show per input (default 5)")
     p.add_argument("--batch", type=int, default=1, metavar="N", help="images per inference call (default 1)")
     p.add_argument("--limit", type=int, metavar="N", help="stop after N inputs")
@@ -173,6 +177,8 @@ def _run(args: argparse.Namespace, capture_factory=None, picam_factory=None) -> 
                       ("--limit", args.limit)):
         if val is not None and val < 1:
             raise UsageError(f"{flag} must be >= 1; got {val}")
+    if not args.infer_timeout >= 0 or args.infer_timeout == float("inf"):  # also NaN
+        raise UsageError(f"--infer-timeout must be a number of seconds >= 0 (0 = no limit); got {args.infer_timeout}")
     from edgeproof.runtime import image_check
 
     if args.max_image_pixels is not None:
@@ -245,10 +251,14 @@ def _run_checked(args: argparse.Namespace, source_spec: str, capture_factory, pi
             return viewer.add(r.frame, r.topk)
         return True
 
+    watchdog = _watchdog(args.infer_timeout, model)
     try:
         summary = run_pipeline(model, source, on_result, batch=args.batch, top_k=args.top_k,
-                               keep_frames=saver is not None or viewer is not None, limit=args.limit)
+                               keep_frames=saver is not None or viewer is not None, limit=args.limit,
+                               watchdog=watchdog)
     finally:
+        if watchdog is not None:
+            watchdog.close()
         if saver is not None:
             saver.close()
         if viewer is not None:
@@ -275,6 +285,26 @@ def exit_code(summary, source_lost: bool = False) -> int:
     if source_lost:
         return EXIT_SOURCE_LOST
     return EXIT_SKIPPED if summary.skipped_total else 0
+
+
+def _watchdog(seconds: float, model):
+    """The --infer-timeout guard: a native call cannot be interrupted, so on timeout the process ends (exit 2)."""
+    if not seconds:
+        return None
+    import os
+
+    from edgeproof.cli.console import error_line
+    from edgeproof.runtime.watchdog import Watchdog
+
+    def on_timeout(what: str, limit: float) -> None:
+        sys.stdout.flush()
+        error_line(f"{model.path.name}: inference on {what} did not finish within {limit:g} s ({model.backend_name}); "
+                   "the model may loop forever (damaged or hostile file) or the accelerator hung; re-convert it, or "
+                   "raise --infer-timeout for a model that is really this slow")
+        sys.stderr.flush()
+        os._exit(2)  # the inference thread is stuck in native code: nothing else can stop it
+
+    return Watchdog(seconds, on_timeout)
 
 
 def _skip_own_outputs(source, saver) -> None:
