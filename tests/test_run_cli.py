@@ -128,28 +128,32 @@ def test_missing_model_and_unreadable_only_inputs(env, tmp_path, capsys):
     assert "none of the 1 input(s) could be read (first:" in capsys.readouterr().err
 
 
+class _Camera:
+    """A cv2.VideoCapture stand-in at 30 FPS; tests override read()."""
+
+    i = 0
+
+    def isOpened(self):
+        return True
+
+    def get(self, prop):
+        return 30.0
+
+    def release(self):
+        pass
+
+
 def test_camera_source_and_ctrl_c_exit_130(env, capsys):
     from edgeproof.cli import run as run_cmd
 
     frames = [solid(n) for n in LABELS]
 
-    class Cap:
-        i = 0
-
-        def isOpened(self):
-            return True
-
-        def get(self, prop):
-            return 30.0
-
+    class Cap(_Camera):
         def read(self):
             self.i += 1
             if self.i > 5:
                 raise KeyboardInterrupt  # lands in the producer thread: must not kill the run silently
             return True, frames[(self.i - 1) % 3]
-
-        def release(self):
-            pass
 
     class InterruptingCap(Cap):
         def read(self):
@@ -173,21 +177,10 @@ def test_camera_lost_mid_run_exits_4_after_the_results(env, capsys, monkeypatch)
     monkeypatch.setattr(sources._GrabLoop.__init__, "__defaults__", (2, 0.001, 0.002, lambda s: None))
     frames = [solid(n) for n in LABELS]
 
-    class DyingCap:
-        i = 0
-
-        def isOpened(self):
-            return True
-
-        def get(self, prop):
-            return 30.0
-
+    class DyingCap(_Camera):
         def read(self):
             self.i += 1
             return (True, frames[self.i % 3]) if self.i <= 4 else (False, None)
-
-        def release(self):
-            pass
 
     args = parse_args(["run", env["model"], "--source", "0", "--json"])
     assert run_cmd.run(args, capture_factory=lambda t: DyingCap()) == 4
