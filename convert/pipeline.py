@@ -142,7 +142,8 @@ def _meta(fmt: Format, job: _Job, source_sha: str, ispec: dict, ospec: dict, ext
                         versions=versions(), created=_now(), extra=extra)
 
 
-def _write_tflite(fmt: Format, job: _Job, dest: Path, source_sha: str, calib_sha: str | None) -> list[str]:
+def _write_tflite(fmt: Format, job: _Job, dest: Path, source_sha: str, calib_sha: str | None
+                  ) -> tuple[list[str], str]:
     from edgeproof.convert.edgetpu import COMPILE_HINT
     from edgeproof.convert.tflite import read_specs
     from edgeproof.convert.verify import verify_tflite
@@ -165,8 +166,9 @@ def _write_tflite(fmt: Format, job: _Job, dest: Path, source_sha: str, calib_sha
     with atomic_path(dest) as tmp:
         tmp.write_bytes(tflite_with_metadata(bare, meta))
         notes += verify_tflite(tmp, meta, job.sample(), compiled_edgetpu=compiled)
-        job.manifest.mark_pending(fmt.name, sha256_file(tmp))  # before the rename: see convert.manifest
-    return notes
+        sha = sha256_file(tmp)  # the bytes atomic_path renames onto dest
+        job.manifest.mark_pending(fmt.name, sha)  # before the rename: see convert.manifest
+    return notes, sha
 
 
 def _compat_notes(data: bytes) -> list[str]:
@@ -179,7 +181,8 @@ def _compat_notes(data: bytes) -> list[str]:
     return []
 
 
-def _write_onnx(fmt: Format, job: _Job, dest: Path, source_sha: str, calib_sha: str | None) -> list[str]:
+def _write_onnx(fmt: Format, job: _Job, dest: Path, source_sha: str, calib_sha: str | None
+                ) -> tuple[list[str], str]:
     import onnx
 
     from edgeproof.convert.onnx_export import to_onnx
@@ -202,10 +205,11 @@ def _write_onnx(fmt: Format, job: _Job, dest: Path, source_sha: str, calib_sha: 
     with atomic_path(dest) as tmp:
         onnx.save(proto, str(tmp))
         notes = verify_onnx(tmp, meta, job.sample())
-        job.manifest.mark_pending(fmt.name, sha256_file(tmp))  # before the rename: see convert.manifest
+        sha = sha256_file(tmp)  # the bytes atomic_path renames onto dest
+        job.manifest.mark_pending(fmt.name, sha)  # before the rename: see convert.manifest
     if fmt.name == "onnx-fp32":
         job.onnx_fp32 = dest
-    return notes
+    return notes, sha
 
 
 def convert_run(source: str | Path, out_dir: str | Path, formats: Iterable[str] | str = "all",
@@ -316,9 +320,9 @@ def _convert_one(fmt: Format, job: _Job, source_sha: str, calib_sha: str | None)
     try:
         with _quiet():
             writer = _write_tflite if fmt.family == "tflite" else _write_onnx
-            result.notes = writer(fmt, job, dest, source_sha, calib_sha)
+            result.notes, sha = writer(fmt, job, dest, source_sha, calib_sha)
         result.status, result.path = "ok", dest
-        result.sha256, result.bytes = sha256_file(dest), dest.stat().st_size
+        result.sha256, result.bytes = sha, dest.stat().st_size
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # one format failing never stops the others  # noqa: BLE001
