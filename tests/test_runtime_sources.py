@@ -312,8 +312,12 @@ class Endless:  # an endless camera
     def release(self): print("released", flush=True)
 
 
-def on_result(r):
-    if r.index == 5:
+seen = [0]
+
+
+def on_result(r):  # by results, not frame index: a live source may drop frames (frame 5 may never come)
+    seen[0] += 1
+    if seen[0] == 6:
         print("READY", flush=True)
 
 
