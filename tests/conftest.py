@@ -6,6 +6,7 @@ The heavy fixtures import TensorFlow lazily and skip cleanly when the train extr
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,16 @@ def tiny_artifacts(tiny_run, tmp_path_factory) -> Path:
     failed = [a for a in manifest.artifacts if a.status != "ok"]
     assert not failed, failed
     return out
+
+
+@pytest.fixture
+def python_sigint_handler():
+    """Python's own KeyboardInterrupt handler on SIGINT for this test, whatever the suite inherited.
+
+    Started from a background job of a non-interactive shell (`make test &`, nohup, a service), SIGINT is
+    SIG_IGN and Python installs no handler, so `_thread.interrupt_main(SIGINT)` would do nothing."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

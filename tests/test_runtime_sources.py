@@ -28,7 +28,12 @@ from _runtime_models import LABELS, color_onnx, solid
 
 
 class FakeCapture:
-    """cv2.VideoCapture stand-in: yields `frames` (cycled when endless), can fail, can send Ctrl-C."""
+    """cv2.VideoCapture stand-in: yields `frames` (cycled when endless), can fail, can send Ctrl-C.
+
+    "Endless" is bounded all the same (MAX_READS, about 40 s): a test whose stop signal never arrives
+    fails on its assertions instead of hanging the suite."""
+
+    MAX_READS = 20_000
 
     def __init__(self, frames, opened=True, fail_from=None, fail_count=10**9, endless=False, sigint_at=None):
         self.frames, self.opened, self.endless = list(frames), opened, endless
@@ -53,7 +58,7 @@ class FakeCapture:
             self.failed += 1
             return False, None
         k = i - self.failed
-        if k >= len(self.frames) and not self.endless:
+        if (k >= len(self.frames) and not self.endless) or i >= self.MAX_READS:
             return False, None
         if self.endless:
             time.sleep(0.002)
@@ -201,7 +206,7 @@ def test_failing_grabs_retry_with_backoff_then_stop_cleanly(model):
     assert summary.count == 2 and len(caps) == 3 and caps[0].released
 
 
-def test_ctrl_c_stops_cleanly_with_summary(model):
+def test_ctrl_c_stops_cleanly_with_summary(model, python_sigint_handler):
     cap = FakeCapture([solid(n) for n in LABELS], endless=True, sigint_at=6)
     src = open_source("0", capture_factory=lambda t: cap)
     results, summary = _run(model, src)
@@ -295,7 +300,10 @@ def test_threads_release_after_run(model, image_tree):
 
 
 _SIGINT_CHILD = r'''
-import sys, time
+import signal, sys, time
+# A terminal's Ctrl-C semantics whatever this child inherited: started from a background job, SIGINT is
+# SIG_IGN and Python then installs no KeyboardInterrupt handler of its own.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, sys.argv[1])
 from _runtime_models import color_onnx, solid
 from edgeproof.runtime import load
@@ -303,12 +311,13 @@ from edgeproof.runtime.pipeline import run_pipeline
 from edgeproof.runtime.sources import open_source
 
 
-class Endless:  # an endless camera
+class Endless:  # an endless camera, bounded at 60 s so a lost signal fails the test instead of hanging it
+    t0 = time.monotonic()
     def isOpened(self): return True
     def get(self, prop): return 30.0
     def read(self):
         time.sleep(0.002)
-        return True, solid("green")
+        return time.monotonic() - self.t0 < 60, solid("green")
     def release(self): print("released", flush=True)
 
 
