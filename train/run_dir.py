@@ -13,6 +13,9 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +30,12 @@ SPLIT_FILE = "split.json"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
 REQUIRED = (MODEL_FILE, LABELS_FILE, PREPROCESS_FILE)
+# Every name train writes into a run folder; anything else in it (convert's default artifacts/, a user's
+# notes) belongs to someone else and is carried into the new run folder when a run is replaced.
+WRITTEN = frozenset({MODEL_FILE, LABELS_FILE, PREPROCESS_FILE, SPLIT_FILE, METRICS_FILE, HISTORY_FILE,
+                     "training.png", "confusion.png"})
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -44,6 +53,45 @@ class Run:
                 f"available: {', '.join(k for k, v in self.splits.items() if v) or 'none'}; pass --data DIR"
             )
         return self.splits[name]
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Hard-link `src` (file, symlink or folder tree) at `dst`; copy where links are not possible."""
+    if src.is_symlink():
+        os.symlink(os.readlink(src), dst)
+    elif src.is_dir():
+        dst.mkdir()
+        for child in src.iterdir():
+            _link_tree(child, dst / child.name)
+        shutil.copystat(src, dst)
+    else:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+
+def keep_foreign_entries(old: Path, new: Path) -> list[str]:
+    """Carry every entry of the old run folder `old` that train did not write into the new one `new`.
+
+    The entries are hard-linked (not moved) before the new folder is swapped in, so a kill at any
+    moment leaves each of them in the folder at the destination: the old one or the new one.
+    """
+    try:
+        entries = sorted(p for p in old.iterdir() if p.name not in WRITTEN)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    for entry in entries:
+        _link_tree(entry, new / entry.name)
+    names = [p.name + ("/" if p.is_dir() and not p.is_symlink() else "") for p in entries]
+    if names:
+        log.warning("kept %d entr%s of the previous run folder '%s' that train did not write: %s%s",
+                    len(names), "y" if len(names) == 1 else "ies", old, ", ".join(names[:10]),
+                    " ..." if len(names) > 10 else "")
+        if "artifacts/" in names:
+            log.warning("'%s' holds artifacts converted from the previous model; re-run 'edgeproof convert "
+                        "%s' to convert the new one", old / "artifacts", old)
+    return names
 
 
 def load_run(path: str | Path) -> Run:

@@ -383,6 +383,7 @@ def _write_run(out: Path, model, data, pp: Preprocess, metrics: dict, history: d
         metrics["seconds"]["total"] = round(time.perf_counter() - t0, 2)
         write_json(tmp / run_dir.METRICS_FILE, metrics)
         make_readable(tmp)
+        run_dir.keep_foreign_entries(out, tmp)  # a user's files and convert's artifacts/ are never dropped
         fsync_dir(tmp)
         replace_dir(tmp, out)
     except BaseException:
