@@ -88,8 +88,8 @@ class FileSource(Source):
 
         try:
             video = CaptureSource(str(path), "video", str(path), self.capture_factory)
-        except EdgeproofError:
-            yield Item(start, str(path), path=path, error=VIDEO_UNOPENED)
+        except EdgeproofError as exc:
+            yield Item(start, str(path), path=path, error=getattr(exc, "reason", VIDEO_UNOPENED))
             return
         try:
             for k, item in enumerate(video):
@@ -161,14 +161,33 @@ class CaptureSource(_GrabLoop):
         self.factory = factory or default_capture
         # A video file (also as a file:// URL) ends at its last frame; cameras and streams are retried.
         self.live = kind != "video" and not str(target).lower().startswith("file://")
+        from edgeproof.runtime.video_check import check_capture_size, check_video_file
+
+        self.cap = None
+        if kind == "video":  # the header check every image gets, before any decoder sees the file
+            self._checked(check_video_file, str(target))
         self.cap = self.factory(target)
         if self.cap is None or not self.cap.isOpened():
             raise EdgeproofError(self._open_error())
+        if kind == "video":
+            self._checked(check_capture_size, self.cap)
         try:
             fps = float(self.cap.get(5))  # cv2.CAP_PROP_FPS
             self.fps = fps if 0 < fps < 1000 else None
         except Exception:
             self.fps = None
+
+    def _checked(self, check: Callable[[Any], None], arg: Any) -> None:
+        from edgeproof.runtime.image_check import ImageReadError
+
+        try:
+            check(arg)
+        except ImageReadError as exc:
+            self.close()
+            error = EdgeproofError(f"cannot read video file '{self.spec}': {exc}; set a higher limit with "
+                                   "--max-image-pixels or EDGEPROOF_MAX_IMAGE_PIXELS if you trust the file")
+            error.reason = str(exc)  # the skip reason when the video is one input among others
+            raise error from None
 
     def _open_error(self) -> str:
         what = {"camera": f"camera {self.spec}", "device": f"camera device {self.spec}",
