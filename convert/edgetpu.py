@@ -64,11 +64,11 @@ def compile_tflite(bare: bytes, timeout: float = 600.0) -> tuple[bytes, str]:
         return out.read_bytes(), proc.stdout
 
 
-def make_edgetpu(model: Any, calib: np.ndarray) -> tuple[bytes, bytes, dict[str, Any]]:
+def make_edgetpu(model: Any, calib: np.ndarray, fmt_name: str = "edgetpu") -> tuple[bytes, bytes, dict[str, Any]]:
     """(compiler-ready bytes, final bytes, info): final is compiled when the compiler is present."""
     from edgeproof.convert.tflite import to_tflite
 
-    ready = to_tflite(model, "edgetpu", calib=calib, io_type="uint8")
+    ready = to_tflite(model, fmt_name, calib=calib, io_type="uint8")
     if not compiler_path():
         return ready, ready, {"compiled": False}
     compiled, log = compile_tflite(ready)

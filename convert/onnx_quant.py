@@ -8,6 +8,7 @@ import numpy as np
 
 from edgeproof.atomic import copy_file, scratch_dir
 from edgeproof.errors import UsageError
+from edgeproof.formats import FORMATS, OnnxRecipe
 
 
 def _reader(input_name: str, calib: np.ndarray):
@@ -52,9 +53,13 @@ def _resolve_exclude(exclude: list[str], src_names: set[str], pre_names: set[str
     return list(dict.fromkeys(out))
 
 
+QUANT_TYPES = {"int8": "QInt8", "uint8": "QUInt8"}
+
+
 def quantize_onnx(fp32_path: str | Path, out_path: str | Path, calib: np.ndarray,
-                  nodes_to_exclude: list[str] | None = None) -> Path:
-    """quant_pre_process, then quantize_static (QDQ, per-channel, int8 weights and activations).
+                  nodes_to_exclude: list[str] | None = None, recipe: OnnxRecipe | None = None) -> Path:
+    """quant_pre_process, then quantize_static with the recipe's settings (default: onnx-int8's row:
+    QDQ, per-channel, int8 weights and activations).
 
     nodes_to_exclude: ONNX node names kept in float (parity triage). Metadata props of the fp32
     model are carried over. The result is written atomically to `out_path`.
@@ -63,6 +68,9 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, calib: np.ndarray
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    recipe = recipe or FORMATS["onnx-int8"].recipe
+    if not isinstance(recipe, OnnxRecipe) or recipe.quant_format is None:
+        raise UsageError(f"quantize_onnx needs a quantizing ONNX recipe, got {recipe!r}")
     if calib is None or len(calib) == 0:
         raise UsageError("onnx-int8 needs calibration images (a non-empty float32 NHWC batch)")
     fp32_path = Path(fp32_path)
@@ -76,8 +84,10 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, calib: np.ndarray
             exclude = _resolve_exclude(exclude, {n.name for n in src.graph.node},
                                        {n.name for n in onnx.load(str(pre)).graph.node}, fp32_path.name)
         q = tmp / "q.onnx"
-        quantize_static(str(pre), str(q), _reader(input_name, calib), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+        quantize_static(str(pre), str(q), _reader(input_name, calib),
+                        quant_format=getattr(QuantFormat, recipe.quant_format), per_channel=recipe.per_channel,
+                        activation_type=getattr(QuantType, QUANT_TYPES[recipe.activations]),
+                        weight_type=getattr(QuantType, QUANT_TYPES[recipe.weights]),
                         nodes_to_exclude=exclude or None)
         model = onnx.load(str(q))
         present = {p.key for p in model.metadata_props}

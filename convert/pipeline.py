@@ -107,31 +107,22 @@ class _Job:
 
 
 def _options(fmt: Format, job: _Job) -> dict[str, Any]:
-    opts: dict[str, Any] = {}
-    if fmt.name == "tflite-int8":
-        opts.update(io_type=job.int8_io, ops="TFLITE_BUILTINS_INT8")
-    if fmt.name == "edgetpu":
-        opts.update(io_type="uint8", ops="TFLITE_BUILTINS_INT8")
-    if fmt.name == "tflite-fp16":
-        opts.update(weights="float16")
-    if fmt.name == "tflite-dynamic":
-        opts.update(weights="int8 (dynamic range)", dense_weights="per-tensor (tflite-runtime 2.14 compatible)")
+    """The manifest's `options`: the format's recipe (what the converter applied) plus this run's choices."""
+    opts = fmt.recipe.options(job.int8_io)
     if fmt.family == "onnx":
-        opts.update(opset=job.opset, input="image NHWC, dynamic batch")
-    if fmt.name == "onnx-int8":
-        opts.update(quant_format="QDQ", per_channel=True, activations="int8", weights="int8")
+        opts["opset"] = job.opset
     if fmt.calibrated and job.calib is not None:
-        opts.update(calibration_images=len(job.calib))
+        opts["calibration_images"] = len(job.calib)
     return opts
 
 
 def _build_tflite(fmt: Format, job: _Job) -> tuple[bytes, bytes, dict[str, Any]]:
-    """(bytes to read I/O specs from, bytes of the artifact, info)."""
+    """(bytes to read I/O specs from, bytes of the artifact, info about the compiler step if any)."""
     from edgeproof.convert.edgetpu import make_edgetpu
     from edgeproof.convert.tflite import to_tflite
 
-    if fmt.name == "edgetpu":
-        return make_edgetpu(job.saved_model(), job.calib)
+    if fmt.recipe.compiler == "edgetpu":
+        return make_edgetpu(job.saved_model(), job.calib, fmt.name)
     data = to_tflite(job.saved_model(), fmt.name, calib=job.calib, io_type=job.int8_io)
     return data, data, {}
 
@@ -150,8 +141,9 @@ def _write_tflite(fmt: Format, job: _Job, dest: Path, source_sha: str, calib_sha
     from edgeproof.runtime.metadata import tflite_with_metadata
 
     ready, bare, info = _build_tflite(fmt, job)
+    compiler = fmt.recipe.compiler
     compiled = bool(info.get("compiled"))
-    notes = [COMPILE_HINT.format(path=dest)] if fmt.name == "edgetpu" and not compiled else []
+    notes = [COMPILE_HINT.format(path=dest)] if compiler == "edgetpu" and not compiled else []
     if compiled:
         place = info.get("placement") or {}
         notes.append(f"edgetpu_compiler mapped {place.get('accelerator', '?')} of {place.get('total', '?')} "
@@ -159,8 +151,8 @@ def _write_tflite(fmt: Format, job: _Job, dest: Path, source_sha: str, calib_sha
     # A compiled Edge TPU model hides its ops in a custom op: read I/O specs from the compiler input.
     ispec, ospec = read_specs(ready)
     extra = {"options": _options(fmt, job), "calibration_sha256": calib_sha if fmt.calibrated else None}
-    if fmt.name == "edgetpu":
-        extra["edgetpu"] = info
+    if compiler:
+        extra[compiler] = info
     notes += _compat_notes(ready)
     meta = _meta(fmt, job, source_sha, ispec, ospec, extra)
     with atomic_path(dest) as tmp:
@@ -190,16 +182,17 @@ def _write_onnx(fmt: Format, job: _Job, dest: Path, source_sha: str, calib_sha: 
     from edgeproof.convert.verify import onnx_specs, verify_onnx
     from edgeproof.runtime.metadata import set_onnx_metadata
 
-    if fmt.name == "onnx-fp32":
+    quantized = fmt.recipe.quant_format is not None
+    if not quantized:
         proto = to_onnx(job.model, opset=job.opset)
     else:
         if job.onnx_fp32 is None:
             job.onnx_fp32 = job.tmp / "fp32.onnx"
             onnx.save(to_onnx(job.model, opset=job.opset), str(job.onnx_fp32))
-        q = quantize_onnx(job.onnx_fp32, job.tmp / "int8.onnx", job.calib)
+        q = quantize_onnx(job.onnx_fp32, job.tmp / "int8.onnx", job.calib, recipe=fmt.recipe)
         proto = onnx.load(str(q))
     ispec, ospec = onnx_specs(proto)
-    extra = {"options": _options(fmt, job), "calibration_sha256": calib_sha if fmt.quantized else None}
+    extra = {"options": _options(fmt, job), "calibration_sha256": calib_sha if fmt.calibrated else None}
     meta = _meta(fmt, job, source_sha, ispec, ospec, extra)
     set_onnx_metadata(proto, meta)
     with atomic_path(dest) as tmp:
@@ -207,7 +200,7 @@ def _write_onnx(fmt: Format, job: _Job, dest: Path, source_sha: str, calib_sha: 
         notes = verify_onnx(tmp, meta, job.sample())
         sha = sha256_file(tmp)  # the bytes atomic_path renames onto dest
         job.manifest.mark_pending(fmt.name, sha)  # before the rename: see convert.manifest
-    if fmt.name == "onnx-fp32":
+    if not quantized:
         job.onnx_fp32 = dest
     return notes, sha
 

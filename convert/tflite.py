@@ -7,21 +7,21 @@ Also the re-export hooks parity triage uses: `denylisted_nodes` keeps named tens
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgeproof.errors import UsageError
-from edgeproof.formats import FORMATS
+from edgeproof.formats import FORMATS, INT8_RECIPE, INT16X8_RECIPE, TFLiteRecipe
 
-TFLITE_FORMATS = tuple(f.name for f in FORMATS.values() if f.family == "tflite")
-IO_TYPES = ("int8", "uint8", "float32")
-NEEDS_CALIBRATION = tuple(n for n in TFLITE_FORMATS if FORMATS[n].calibrated)
+IO_TYPES = INT8_RECIPE.io_types  # what --int8-io may ask for
 
 
 def _tf_dtype(tf, name: str):
-    return {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32, "int16": tf.int16}[name]
+    return {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32, "int16": tf.int16,
+            "float16": tf.float16}[name]
 
 
 def representative_dataset(calib: np.ndarray):
@@ -52,57 +52,73 @@ def tensor_names(model_bytes: bytes) -> list[str]:
     return [d["name"] for d in it.get_tensor_details()]
 
 
+def recipe_for(fmt_name: str, int16x8: bool = False) -> TFLiteRecipe:
+    """The table's recipe for a TFLite format; int16x8 swaps in int16 activations (full-integer formats only)."""
+    fmt = FORMATS.get(fmt_name)
+    if fmt is None or not isinstance(fmt.recipe, TFLiteRecipe):
+        valid = [f.name for f in FORMATS.values() if isinstance(f.recipe, TFLiteRecipe)]
+        raise UsageError(f"'{fmt_name}' is not a TFLite format; valid: {', '.join(valid)}")
+    recipe = fmt.recipe
+    if int16x8:
+        _full_integer_only(recipe, fmt_name)
+        recipe = replace(recipe, ops=INT16X8_RECIPE.ops, io_types=INT16X8_RECIPE.io_types)
+    return recipe
+
+
+def _full_integer_only(recipe: TFLiteRecipe, fmt_name: str) -> None:
+    if not recipe.calibrated:
+        full = [f.name for f in FORMATS.values() if isinstance(f.recipe, TFLiteRecipe) and f.calibrated]
+        raise UsageError(f"denylisted_nodes/int16x8 apply to full-integer formats ({', '.join(full)}), "
+                         f"not '{fmt_name}'")
+
+
 def to_tflite(model: Any, fmt_name: str, calib: np.ndarray | None = None, io_type: str = "int8",
               denylisted_nodes: Iterable[str] | None = None, int16x8: bool = False) -> bytes:
     """Convert a Keras model (or a SavedModel folder exported from it) to TFLite bytes, no metadata.
 
-    fmt_name: one of TFLITE_FORMATS. io_type applies to full-integer formats (edgetpu is always uint8).
+    fmt_name: a TFLite row of the format table; its recipe in the format table says what the converter does.
+    io_type: the requested I/O type of full-integer formats (a recipe that does not accept it uses its
+    default: edgetpu is always uint8, int16x8 is int16 unless float32).
     denylisted_nodes: output-tensor names whose ops stay float (full-integer formats only).
-    int16x8: int16 activations / int8 weights (full-integer formats only; int16 I/O unless io_type=float32).
+    int16x8: int16 activations / int8 weights (full-integer formats only).
     """
-    import tensorflow as tf
-
-    if fmt_name not in TFLITE_FORMATS:
-        raise UsageError(f"'{fmt_name}' is not a TFLite format; valid: {', '.join(TFLITE_FORMATS)}")
     if io_type not in IO_TYPES:
         raise UsageError(f"int8 I/O type '{io_type}' is not valid; valid: {', '.join(IO_TYPES)}")
     denylist = [str(n) for n in (denylisted_nodes or [])]
-    full_int = fmt_name in NEEDS_CALIBRATION
-    if (denylist or int16x8) and not full_int:
-        raise UsageError(f"denylisted_nodes/int16x8 apply to full-integer formats "
-                         f"({', '.join(NEEDS_CALIBRATION)}), not '{fmt_name}'")
     if denylist and int16x8:
         raise UsageError("denylisted_nodes and int16x8 cannot be combined; choose one triage option")
+    recipe = recipe_for(fmt_name, int16x8=int16x8)
+    if denylist:
+        _full_integer_only(recipe, fmt_name)
+    if recipe.calibrated and (calib is None or len(calib) == 0):
+        raise UsageError(f"{fmt_name} needs calibration images (a non-empty float32 NHWC batch)")
+    return convert_with_recipe(model, recipe, calib, io_type, denylist)
+
+
+def convert_with_recipe(model: Any, recipe: TFLiteRecipe, calib: np.ndarray | None, io_type: str,
+                        denylist: list[str] | None = None) -> bytes:
+    """Apply a recipe's fields to a TFLiteConverter, field by field, and convert."""
+    import tensorflow as tf
 
     conv = _converter(model)
-    if fmt_name == "tflite-fp32":
-        return conv.convert()
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    if fmt_name == "tflite-fp16":
-        conv.target_spec.supported_types = [tf.float16]
-        return conv.convert()
-    if fmt_name == "tflite-dynamic":
-        # TF >= 2.17 quantizes dense weights per channel here (FULLY_CONNECTED v12), which the last
-        # tflite-runtime wheel (2.14) cannot load; per-tensor dense weights keep it loadable everywhere.
+    if recipe.optimizations:
+        conv.optimizations = [getattr(tf.lite.Optimize, o) for o in recipe.optimizations]
+    if recipe.supported_types:
+        conv.target_spec.supported_types = [_tf_dtype(tf, t) for t in recipe.supported_types]
+    if recipe.dense_per_tensor:
         conv._experimental_disable_per_channel_quantization_for_dense_layers = True
+    if not recipe.calibrated:
         return conv.convert()
-
-    if calib is None or len(calib) == 0:
-        raise UsageError(f"{fmt_name} needs calibration images (a non-empty float32 NHWC batch)")
-    io = "uint8" if fmt_name == "edgetpu" else io_type
     conv.representative_dataset = representative_dataset(calib)
-    if int16x8:
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-        io16 = "float32" if io == "float32" else "int16"
-        conv.inference_input_type = conv.inference_output_type = _tf_dtype(tf, io16)
-        return conv.convert()
-    if not denylist:
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.inference_input_type = conv.inference_output_type = _tf_dtype(tf, io)
+    io = recipe.io_type(io_type)
+    if denylist:
         with _quiet_quantizer():
-            return conv.convert()
+            return _quantize_with_denylist(conv, denylist, io)
+    conv.target_spec.supported_ops = [getattr(tf.lite.OpsSet, recipe.ops)]
+    if io is not None:
+        conv.inference_input_type = conv.inference_output_type = _tf_dtype(tf, io)
     with _quiet_quantizer():
-        return _quantize_with_denylist(conv, denylist, io)
+        return conv.convert()
 
 
 def _quiet_quantizer():

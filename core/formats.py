@@ -6,8 +6,9 @@ here. Tolerances are data on the format (parity reads them; flags may override t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from edgeproof.errors import UsageError
 
@@ -34,6 +35,78 @@ INT8 = Tolerance(max_abs=None, min_top1_agreement=0.99, max_delta_acc_pp=1.0)
 
 
 @dataclass(frozen=True)
+class TFLiteRecipe:
+    """TFLiteConverter settings of one format, by their TensorFlow names.
+
+    convert.tflite applies exactly these fields and the manifest's `options` are these fields (plus
+    the run's choices: I/O type, calibration image count), so the two can never disagree.
+    """
+
+    optimizations: tuple[str, ...] = ()  # tf.lite.Optimize members
+    supported_types: tuple[str, ...] = ()  # target_spec.supported_types (tf dtype names)
+    ops: str | None = None  # tf.lite.OpsSet member for target_spec.supported_ops
+    io_types: tuple[str, ...] = ()  # model I/O types it accepts, default first; () keeps float32 I/O
+    calibrated: bool = False  # full-integer: activation ranges from a representative dataset
+    # TF >= 2.17 quantizes dense weights per channel (FULLY_CONNECTED v12), which the last
+    # tflite-runtime wheel (2.14) cannot load; per-tensor dense weights keep it loadable everywhere.
+    dense_per_tensor: bool = False
+    compiler: str | None = None  # a post-conversion compiler step ("edgetpu": edgetpu_compiler when on PATH)
+
+    def io_type(self, requested: str) -> str | None:
+        """The I/O type used when the run asks for `requested` (e.g. --int8-io): requested if this
+        recipe accepts it, else its default; None for float I/O."""
+        if not self.io_types:
+            return None
+        return requested if requested in self.io_types else self.io_types[0]
+
+    def options(self, requested_io: str) -> dict[str, Any]:
+        """The settings as recorded in the manifest and in the artifact's metadata."""
+        out: dict[str, Any] = {"converter": "tf.lite.TFLiteConverter"}
+        if self.optimizations:
+            out["optimizations"] = list(self.optimizations)
+        if self.supported_types:
+            out["supported_types"] = list(self.supported_types)
+        if self.ops:
+            out["ops"] = self.ops
+        if self.io_types:
+            out["io_type"] = self.io_type(requested_io)
+        if self.dense_per_tensor:
+            out["dense_weights"] = "per-tensor (tflite-runtime 2.14 compatible)"
+        if self.compiler:
+            out["compiler"] = self.compiler
+        return out
+
+
+@dataclass(frozen=True)
+class OnnxRecipe:
+    """tf2onnx export, then (when quant_format is set) onnxruntime.quantization.quantize_static."""
+
+    quant_format: str | None = None  # onnxruntime.quantization.QuantFormat member; None: float export
+    per_channel: bool = False
+    activations: str | None = None  # "int8" | "uint8" (QuantType QInt8 / QUInt8)
+    weights: str | None = None
+    calibrated: bool = False
+
+    def options(self, requested_io: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {"converter": "tf2onnx", "input": "image NHWC, dynamic batch"}
+        if self.quant_format:
+            out.update(quantizer="onnxruntime.quantization.quantize_static", quant_format=self.quant_format,
+                       per_channel=self.per_channel, activations=self.activations, weights=self.weights)
+        return out
+
+
+Recipe = TFLiteRecipe | OnnxRecipe
+
+# Full-integer TFLite: int8 weights and activations, builtin int8 kernels only.
+INT8_RECIPE = TFLiteRecipe(optimizations=("DEFAULT",), ops="TFLITE_BUILTINS_INT8",
+                           io_types=("int8", "uint8", "float32"), calibrated=True)
+# int16 activations / int8 weights (reference kernels; the triage re-export and a tflite-int16x8 row).
+INT16X8_RECIPE = TFLiteRecipe(optimizations=("DEFAULT",),
+                              ops="EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8",
+                              io_types=("int16", "float32"), calibrated=True)
+
+
+@dataclass(frozen=True)
 class Format:
     name: str
     suffix: str
@@ -42,27 +115,36 @@ class Format:
     backends: tuple[str, ...]  # backends able to load it, preferred first
     tolerance: Tolerance
     description: str
-    options: dict = field(default_factory=dict, compare=False, hash=False)
-    calibrated: bool = False  # full-integer: activation ranges calibrated on training images
+    recipe: Recipe = field(compare=False, hash=False)  # how convert makes it (data, read by the converters)
+
+    @property
+    def calibrated(self) -> bool:
+        """Full-integer: activation ranges calibrated on training images (needs a calibration set)."""
+        return self.recipe.calibrated
 
 
 FORMATS: dict[str, Format] = {
     f.name: f
     for f in (
         Format("tflite-fp32", ".tflite", "tflite", False, ("litert", "openvino"), FLOAT32,
-               "TFLite, float32 weights and activations"),
+               "TFLite, float32 weights and activations", TFLiteRecipe()),
         Format("tflite-fp16", ".tflite", "tflite", False, ("litert", "openvino"), FLOAT16,
-               "TFLite, float16 weights (dequantized to float32 at load)"),
+               "TFLite, float16 weights (dequantized to float32 at load)",
+               TFLiteRecipe(optimizations=("DEFAULT",), supported_types=("float16",))),
         Format("tflite-dynamic", ".tflite", "tflite", True, ("litert", "openvino"), INT8,
-               "TFLite, dynamic-range int8 weights, float activations"),
+               "TFLite, dynamic-range int8 weights, float activations",
+               TFLiteRecipe(optimizations=("DEFAULT",), dense_per_tensor=True)),
         Format("tflite-int8", ".tflite", "tflite", True, ("litert", "openvino"), INT8,
-               "TFLite, full-integer int8 (TFLITE_BUILTINS_INT8), calibrated", calibrated=True),
+               "TFLite, full-integer int8 (TFLITE_BUILTINS_INT8), calibrated", INT8_RECIPE),
         Format("edgetpu", ".tflite", "tflite", True, ("litert",), INT8,
-               "TFLite full-int8 with uint8 I/O, ready for (or compiled by) edgetpu_compiler", calibrated=True),
+               "TFLite full-int8 with uint8 I/O, ready for (or compiled by) edgetpu_compiler",
+               replace(INT8_RECIPE, io_types=("uint8",), compiler="edgetpu")),
         Format("onnx-fp32", ".onnx", "onnx", False, ("onnxruntime", "opencv", "openvino"), FLOAT32,
-               "ONNX (tf2onnx), float32, dynamic batch"),
+               "ONNX (tf2onnx), float32, dynamic batch", OnnxRecipe()),
         Format("onnx-int8", ".onnx", "onnx", True, ("onnxruntime", "openvino"), INT8,
-               "ONNX, static int8 QDQ, per-channel (onnxruntime.quantization)", calibrated=True),
+               "ONNX, static int8 QDQ, per-channel (onnxruntime.quantization)",
+               OnnxRecipe(quant_format="QDQ", per_channel=True, activations="int8", weights="int8",
+                          calibrated=True)),
     )
 }
 

@@ -92,7 +92,7 @@ def triage_artifact(row, keras_model, run, artifacts_dir: Path, batches, referen
             res.layers = triage_onnx.layer_errors(row.path, calib, [layer.name for layer in keras_model.layers])
         if not any(le.suspect for le in res.layers):
             res.notes.append("no layer is over the suspect thresholds; the worst one is shown")
-        if fmt.name == "edgetpu":
+        if fmt.family == "tflite" and fmt.recipe.compiler == "edgetpu":
             res.notes.append("edgetpu: layers kept in float (denylist) or int16 run on the CPU, not the Edge TPU; "
                              "edgetpu_compiler maps only int8 ops")
         if fix and res.layers:

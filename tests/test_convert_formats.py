@@ -131,7 +131,7 @@ def test_manifest_entry(name, tiny_artifacts):
     assert entry["status"] == "ok" and entry["error"] is None
     assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert entry["bytes"] == path.stat().st_size and entry["seconds"] > 0
-    calibrated = name in ("tflite-int8", "edgetpu", "onnx-int8")
+    calibrated = FORMATS[name].calibrated
     assert (entry["calibration_sha256"] == data["calibration"]["sha256"]) if calibrated else \
         entry["calibration_sha256"] is None
     assert data["calibration"]["used"] == 60 and data["calibration"]["skipped"] == 0

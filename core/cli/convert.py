@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from edgeproof.formats import FORMATS
+from edgeproof.formats import FORMATS, INT8_RECIPE
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--out", metavar="OUT", help="output folder (default: RUN_DIR/artifacts)")
     p.add_argument("--calib-count", type=int, default=200, metavar="N",
                    help="calibration images from the train split, stratified by class (default 200)")
-    p.add_argument("--int8-io", choices=("int8", "uint8", "float32"), default="int8",
+    p.add_argument("--int8-io", choices=INT8_RECIPE.io_types, default="int8",
                    help="input/output type of tflite-int8 (default int8; edgetpu is always uint8)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration sample (default 0)")
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
             for note in a.notes:
                 info(f"note: {a.format}: {note}")
         cal = manifest.calibration
-        if cal and any(f in ("tflite-int8", "edgetpu", "onnx-int8") for f in formats):
+        if cal and any(FORMATS[f].calibrated for f in formats):
             info(f"calibration: {cal['used']} images (requested {cal['requested']}, {cal['skipped']} unreadable "
                  f"skipped), sha256 {cal['sha256'][:12]}")
         info(f"manifest: {manifest.path}")
