@@ -9,6 +9,7 @@ The runtime computes:  x = (pixels * scale - mean) / std, then lays it out as `l
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -18,6 +19,38 @@ METADATA_KEY = "edgeproof"  # ONNX metadata_props key; TFLite: metadata.json ins
 INTERPOLATIONS = ("bilinear", "nearest", "area", "bicubic")
 COLOR_ORDERS = ("RGB", "BGR")
 LAYOUTS = ("NHWC", "NCHW")
+MAX_SIDE = 16384  # the largest input height/width anything here accepts
+MAX_LABELS = 100_000  # ImageNet-21k has 21,843 classes
+MAX_LABEL_CHARS = 1024
+MIN_STD = 1e-6  # below it, (pixel - mean) / std overflows float32 or divides by a float32 zero
+
+
+def _number(name: str, value: Any) -> float:
+    """A finite float; bools and strings are refused rather than coerced ('64', true)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} {json.dumps(value)} is not a finite number")
+    return float(value)
+
+
+def _numbers(name: str, values: Any) -> tuple[float, ...]:
+    if isinstance(values, (int, float)) and not isinstance(values, bool):
+        values = [values]
+    if not isinstance(values, (list, tuple)) or len(values) not in (1, 3):
+        raise ValueError(f"{name} {json.dumps(values, default=str)} is not 1 or 3 numbers")
+    return tuple(_number(name, v) for v in values)
+
+
+def check_labels(labels: Any) -> list[str]:
+    """The class names as a list of strings, or ValueError naming what is wrong (null, a string, too many)."""
+    if not isinstance(labels, (list, tuple)):
+        got = "null" if labels is None else f"a {type(labels).__name__}"
+        raise ValueError(f"labels is {got}; expected a list of class names")
+    if len(labels) > MAX_LABELS:
+        raise ValueError(f"{len(labels):,} labels is over the limit of {MAX_LABELS:,}")
+    bad = next((v for v in labels if not isinstance(v, str) or len(v) > MAX_LABEL_CHARS), None)
+    if bad is not None:
+        raise ValueError(f"label {json.dumps(bad)[:60]} is not a text of at most {MAX_LABEL_CHARS} characters")
+    return list(labels)
 
 
 @dataclass
@@ -44,10 +77,22 @@ class Preprocess:
             )
         if self.layout not in LAYOUTS:
             raise UsageError(f"layout '{self.layout}' is not valid; valid: {', '.join(LAYOUTS)}")
-        self.mean = tuple(float(v) for v in self.mean)  # type: ignore[assignment]
-        self.std = tuple(float(v) for v in self.std)  # type: ignore[assignment]
+        try:
+            for side in ("height", "width"):  # 0: not known yet (a dynamic input without metadata)
+                value = getattr(self, side)
+                if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SIDE:
+                    raise ValueError(f"{side} {json.dumps(value, default=str)} is not a whole number of pixels "
+                                     f"in 1..{MAX_SIDE}")
+            self.scale = _number("scale", self.scale)
+            self.mean = _numbers("mean", self.mean)  # type: ignore[assignment]
+            self.std = _numbers("std", self.std)  # type: ignore[assignment]
+        except ValueError as exc:
+            raise UsageError(f"preprocessing {exc}") from None
         if any(s == 0 for s in self.std):
             raise UsageError(f"std {self.std} contains 0; every std value must be non-zero")
+        if any(abs(s) < MIN_STD for s in self.std) or self.scale == 0:
+            raise UsageError(f"preprocessing std {self.std} / scale {self.scale:g} would overflow float32: every "
+                             f"std value must be at least {MIN_STD:g} in size and scale non-zero")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -109,7 +154,7 @@ class ArtifactMeta:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ArtifactMeta:
         return cls(
-            labels=list(d.get("labels") or []),
+            labels=check_labels(d.get("labels", [])),
             preprocess=Preprocess.from_dict(d["preprocess"]),
             format=d.get("format"),
             input=TensorSpec(**d["input"]) if d.get("input") else None,

@@ -15,13 +15,21 @@ from edgeproof.contract import METADATA_KEY, ArtifactMeta
 from edgeproof.errors import UsageError
 
 TFLITE_MEMBER = "metadata.json"
+# convert writes a few KB (a 21k-class label list is about 400 KB); a bomb that inflates to 1 GiB took
+# 2.1 GB of memory, so the archive member and the JSON are bounded before they are read.
+MAX_METADATA_BYTES = 1 << 20
 
 
 def parse_metadata(text: str, path: str | Path) -> ArtifactMeta:
     """ArtifactMeta from the embedded JSON; a damaged record is bad input, never a silent default."""
+    if len(text) > MAX_METADATA_BYTES:
+        raise _damaged(path, ValueError(f"{len(text):,} bytes of metadata is over the {MAX_METADATA_BYTES:,}-byte limit"))
     try:
         return ArtifactMeta.from_json(text)
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+    except UsageError as exc:  # a field the contract refuses (a non-integer height, tiny std)
+        raise UsageError(f"'{path}' carries invalid edgeproof metadata: {exc}; re-convert it with "
+                         "'edgeproof convert' (or override the field with a run flag)") from None
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
         raise _damaged(path, exc) from None
 
 
@@ -49,7 +57,15 @@ def strip_tflite_metadata(model_bytes: bytes) -> bytes:
 def read_tflite_metadata(path: str | Path) -> ArtifactMeta | None:
     try:
         with zipfile.ZipFile(path) as zf:
-            text = zf.read(TFLITE_MEMBER).decode("utf-8", errors="replace")
+            info = zf.getinfo(TFLITE_MEMBER)
+            if max(info.file_size, info.compress_size) > MAX_METADATA_BYTES:
+                raise ValueError(f"its {info.file_size:,}-byte {TFLITE_MEMBER} is over the "
+                                 f"{MAX_METADATA_BYTES:,}-byte limit")
+            with zf.open(info) as member:  # the declared size can lie: never inflate past the limit
+                raw = member.read(MAX_METADATA_BYTES + 1)
+            if len(raw) > MAX_METADATA_BYTES:
+                raise ValueError(f"{TFLITE_MEMBER} inflates past the {MAX_METADATA_BYTES:,}-byte limit")
+            text = raw.decode("utf-8", errors="replace")
     except KeyError:
         return None
     except zipfile.BadZipFile as exc:

@@ -24,7 +24,7 @@ import numpy as np
 from edgeproof.contract import TensorSpec
 from edgeproof.errors import InvalidModel
 
-MAX_SIDE = 16384  # input height/width
+from edgeproof.contract import MAX_SIDE  # input height/width  # noqa: E402
 MAX_CLASSES = 1 << 20
 MAX_TENSOR_BYTES = 1 << 30  # 1 GiB per tensor
 MAX_TOTAL_BYTES = 4 << 30  # all tensors of a subgraph

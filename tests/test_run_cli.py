@@ -327,8 +327,9 @@ def test_damaged_embedded_metadata_exits_2_and_inspect_says_so(env, tmp_path, ca
     for backend in ("onnxruntime", "opencv"):
         assert run_cli(["run", str(path), str(env["imgs"] / "0_red.png"), "--backend", backend]) == 2
         assert "carries edgeproof metadata that cannot be read" in _one_error_line(capsys.readouterr().err)
-    assert run_cli(["inspect", str(path), "--no-load"]) == 0
-    assert "metadata: embedded but damaged" in capsys.readouterr().out
+    assert run_cli(["inspect", str(path), "--no-load"]) == 2  # the report, then the error: run refuses it
+    out, err = capsys.readouterr()
+    assert "metadata: embedded but damaged" in out and "carries edgeproof metadata" in _one_error_line(err)
 
 
 def test_help_documents_exit_codes_and_summary_reports_drops(env, capsys):

@@ -53,9 +53,12 @@ def run(args: argparse.Namespace) -> int:
 
     r = inspect_model(args.model, runtime_version=args.runtime_version, legacy_venv=args.legacy_venv,
                       check_runtimes=not args.no_load, verify=not args.no_verify)
+    # Damaged or invalid embedded metadata: the whole report is still shown (inspecting a suspicious file is
+    # inspect's job), then exit 2, because run, bench and parity refuse this file.
+    bad_meta = next((n for n in r.get("notes", []) if n.startswith("metadata unreadable")), None)
     if args.json:
         print_json(r)
-        return 0
+        return 2 if bad_meta else 0
     lines = [f"{r['path']}  ({r['bytes'] / 1024:.1f} KiB, sha256 {r['sha256'][:16]})",
              f"format: {r['format'] or 'unknown'}  family: {r['family']}", _integrity_line(r["integrity"])]
     if r.get("converter_tensorflow_version") or r.get("producer"):
@@ -91,4 +94,9 @@ def run(args: argparse.Namespace) -> int:
         lines.append(f"runtime {rt['runtime']}: {rt['status']}" + (f" — {rt['detail']}" if rt["detail"] else ""))
     lines += [f"note: {n}" for n in r.get("notes", [])]
     print("\n".join(lines))
+    if bad_meta:
+        from edgeproof.cli.console import error_line
+
+        error_line(bad_meta.split(": ", 2)[-1])
+        return 2
     return 0
