@@ -21,10 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from edgeproof.contract import TensorSpec
+from edgeproof.contract import MAX_SIDE, TensorSpec  # MAX_SIDE: input height/width
 from edgeproof.errors import InvalidModel
 
-from edgeproof.contract import MAX_SIDE  # input height/width  # noqa: E402
 MAX_CLASSES = 1 << 20
 MAX_TENSOR_BYTES = 1 << 30  # 1 GiB per tensor
 MAX_TOTAL_BYTES = 4 << 30  # all tensors of a subgraph

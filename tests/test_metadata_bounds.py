@@ -4,7 +4,6 @@ labels null / non-integer height / NaN or tiny std): one line, exit 2, naming th
 from __future__ import annotations
 
 import io
-import json
 import zipfile
 
 import pytest
