@@ -105,7 +105,9 @@ def _r(v: float | None) -> float | None:
 _Decoded = tuple[Item, np.ndarray | None, np.ndarray | None, str | None, float]
 
 
-def _decode(item: Item, pp, keep_frame: bool) -> _Decoded:
+def decode_item(item: Item, pp, keep_frame: bool) -> _Decoded:
+    """One input -> (item, preprocessed x, kept frame, skip reason, decode+preprocess ms); never raises for a bad
+    file. The one per-image step of both engines (local threads here, Ray actors in runtime.engines)."""
     if item.error is not None:  # the source already knows why this input cannot be delivered
         return item, None, None, item.error, 0.0
     t = time.perf_counter()
@@ -248,7 +250,7 @@ def run_pipeline(model, source: Source, on_result: Callable[[Result], None], bat
             entry, item = claimed
             out: _Decoded = (item, None, None, "decode worker failed", 0.0)
             try:
-                out = _decode(item, pp, keep_frames)
+                out = decode_item(item, pp, keep_frames)
             finally:  # the consumer waits for this entry: it must be marked done whatever happened
                 buf.done(entry, out)
             del entry, item, claimed, out  # hold no frame while waiting for the next one
@@ -311,10 +313,14 @@ def run_pipeline(model, source: Source, on_result: Callable[[Result], None], bat
             source.close()
         summary.seconds = time.perf_counter() - t0
         summary.dropped = buf.dropped
-    if limit is not None and summary.count >= limit:
-        summary.stopped = f"limit of {limit} reached"
-    elif summary.interrupted:
-        summary.stopped = "interrupted (Ctrl-C)"
-    else:
-        summary.stopped = source.stop_reason
+    summary.stopped = stop_reason(summary, limit, source)
     return summary
+
+
+def stop_reason(summary: Summary, limit: int | None, source: Source) -> str | None:
+    """Why a run ended (Summary.stopped), the same words for every engine."""
+    if limit is not None and summary.count >= limit:
+        return f"limit of {limit} reached"
+    if summary.interrupted:
+        return "interrupted (Ctrl-C)"
+    return source.stop_reason

@@ -100,6 +100,9 @@ def _register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per line on stdout (last line: summary)")
     p.add_argument("--save", metavar="DIR", help="write annotated images (or annotated.mp4 for video/camera) to DIR")
     p.add_argument("--show", action="store_true", help="show annotated frames in a window (needs a display)")
+    from edgeproof.cli.run_ray import add_engine_flags
+
+    add_engine_flags(p)
     g = p.add_argument_group("preprocessing overrides (for models without edgeproof metadata)")
     g.add_argument("--size", metavar="HxW", help="input size, e.g. 224x224 (or 224)")
     g.add_argument("--mean", metavar="a,b,c", help="subtracted after scaling, e.g. 127.5 or 0.485,0.456,0.406")
@@ -188,6 +191,9 @@ def _run(args: argparse.Namespace, capture_factory=None, picam_factory=None) -> 
             raise UsageError(f"--max-image-pixels '{args.max_image_pixels}' is not a pixel count; give e.g. "
                              "100000000 or 100M") from None
     image_check.max_pixels()  # a bad EDGEPROOF_MAX_IMAGE_PIXELS is one clear error now, not one per image
+    from edgeproof.cli.run_ray import check_engine_flags
+
+    check_engine_flags(args)
     try:
         return _run_checked(args, source_spec, capture_factory, picam_factory)
     finally:
@@ -208,6 +214,10 @@ def _run_checked(args: argparse.Namespace, source_spec: str, capture_factory, pi
     overrides = overrides_from(args)
     # The source first: a missing camera is reported before any model loading.
     source = open_source(source_spec, capture_factory=capture_factory, picam_factory=picam_factory)
+    if args.engine == "ray":
+        from edgeproof.runtime.engines.ray_run import file_inputs
+
+        source = file_inputs(source)
     try:
         model = load(args.model, backend=args.backend, threads=args.threads, device=args.device,
                      delegates=args.delegate, providers=args.provider, allow_fallback=args.allow_fallback,
@@ -251,6 +261,12 @@ def _run_checked(args: argparse.Namespace, source_spec: str, capture_factory, pi
             return viewer.add(r.frame, r.topk)
         return True
 
+    if args.engine == "ray":
+        from edgeproof.cli.run_ray import run_ray
+
+        summary, engine = run_ray(args, source, model, on_result)
+        _report(args, summary, model, saver, engine=engine)
+        return exit_code(summary)
     watchdog = _watchdog(args.infer_timeout, model)
     try:
         summary = run_pipeline(model, source, on_result, batch=args.batch, top_k=args.top_k,
@@ -321,9 +337,11 @@ def _skip_own_outputs(source, saver) -> None:
              f"(e.g. {ours[0].name}); they are not inputs")
 
 
-def _report(args, summary, model, saver, source_lost: bool = False) -> None:
+def _report(args, summary, model, saver, source_lost: bool = False, engine: dict | None = None) -> None:
     d = summary.to_dict()
     d["source_lost"] = source_lost
+    if engine is not None:
+        d["engine"] = engine
     if args.json:
         import json
 
@@ -349,6 +367,10 @@ def _report(args, summary, model, saver, source_lost: bool = False) -> None:
                          f"{len(summary.skipped)})")
     if summary.dropped:
         lines.append(f"dropped {summary.dropped} live frame(s): inference was slower than the source (not an error)")
+    if engine is not None:
+        from edgeproof.cli.run_ray import engine_lines
+
+        lines += engine_lines(engine)
     if saver is not None and saver.written:
         what = saver.video_path if saver.video else f"{len(saver.written)} annotated image(s) in {saver.dir}"
         lines.append(f"saved: {what}")

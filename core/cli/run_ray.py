@@ -1,0 +1,62 @@
+"""The --engine / --address / --workers flags shared by `run` and `parity`, and `run`'s Ray branch."""
+
+from __future__ import annotations
+
+import argparse
+
+ENGINES = ("local", "ray")
+
+
+def add_engine_flags(p: argparse.ArgumentParser, work: str = "the per-image work") -> None:
+    g = p.add_argument_group("scale-out (Ray Data; needs: pip install 'edgeproof[ray]')")
+    g.add_argument("--engine", choices=ENGINES, default="local",
+                   help=f"where {work} runs: 'local' (this process) or 'ray' (Ray Data actors, each loading the "
+                        "model once; same results in the same order). Default local")
+    g.add_argument("--address", metavar="ADDR",
+                   help="with --engine ray: join this Ray cluster ('auto', HOST:6379, or ray://HOST:10001); "
+                        "default $RAY_ADDRESS, else a local Ray started for this run and stopped after it")
+    g.add_argument("--workers", type=int, metavar="N",
+                   help="with --engine ray: Ray actors (default: one per CPU of the local Ray or the cluster)")
+
+
+def check_engine_flags(args: argparse.Namespace) -> None:
+    from edgeproof.errors import UsageError
+
+    if args.engine != "ray":
+        for flag, val in (("--address", args.address), ("--workers", args.workers)):
+            if val is not None:
+                raise UsageError(f"{flag} applies to --engine ray only; add --engine ray or drop {flag}")
+        return
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be >= 1; got {args.workers}")
+    for flag in ("save", "show"):
+        if getattr(args, flag, None):
+            raise UsageError(f"--{flag} needs the local engine (frames stay on the Ray workers); drop --{flag} or "
+                             "--engine ray")
+    from edgeproof.runtime.engines.ray_cluster import import_ray
+
+    import_ray("--engine ray")  # before any model or source work: one line with the pip command
+
+
+def run_ray(args: argparse.Namespace, source, model, on_result):
+    """`edgeproof run --engine ray`: the model was loaded here once (checked, and named in the summary); each
+    Ray actor loads it again with the same options."""
+    from edgeproof.cli.run import overrides_from
+    from edgeproof.runtime.engines.ray_run import LoadSpec, run_on_ray
+
+    spec = LoadSpec(str(model.path), backend=args.backend, threads=args.threads, device=args.device,
+                    delegates=args.delegate, providers=args.provider, allow_fallback=args.allow_fallback,
+                    overrides=overrides_from(args), verify=not args.no_verify)
+    model.close()
+    return run_on_ray(spec, source, on_result, batch=args.batch, top_k=args.top_k, limit=args.limit,
+                      workers=args.workers, address=args.address, infer_timeout=args.infer_timeout)
+
+
+def engine_lines(engine: dict) -> list[str]:
+    where = "a local Ray started for this run" if engine.get("started_here") else f"Ray at {engine.get('address')}"
+    lines = [f"engine: ray, {engine['actors']} actor(s) on {where} ({engine.get('cluster_cpus')} CPU(s), "
+             f"{engine.get('nodes')} node(s); ready in {engine.get('startup_s', 0):.1f} s)"]
+    for w in engine.get("per_worker", []):
+        lines.append(f"  worker {w['worker']}: {w['count']} input(s), {w['skipped']} skipped, "
+                     f"{w['images_per_s']:.1f} images/s while busy ({w['busy_s']:.2f} s)")
+    return lines

@@ -1,0 +1,238 @@
+"""`edgeproof run --engine ray`: the local pipeline's per-image work, scheduled by Ray Data.
+
+The driver lists the inputs exactly as the local engine does (`open_source`: folder, glob, list file or
+image, with the same up-front errors), builds `ray.data.from_items` of their paths, and maps batches
+through `ClassifyBatch`, a callable class: each actor loads the model once (`edgeproof.runtime.load`) and
+runs the local pipeline's own functions on each input (`FileSource` for video expansion and known errors,
+`pipeline.decode_item` for the pre-decode check + decode + preprocess, `Model.predict`, `Model.topk`). Bad
+files come back as rows with their skip reason, so no input can kill an actor. Ray Data runs with
+preserve_order, so rows come back in input order and the driver numbers them and builds the same Summary as
+the local engine; each row also names its worker, for throughput per worker.
+
+Paths, not bytes (`from_items`, not `read_binary_files`): the pre-decode check must see the file itself
+(missing, a directory, a FIFO, a broken symlink, permissions) to give the local engine's reasons, and
+read_binary_files fails its read task on such a file. On a cluster the model and the images must be at
+the same path on every node (a shared filesystem), as for any Ray Data job reading local paths.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgeproof.errors import EdgeproofError, UsageError
+from edgeproof.runtime.pipeline import Result, Summary, decode_item, stop_reason
+from edgeproof.runtime.sources import FileSource, Source
+
+log = logging.getLogger(__name__)
+
+WORKER_DIED_EXIT = 70  # an actor whose inference outlived --infer-timeout ends itself with this code
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """edgeproof.runtime.load's arguments, sent to every actor."""
+
+    path: str
+    backend: str | None = None
+    threads: int | None = None
+    device: str | None = None
+    delegates: list[str] | None = None
+    providers: list[str] | None = None
+    allow_fallback: bool = False
+    overrides: dict = field(default_factory=dict)
+    verify: bool = True
+
+    def load(self):
+        from edgeproof.runtime.model import load
+
+        return load(**asdict(self))
+
+
+@dataclass
+class WorkerStats:
+    worker: str
+    count: int = 0
+    skipped: int = 0
+    busy_s: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"worker": self.worker, "count": self.count, "skipped": self.skipped, "busy_s": round(self.busy_s, 4),
+                "images_per_s": round(self.count / self.busy_s, 2) if self.busy_s > 0 else 0.0}
+
+
+class ClassifyBatch:
+    """Ray Data callable class: one model per actor; a batch of input rows -> a batch of result rows.
+
+    One input row is one path; a video file gives one output row per frame (as locally)."""
+
+    def __init__(self, spec: LoadSpec, top_k: int, batch: int, max_pixels: int, infer_timeout: float) -> None:
+        from edgeproof.runtime import image_check
+
+        image_check.set_max_pixels(max_pixels)  # the driver's limit (flag or env), not this node's env
+        self.model = spec.load()
+        self.top_k, self.batch = top_k, max(1, batch)
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.watchdog = _actor_watchdog(infer_timeout, spec.path)
+
+    def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        t0 = time.perf_counter()
+        names, whys, pre_ms, seqs = [], [], [], []
+        ready: list[tuple[int, np.ndarray]] = []  # (output row, preprocessed input)
+        pp = self.model.preprocess
+        for seq, path, error in zip(rows["seq"], rows["path"], rows["error"]):
+            p = Path(str(path))
+            source = FileSource(str(path), "folder", [p], errors={p: str(error)} if error else None)
+            for item in source:  # the image itself, or each frame of a video, or the known error
+                item, x, _, why, ms = decode_item(item, pp, False)
+                if why is None:
+                    ready.append((len(names), x))
+                names.append(item.name)
+                whys.append(why or "")
+                pre_ms.append(ms)
+                seqs.append(int(seq))
+        scores: list[bytes] = [b""] * len(names)
+        tops = [""] * len(names)
+        latency = [0.0] * len(names)
+        for i in range(0, len(ready), self.batch):
+            chunk = ready[i:i + self.batch]
+            x = np.stack([c[1] for c in chunk])
+            t = time.perf_counter()
+            if self.watchdog is not None:
+                with self.watchdog.watch(names[chunk[0][0]]):
+                    out = self.model.predict(x)
+            else:
+                out = self.model.predict(x)
+            per = (time.perf_counter() - t) * 1e3 / len(chunk)
+            for (row, _), top, s in zip(chunk, self.model.topk(out, self.top_k), out):
+                tops[row] = json.dumps([[lb, float(v)] for lb, v in top])
+                scores[row] = np.asarray(s, np.float32).tobytes()
+                latency[row] = per
+        busy = (time.perf_counter() - t0) / max(1, len(names))
+        return {"seq": np.asarray(seqs, np.int64), "name": np.asarray(names, dtype=object),
+                "why": np.asarray(whys, dtype=object), "topk": np.asarray(tops, dtype=object),
+                "scores": np.asarray(scores, dtype=object), "latency_ms": np.asarray(latency, np.float64),
+                "preprocess_ms": np.asarray(pre_ms, np.float64), "worker": np.asarray([self.worker] * len(names),
+                                                                                     dtype=object),
+                "busy_s": np.full(len(names), busy, np.float64)}
+
+
+def _actor_watchdog(seconds: float, model_path: str):
+    """--infer-timeout in an actor: a native call cannot be interrupted, so the actor process ends (the driver
+    then ends the run with one line; actors are not restarted, so a hanging model cannot loop forever)."""
+    if not seconds:
+        return None
+    from edgeproof.runtime.watchdog import Watchdog
+
+    def on_timeout(what: str, limit: float) -> None:
+        log.error("%s: inference on %s did not finish within %g s; ending this Ray worker", model_path, what, limit)
+        os._exit(WORKER_DIED_EXIT)
+
+    return Watchdog(seconds, on_timeout)
+
+
+def file_inputs(source: Source) -> FileSource:
+    """The engine runs over files; a camera, stream or single video stays on the local engine."""
+    if not isinstance(source, FileSource):
+        source.close()
+        raise UsageError(f"--engine ray runs over files (a folder, glob, list file or image); '{source.spec}' is a "
+                         f"{source.kind}: run it without --engine ray")
+    return source
+
+
+def run_on_ray(spec: LoadSpec, source: FileSource, on_result: Callable[[Result], object], *, batch: int = 1,
+               top_k: int = 5, limit: int | None = None, workers: int | None = None, address: str | None = None,
+               infer_timeout: float = 0.0) -> tuple[Summary, dict]:
+    """Classify every input of `source` on Ray; on_result gets the Results in input order, as locally.
+
+    Returns the Summary (the local engine's fields and meaning) and the engine's own figures: the cluster,
+    the actor count, and count / busy seconds / images per second for each worker."""
+    from edgeproof.runtime import image_check
+    from edgeproof.runtime.engines.ray_cluster import ROWS_PER_TASK, import_ray, map_on_actors, ray_session
+
+    ray = import_ray()
+    if workers is not None and workers < 1:
+        raise UsageError(f"--workers must be >= 1; got {workers}")
+    cpus_per_actor = spec.threads or 1
+    spec = LoadSpec(**{**asdict(spec), "threads": cpus_per_actor})
+    rows = [{"seq": i, "path": str(p), "error": source.errors.get(p, "")} for i, p in enumerate(source.paths)]
+    summary = Summary(source=source.spec, kind=source.kind)
+    per_worker: dict[str, WorkerStats] = {}
+    with ray_session(address, num_cpus=(workers or os.cpu_count() or 1) * cpus_per_actor) as session:
+        actors = workers or max(1, session.cpus // cpus_per_actor)
+        actors = max(1, min(actors, math.ceil(len(rows) / ROWS_PER_TASK)))
+        ds = map_on_actors(ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / ROWS_PER_TASK)),
+                           ClassifyBatch, actors, cpus_per_actor,
+                           {"spec": spec, "top_k": top_k, "batch": batch, "max_pixels": image_check.max_pixels(),
+                            "infer_timeout": infer_timeout})
+        t0 = time.perf_counter()
+        batches = ds.iter_batches(batch_size=None, batch_format="numpy")
+        index = 0
+        try:
+            for out in batches:
+                for j in range(len(out["seq"])):
+                    if limit is not None and summary.count >= limit:
+                        raise _LimitReached
+                    name, why, worker = str(out["name"][j]), str(out["why"][j]), str(out["worker"][j])
+                    stats = per_worker.setdefault(worker, WorkerStats(worker))
+                    stats.busy_s += float(out["busy_s"][j])
+                    if why:
+                        summary.skip(name, why)
+                        stats.skipped += 1
+                    else:
+                        top = [(lb, s) for lb, s in json.loads(out["topk"][j])]
+                        ms = float(out["latency_ms"][j])
+                        summary.count += 1
+                        summary.latencies_ms.add(ms)
+                        summary.preprocess_ms.add(float(out["preprocess_ms"][j]))
+                        stats.count += 1
+                        result = Result(index, name, top, np.frombuffer(out["scores"][j], np.float32), ms)
+                        if on_result(result) is False:
+                            source.stop_reason = "stopped by the user"
+                            raise _LimitReached
+                    index += 1
+        except _LimitReached:
+            pass
+        except KeyboardInterrupt:
+            summary.interrupted = True
+        except Exception as exc:
+            raise _engine_error(exc, session, infer_timeout) from None
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
+            summary.seconds = time.perf_counter() - t0
+    summary.stopped = stop_reason(summary, limit, source)
+    engine = {"name": "ray", "actors": actors, "cpus_per_actor": cpus_per_actor, **session.to_dict(),
+              "per_worker": [w.to_dict() for w in sorted(per_worker.values(), key=lambda w: w.worker)]}
+    return summary, engine
+
+
+class _LimitReached(Exception):
+    pass
+
+
+def _engine_error(exc: BaseException, session, infer_timeout: float) -> EdgeproofError:
+    """An error from inside Ray as the one line the local engine would print (the actor's own EdgeproofError,
+    e.g. a model a worker cannot load), or what died and where its logs are."""
+    seen, cause = set(), exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, EdgeproofError) and type(cause).__module__.startswith("edgeproof"):
+            return cause
+        cause = getattr(cause, "cause", None) or cause.__cause__
+    text = str(exc).strip().splitlines()
+    first = next((ln for ln in text if "Error" in ln), text[0] if text else type(exc).__name__)[:300]
+    hint = (f"; an inference call over --infer-timeout ({infer_timeout:g} s) ends its worker" if infer_timeout
+            else "")
+    logs = f" (worker logs: {session.session_dir}/logs)" if session.session_dir else ""
+    return EdgeproofError(f"the Ray run failed: {first}{hint}{logs}")
