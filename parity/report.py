@@ -48,14 +48,14 @@ def print_table(report) -> None:
     ref = report.reference
     acc = "n/a (unlabelled)" if ref["accuracy"] is None else f"{ref['accuracy']:.1%} ({ref['correct']}/{ref['n']})"
     lat = "" if ref["latency_p50_ms"] is None else f", p50 {ref['latency_p50_ms']:.2f} ms"
-    from rich.markup import escape
+    from edgeproof.cli.console import safe
 
-    t = Table(title=escape(f"parity vs Keras on {report.images_source} — Keras top-1 {acc}{lat}"))
+    t = Table(title=safe(f"parity vs Keras on {report.images_source} — Keras top-1 {acc}{lat}"))
     for c in COLUMNS:
         t.add_column(c, no_wrap=c != "note")
     styles = {"pass": "green", "fail": "bold red", "error": "bold red", "unsupported": "yellow", "skipped": "dim"}
     for r in report.rows:
-        cells = [escape(c) for c in row_cells(r)]
+        cells = [safe(c) for c in row_cells(r)]
         cells[0] = cells[0].removeprefix("model.")
         cells[2] = f"[{styles[r.status]}]{cells[2]}[/]" if r.status in styles else cells[2]
         t.add_row(*cells)

@@ -118,8 +118,6 @@ def _check_source(source: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.markup import escape
-
     from edgeproof.cli.console import info, print_json, progress, warn
     from edgeproof.runtime.bench import machine, report, runner
     from edgeproof.runtime.bench.summary import summarize_records
@@ -170,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
                 relayed = [w for w in r.get("warnings") or [] if w not in seen]
                 seen.update(relayed)
                 for w in relayed:
-                    warn(escape(f"{spec.label()}: {w.removeprefix('warning:').strip()}"))
+                    warn(f"{spec.label()}: {w.removeprefix('warning:').strip()}")
                 placement = r.get("placement") or {}
                 if r.get("status") == "ok" and placement.get("fallback") and not any("FALLBACK" in w for w in
                                                                                       r.get("warnings") or []):

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from edgeproof.text import printable
+
 _err_console = None
 
 
@@ -20,17 +22,26 @@ def err_console():
     return _err_console
 
 
+def safe(value: Any) -> str:
+    """A value shown through rich: control characters escaped (core/text.py) and rich markup inert (a path
+    holding '[/]' raised MarkupError, '[red]' restyled it)."""
+    from rich.markup import escape
+
+    return escape(printable(value))
+
+
 def error_line(message: str) -> None:
     """One clear line: 'error: ...' on stderr."""
-    print(f"edgeproof: error: {message}", file=sys.stderr, flush=True)
+    print(f"edgeproof: error: {printable(message)}", file=sys.stderr, flush=True)
 
 
-def warn(message: str) -> None:
-    err_console().print(f"[bold yellow]warning:[/] {message}")
+def warn(message: str, markup: bool = False) -> None:
+    """A warning on stderr; `markup=True` only for messages whose variable parts the caller escaped."""
+    err_console().print(f"[bold yellow]warning:[/] {printable(message) if markup else safe(message)}")
 
 
-def info(message: str) -> None:
-    err_console().print(message)
+def info(message: str, markup: bool = False) -> None:
+    err_console().print(printable(message) if markup else safe(message))
 
 
 def print_json(obj: Any) -> None:
@@ -61,11 +72,11 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=title)
+    t = Table(title=safe(title))
     for c in columns:
-        t.add_column(c)
+        t.add_column(safe(c))
     for r in rows:
-        t.add_row(*["" if v is None else str(v) for v in r])
+        t.add_row(*["" if v is None else safe(v) for v in r])
     Console(highlight=False).print(t)
 
 
@@ -73,6 +84,6 @@ def markdown_table(columns: list[str], rows: list[list[Any]]) -> str:
     """A GitHub-flavoured markdown table; '|' inside cells and headers is escaped."""
 
     def cells(values) -> str:
-        return "| " + " | ".join(str(v).replace("|", "\\|") for v in values) + " |"
+        return "| " + " | ".join(printable(v).replace("|", "\\|") for v in values) + " |"
 
     return "\n".join([cells(columns), "|" + "---|" * len(columns), *(cells(r) for r in rows)])

@@ -40,9 +40,9 @@ def _quiet_stdout():
 
 
 def _stage(n: int, text: str) -> float:
-    from edgeproof.cli.console import info
+    from edgeproof.cli.console import info, safe
 
-    info(f"[bold cyan][{n}/5][/] {text}")
+    info(f"[bold cyan]\\[{n}/5][/] {safe(text)}", markup=True)
     return time.perf_counter()
 
 
@@ -50,8 +50,6 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from rich.markup import escape
-
     from edgeproof.cli.console import error_line, info
 
     prog = not args.no_progress
@@ -84,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     timings["convert"] = time.perf_counter() - t
     failed = [a for a in manifest.artifacts if a.status != "ok"]
     for a in manifest.artifacts:
-        info(escape(f"      {a.format:15s} {a.status:6s} {(a.bytes or 0) / 1024:8.1f} KiB  {a.error or ''}"))
+        info(f"      {a.format:15s} {a.status:6s} {(a.bytes or 0) / 1024:8.1f} KiB  {a.error or ''}")
 
     t = _stage(4, "parity: every artifact × backend vs the Keras model")
     from edgeproof.parity import report as report_mod
@@ -95,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     timings["parity"] = time.perf_counter() - t
     report_mod.print_table(rep)
     if rep.e2e:
-        info(escape(f"      end-to-end: {rep.e2e['verdict']}"))
+        info(f"      end-to-end: {rep.e2e['verdict']}")
 
     t = _stage(5, "runtime (no TensorFlow) on sample test images")
     _sample_predictions(run_dir, art_dir)
@@ -115,13 +113,11 @@ def run(args: argparse.Namespace) -> int:
         error_line(f"demo: parity failed: {line}")
         status = 1
     if status == 0:
-        info("[bold green]every artifact matches the trained model within its tolerance[/]")
+        info("[bold green]every artifact matches the trained model within its tolerance[/]", markup=True)
     return status
 
 
 def _sample_predictions(run_dir: Path, art_dir: Path, count: int = 4) -> None:
-    from rich.markup import escape
-
     from edgeproof.cli.console import info
     from edgeproof.formats import FORMATS, artifact_filename
     from edgeproof.runtime import load
@@ -140,4 +136,4 @@ def _sample_predictions(run_dir: Path, art_dir: Path, count: int = 4) -> None:
         for (p, y), preds in zip(picks, top):
             shown = ", ".join(f"{lab} {s:.2f}" for lab, s in preds)
             mark = "✓" if preds[0][0] == run.labels[y] else "✗"
-            info(escape(f"      {mark} {Path(p).name:28s} true {run.labels[y]:12s} -> {shown}"))
+            info(f"      {mark} {Path(p).name:28s} true {run.labels[y]:12s} -> {shown}")

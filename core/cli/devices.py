@@ -77,11 +77,18 @@ def run(args: argparse.Namespace) -> int:
         print_json({"profile": profile.name, "reasons": reasons, "facts": host_facts().to_dict(),
                     "detail": profile.to_dict()})
         return 0
-    print(profile.name)
+    _say(profile.name)
     for r in reasons:
-        print(f"  - {r}")
-    print(f"use it with: edgeproof bench --device {profile.name}   (details: edgeproof devices show {profile.name})")
+        _say(f"  - {r}")
+    _say(f"use it with: edgeproof bench --device {profile.name}   (details: edgeproof devices show {profile.name})")
     return 0
+
+
+def _say(text: Any) -> None:
+    """A line of profile text (profiles can be user TOML files): control characters shown escaped."""
+    from edgeproof.text import printable
+
+    print(printable(text))
 
 
 def _print_profile(p: Any, checks: list[tuple[bool, str]]) -> None:
@@ -100,13 +107,13 @@ def _print_profile(p: Any, checks: list[tuple[bool, str]]) -> None:
              ("file", p.source)]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
-        print(f"{k:<{width}}  {v}")
-    print("install (runtime only):")
+        _say(f"{k:<{width}}  {v}")
+    _say("install (runtime only):")
     for line in p.install:
-        print(f"  {line}")
-    print("known limits:")
+        _say(f"  {line}")
+    _say("known limits:")
     for line in p.limits:
-        print(f"  - {line}")
-    print("this host:")
+        _say(f"  - {line}")
+    _say("this host:")
     for ok, message in checks:
-        print(f"  [{'ok' if ok else 'no'}] {message}")
+        _say(f"  [{'ok' if ok else 'no'}] {message}")

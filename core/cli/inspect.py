@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from edgeproof.cli.console import print_json
     from edgeproof.errors import UsageError
     from edgeproof.runtime.inspect import inspect_model
+    from edgeproof.text import printable
 
     if not re.fullmatch(r"\d+(\.\d+){0,2}", args.runtime_version):
         raise UsageError(f"--runtime-version '{args.runtime_version}' is not a version; give X.Y.Z such as 2.14.0")
@@ -93,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     for rt in r.get("runtimes", []):
         lines.append(f"runtime {rt['runtime']}: {rt['status']}" + (f" — {rt['detail']}" if rt["detail"] else ""))
     lines += [f"note: {n}" for n in r.get("notes", [])]
-    print("\n".join(lines))
+    print("\n".join(printable(line) for line in lines))  # labels, names and paths come from the file
     if bad_meta:
         from edgeproof.cli.console import error_line
 

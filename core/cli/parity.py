@@ -118,8 +118,6 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from rich.markup import escape
-
     from edgeproof.cli.console import error_line, info, print_json
     from edgeproof.errors import UsageError
     from edgeproof.parity import report as report_mod
@@ -134,17 +132,17 @@ def run(args: argparse.Namespace) -> int:
     else:
         report_mod.print_table(rep)
         if rep.e2e:
-            info(escape(f"end-to-end: {rep.e2e['verdict']}"))
+            info(f"end-to-end: {rep.e2e['verdict']}")
         for t in rep.triage:
             if t.error:
-                info(escape(f"triage {t.artifact}: could not run: {t.error}"))
+                info(f"triage {t.artifact}: could not run: {t.error}")
                 continue
-            info(escape(f"triage {t.artifact}: worst layer(s) {', '.join(le.label() for le in t.worst)}"
-                        + (f" — {t.worst[0].reason}" if t.worst and t.worst[0].reason else "")))
+            info(f"triage {t.artifact}: worst layer(s) {', '.join(le.label() for le in t.worst)}"
+                 + (f" — {t.worst[0].reason}" if t.worst and t.worst[0].reason else ""))
             before = next((r for r in rep.rows if r.artifact == t.artifact and r.comparison is not None), None)
             for label, r in ([("before", before)] if before and t.fixes else []) + \
                     [(f"fix {getattr(f, 'variant', '')}", f) for f in t.fixes]:
-                info(escape(f"  {label:13s} {r.status:5s} {_summary(r)}" + (f" -> {r.path}" if label != "before" else "")))
+                info(f"  {label:13s} {r.status:5s} {_summary(r)}" + (f" -> {r.path}" if label != "before" else ""))
         info(f"report: {rep.files.get('markdown')}  {rep.files.get('json')}")
     if not rep.passed:
         for line in report_mod.failure_lines(rep):

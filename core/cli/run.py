@@ -11,6 +11,7 @@ import sys
 
 from edgeproof.errors import EdgeproofError, UsageError
 from edgeproof.formats import BACKENDS
+from edgeproof.text import printable
 
 NAME_W = 40
 SKIP_LINES = 10  # skipped inputs listed by name in the text summary (--json lists up to 100)
@@ -239,8 +240,8 @@ def _run_checked(args: argparse.Namespace, source_spec: str, capture_factory, pi
     out = sys.stdout
     if not args.json:
         where = (model.placement or {}).get("where", "?")
-        print(f"model: {model.path.name} ({model.format or 'no edgeproof metadata'}; {model.backend_name}; {where})",
-              file=sys.stderr)
+        print(printable(f"model: {model.path.name} ({model.format or 'no edgeproof metadata'}; "
+                        f"{model.backend_name}; {where})"), file=sys.stderr)
         out.write(f"{'input':<{NAME_W}}  {'top-1':<16} {'score':>6}   top-{args.top_k}\n")
 
     def on_result(r) -> bool:
@@ -251,9 +252,9 @@ def _run_checked(args: argparse.Namespace, source_spec: str, capture_factory, pi
                                   "top_k": [{"label": lb, "score": round(s, 6)} for lb, s in r.topk],
                                   "latency_ms": round(r.latency_ms, 4)}) + "\n")
         else:
-            label, score = r.topk[0]
-            rest = "  ".join(f"{lb} {s:.3f}" for lb, s in r.topk[1:])
-            out.write(f"{_short(r.name):<{NAME_W}}  {label:<16} {score:6.3f}   {rest}\n")
+            label, score = r.topk[0]  # labels and names come from files: control characters shown escaped
+            rest = "  ".join(f"{printable(lb)} {s:.3f}" for lb, s in r.topk[1:])
+            out.write(f"{printable(_short(r.name)):<{NAME_W}}  {printable(label):<16} {score:6.3f}   {rest}\n")
         out.flush()
         if saver is not None:
             saver.add(r.name, r.frame, r.topk)
@@ -374,4 +375,4 @@ def _report(args, summary, model, saver, source_lost: bool = False, engine: dict
     if saver is not None and saver.written:
         what = saver.video_path if saver.video else f"{len(saver.written)} annotated image(s) in {saver.dir}"
         lines.append(f"saved: {what}")
-    print("\n".join(lines), file=sys.stderr)
+    print("\n".join(printable(line) for line in lines), file=sys.stderr)

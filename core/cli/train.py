@@ -87,10 +87,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         acc = summary["accuracy"]
         console.info(
-            f"[bold green]trained[/] {summary['model']} on {summary['data_root']}: accuracy train "
+            f"[bold green]trained[/] {console.safe(summary['model'])} on {console.safe(summary['data_root'])}: accuracy train "
             f"{_pct(acc['train'])} / val {_pct(acc['val'])} / test {_pct(acc['test'])}, "
             f"{summary['epochs_run']} epochs (best {summary['best_epoch']}), "
-            f"{summary['seconds']['total']:.1f} s")
+            f"{summary['seconds']['total']:.1f} s", markup=True)
         console.info(f"run folder: {run_path}")
     return 0
 

@@ -71,7 +71,7 @@ class Backend(ABC):
 
         from edgeproof.cli.console import warn
 
-        warn(f"[bold red]{kind} FALLBACK[/]: {escape(message)}. {then} (--allow-fallback).")
+        warn(f"[bold red]{kind} FALLBACK[/]: {escape(message)}. {then} (--allow-fallback).", markup=True)
 
     @abstractmethod
     def load(self) -> None:

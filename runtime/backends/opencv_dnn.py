@@ -56,7 +56,7 @@ class OpenCVBackend(Backend):
                 raise EdgeproofError(msg + " (use --backend onnxruntime, or --allow-fallback)")
             from edgeproof.cli.console import warn
 
-            warn(f"[bold red]FALLBACK[/]: {msg}")
+            warn(f"[bold red]FALLBACK[/]: {msg}", markup=True)
         # ONNX Runtime parses and checks the graph first (it rejects damaged files cleanly); OpenCV's importer
         # can crash the process on them, so it reads an unvouched file in a guarded child first.
         self.input_spec, self.output_spec, self._props = onnx_io(self.path)

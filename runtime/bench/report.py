@@ -62,12 +62,14 @@ def print_table(doc: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"edgeproof bench — {one_line(doc['machine'])}", title_justify="left")
+    from edgeproof.cli.console import safe
+
+    t = Table(title=safe(f"edgeproof bench — {one_line(doc['machine'])}"), title_justify="left")
     for c in COLUMNS:
         t.add_column(c, no_wrap=c != "placement", justify="left" if c in ("format", "backend", "placement")
                      else "right")
     for r in doc["results"]:
-        t.add_row(*row(r))
+        t.add_row(*(safe(c) for c in row(r)))
     Console(highlight=False, width=None if sys.stdout.isatty() else 220).print(t)
 
 
