@@ -260,6 +260,12 @@ def check_onnx(path: str | Path) -> None:
     # A ModelProto starts with a field key: ir_version (0x08) or, from other writers, any small field number.
     if head[0] & 7 not in (0, 2) or head[0] >> 3 == 0 or head[0] >> 3 > 32:
         raise invalid(path, "onnx", f"it does not start like an ONNX protobuf (found {_describe_head(head)})")
+    from edgeproof.runtime.onnx_external import outside_folder
+
+    escape = outside_folder(path)  # before any runtime (OpenCV, OpenVINO) opens the named file as weights
+    if escape is not None:
+        raise InvalidModel(f"{path.name} names external data '{escape}' outside its folder; a model's external "
+                           "data files must sit beside it (relative paths, no '..'): refusing to open it")
 
 
 def check_file(path: str | Path, family: str) -> None:
