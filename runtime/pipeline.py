@@ -66,6 +66,7 @@ class Summary:
     dropped: int = 0  # live frames dropped because inference was slower than capture
     stopped: str | None = None
     interrupted: bool = False
+    terminated: bool = False  # the interruption was SIGTERM (runtime.stop_signals), not Ctrl-C
 
     @property
     def fps(self) -> float:
@@ -298,8 +299,11 @@ def run_pipeline(model, source: Source, on_result: Callable[[Result], None], bat
         flush()
         if failure:
             raise failure[0]
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        from edgeproof.runtime.stop_signals import Terminated
+
         summary.interrupted = True
+        summary.terminated = isinstance(exc, Terminated)
     except _StopRequested:
         source.stop_reason = "stopped by the user"
     finally:
@@ -322,5 +326,5 @@ def stop_reason(summary: Summary, limit: int | None, source: Source) -> str | No
     if limit is not None and summary.count >= limit:
         return f"limit of {limit} reached"
     if summary.interrupted:
-        return "interrupted (Ctrl-C)"
+        return "terminated (SIGTERM)" if summary.terminated else "interrupted (Ctrl-C)"
     return source.stop_reason

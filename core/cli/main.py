@@ -51,7 +51,12 @@ def main(args: argparse.Namespace) -> int:
             raise
         error_line(str(exc))
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        from edgeproof.runtime.stop_signals import EXIT_TERMINATED, Terminated
+
+        if isinstance(exc, Terminated):  # SIGTERM before or after the pipeline (model loading, say)
+            error_line("terminated (SIGTERM)")
+            return EXIT_TERMINATED
         error_line("interrupted")
         return 130
     except Exception as exc:  # an unexpected bug: one line, traceback only with --debug

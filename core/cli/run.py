@@ -27,6 +27,8 @@ EXIT_CODES = (
     "       (the results before it are printed; a service manager can restart on it)\n"
     "  2    bad input or usage (model, source, flags), or nothing at all could be processed\n"
     "  130  interrupted (Ctrl-C); the summary of what ran is still printed\n"
+    "  143  terminated (SIGTERM: systemd, docker stop, Kubernetes): stopped as on Ctrl-C, summary printed,\n"
+    "       camera released, --save video finalized\n"
     "  Live frames dropped because inference was slower than the camera are reported, not an error.\n"
     "\n"
     "Images are checked before decoding; one whose header declares more than EDGEPROOF_MAX_IMAGE_PIXELS\n"
@@ -161,8 +163,11 @@ def _short(name: str, width: int = NAME_W) -> str:
 
 
 def run(args: argparse.Namespace, capture_factory=None, picam_factory=None) -> int:
+    from edgeproof.runtime.stop_signals import terminate_as_interrupt
+
     try:
-        return _run(args, capture_factory, picam_factory)
+        with terminate_as_interrupt():  # SIGTERM stops the run as Ctrl-C does (exit 143)
+            return _run(args, capture_factory, picam_factory)
     except BrokenPipeError:  # `edgeproof run ... | head`: the reader left; stop quietly
         import os
 
@@ -288,10 +293,12 @@ def _run_checked(args: argparse.Namespace, source_spec: str, capture_factory, pi
 
 
 def exit_code(summary, source_lost: bool = False) -> int:
-    """130 interrupted; 2 (an error line) when nothing was processed; 4 when a live source was lost mid-run;
+    """130 interrupted (143 by SIGTERM); 2 (an error line) when nothing was processed; 4 when a live source was lost mid-run;
     3 when some inputs were skipped; else 0."""
     if summary.interrupted:
-        return 130
+        from edgeproof.runtime.stop_signals import EXIT_TERMINATED
+
+        return EXIT_TERMINATED if getattr(summary, "terminated", False) else 130
     if summary.count == 0:
         if summary.skipped_total:
             name, why = summary.skipped[0]
