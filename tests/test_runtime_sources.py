@@ -300,25 +300,16 @@ def test_threads_release_after_run(model, image_tree):
 
 
 _SIGINT_CHILD = r'''
-import signal, sys, time
+import signal, sys
 # A terminal's Ctrl-C semantics whatever this child inherited: started from a background job, SIGINT is
 # SIG_IGN and Python then installs no KeyboardInterrupt handler of its own.
 signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, sys.argv[1])
-from _runtime_models import color_onnx, solid
+from _endless_camera import Endless
+from _runtime_models import color_onnx
 from edgeproof.runtime import load
 from edgeproof.runtime.pipeline import run_pipeline
 from edgeproof.runtime.sources import open_source
-
-
-class Endless:  # an endless camera, bounded at 60 s so a lost signal fails the test instead of hanging it
-    t0 = time.monotonic()
-    def isOpened(self): return True
-    def get(self, prop): return 30.0
-    def read(self):
-        time.sleep(0.002)
-        return time.monotonic() - self.t0 < 60, solid("green")
-    def release(self): print("released", flush=True)
 
 
 seen = [0]

@@ -15,22 +15,13 @@ cv2 = pytest.importorskip("cv2")
 pytest.importorskip("onnxruntime")
 
 _CHILD = r'''
-import sys, time
+import sys
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
-from _runtime_models import color_onnx, solid
+from _endless_camera import Endless
+from _runtime_models import color_onnx
 from edgeproof.cli import run as run_cmd
 from edgeproof.cli.main import main, parse_args
-
-
-class Endless:  # an endless camera, bounded at 60 s so a lost signal fails the test instead of hanging it
-    t0 = time.monotonic()
-    def isOpened(self): return True
-    def get(self, prop): return 30.0
-    def read(self):
-        time.sleep(0.005)
-        return time.monotonic() - self.t0 < 60, solid("green")
-    def release(self): print("released", file=sys.stderr, flush=True)
 
 
 seen = [0]
@@ -51,7 +42,7 @@ tmp = Path(sys.argv[2])
 args = parse_args(["run", str(color_onnx(tmp / "c.onnx-fp32.onnx")), "--source", "0", "--json",
                    "--save", str(tmp / "out")])
 real = run_cmd.run
-args.func = lambda a: real(a, capture_factory=lambda t: Endless())
+args.func = lambda a: real(a, capture_factory=lambda t: Endless(0.005, sys.stderr))
 sys.exit(main(args))
 '''
 
