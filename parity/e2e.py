@@ -41,25 +41,50 @@ def tf_batch(paths: list[str], pp: Preprocess) -> tuple[np.ndarray, list[int], l
 def preprocessing_drift(keras_model, paths: list[str], pp: Preprocess, x_cv: np.ndarray, ref_cv: np.ndarray,
                         labels: np.ndarray | None, rows=()) -> dict:
     """Preprocessing drift, plus each artifact's end-to-end drift: artifact(OpenCV) vs Keras(TF decode)."""
+    return drift_report(*tf_side(keras_model, paths, pp, x_cv), ref_cv, labels, rows)
+
+
+def tf_side(keras_model, paths: list[str], pp: Preprocess, x_cv: np.ndarray):
+    """The per-image half (any subset of the images, e.g. one Ray batch): Keras on the TF decode of `paths`.
+
+    Returns (Keras probabilities of the decoded ones, their indices, skipped [(path, why)], pixel stats vs x_cv)."""
     from edgeproof.parity.reference import predict
 
     x_tf, used, skipped = tf_batch(paths, pp)
+    if not used:
+        return np.zeros((0, 0), np.float32), used, skipped, pixel_stats(x_tf, x_tf)
+    return predict(keras_model, x_tf), used, skipped, pixel_stats(x_tf, x_cv[np.asarray(used)])
+
+
+def pixel_stats(x_tf: np.ndarray, x_cv: np.ndarray) -> dict:
+    """|TF pixels - OpenCV pixels| as sums, so parts computed apart (Ray batches) add up to the whole."""
+    pix = np.abs(x_tf.astype(np.float64) - x_cv.astype(np.float64))
+    return {"max": float(pix.max()) if pix.size else 0.0, "sum": float(pix.sum()), "n": int(pix.size),
+            "identical": int(np.count_nonzero(pix == 0))}
+
+
+def merge_pixel_stats(parts: list[dict]) -> dict:
+    return {"max": max((p["max"] for p in parts), default=0.0), "sum": sum(p["sum"] for p in parts),
+            "n": sum(p["n"] for p in parts), "identical": sum(p["identical"] for p in parts)}
+
+
+def drift_report(ref_tf: np.ndarray, used: list[int], skipped: list[tuple[str, str]], pix: dict,
+                 ref_cv: np.ndarray, labels: np.ndarray | None, rows=()) -> dict:
+    """The whole-set half: the report from tf_side's results (merged over the parts) and the OpenCV-path run."""
     if not used:
         return {"what": "Keras(TF decode/resize) vs Keras(OpenCV runtime preprocessing), same files",
                 "n": 0, "skipped": len(skipped), "error": "TensorFlow could not decode any of the images",
                 "probs_mean_abs": 0.0, "top1_changed": 0}
     idx = np.asarray(used)
-    x_cv, ref_cv = x_cv[idx], ref_cv[idx]
+    ref_cv = ref_cv[idx]
     labels = labels[idx] if labels is not None else None
-    ref_tf = predict(keras_model, x_tf)
-    pix = np.abs(x_tf.astype(np.float64) - x_cv.astype(np.float64))
     tm = tensor_metrics(ref_tf, ref_cv)
     km = task_metrics(ref_tf, ref_cv, labels)
     return {
         "what": "Keras(TF decode/resize) vs Keras(OpenCV runtime preprocessing), same files",
-        "pixels_max_abs": float(pix.max()) if pix.size else 0.0,
-        "pixels_mean_abs": float(pix.mean()) if pix.size else 0.0,
-        "pixels_identical_fraction": float(np.mean(pix == 0)) if pix.size else 1.0,
+        "pixels_max_abs": pix["max"],
+        "pixels_mean_abs": pix["sum"] / pix["n"] if pix["n"] else 0.0,
+        "pixels_identical_fraction": pix["identical"] / pix["n"] if pix["n"] else 1.0,
         **{f"probs_{k}": v for k, v in tm.to_dict().items()},
         "top1_changed": km.n - km.top1_agree_count,
         "n": km.n,

@@ -85,10 +85,15 @@ class Batches:
         if key not in self._cache:
             x, used, skipped = load_batch(self.images.paths, pp)
             if skipped:
-                raise UsageError(f"{len(skipped)} parity image(s) cannot be read, e.g. {skipped[0][0]}: "
-                                 f"{skipped[0][1]}; remove or replace them, or pass --data DIR")
+                raise unreadable(skipped)
             self._cache[key] = (x, used)
         return self._cache[key][0]
+
+
+def unreadable(skipped: list[tuple[str, str]]) -> UsageError:
+    """Parity judges every image or none: unreadable ones are an error naming the first (path, why)."""
+    return UsageError(f"{len(skipped)} parity image(s) cannot be read, e.g. {skipped[0][0]}: {skipped[0][1]}; "
+                      "remove or replace them, or pass --data DIR")
 
 
 def find_artifacts(folder: Path) -> list[tuple[Path, Format | None]]:
@@ -101,7 +106,7 @@ def find_artifacts(folder: Path) -> list[tuple[Path, Format | None]]:
     return found
 
 
-def _latency(model, x: np.ndarray, reps: int = LATENCY_REPS) -> float | None:
+def latency_p50_ms(model, x: np.ndarray, reps: int = LATENCY_REPS) -> float | None:
     if len(x) == 0:
         return None
     model.predict(x[:1])
@@ -120,41 +125,60 @@ def evaluate(path: Path, fmt: Format | None, backend: str, batches: Batches, ref
     An artifact that does not match its manifest's sha256 (verify) is a failed row ('integrity'),
     whichever backend: the other artifacts are still judged and parity exits 1 naming it.
     """
-    from edgeproof.errors import IntegrityError
     from edgeproof.runtime import load
 
-    name = path.name
-    row = Row(artifact=name, path=path, format=fmt.name if fmt else None, backend=backend, status="fail",
-              size_bytes=path.stat().st_size)
     model = None
     try:
         model = load(path, backend=backend, verify=verify)
         if fmt is None and model.format in FORMATS:
             fmt = FORMATS[model.format]
-            row.format = fmt.name
         x = batches.get(model.preprocess)
         probs = model.predict(x)
-        if probs.shape != reference.shape:
-            raise EdgeproofError(f"output shape {probs.shape} differs from the Keras model's {reference.shape}")
-        row.comparison = compare(reference, probs, batches.images.labels, tol)
-        row.latency_p50_ms = _latency(model, x)
-        row.preds, row.probs = probs.argmax(axis=1), probs
+        latency = latency_p50_ms(model, x)
     except Exception as exc:  # noqa: BLE001 - any load/run error is a row, judged by the policy above
-        why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}" if str(exc) else type(exc).__name__
-        if isinstance(exc, IntegrityError):
-            row.status, row.reason = "error", why
-            row.failures = [Failure("integrity", why, "sha256 as in manifest.json", f"refused: {why}", name,
-                                    backend)]
-        elif listed:
-            row.status, row.reason = "error", why
-            row.failures = [Failure("load/run", why, "loads and runs", f"cannot load/run with listed backend "
-                                    f"'{backend}': {why}", name, backend)]
-        else:
-            row.status, row.reason = "unsupported", f"not in {row.format or 'this format'}'s backends; {why}"
-        return row
+        return error_row(path, fmt, backend, failure_of(exc), listed)
     finally:
         if model is not None:
             model.close()
+    return judge(path, fmt, backend, probs, latency, reference, batches.images.labels, tol, listed)
+
+
+def failure_of(exc: BaseException) -> tuple[str, bool]:
+    """(the one-line reason a row shows, whether it is an integrity failure) for a load/run error."""
+    from edgeproof.errors import IntegrityError
+
+    why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}" if str(exc) else type(exc).__name__
+    return why, isinstance(exc, IntegrityError)
+
+
+def error_row(path: Path, fmt: Format | None, backend: str, failure: tuple[str, bool], listed: bool) -> Row:
+    """The row of an artifact that could not be loaded or run (failure: from failure_of)."""
+    why, integrity = failure
+    name = path.name
+    row = Row(artifact=name, path=path, format=fmt.name if fmt else None, backend=backend, status="error",
+              reason=why, size_bytes=path.stat().st_size)
+    if integrity:
+        row.failures = [Failure("integrity", why, "sha256 as in manifest.json", f"refused: {why}", name, backend)]
+    elif listed:
+        row.failures = [Failure("load/run", why, "loads and runs", f"cannot load/run with listed backend "
+                                f"'{backend}': {why}", name, backend)]
+    else:
+        row.status, row.reason = "unsupported", f"not in {row.format or 'this format'}'s backends; {why}"
+    return row
+
+
+def judge(path: Path, fmt: Format | None, backend: str, probs: np.ndarray, latency_ms: float | None,
+          reference: np.ndarray, labels: np.ndarray | None, tol: Tolerance, listed: bool) -> Row:
+    """The row of an artifact that ran: its probabilities against the reference, by the tolerance."""
+    if probs.shape != reference.shape:
+        exc = EdgeproofError(f"output shape {probs.shape} differs from the Keras model's {reference.shape}")
+        return error_row(path, fmt, backend, failure_of(exc), listed)
+    name = path.name
+    row = Row(artifact=name, path=path, format=fmt.name if fmt else None, backend=backend, status="fail",
+              size_bytes=path.stat().st_size)
+    row.comparison = compare(reference, probs, labels, tol)
+    row.latency_p50_ms = latency_ms
+    row.preds, row.probs = probs.argmax(axis=1), probs
     for f in row.comparison.failures:
         f.artifact, f.backend = name, backend
     row.failures = list(row.comparison.failures)
@@ -164,31 +188,53 @@ def evaluate(path: Path, fmt: Format | None, backend: str, batches: Batches, ref
     return row
 
 
-def run_matrix(artifacts: list[tuple[Path, Format | None]], batches: Batches, reference: np.ndarray,
-               backends: list[str] | None, tol_flags: dict, progress=None, verify: bool = True) -> list[Row]:
-    rows: list[Row] = []
+@dataclass
+class Planned:
+    """One artifact x backend of the matrix; `skip` says why it is not run (then it is a 'skipped' row)."""
+
+    path: Path
+    fmt: Format | None  # from the file name
+    backend: str
+    judged_as: Format | None = None  # from the name or else the embedded metadata: whose tolerance applies
+    listed: bool = False
+    skip: str | None = None
+
+
+def plan_matrix(artifacts: list[tuple[Path, Format | None]], backends: list[str] | None) -> list[Planned]:
     plan = []
     for path, fmt in artifacts:
         for b in backends_for(path):
-            if backends is None or b in backends:
-                plan.append((path, fmt, b))
+            if backends is not None and b not in backends:
+                continue
+            meta_fmt = fmt.name if fmt else _meta_format(path)
+            entry = Planned(path, fmt, b, FORMATS[meta_fmt] if meta_fmt else None,
+                            listed=meta_fmt is not None and b in FORMATS[meta_fmt].backends)
+            if not backend_installed(b):
+                entry.skip = f"backend not installed: {BACKENDS[b].install}"
+            elif meta_fmt is None:
+                entry.skip = ("unknown format (no model.<format><suffix> name and no edgeproof metadata); "
+                              "no tolerance to judge it by")
+            plan.append(entry)
+    return plan
+
+
+def run_matrix(artifacts: list[tuple[Path, Format | None]], batches: Batches, reference: np.ndarray,
+               backends: list[str] | None, tol_flags: dict, progress=None, verify: bool = True,
+               evaluate_fn=evaluate) -> list[Row]:
+    """Every planned artifact x backend as a Row; evaluate_fn (evaluate's signature) judges one: the local
+    evaluate, or the Ray engine's, which hands back what its actors computed."""
+    rows: list[Row] = []
+    plan = plan_matrix(artifacts, backends)
     task = progress.add_task("parity", total=len(plan)) if progress is not None else None
-    for path, fmt, b in plan:
+    for p in plan:
         if progress is not None:
-            progress.update(task, description=f"parity {path.name} ({b})")
-        meta_fmt = fmt.name if fmt else _meta_format(path)
-        listed = meta_fmt is not None and b in FORMATS[meta_fmt].backends
-        if not backend_installed(b):
-            rows.append(Row(path.name, path, fmt.name if fmt else None, b, "skipped",
-                            f"backend not installed: {BACKENDS[b].install}", path.stat().st_size))
-        elif meta_fmt is None:
-            rows.append(Row(path.name, path, None, b, "skipped",
-                            "unknown format (no model.<format><suffix> name and no edgeproof metadata); "
-                            "no tolerance to judge it by", path.stat().st_size))
+            progress.update(task, description=f"parity {p.path.name} ({p.backend})")
+        if p.skip is not None:
+            rows.append(Row(p.path.name, p.path, p.fmt.name if p.fmt else None, p.backend, "skipped", p.skip,
+                            p.path.stat().st_size))
         else:
-            f = FORMATS[meta_fmt]
-            rows.append(evaluate(path, f, b, batches, reference, override(f.tolerance, **tol_flags), listed,
-                                 verify=verify))
+            rows.append(evaluate_fn(p.path, p.judged_as, p.backend, batches, reference,
+                                    override(p.judged_as.tolerance, **tol_flags), p.listed, verify=verify))
         if progress is not None:
             progress.advance(task)
     return rows

@@ -30,6 +30,7 @@ class ParityReport:
     labels: list[str] = field(default_factory=list)
     y_true: np.ndarray | None = None
     unverified: list[Failure] = field(default_factory=list)  # artifacts no backend could judge
+    engine: dict | None = None  # --engine ray: the cluster and actors that did the per-image work
 
     @property
     def failures(self) -> list[Failure]:
@@ -52,14 +53,19 @@ class ParityReport:
             "triage": [t.to_dict() for t in self.triage],
             "files": {k: str(v) for k, v in self.files.items()},
             "seconds": round(self.seconds, 2),
+            **({"engine": self.engine} if self.engine is not None else {}),
         }
 
 
 def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, data_dir: str | Path | None = None,
                split: str = "test", backends: list[str] | None = None, tol_flags: dict | None = None,
                triage: bool = True, fix: bool = False, out_dir: str | Path | None = None, e2e: bool = True,
-               progress: bool = True, write: bool = True, verify: bool = True) -> ParityReport:
-    """Judge every artifact against the run's Keras model; write parity.json/.md and PNGs to out_dir."""
+               progress: bool = True, write: bool = True, verify: bool = True, engine: str = "local",
+               address: str | None = None, workers: int | None = None) -> ParityReport:
+    """Judge every artifact against the run's Keras model; write parity.json/.md and PNGs to out_dir.
+
+    engine "ray": the per-image work (decode, Keras reference, every artifact x backend, the TF-decode side of
+    the drift check) runs on Ray Data actors (parity.ray_engine); the judging, report and gate are these."""
     from edgeproof.cli.console import progress as progress_bar
     from edgeproof.parity import data, reference, runner
     from edgeproof.train.run_dir import load_run
@@ -72,37 +78,49 @@ def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, dat
     artifacts = runner.find_artifacts(art_dir)  # fail fast, before TensorFlow loads
     images = data.from_dir(data_dir, run.labels, split) if data_dir else data.from_run(run, split)
     batches = runner.Batches(images)
+    y = images.labels
 
     with progress_bar(progress) as prog:
-        task = prog.add_task("Keras reference", total=2)
-        keras_model = reference.load_keras(run.model_path)
-        prog.advance(task)
-        x_ref = batches.get(run.preprocess)
-        ref = reference.predict(keras_model, x_ref)
-        ref_lat = percentile_ms(reference.latency_samples(keras_model, x_ref), 50)
-        prog.advance(task)
-        if ref.shape[1] != len(run.labels):
-            from edgeproof.errors import UsageError
+        if engine == "ray":
+            from edgeproof.parity.ray_engine import predict_on_ray
 
-            raise UsageError(f"the Keras model outputs {ref.shape[1]} classes but labels.txt lists "
-                             f"{len(run.labels)}; the run folder is inconsistent, re-run training")
-        y = images.labels
+            done = predict_on_ray(run, images, artifacts, backends, verify, e2e, address, workers, prog)
+            ref, ref_lat, keras_model = done.reference, done.reference_latency_ms, None
+            _check_classes(ref, run)
+            rows = runner.run_matrix(artifacts, batches, ref, backends, tol_flags, prog, verify=verify,
+                                     evaluate_fn=done.evaluate)
+            pre = done.preprocessing(rows) if e2e else None
+        else:
+            task = prog.add_task("Keras reference", total=2)
+            keras_model = reference.load_keras(run.model_path)
+            prog.advance(task)
+            x_ref = batches.get(run.preprocess)
+            ref = reference.predict(keras_model, x_ref)
+            ref_lat = percentile_ms(reference.latency_samples(keras_model, x_ref), 50)
+            prog.advance(task)
+            _check_classes(ref, run)
+            rows = runner.run_matrix(artifacts, batches, ref, backends, tol_flags, prog, verify=verify)
+            pre = None
+            if e2e:
+                from edgeproof.parity import e2e as e2e_mod
+
+                t = prog.add_task("preprocessing drift (TF vs OpenCV)", total=1)
+                pre = e2e_mod.preprocessing_drift(keras_model, images.paths, run.preprocess, x_ref, ref, y, rows)
+                prog.advance(t)
         ref_info = {"model": str(run.model_path), "latency_p50_ms": ref_lat, "n": len(ref),
                     "accuracy": float(np.mean(ref.argmax(1) == y)) if y is not None else None,
                     "correct": int(np.sum(ref.argmax(1) == y)) if y is not None else None}
-        rows = runner.run_matrix(artifacts, batches, ref, backends, tol_flags, prog, verify=verify)
         report = ParityReport(run_dir=run.root, artifacts_dir=art_dir, images_source=images.source,
                               n_images=len(ref), labelled=y is not None, reference=ref_info, rows=rows,
                               tolerance_flags=tol_flags, out_dir=out, labels=list(run.labels), y_true=y,
-                              unverified=_unverified(rows))
-        if e2e:
+                              unverified=_unverified(rows), engine=done.engine if engine == "ray" else None)
+        if pre is not None:
             from edgeproof.parity import e2e as e2e_mod
 
-            t = prog.add_task("preprocessing drift (TF vs OpenCV)", total=1)
-            pre = e2e_mod.preprocessing_drift(keras_model, images.paths, run.preprocess, x_ref, ref, y, rows)
             report.e2e = {"preprocessing": pre, **e2e_mod.dominance(pre, rows)}
-            prog.advance(t)
         if triage:
+            if keras_model is None and _triage_todo(rows):  # Ray: the triage (and --fix) runs here
+                keras_model = reference.load_keras(run.model_path)
             report.triage = _triage(rows, keras_model, run, art_dir, batches, ref, tol_flags, fix, out, prog)
     report.seconds = time.perf_counter() - t0
     if write:
@@ -110,6 +128,14 @@ def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, dat
 
         report.files = report_mod.write_all(report, out)
     return report
+
+
+def _check_classes(ref: np.ndarray, run) -> None:
+    if ref.shape[1] != len(run.labels):
+        from edgeproof.errors import UsageError
+
+        raise UsageError(f"the Keras model outputs {ref.shape[1]} classes but labels.txt lists "
+                         f"{len(run.labels)}; the run folder is inconsistent, re-run training")
 
 
 def _unverified(rows) -> list[Failure]:
@@ -127,17 +153,25 @@ def _unverified(rows) -> list[Failure]:
     return out
 
 
-def _triage(rows, keras_model, run, art_dir, batches, ref, tol_flags, fix, out, prog) -> list:
-    from edgeproof.formats import FORMATS
-    from edgeproof.parity.gate import override
-    from edgeproof.parity.triage import TRIAGE_FORMATS, triage_artifact
+def _triage_todo(rows) -> list:
+    """One triage per failing artifact (its first failing backend)."""
+    from edgeproof.parity.triage import TRIAGE_FORMATS
 
     todo, seen = [], set()
-    for r in rows:  # one triage per failing artifact (its first failing backend)
+    for r in rows:
         if r.status in ("fail", "error") and r.format in TRIAGE_FORMATS and r.artifact not in seen \
                 and r.comparison is not None:
             seen.add(r.artifact)
             todo.append(r)
+    return todo
+
+
+def _triage(rows, keras_model, run, art_dir, batches, ref, tol_flags, fix, out, prog) -> list:
+    from edgeproof.formats import FORMATS
+    from edgeproof.parity.gate import override
+    from edgeproof.parity.triage import triage_artifact
+
+    todo = _triage_todo(rows)
     if not todo:
         return []
     task = prog.add_task("quantization triage", total=len(todo))

@@ -26,7 +26,9 @@ pytest.importorskip("onnxruntime")
 from _runtime_models import LABELS, color_onnx, solid
 
 RAY_RUN_TIMEOUT = 240  # a local Ray starts in 3-15 s here; the whole run is bounded well below the test limit
-TIMING_KEYS = {"seconds", "fps", "p50_ms", "p90_ms", "p99_ms", "p50_preprocess_ms", "latency_ms", "engine"}
+TEARDOWN_S = 20  # after the child exits, every Ray process it started is gone within this
+TIMING_KEYS = {"seconds", "fps", "p50_ms", "p90_ms", "p99_ms", "p50_preprocess_ms", "latency_ms", "latency_p50_ms",
+               "engine", "files"}
 
 
 @pytest.fixture(scope="module")
@@ -101,9 +103,17 @@ def ray_run(folder) -> dict:
     seconds = time.monotonic() - t0
     lines = _lines(out)
     engine = lines[-1]["summary"]["engine"] if lines and "summary" in lines[-1] else {}
-    time.sleep(1.0)  # ray.shutdown has returned; give the kernel a moment to reap
-    left = _session_processes(child.pid, engine.get("session_dir") or "")
+    left = _left_after(child.pid, engine)
     return {"rc": child.returncode, "lines": lines, "stderr": err, "seconds": seconds, "engine": engine, "left": left}
+
+
+def _left_after(pid: int, engine: dict) -> list[str]:
+    """Ray processes of a finished child still alive after TEARDOWN_S (a worker that imported TensorFlow takes
+    a few seconds to exit once its raylet is gone)."""
+    deadline = time.monotonic() + TEARDOWN_S
+    while (left := _session_processes(pid, engine.get("session_dir") or "")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return left
 
 
 @pytest.mark.slow
@@ -170,3 +180,40 @@ def test_a_bad_model_fails_before_ray_starts(folder, tmp_path, capsys, monkeypat
     bad.write_bytes(b"not a model")
     assert run_cli(["run", str(bad), "--source", folder["imgs"], "--engine", "ray"]) == 2
     assert "bad.onnx" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_parity_on_ray_gives_the_local_report_and_gate(tiny_run, tiny_artifacts, tmp_path):
+    pytest.importorskip("tensorflow")
+    base = ["parity", str(tiny_run), "--artifacts", str(tiny_artifacts), "--json", "--no-triage"]
+    local = _cli(*base, "-o", str(tmp_path / "local"))
+    child = subprocess.Popen([sys.executable, "-m", "edgeproof", *base, "-o", str(tmp_path / "ray"), "--engine", "ray",
+                              "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    out, err = child.communicate(timeout=RAY_RUN_TIMEOUT)
+    assert child.returncode == local.returncode == 0, err + local.stderr
+    ours, theirs = json.loads(local.stdout), json.loads(out)
+    assert theirs["passed"] == ours["passed"] and theirs["failures"] == ours["failures"]  # the same gate
+    assert _without_timings(theirs) == _without_timings(ours)  # every row, metric, failure and the e2e drift
+    assert len(theirs["results"]) >= 7 and theirs["engine"]["name"] == "ray"
+    assert _left_after(child.pid, theirs["engine"]) == []
+
+
+@pytest.mark.slow
+def test_parity_on_ray_refuses_an_unreadable_image_as_locally(tiny_run, tiny_artifacts, shapes_dir, tmp_path):
+    pytest.importorskip("tensorflow")
+    import shutil
+
+    data = tmp_path / "data"
+    for d in sorted(p for p in (shapes_dir / "test").iterdir() if p.is_dir()):
+        (data / d.name).mkdir(parents=True)
+        for p in sorted(d.iterdir())[:5]:
+            shutil.copy(p, data / d.name)
+    (data / d.name / "zz_cut.png").write_bytes(next((data / d.name).iterdir()).read_bytes()[:40])
+    base = ["parity", str(tiny_run), "--artifacts", str(tiny_artifacts), "--data", str(data), "--backends",
+            "onnxruntime", "--no-e2e", "--json", "-o", str(tmp_path / "out")]
+    local, ray = _cli(*base), _cli(*base, "--engine", "ray", "--workers", "1")
+    assert local.returncode == ray.returncode == 2, ray.stderr
+    line = ray.stderr.strip().splitlines()[-1]
+    assert "1 parity image(s) cannot be read" in line and "zz_cut.png: " in line, ray.stderr
+    assert line == local.stderr.strip().splitlines()[-1]

@@ -80,6 +80,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-verify", action="store_true",
                    help="judge artifacts even when they differ from the sha256 in manifest.json (default: such an "
                         "artifact is a failed 'integrity' row)")
+    from edgeproof.cli.run_ray import add_engine_flags
+
+    add_engine_flags(p, "decoding and inference over the images (Keras and every artifact)")
     p.set_defaults(func=run)
 
 
@@ -109,7 +112,8 @@ def _run(args: argparse.Namespace):
                       tol_flags={"max_abs": args.max_abs, "min_agreement": args.min_agreement,
                                  "max_delta_acc": args.max_delta_acc},
                       triage=args.triage, fix=args.fix, out_dir=args.out, e2e=not args.no_e2e,
-                      progress=not args.no_progress and not args.json, verify=not args.no_verify)
+                      progress=not args.no_progress and not args.json, verify=not args.no_verify,
+                      engine=args.engine, address=args.address, workers=args.workers)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -124,6 +128,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.fix and not args.triage:
         raise UsageError("--fix needs triage; drop --no-triage")
+    from edgeproof.cli.run_ray import check_engine_flags
+
+    check_engine_flags(args)
     # stdout carries only the table / the JSON: converters print ("Saved artifact at ...") go to stderr
     with contextlib.redirect_stdout(sys.stderr):
         rep = _run(args)

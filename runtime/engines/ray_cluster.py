@@ -119,3 +119,20 @@ def _configure_data() -> None:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def engine_error(exc: BaseException, session: RaySession, infer_timeout: float = 0.0) -> EdgeproofError:
+    """An error from inside Ray as the one line the local engine would print (the actor's own EdgeproofError,
+    e.g. a model a worker cannot load), or what died and where its worker logs are."""
+    seen, cause = set(), exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, EdgeproofError) and type(cause).__module__.startswith("edgeproof"):
+            return cause
+        cause = getattr(cause, "cause", None) or cause.__cause__
+    text = str(exc).strip().splitlines()
+    first = next((ln for ln in text if "Error" in ln), text[0] if text else type(exc).__name__)[:300]
+    hint = (f"; an inference call over --infer-timeout ({infer_timeout:g} s) ends its worker" if infer_timeout
+            else "")
+    logs = f" (worker logs: {session.session_dir}/logs)" if session.session_dir else ""
+    return EdgeproofError(f"the Ray run failed: {first}{hint}{logs}")

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeproof.errors import EdgeproofError, UsageError
+from edgeproof.errors import UsageError
 from edgeproof.runtime.pipeline import Result, Summary, decode_item, stop_reason
 from edgeproof.runtime.sources import FileSource, Source
 
@@ -157,7 +157,13 @@ def run_on_ray(spec: LoadSpec, source: FileSource, on_result: Callable[[Result],
     Returns the Summary (the local engine's fields and meaning) and the engine's own figures: the cluster,
     the actor count, and count / busy seconds / images per second for each worker."""
     from edgeproof.runtime import image_check
-    from edgeproof.runtime.engines.ray_cluster import ROWS_PER_TASK, import_ray, map_on_actors, ray_session
+    from edgeproof.runtime.engines.ray_cluster import (
+        ROWS_PER_TASK,
+        engine_error,
+        import_ray,
+        map_on_actors,
+        ray_session,
+    )
 
     ray = import_ray()
     if workers is not None and workers < 1:
@@ -205,7 +211,7 @@ def run_on_ray(spec: LoadSpec, source: FileSource, on_result: Callable[[Result],
         except KeyboardInterrupt:
             summary.interrupted = True
         except Exception as exc:
-            raise _engine_error(exc, session, infer_timeout) from None
+            raise engine_error(exc, session, infer_timeout) from None
         finally:
             close = getattr(batches, "close", None)
             if close is not None:
@@ -219,20 +225,3 @@ def run_on_ray(spec: LoadSpec, source: FileSource, on_result: Callable[[Result],
 
 class _LimitReached(Exception):
     pass
-
-
-def _engine_error(exc: BaseException, session, infer_timeout: float) -> EdgeproofError:
-    """An error from inside Ray as the one line the local engine would print (the actor's own EdgeproofError,
-    e.g. a model a worker cannot load), or what died and where its logs are."""
-    seen, cause = set(), exc
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        if isinstance(cause, EdgeproofError) and type(cause).__module__.startswith("edgeproof"):
-            return cause
-        cause = getattr(cause, "cause", None) or cause.__cause__
-    text = str(exc).strip().splitlines()
-    first = next((ln for ln in text if "Error" in ln), text[0] if text else type(exc).__name__)[:300]
-    hint = (f"; an inference call over --infer-timeout ({infer_timeout:g} s) ends its worker" if infer_timeout
-            else "")
-    logs = f" (worker logs: {session.session_dir}/logs)" if session.session_dir else ""
-    return EdgeproofError(f"the Ray run failed: {first}{hint}{logs}")
