@@ -129,6 +129,20 @@ def parse_size(text: str) -> tuple[int, int]:
     return vals[0], vals[1]
 
 
+def set_pixel_limit(max_image_pixels: str | None) -> None:
+    """--max-image-pixels for this process (run, serve); a bad value or EDGEPROOF_MAX_IMAGE_PIXELS is one clear
+    error now, not one per image."""
+    from edgeproof.runtime import image_check
+
+    if max_image_pixels is not None:
+        try:
+            image_check.set_max_pixels(image_check.parse_pixels(max_image_pixels))
+        except ValueError:
+            raise UsageError(f"--max-image-pixels '{max_image_pixels}' is not a pixel count; give e.g. "
+                             "100000000 or 100M") from None
+    image_check.max_pixels()
+
+
 def parse_floats(flag: str, text: str) -> list[float]:
     try:
         vals = [float(v) for v in text.split(",") if v.strip()]
@@ -190,13 +204,7 @@ def _run(args: argparse.Namespace, capture_factory=None, picam_factory=None) -> 
         raise UsageError(f"--infer-timeout must be a number of seconds >= 0 (0 = no limit); got {args.infer_timeout}")
     from edgeproof.runtime import image_check
 
-    if args.max_image_pixels is not None:
-        try:
-            image_check.set_max_pixels(image_check.parse_pixels(args.max_image_pixels))
-        except ValueError:
-            raise UsageError(f"--max-image-pixels '{args.max_image_pixels}' is not a pixel count; give e.g. "
-                             "100000000 or 100M") from None
-    image_check.max_pixels()  # a bad EDGEPROOF_MAX_IMAGE_PIXELS is one clear error now, not one per image
+    set_pixel_limit(args.max_image_pixels)
     from edgeproof.cli.run_ray import check_engine_flags
 
     check_engine_flags(args)

@@ -1,0 +1,144 @@
+"""`edgeproof serve MODEL`: an HTTP inference API (classify, Open Inference Protocol v2, metrics, a phone page)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from edgeproof.errors import UsageError
+from edgeproof.formats import BACKENDS
+
+EPILOG = """examples:
+  edgeproof serve runs/demo/artifacts/model.tflite-int8.tflite
+  curl -F image=@photo.jpg 'http://127.0.0.1:8000/v1/classify?top_k=3'
+  edgeproof serve model.onnx --host 0.0.0.0 --api-key-file key.txt   # then open http://<device-ip>:8000/#key=...
+
+endpoints:
+  GET  /                      a page to choose or take a photo and see the top-k (phone-sized)
+  POST /v1/classify           an image (raw body image/jpeg|png|..., or multipart; several files are batched)
+  GET  /v1/model              the model card: labels, format, backend, placement, parity verdict
+  GET  /v2, /v2/health/live, /v2/health/ready, /v2/models/NAME[/ready], POST /v2/models/NAME/infer
+                              the Open Inference Protocol v2 (KServe / Triton / OpenVINO Model Server)
+  GET  /metrics               Prometheus metrics
+
+security: binds 127.0.0.1 by default; another --host needs an API key (--api-key-file or $EDGEPROOF_API_KEY,
+sent as 'Authorization: Bearer KEY') unless --insecure-no-auth. The page and /v2/health/* are public.
+SIGTERM or SIGINT finishes in-flight requests and exits 0; a bad model or flag exits 2 before binding."""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve a .tflite/.onnx model over HTTP (classify API, OIP v2, metrics, "
+                                     "a phone page); no TensorFlow",
+                       description="Serve a converted model over HTTP with dynamic batching (no TensorFlow).",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="the .tflite or .onnx file")
+    g = p.add_argument_group("network and security")
+    g.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    g.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 = any free port)")
+    g.add_argument("--api-key-file", metavar="F", help="file holding the API key clients send as a bearer token "
+                                                       "(default: $EDGEPROOF_API_KEY)")
+    g.add_argument("--insecure-no-auth", action="store_true",
+                   help="allow a non-loopback --host without an API key (anyone on the network can use it)")
+    g.add_argument("--cors", action="append", metavar="ORIGIN", default=[],
+                   help="allow browser pages from ORIGIN to call the API (repeatable; default: CORS off)")
+    g.add_argument("--max-body", default="8M", metavar="SIZE", help="largest request body, e.g. 8M (default); "
+                                                                    "bigger is refused with 413")
+    g.add_argument("--max-image-pixels", metavar="N", help="refuse images whose header declares more than N "
+                   "pixels with 400, e.g. 40M (default: $EDGEPROOF_MAX_IMAGE_PIXELS or 100M)")
+    g.add_argument("--access-log", action="store_true", help="log every request line on stderr")
+    b = p.add_argument_group("batching and concurrency")
+    b.add_argument("--max-batch", type=int, default=8, metavar="N",
+                   help="coalesce concurrent requests into inference calls of up to N images (default 8; 1 = off; "
+                        "models with a fixed batch size run one at a time)")
+    b.add_argument("--batch-timeout-ms", type=float, default=2.0, metavar="T",
+                   help="how long the first request of a batch waits for more (default 2 ms)")
+    b.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="interpreters, each with its own thread (default 1); inference never runs concurrently on "
+                        "one interpreter")
+    b.add_argument("--max-queue", type=int, default=256, metavar="N",
+                   help="images waiting for an interpreter before new requests get 503 (default 256)")
+    b.add_argument("--decode-threads", type=int, default=2, metavar="N",
+                   help="threads that decode and check images off the event loop (default 2)")
+    b.add_argument("--infer-timeout", type=float, default=60.0, metavar="S",
+                   help="an inference call over S seconds fails with 503 and marks the server not ready "
+                        "(default 60; 0 = no limit)")
+    m = p.add_argument_group("model")
+    m.add_argument("--name", help="model name in the OIP v2 API (default: from the file name)")
+    m.add_argument("--top-k", type=int, default=5, metavar="K", help="labels per image when the request gives no "
+                                                                     "top_k (default 5)")
+    m.add_argument("--backend", choices=list(BACKENDS), help="runtime to use (default: from the file type/format)")
+    m.add_argument("--threads", type=int, metavar="N", help="CPU threads per interpreter")
+    m.add_argument("--device", metavar="PROFILE", help="device profile (see 'edgeproof devices')")
+    m.add_argument("--delegate", action="append", metavar="LIB", help="TFLite delegate library (repeatable)")
+    m.add_argument("--provider", action="append", metavar="EP", help="ONNX Runtime execution provider (repeatable)")
+    m.add_argument("--allow-fallback", action="store_true",
+                   help="if a delegate/execution provider fails, warn loudly and run on the CPU instead of failing")
+    m.add_argument("--no-verify", action="store_true",
+                   help="load the model even if it does not match the sha256 in the manifest.json beside it")
+    o = p.add_argument_group("preprocessing overrides (for models without edgeproof metadata)")
+    o.add_argument("--size", metavar="HxW")
+    o.add_argument("--mean", metavar="a,b,c")
+    o.add_argument("--std", metavar="a,b,c")
+    o.add_argument("--scale", type=float, metavar="s")
+    o.add_argument("--bgr", action="store_true", default=None)
+    o.add_argument("--labels", metavar="FILE")
+    p.set_defaults(func=serve)
+
+
+def config_from(args: argparse.Namespace):
+    from edgeproof.runtime.serve.config import ServeConfig, parse_bytes, read_key
+
+    try:
+        max_body = parse_bytes(args.max_body)
+    except ValueError:
+        raise UsageError(f"--max-body '{args.max_body}' is not a size; give e.g. 8M, 512K or 1G") from None
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be >= 1; got {args.threads}")
+    return ServeConfig(host=args.host, port=args.port, api_key=read_key(args.api_key_file),
+                       insecure_no_auth=args.insecure_no_auth, max_body=max_body, max_batch=args.max_batch,
+                       batch_timeout_ms=args.batch_timeout_ms, workers=args.workers, max_queue=args.max_queue,
+                       decode_threads=args.decode_threads, infer_timeout=args.infer_timeout, cors=list(args.cors),
+                       top_k=args.top_k, name=args.name, access_log=args.access_log)
+
+
+def _announce(started, config) -> None:
+    m = started.model
+    pl = m.placement or {}
+    auth = "bearer key required" if config.auth else "no auth (loopback only)" if not config.insecure_no_auth \
+        else "NO AUTH (--insecure-no-auth)"
+    batching = (f"batches of up to {started.engine.max_batch} within {config.batch_timeout_ms:g} ms"
+                if started.engine.max_batch > 1 else
+                "no batching (the model has a fixed batch size)" if not started.engine.can_batch else "no batching")
+    lan = f" (phone: {started.lan_url}/)" if started.lan_url else ""
+    print(f"serving {m.path.name} as '{started.name}' at {started.url}/{lan}  [{m.format or 'no metadata'}; "
+          f"{m.backend_name}; {pl.get('where', '?')}; {batching}; {len(started.engine.models)} worker(s); {auth}; "
+          f"loaded in {started.load_s:.2f} s]", flush=True)
+
+
+def serve(args: argparse.Namespace) -> int:
+    import logging
+    import os
+
+    from edgeproof.cli.run import overrides_from, set_pixel_limit
+    from edgeproof.runtime.serve.server import require_extra
+    from edgeproof.runtime.serve.server import serve as run_server
+
+    require_extra()
+    config = config_from(args)
+    set_pixel_limit(args.max_image_pixels)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("edgeproof serve: %(levelname)s: %(message)s"))
+    logger = logging.getLogger("edgeproof.runtime.serve")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    load_options = {"backend": args.backend, "threads": args.threads, "device": args.device,
+                    "delegates": args.delegate, "providers": args.provider, "allow_fallback": args.allow_fallback,
+                    "overrides": overrides_from(args), "verify": not args.no_verify}
+    started = run_server(args.model, config, load_options, on_started=lambda s: _announce(s, config))
+    hung = started.engine.hung > 0
+    print(f"stopped serving {started.name}" + (" (an interpreter had hung; see the error above)" if hung else ""),
+          file=sys.stderr, flush=True)
+    if hung:  # a thread is still blocked inside native code: leave without waiting for it
+        sys.stdout.flush()
+        os._exit(0)
+    return 0

@@ -1,0 +1,129 @@
+"""Settings of one `edgeproof serve` process, checked once here (the library boundary).
+
+Defaults are safe like TorchServe's: loopback only, no key needed there; a non-loopback host needs an
+API key unless the user says `insecure_no_auth` out loud. Sizes take `8M`/`512K`/`1G` forms.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgeproof.errors import UsageError
+
+KEY_ENV = "EDGEPROOF_API_KEY"
+MIN_KEY_CHARS = 16
+KEY_HINT = "generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > key.txt"
+DEFAULT_MAX_BODY = 8 * 2**20
+MAX_IMAGES_PER_REQUEST = 64
+_UNITS = {"": 1, "B": 1, "K": 2**10, "KB": 2**10, "KIB": 2**10, "M": 2**20, "MB": 2**20, "MIB": 2**20,
+          "G": 2**30, "GB": 2**30, "GIB": 2**30}
+
+
+def parse_bytes(text: str | int) -> int:
+    """'8M' -> 8388608, '512K', '1G', '1000' (bytes); ValueError otherwise."""
+    s = str(text).strip().upper().replace(" ", "")
+    num = s.rstrip("KMGIB")
+    unit = s[len(num):]
+    if unit not in _UNITS or not num:
+        raise ValueError(text)
+    value = float(num) * _UNITS[unit]
+    if not math.isfinite(value) or value < 1:
+        raise ValueError(text)
+    return int(value)
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or a name that resolves only to loopback addresses ('localhost')."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except (socket.gaierror, UnicodeError):
+        return False
+    return bool(infos) and all(ipaddress.ip_address(i[4][0].split("%")[0]).is_loopback for i in infos)
+
+
+def read_key(path: str | None) -> str | None:
+    """The API key from --api-key-file, else $EDGEPROOF_API_KEY, else None. Never echoed in any message."""
+    if path:
+        p = Path(path)
+        try:
+            key = p.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            why = getattr(exc, "strerror", None) or type(exc).__name__
+            raise UsageError(f"cannot read --api-key-file '{p}': {why}; give a text file holding the key "
+                             f"({KEY_HINT})") from None
+        where = f"--api-key-file '{p}'"
+    else:
+        key = (os.environ.get(KEY_ENV) or "").strip()
+        if not key:
+            return None
+        where = f"${KEY_ENV}"
+    if len(key) < MIN_KEY_CHARS or any(c.isspace() for c in key) or not key.isprintable():
+        raise UsageError(f"the API key in {where} is too weak or malformed (it needs {MIN_KEY_CHARS}+ printable "
+                         f"characters without spaces); {KEY_HINT}")
+    return key
+
+
+@dataclass
+class ServeConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = field(default=None, repr=False)
+    insecure_no_auth: bool = False
+    max_body: int = DEFAULT_MAX_BODY
+    max_batch: int = 8
+    batch_timeout_ms: float = 2.0
+    workers: int = 1
+    max_queue: int = 256  # images waiting for an interpreter; more -> 503 (back-pressure, flat memory)
+    decode_threads: int = 2
+    infer_timeout: float = 60.0  # seconds; 0 = no watchdog
+    cors: list[str] = field(default_factory=list)
+    top_k: int = 5
+    name: str | None = None  # the OIP model name (default: from the file name)
+    access_log: bool = False
+    graceful_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        checks = (("--port", self.port, 0, 65535), ("--max-batch", self.max_batch, 1, 1024),
+                  ("--workers", self.workers, 1, 64), ("--max-queue", self.max_queue, 1, 1_000_000),
+                  ("--decode-threads", self.decode_threads, 1, 64), ("--top-k", self.top_k, 1, 100_000))
+        for flag, value, lo, hi in checks:
+            if not isinstance(value, int) or not lo <= value <= hi:
+                raise UsageError(f"{flag} must be an integer from {lo} to {hi}; got {value}")
+        if not (0 <= self.batch_timeout_ms <= 10_000):  # also NaN
+            raise UsageError(f"--batch-timeout-ms must be from 0 to 10000; got {self.batch_timeout_ms}")
+        if not (0 <= self.infer_timeout < math.inf):
+            raise UsageError(f"--infer-timeout must be seconds >= 0 (0 = no limit); got {self.infer_timeout}")
+        if self.max_body < 1024:
+            raise UsageError(f"--max-body must be at least 1K; got {self.max_body} bytes")
+        for origin in self.cors:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise UsageError(f"--cors '{origin}' is not an origin; give e.g. https://app.example.com (or *)")
+        if self.name is not None and not _name_ok(self.name):
+            raise UsageError(f"--name '{self.name}' is not valid; use letters, digits, '.', '_' or '-'")
+        if not is_loopback(self.host) and self.api_key is None and not self.insecure_no_auth:
+            raise UsageError(f"--host {self.host} is reachable from other machines and no API key is set; give "
+                             f"--api-key-file FILE or ${KEY_ENV} ({KEY_HINT}), or pass --insecure-no-auth to serve "
+                             "without authentication")
+
+    @property
+    def auth(self) -> bool:
+        return self.api_key is not None
+
+
+def _name_ok(name: str) -> bool:
+    return bool(name) and len(name) <= 128 and all(c.isalnum() or c in "._-" for c in name)
+
+
+def model_name(path: Path) -> str:
+    """An OIP-safe model name from a file name: 'model.tflite-int8.tflite' -> 'model.tflite-int8'."""
+    stem = "".join(c if c.isalnum() or c in "._-" else "_" for c in path.stem)
+    return stem[:128] or "model"

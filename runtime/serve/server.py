@@ -1,0 +1,156 @@
+"""Start-up and shutdown: load the replicas, bind, serve with uvicorn, drain on SIGTERM/SIGINT.
+
+The socket is bound and listening before the URL line is printed (so `--port 0` works and a client
+that connects at once is queued, not refused). uvicorn's own signal handling finishes in-flight
+requests; unlike plain uvicorn, a signal that stopped the server is not re-raised afterwards, so a
+graceful stop exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeproof.errors import UsageError, require
+from edgeproof.runtime.serve.config import ServeConfig, model_name
+
+log = logging.getLogger(__name__)
+WHAT = "edgeproof serve"
+
+
+def require_extra() -> None:
+    """The serve extra's packages, or one error with the exact pip line."""
+    for module, package in (("starlette", "starlette"), ("uvicorn", "uvicorn"),
+                            ("prometheus_client", "prometheus-client"), ("multipart", "python-multipart")):
+        require(module, "serve", WHAT, package=package)
+
+
+@dataclass
+class Started:
+    url: str
+    lan_url: str | None
+    name: str
+    model: object
+    engine: object
+    load_s: float
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        why = "it is already in use (another server?)" if exc.errno == 98 else (exc.strerror or str(exc))
+        raise UsageError(f"cannot listen on {host}:{port}: {why}; pick another --port (0 = any free port) or "
+                         "--host") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _lan_address() -> str | None:
+    """This machine's address on its default route (a UDP connect sends no packet), for the phone URL."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))  # TEST-NET-1: never routed anywhere
+            return s.getsockname()[0]
+    except OSError:
+        return None
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host.strip('[]')}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _make_server_class():
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn.Server that drains on a signal and then returns (no re-raised signal: exit 0)."""
+
+        def handle_exit(self, sig, frame) -> None:
+            import signal
+
+            if self.should_exit and sig == signal.SIGINT:
+                self.force_exit = True
+            else:
+                self.should_exit = True
+
+    return Server
+
+
+def serve(model_path: str | Path, config: ServeConfig, load_options: dict | None = None,
+          on_started: Callable[[Started], None] | None = None) -> Started:
+    """Load, bind, serve until SIGTERM/SIGINT; returns what ran (for the caller's exit code and summary)."""
+    require_extra()
+    import uvicorn
+
+    from edgeproof.runtime import load
+    from edgeproof.runtime.serve.app import build_app
+    from edgeproof.runtime.serve.card import model_card
+    from edgeproof.runtime.serve.engine import Engine
+    from edgeproof.runtime.serve.metrics import Metrics
+    from edgeproof.runtime.serve.service import Service
+
+    t0 = time.perf_counter()
+    models = []
+    try:
+        for _ in range(config.workers):
+            models.append(load(model_path, **(load_options or {})))
+    except BaseException:
+        for m in models:
+            m.close()
+        raise
+    load_s = time.perf_counter() - t0
+    from edgeproof.runtime.preprocess import quiet_opencv
+
+    quiet_opencv()  # import OpenCV now, not in the first request
+    name = config.name or model_name(models[0].path)
+    metrics = Metrics(name)
+    metrics.load_seconds.labels(name).set(load_s)
+    engine = Engine(models, max_batch=config.max_batch, batch_timeout_ms=config.batch_timeout_ms,
+                    max_queue=config.max_queue, infer_timeout=config.infer_timeout, metrics=metrics)
+    svc = Service(engine, config, metrics, name)
+    svc.card = model_card(models[0], name, engine, config)
+    try:
+        sock = bind(config.host, config.port)
+    except BaseException:
+        for m in models:
+            m.close()
+        raise
+    port = sock.getsockname()[1]
+    lan = _lan_address() if config.host in ("0.0.0.0", "::") else None
+    started = Started(_url(config.host, port), _url(lan, port) if lan else None, name, models[0], engine, load_s)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        engine.start(asyncio.get_running_loop())
+        metrics.ready.set(1)
+        if on_started is not None:
+            on_started(started)
+        try:
+            yield
+        finally:
+            metrics.ready.set(0)
+            engine.stop()
+            svc.close()
+
+    app = build_app(svc, lifespan=lifespan)
+    ucfg = uvicorn.Config(app, log_level="warning", access_log=config.access_log, lifespan="on",
+                          timeout_graceful_shutdown=config.graceful_timeout, server_header=False,
+                          timeout_keep_alive=5)
+    server = _make_server_class()(ucfg)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    return started

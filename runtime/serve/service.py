@@ -1,0 +1,72 @@
+"""What the routes share: the engine, the decode pool, metrics, settings, the card; and error mapping.
+
+Every failure a route meets becomes one HttpError (status + one-line message), answered as
+`{"error": "..."}` by the app's handler: bad images 400 with the runtime's reason, a full queue or
+a hung interpreter 503, a model that fails on a valid input 500. The server stays up.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from edgeproof.errors import EdgeproofError, UsageError
+from edgeproof.runtime.serve.engine import Engine, Result, Unavailable
+from edgeproof.runtime.serve.images import BadImage
+
+log = logging.getLogger(__name__)
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+@dataclass
+class Service:
+    engine: Engine
+    config: object  # ServeConfig
+    metrics: object  # Metrics
+    name: str
+    card: dict = field(default_factory=dict)
+    pool: ThreadPoolExecutor | None = None
+
+    def __post_init__(self) -> None:
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(self.config.decode_threads, thread_name_prefix="edgeproof-decode")
+        m = self.model
+        self.model_ref = {"name": self.name, "format": m.format, "backend": m.backend_name}
+
+    @property
+    def model(self):
+        return self.engine.model
+
+    async def decode(self, awaitable):
+        """Await a decode; a bad image is a 400 with the runtime's reason (and counted by reason)."""
+        self.engine.incoming += 1
+        try:
+            return await awaitable
+        except BadImage as exc:
+            self.metrics.rejected.labels(exc.reason[:60]).inc()
+            raise HttpError(400, f"{exc.which}: {exc.reason}; send a whole JPEG, PNG, WebP, BMP or TIFF "
+                                 "image") from None
+        except UsageError as exc:  # e.g. a bad EDGEPROOF_MAX_IMAGE_PIXELS met at the first image
+            raise HttpError(400, str(exc)) from None
+        finally:
+            self.engine.incoming -= 1
+
+    async def infer(self, x) -> Result:
+        try:
+            return await self.engine.infer(x)
+        except Unavailable as exc:
+            raise HttpError(503, str(exc), {"retry-after": "1"}) from None
+        except UsageError as exc:
+            raise HttpError(400, str(exc)) from None
+        except EdgeproofError as exc:
+            log.error("inference failed: %s", exc)
+            raise HttpError(500, f"inference failed: {exc}") from None
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
