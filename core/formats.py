@@ -20,18 +20,25 @@ class Tolerance:
     max_abs: largest allowed |Δ| of output probabilities (None: not gated on tensors).
     min_top1_agreement: fraction of images whose top-1 equals Keras' top-1.
     max_delta_acc_pp: largest allowed |accuracy - Keras accuracy| in percentage points.
+    near_tie_max_margin: a flip where Keras' own top-1 - top-2 margin is below this artifact's measured
+      noise (capped at this value, probability units) is a near-tie and counts as agreement for
+      min_top1_agreement (never for Δaccuracy); None: strict, every flip counts (edgeproof.parity.flips).
     """
 
     max_abs: float | None
     min_top1_agreement: float
     max_delta_acc_pp: float | None
+    near_tie_max_margin: float | None = None
 
 
 FLOAT32 = Tolerance(max_abs=1e-5, min_top1_agreement=1.0, max_delta_acc_pp=0.0)
 # fp16 weights: measured max|Δ| 1.3e-3 (tiny_cnn on shapes) and 3.4e-3 (demo, textures, 210 images,
 # mean|Δ| 1e-5, SNR 70 dB, 210/210 agreement) — pure weight rounding, so 1e-3 was too tight (parity, issue 5).
 FLOAT16 = Tolerance(max_abs=1e-2, min_top1_agreement=1.0, max_delta_acc_pp=0.0)
-INT8 = Tolerance(max_abs=None, min_top1_agreement=0.99, max_delta_acc_pp=1.0)
+# int8: a flip counts against agreement unless Keras' margin was under the artifact's measured margin noise,
+# capped at 0.05 (5 probability points): 189/192 with 3 near-ties on shapes-3-epochs passes, a model
+# calibrated on black images (confident flips, |Δacc| of tens of pp) still fails (issue 14).
+INT8 = Tolerance(max_abs=None, min_top1_agreement=0.99, max_delta_acc_pp=1.0, near_tie_max_margin=0.05)
 
 
 @dataclass(frozen=True)

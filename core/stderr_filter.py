@@ -43,3 +43,151 @@ def filtered_stderr(keep: Callable[[str], bool]) -> Iterator[None]:
         if rest:
             sys.stderr.write("\n".join(rest) + "\n")
             sys.stderr.flush()
+
+
+class _Terminal:
+    """The stream edgeproof's own lines go to: sys.stderr, or the real stderr saved by `library_output_to`.
+
+    rich's console, error lines and progress bars write here, so while TensorFlow's chatter is sent to a
+    log file (fd 1, fd 2, sys.stdout and sys.stderr all point at it) edgeproof's lines still reach the user.
+    """
+
+    def __init__(self) -> None:
+        self.stack: list = []
+
+    @property
+    def _stream(self):
+        return self.stack[-1] if self.stack else sys.stderr
+
+    def write(self, text: str) -> int:
+        return self._stream.write(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return bool(getattr(self._stream, "isatty", lambda: False)())
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self._stream, "encoding", None) or "utf-8"
+
+
+TERMINAL = _Terminal()
+
+
+class _Sink:
+    """sys.stdout/sys.stderr during the block: the log file; after it, nowhere (late writes from handlers
+    that kept a reference, such as TensorFlow's logging handler, are dropped instead of failing)."""
+
+    def __init__(self, fh) -> None:
+        self.fh = fh
+
+    def write(self, text: str) -> int:
+        if self.fh is not None:
+            self.fh.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        if self.fh is not None:
+            self.fh.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def close(self) -> None:  # logging.shutdown closes handlers' streams at exit; the file is ours to close
+        pass
+
+    @property
+    def encoding(self) -> str:
+        return "utf-8"
+
+
+def _real_fd(stream, fd: int) -> bool:
+    try:
+        return stream.fileno() == fd
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def library_output_to(log_path: str | os.PathLike | None) -> Iterator[None]:
+    """Send what TensorFlow, absl, XNNPACK, the converters and quantizers print to `log_path` (None: nowhere).
+
+    Native code writes to fd 1/2 and Python libraries to sys.stdout/sys.stderr/warnings; all of those point
+    at the log for the block, while edgeproof's own lines (written to TERMINAL) still reach the user's stderr.
+    """
+    from pathlib import Path
+
+    target = os.devnull
+    if log_path is not None:
+        try:
+            Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+            target = str(log_path)
+            fh = open(target, "a", encoding="utf-8", errors="replace", buffering=1)  # noqa: SIM115
+        except OSError:
+            target = os.devnull
+    if target == os.devnull:
+        fh = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
+    for s in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            s.flush()
+    old_out, old_err = sys.stdout, sys.stderr
+    saved: dict[int, int] = {}
+    terminal = old_err
+    try:
+        for fd in (1, 2):
+            saved[fd] = os.dup(fd)
+            os.dup2(fh.fileno(), fd)
+    except OSError:  # no real fds (embedded use): only the Python streams are redirected
+        for fd, dup in saved.items():
+            os.dup2(dup, fd)
+            os.close(dup)
+        saved = {}
+    if 2 in saved and _real_fd(old_err, 2):
+        terminal = open(os.dup(saved[2]), "w", encoding=getattr(old_err, "encoding", None) or "utf-8",  # noqa: SIM115
+                        errors="replace", buffering=1)
+    sink = _Sink(fh)
+    TERMINAL.stack.append(terminal)
+    sys.stdout, sys.stderr = sink, sink
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = old_out, old_err
+        TERMINAL.stack.pop()
+        with contextlib.suppress(Exception):
+            fh.flush()
+        for fd, dup in saved.items():
+            os.dup2(dup, fd)
+            os.close(dup)
+        if terminal is not old_err:
+            with contextlib.suppress(Exception):
+                terminal.flush()
+                terminal.close()
+        sink.fh = None
+        fh.close()
+
+
+class _KeptLog:
+    def __init__(self, path: str) -> None:
+        self.path, self.keep = path, False
+
+
+@contextlib.contextmanager
+def kept_library_log(what: str) -> Iterator[_KeptLog]:
+    """`library_output_to` a temp file that is deleted at the end unless the caller sets `.keep`."""
+    import tempfile
+
+    fd, path = tempfile.mkstemp(prefix=f"edgeproof-{what}-", suffix=".log")
+    os.close(fd)
+    log = _KeptLog(path)
+    try:
+        with library_output_to(path):
+            yield log
+    finally:
+        if not log.keep:
+            with contextlib.suppress(OSError):
+                os.unlink(path)

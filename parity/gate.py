@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from edgeproof.formats import Tolerance
+from edgeproof.parity.flips import FlipStats, flip_stats, summary
 from edgeproof.parity.metrics import TaskMetrics, TensorMetrics, min_count_for, task_metrics, tensor_metrics
 
 EPS = 1e-12
@@ -40,6 +41,7 @@ class Comparison:
     task: TaskMetrics
     tolerance: Tolerance
     failures: list[Failure] = field(default_factory=list)
+    flips: FlipStats | None = None
 
     @property
     def passed(self) -> bool:
@@ -51,18 +53,19 @@ class Comparison:
 
     def to_dict(self) -> dict:
         return {"verdict": self.verdict, **self.tensor.to_dict(), **self.task.to_dict(),
+                "flips": self.flips.to_dict() if self.flips is not None else None,
                 "tolerance": tolerance_dict(self.tolerance), "failures": [f.to_dict() for f in self.failures]}
 
 
 def tolerance_dict(tol: Tolerance) -> dict:
     return {"max_abs": tol.max_abs, "min_top1_agreement": tol.min_top1_agreement,
-            "max_delta_acc_pp": tol.max_delta_acc_pp}
+            "max_delta_acc_pp": tol.max_delta_acc_pp, "near_tie_max_margin": tol.near_tie_max_margin}
 
 
 def override(tol: Tolerance, max_abs: float | None = None, min_agreement: float | None = None,
-             max_delta_acc: float | None = None) -> Tolerance:
-    """The format's tolerance with any flag the user gave replacing its field."""
-    changes = {}
+             max_delta_acc: float | None = None, strict_ties: bool = False) -> Tolerance:
+    """The format's tolerance with any flag the user gave replacing its field (strict_ties: every flip counts)."""
+    changes: dict = {"near_tie_max_margin": None} if strict_ties else {}
     if max_abs is not None:
         changes["max_abs"] = max_abs
     if min_agreement is not None:
@@ -72,18 +75,22 @@ def override(tol: Tolerance, max_abs: float | None = None, min_agreement: float 
     return replace(tol, **changes) if changes else tol
 
 
-def check(tensor: TensorMetrics, task: TaskMetrics, tol: Tolerance) -> list[Failure]:
+def check(tensor: TensorMetrics, task: TaskMetrics, tol: Tolerance, flips: FlipStats | None = None) -> list[Failure]:
+    """Every limit the artifact violates. Near-tie flips (flips.py) count as agreement, nothing else does."""
     out: list[Failure] = []
     if tol.max_abs is not None and not tensor.max_abs <= tol.max_abs:
         out.append(Failure("max_abs", tensor.max_abs, tol.max_abs,
                            f"max |Δ| of probabilities {tensor.max_abs:.3g} > limit {tol.max_abs:.3g}"))
     need = min_count_for(tol.min_top1_agreement, task.n)
-    if task.top1_agreement + EPS < tol.min_top1_agreement:
+    excused = flips.near_ties if flips is not None else 0
+    agree = (task.top1_agree_count + excused) / task.n
+    if agree + EPS < tol.min_top1_agreement:
+        changed = summary(flips) if flips is not None else f"{task.n - task.top1_agree_count} image(s) changed class"
+        counted = f", {task.top1_agree_count + excused}/{task.n} counting near-ties as agreeing" if excused else ""
         out.append(Failure(
-            "top1_agreement", task.top1_agreement, tol.min_top1_agreement,
-            f"top-1 agreement {task.top1_agree_count}/{task.n} ({task.top1_agreement:.1%}) < "
-            f"{tol.min_top1_agreement:.1%} (needs >= {need}/{task.n}: "
-            f"{task.n - task.top1_agree_count} image(s) changed class)"))
+            "top1_agreement", agree, tol.min_top1_agreement,
+            f"top-1 agreement {task.top1_agree_count}/{task.n} ({task.top1_agreement:.1%}{counted}) < "
+            f"{tol.min_top1_agreement:.1%} (needs >= {need}/{task.n}: {changed})"))
     if tol.max_delta_acc_pp is not None and task.delta_acc_pp is not None \
             and abs(task.delta_acc_pp) > tol.max_delta_acc_pp + 1e-9:
         out.append(Failure(
@@ -98,4 +105,5 @@ def compare(reference_probs: np.ndarray, candidate_probs: np.ndarray, labels_tru
     """Metrics and verdict of one candidate's probabilities against the reference's, same images."""
     tm = tensor_metrics(reference_probs, candidate_probs)
     km = task_metrics(reference_probs, candidate_probs, labels_true)
-    return Comparison(tensor=tm, task=km, tolerance=tolerance, failures=check(tm, km, tolerance))
+    fs = flip_stats(reference_probs, candidate_probs, tolerance.near_tie_max_margin)
+    return Comparison(tensor=tm, task=km, tolerance=tolerance, failures=check(tm, km, tolerance, fs), flips=fs)

@@ -24,8 +24,12 @@ def _num(v, fmt: str) -> str:
 def row_cells(r) -> list[str]:
     cells = [r.artifact, r.backend, r.status.upper() if r.status in ("fail", "error") else r.status,
              _size(r.size_bytes)]
-    note = (r.reason[:110] + "…") if len(r.reason) > 110 else r.reason
     c = r.comparison
+    reason = r.reason
+    if c is not None and c.flips is not None and c.flips.count:
+        ties = f"{c.flips.near_ties} near-tie" if c.flips.threshold is not None else "strict"
+        reason = f"{c.flips.count} flipped ({ties})" + (f"; {reason}" if reason else "")
+    note = (reason[:110] + "…") if len(reason) > 110 else reason
     if c is None:
         return cells + [""] * 9 + [note]
     t, k = c.tensor, c.task
@@ -62,6 +66,20 @@ def print_table(report) -> None:
     Console(highlight=False, width=None if sys.stdout.isatty() else 220).print(t)
 
 
+def near_tie_lines(report) -> list[str]:
+    """One line per passing row whose flips were all excused as near-ties (what --strict-ties would change)."""
+    out = []
+    for r in report.rows:
+        c = r.comparison
+        if c is None or c.flips is None or not c.flips.near_ties or r.status != "pass":
+            continue
+        k = c.task
+        out.append(f"{r.artifact} [{r.backend}]: passes with {k.top1_agree_count}/{k.n} top-1 agreement: "
+                   f"{c.flips.near_ties} of its {c.flips.count} flip(s) are near-ties (Keras margin < "
+                   f"{c.flips.threshold:.3g}); --strict-ties counts them")
+    return out
+
+
 def failure_lines(report) -> list[str]:
     return [f.line() for f in report.failures]
 
@@ -85,6 +103,7 @@ def markdown(report) -> str:
               "backend not listed for the format cannot load it (not a failure); *skipped* = not installed."), ""]
     if report.failures:
         lines += ["## Failures", ""] + [f"- {ln}" for ln in failure_lines(report)] + [""]
+    lines += flips_markdown(report)
     if report.e2e and report.e2e["preprocessing"].get("error"):
         lines += ["## End-to-end: preprocessing drift vs conversion drift", "",
                   f"- not measured: {report.e2e['preprocessing']['error']}", ""]
@@ -126,6 +145,41 @@ def markdown(report) -> str:
                       markdown_table(["variant"] + COLUMNS[2:], rows), ""]
             lines += [f"- {getattr(r, 'variant', '')}: `{r.path}` — {r.reason}" for r in t.fixes] + [""]
     return "\n".join(lines) + "\n"
+
+
+def flips_markdown(report) -> list[str]:
+    """'Images whose top-1 changed': one table per artifact × backend (an identical list is not repeated)."""
+    judged = [r for r in report.rows if r.comparison is not None and r.comparison.flips is not None]
+    if not any(r.flipped for r in judged):
+        return []
+    lines = ["## Images whose top-1 changed", "",
+             ("A flip is a *near-tie* when Keras' own top-1 − top-2 margin is below the artifact's measured noise "
+              "on that margin (its p95 over all images, capped by the format's `near_tie_max_margin`): near-ties "
+              "count as agreement for the top-1 limit, never for Δaccuracy; `--strict-ties` counts every flip. "
+              "Pictured in `contact_sheet.png`."), ""]
+    seen: dict[tuple, str] = {}
+    for r in judged:
+        if not r.flipped:
+            continue
+        fs = r.comparison.flips
+        key = (r.artifact, tuple((f["path"], f["artifact_top2"][0][0]) for f in r.flipped))
+        head = f"### {r.artifact} [{r.backend}]: {fs.count} flipped, {fs.near_ties} near-tie(s)"
+        thr = "strict rule (no near-ties)" if fs.threshold is None else f"near-tie threshold {fs.threshold:.3g}"
+        if key in seen:
+            lines += [head, "", f"The same images and answers as [{seen[key]}].", ""]
+            continue
+        seen[key] = r.backend
+        rows = [[f"`{f['path']}`", f["true"] if f["true"] is not None else "?",
+                 f"{f['reference_top2'][0][0]} {f['reference_top2'][0][1]:.3f}, "
+                 f"{f['reference_top2'][1][0]} {f['reference_top2'][1][1]:.3f}",
+                 f"{f['reference_margin']:.3f}",
+                 f"{f['artifact_top2'][0][0]} {f['artifact_top2'][0][1]:.3f}, "
+                 f"{f['artifact_top2'][1][0]} {f['artifact_top2'][1][1]:.3f}",
+                 "yes" if f["near_tie"] else "no"] for f in r.flipped]
+        lines += [head, "", f"Measured margin noise {fs.noise:.3g} (p95 |Δmargin|), {thr}.", "",
+                  markdown_table(["image", "true", "Keras top-2", "Keras margin", "artifact top-2", "near-tie"], rows),
+                  ""]
+    return lines
 
 
 def _fmt(v) -> str:
@@ -208,7 +262,10 @@ def write_all(report, out_dir: Path) -> dict[str, Path]:
     out_dir = Path(out_dir)
     files = {"json": out_dir / "parity.json", "markdown": out_dir / "parity.md"}
     try:
-        for name, fn in (("accuracy_latency_png", plot_acc_latency), ("confusion_png", plot_confusion)):
+        from edgeproof.parity.contact_sheet import plot_contact_sheet
+
+        for name, fn in (("accuracy_latency_png", plot_acc_latency), ("confusion_png", plot_confusion),
+                         ("contact_sheet_png", plot_contact_sheet)):
             p = fn(report, out_dir / f"{name.replace('_png', '')}.png")
             if p is not None:
                 files[name] = p

@@ -60,6 +60,7 @@ class Row:
     failures: list[Failure] = field(default_factory=list)
     preds: np.ndarray | None = None  # top-1 per image (for the confusion matrix)
     probs: np.ndarray | None = None  # kept for the end-to-end comparison (not written to JSON)
+    flipped: list[dict] = field(default_factory=list)  # images whose top-1 changed (parity.flips.attach)
 
     def to_dict(self) -> dict:
         d = {"artifact": self.artifact, "path": str(self.path), "format": self.format, "backend": self.backend,
@@ -68,6 +69,8 @@ class Row:
         if self.comparison is not None:
             d["metrics"] = self.comparison.to_dict()
         d["failures"] = [f.to_dict() for f in self.failures]
+        if self.comparison is not None:
+            d["flipped_images"] = self.flipped
         return d
 
 

@@ -67,7 +67,7 @@ def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, dat
     engine "ray": the per-image work (decode, Keras reference, every artifact x backend, the TF-decode side of
     the drift check) runs on Ray Data actors (parity.ray_engine); the judging, report and gate are these."""
     from edgeproof.cli.console import progress as progress_bar
-    from edgeproof.parity import data, reference, runner
+    from edgeproof.parity import data, flips, reference, runner
     from edgeproof.train.run_dir import load_run
 
     t0 = time.perf_counter()
@@ -110,6 +110,7 @@ def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, dat
         ref_info = {"model": str(run.model_path), "latency_p50_ms": ref_lat, "n": len(ref),
                     "accuracy": float(np.mean(ref.argmax(1) == y)) if y is not None else None,
                     "correct": int(np.sum(ref.argmax(1) == y)) if y is not None else None}
+        flips.attach(rows, ref, images, list(run.labels))
         report = ParityReport(run_dir=run.root, artifacts_dir=art_dir, images_source=images.source,
                               n_images=len(ref), labelled=y is not None, reference=ref_info, rows=rows,
                               tolerance_flags=tol_flags, out_dir=out, labels=list(run.labels), y_true=y,

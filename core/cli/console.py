@@ -18,7 +18,9 @@ def err_console():
     if _err_console is None:
         from rich.console import Console
 
-        _err_console = Console(stderr=True, highlight=False, soft_wrap=True)  # no 80-column wrapping in logs
+        from edgeproof.stderr_filter import TERMINAL  # stderr, even while library output goes to a log
+
+        _err_console = Console(file=TERMINAL, highlight=False, soft_wrap=True)  # no 80-column wrapping in logs
     return _err_console
 
 
@@ -32,7 +34,9 @@ def safe(value: Any) -> str:
 
 def error_line(message: str) -> None:
     """One clear line: 'error: ...' on stderr."""
-    print(f"edgeproof: error: {printable(message)}", file=sys.stderr, flush=True)
+    from edgeproof.stderr_filter import TERMINAL
+
+    print(f"edgeproof: error: {printable(message)}", file=TERMINAL, flush=True)
 
 
 def warn(message: str, markup: bool = False) -> None:

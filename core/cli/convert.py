@@ -73,8 +73,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"no formats requested; give --to LIST|all (valid: {', '.join(FORMATS)}) or --device PROFILE")
     src = Path(args.source)
     out = Path(args.out) if args.out else (src.parent if src.suffix == ".keras" else src) / "artifacts"
-    manifest = convert_run(src, out, formats=formats, calib_count=args.calib_count, int8_io=args.int8_io,
-                           opset=args.opset, progress=not args.no_progress and not args.json, seed=args.seed)
+    from edgeproof.stderr_filter import kept_library_log
+
+    # TensorFlow/converter chatter (fd 1/2, print, warnings) goes to a temp log, kept only when a format failed
+    with kept_library_log("convert") as log:
+        manifest = convert_run(src, out, formats=formats, calib_count=args.calib_count, int8_io=args.int8_io,
+                               opset=args.opset, progress=not args.no_progress and not args.json, seed=args.seed)
+        log.keep = any(a.status != "ok" for a in manifest.artifacts if a.format in formats)
     done = [a for a in manifest.artifacts if a.format in formats]
     if args.json:
         data = manifest.to_dict()
@@ -94,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
             info(f"calibration: {cal['used']} images (requested {cal['requested']}, {cal['skipped']} unreadable "
                  f"skipped), sha256 {cal['sha256'][:12]}")
         info(f"manifest: {manifest.path}")
+        if log.keep:
+            info(f"note: what TensorFlow and the converters printed: {log.path}")
     failed = [a for a in done if a.status != "ok"]
     if failed:
         error_line(f"{len(failed)} of {len(done)} format(s) failed: {', '.join(a.format for a in failed)}")

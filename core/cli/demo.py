@@ -31,12 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _quiet_stdout():
-    """Converter chatter ("Saved artifact at ...") goes to stderr; stdout keeps the results table."""
-    import contextlib
-    import sys
+def _quiet(log: Path | None):
+    """TensorFlow/converter chatter (fd 1/2, print, warnings) goes to `log` (None: nowhere; training swaps
+    the run folder in by a rename, so no log can live inside it before it exists)."""
+    from edgeproof.stderr_filter import library_output_to
 
-    return contextlib.redirect_stdout(sys.stderr)
+    return library_output_to(log)
 
 
 def _stage(n: int, text: str) -> float:
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     t = _stage(2, f"train tiny_cnn, {cfg['epochs']} epochs -> {out}")
     from edgeproof.train.trainer import TrainConfig, train
 
-    with _quiet_stdout():
+    with _quiet(None):
         run_dir = train(TrainConfig(data_dir=data, out_dir=out, model="tiny_cnn", img_size=cfg["image_size"],
                                     epochs=cfg["epochs"], batch_size=32, lr=3e-3, seed=0), progress=prog)
     timings["train"] = time.perf_counter() - t
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from edgeproof.convert import convert_run
 
     art_dir = run_dir / "artifacts"
-    with _quiet_stdout():
+    with _quiet(run_dir / "parity" / "library-output.log"):
         manifest = convert_run(run_dir, art_dir, formats="all", calib_count=200, progress=prog)
     timings["convert"] = time.perf_counter() - t
     failed = [a for a in manifest.artifacts if a.status != "ok"]
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from edgeproof.parity import report as report_mod
     from edgeproof.parity import run_parity
 
-    with _quiet_stdout():
+    with _quiet(run_dir / "parity" / "library-output.log"):
         rep = run_parity(run_dir, artifacts_dir=art_dir, progress=prog)
     timings["parity"] = time.perf_counter() - t
     report_mod.print_table(rep)

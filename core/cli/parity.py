@@ -8,6 +8,9 @@ EPILOG = """\
 tolerances (core/formats.py, edgeproof.formats; --max-abs/--min-agreement/--max-delta-acc replace that field for
 EVERY format):
 {tolerances}
+near-ties: a flip where Keras' own top-1 - top-2 margin is below the artifact's measured margin noise (p95 over
+the images, capped by the value above) counts as agreement for the top-1 limit, never for |Δacc|;
+--strict-ties counts every flip. Flipped images are listed in parity.md/.json and pictured in contact_sheet.png.
 On N images an agreement limit means a count: 99 % of 60 images is 60/60.
 
 backends: every installed backend of the file's family is tried. A backend listed for the format
@@ -44,7 +47,8 @@ def _tolerance_lines() -> str:
         t = f.tolerance
         parts = ([f"max|Δ| <= {t.max_abs:g}"] if t.max_abs is not None else []) + \
             [f"top-1 agreement >= {t.min_top1_agreement * 100:g} %"] + \
-            ([f"|Δacc| <= {t.max_delta_acc_pp:g} pp"] if t.max_delta_acc_pp is not None else [])
+            ([f"|Δacc| <= {t.max_delta_acc_pp:g} pp"] if t.max_delta_acc_pp is not None else []) + \
+            ([f"near-tie margin <= {t.near_tie_max_margin:g}"] if t.near_tie_max_margin is not None else [])
         out.append(f"  {f.name:15s} {', '.join(parts)}")
     return "\n".join(out)
 
@@ -69,6 +73,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-agreement", type=_fraction, metavar="X",
                    help="override minimum top-1 agreement (0..1 or NN%%), all formats")
     p.add_argument("--max-delta-acc", type=_nonneg, metavar="PP", help="override max |Δaccuracy| in pp, all formats")
+    p.add_argument("--strict-ties", action="store_true",
+                   help="every image whose top-1 changed counts against the agreement limit, near-ties too "
+                        "(default: a flip where Keras' own margin is below the artifact's measured noise, capped "
+                        "by the format's near_tie_max_margin, counts as agreement; Δaccuracy always counts all)")
     p.add_argument("--triage", action=argparse.BooleanOptionalAction, default=True,
                    help="per-layer quantization error for failing int8 artifacts (default on)")
     p.add_argument("--fix", action="store_true", help="with triage: re-export failing int8 artifacts with the "
@@ -110,16 +118,26 @@ def _run(args: argparse.Namespace):
     return run_parity(args.run_dir, artifacts_dir=args.artifacts, data_dir=args.data, split=args.split,
                       backends=_backends(args.backends),
                       tol_flags={"max_abs": args.max_abs, "min_agreement": args.min_agreement,
-                                 "max_delta_acc": args.max_delta_acc},
+                                 "max_delta_acc": args.max_delta_acc, "strict_ties": args.strict_ties or None},
                       triage=args.triage, fix=args.fix, out_dir=args.out, e2e=not args.no_e2e,
                       progress=not args.no_progress and not args.json, verify=not args.no_verify,
                       engine=args.engine, address=args.address, workers=args.workers)
 
 
+def library_log(run_dir: str, out: str | None):
+    """REPORT_DIR/library-output.log (None, i.e. nowhere, when the run folder does not exist: no folder is made)."""
+    from pathlib import Path
+
+    if out is None and not Path(run_dir).is_dir():
+        return None
+    return (Path(out) if out else Path(run_dir) / "parity") / LIBRARY_LOG
+
+
+LIBRARY_LOG = "library-output.log"
+
+
 def run(args: argparse.Namespace) -> int:
-    import contextlib
     import os
-    import sys
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from edgeproof.cli.console import error_line, info, print_json
@@ -129,15 +147,19 @@ def run(args: argparse.Namespace) -> int:
     if args.fix and not args.triage:
         raise UsageError("--fix needs triage; drop --no-triage")
     from edgeproof.cli.run_ray import check_engine_flags
+    from edgeproof.stderr_filter import library_output_to
 
     check_engine_flags(args)
-    # stdout carries only the table / the JSON: converters print ("Saved artifact at ...") go to stderr
-    with contextlib.redirect_stdout(sys.stderr):
+    # stdout carries only the table / the JSON, stderr only edgeproof's lines: what TensorFlow, absl, XNNPACK
+    # and the converters print (fd 1/2, print, warnings) goes to REPORT_DIR/library-output.log
+    with library_output_to(library_log(args.run_dir, args.out)):
         rep = _run(args)
     if args.json:
         print_json(rep.to_dict())
     else:
         report_mod.print_table(rep)
+        for line in report_mod.near_tie_lines(rep):
+            info(escape(line))
         if rep.e2e:
             info(f"end-to-end: {rep.e2e['verdict']}")
         for t in rep.triage:
