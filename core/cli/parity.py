@@ -159,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         report_mod.print_table(rep)
         for line in report_mod.near_tie_lines(rep):
-            info(escape(line))
+            info(line)
         if rep.e2e:
             info(f"end-to-end: {rep.e2e['verdict']}")
         for t in rep.triage:
