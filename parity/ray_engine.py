@@ -112,7 +112,7 @@ class RayParity:
         if key in self.failures:
             return runner.error_row(path, fmt, backend, self.failures[key], listed)
         return runner.judge(path, fmt, backend, self.probs[key], self.latency.get(key), reference, self.labels,
-                            tol, listed)
+                            tol, listed, classes=batches.images.classes)
 
     def preprocessing(self, rows) -> dict:
         from edgeproof.parity.e2e import drift_report

@@ -44,6 +44,7 @@ class Images:
     labels: np.ndarray | None
     source: str
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    classes: list[str] | None = None  # the reference's class names, in output order (labels.txt)
 
 
 @dataclass
@@ -143,7 +144,8 @@ def evaluate(path: Path, fmt: Format | None, backend: str, batches: Batches, ref
     finally:
         if model is not None:
             model.close()
-    return judge(path, fmt, backend, probs, latency, reference, batches.images.labels, tol, listed)
+    return judge(path, fmt, backend, probs, latency, reference, batches.images.labels, tol, listed,
+                 classes=batches.images.classes)
 
 
 def failure_of(exc: BaseException) -> tuple[str, bool]:
@@ -171,8 +173,10 @@ def error_row(path: Path, fmt: Format | None, backend: str, failure: tuple[str, 
 
 
 def judge(path: Path, fmt: Format | None, backend: str, probs: np.ndarray, latency_ms: float | None,
-          reference: np.ndarray, labels: np.ndarray | None, tol: Tolerance, listed: bool) -> Row:
-    """The row of an artifact that ran: its probabilities against the reference, by the tolerance."""
+          reference: np.ndarray, labels: np.ndarray | None, tol: Tolerance, listed: bool,
+          classes: list[str] | None = None) -> Row:
+    """The row of an artifact that ran: its probabilities against the reference, by the tolerance, and
+    (classes: the reference's names) its embedded class names against the reference's."""
     if probs.shape != reference.shape:
         exc = EdgeproofError(f"output shape {probs.shape} differs from the Keras model's {reference.shape}")
         return error_row(path, fmt, backend, failure_of(exc), listed)
@@ -180,6 +184,9 @@ def judge(path: Path, fmt: Format | None, backend: str, probs: np.ndarray, laten
     row = Row(artifact=name, path=path, format=fmt.name if fmt else None, backend=backend, status="fail",
               size_bytes=path.stat().st_size)
     row.comparison = compare(reference, probs, labels, tol)
+    mismatch = label_mismatch(embedded_labels(path), classes)
+    if mismatch:  # same indices, other names: every class 'run' prints would be wrong
+        row.comparison.failures.append(Failure("labels", mismatch, "the reference's class names", mismatch))
     row.latency_p50_ms = latency_ms
     row.preds, row.probs = probs.argmax(axis=1), probs
     for f in row.comparison.failures:
@@ -189,6 +196,29 @@ def judge(path: Path, fmt: Format | None, backend: str, probs: np.ndarray, laten
     if not listed:
         row.reason = "not in the format's backends list (judged anyway because it runs)"
     return row
+
+
+def embedded_labels(path: Path) -> list[str] | None:
+    """The class names the artifact carries (None without edgeproof metadata: judged by index only)."""
+    from edgeproof.runtime.metadata import read_metadata
+
+    try:
+        meta = read_metadata(path)
+    except Exception:  # noqa: BLE001 - the load already judged damaged metadata
+        return None
+    return list(meta.labels) if meta is not None and meta.labels else None
+
+
+def label_mismatch(labels: list[str] | None, classes: list[str] | None) -> str | None:
+    """How the artifact's embedded class names differ from the reference's, or None."""
+    if labels is None or classes is None or labels == list(classes):
+        return None
+    if len(labels) != len(classes):
+        return f"embeds {len(labels)} labels; the reference has {len(classes)} classes"
+    diff = [i for i, (a, b) in enumerate(zip(labels, classes)) if a != b]
+    i = diff[0]
+    return (f"embedded labels differ from the reference's at {len(diff)} of {len(classes)} indices: class {i} "
+            f"is '{labels[i]}' in the artifact but '{classes[i]}' in the reference (labels permuted or replaced)")
 
 
 @dataclass

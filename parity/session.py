@@ -77,6 +77,7 @@ def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, dat
     tol_flags = {k: v for k, v in (tol_flags or {}).items() if v is not None}
     artifacts = runner.find_artifacts(art_dir)  # fail fast, before TensorFlow loads
     images = data.from_dir(data_dir, run.labels, split) if data_dir else data.from_run(run, split)
+    images.classes = list(run.labels)  # an artifact whose class names differ fails, even with the same indices
     batches = runner.Batches(images)
     y = images.labels
 

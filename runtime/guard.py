@@ -87,10 +87,10 @@ def guarded_load(path: str | Path, backend: str, family: str, sha256: str | None
                  dtype: str = "float32") -> None:
     """Raise InvalidModel when a trial load of `path` in `backend` crashes, hangs or runs out of memory.
 
-    `sha256` (when the manifest verified it) skips the trial: convert already loaded those bytes.
+    `sha256` (what the manifest vouched for) does not skip it: a manifest proves integrity, never safety,
+    since whoever can swap the model can rewrite the manifest. The verdict is cached by sha256, so a
+    file costs one trial per runtime version.
     """
-    if sha256 is not None:
-        return
     from edgeproof.runtime.integrity import sha256_file
     from edgeproof.runtime.model_check import invalid
 

@@ -191,7 +191,7 @@ def check_tflite(path: str | Path) -> None:
                 raise invalid(path, "tflite", str(exc)) from None
 
 
-def check_prepared_tflite(path: str | Path, interpreter_cls: Any) -> None:
+def check_prepared_tflite(path: str | Path, interpreter_cls: Any, input_shape: list[int] | None = None) -> None:
     """Refuse a TFLite file whose tensors, as the runtime sizes them, break MAX_TENSOR_BYTES/MAX_TOTAL_BYTES.
 
     check_tflite sees the shapes the file declares; allocate_tensors recomputes every intermediate shape
@@ -199,6 +199,8 @@ def check_prepared_tflite(path: str | Path, interpreter_cls: Any) -> None:
     its input patched to 9000x9000 made XNNPACK take 24 s and 14 GiB). Preparing it once without
     delegates sizes every tensor in about a millisecond without touching the memory. A file this
     interpreter cannot even build is left to the real load (it reports its own error, e.g. a custom op).
+    `input_shape`: the shape the runtime will really feed (the metadata's or --size's preprocess size),
+    when it differs from the declared one.
     """
     import sys
 
@@ -215,6 +217,8 @@ def check_prepared_tflite(path: str | Path, interpreter_cls: Any) -> None:
             return
         n_graph = len(it.get_tensor_details())  # the file's tensors; Prepare adds kernel scratch (im2col) after
         try:
+            if input_shape is not None:
+                it.resize_tensor_input(it.get_input_details()[0]["index"], list(input_shape))
             it.allocate_tensors()
         except Exception as exc:  # noqa: BLE001 - a builtin op cannot be prepared for these shapes
             if "custom op" in str(exc).lower():
@@ -284,7 +288,7 @@ def preflight(path: str | Path, verify: bool = True) -> str | None:
     verified = verify_manifest(path) if verify else None
     family = family_of(path)
     check_file(path, family)
-    if family == "tflite" and verified is None:  # convert already prepared the bytes a manifest vouches for
+    if family == "tflite":  # vouched or not: a manifest proves integrity, never that the file is safe to run
         interpreter = light_tflite_interpreter()
         if interpreter is not None:
             check_prepared_tflite(path, interpreter)

@@ -186,14 +186,15 @@ def test_inspect_reports_the_manifest_match_instead_of_refusing(tmp_path, capsys
     assert json.loads(capsys.readouterr().out)["integrity"]["matches"] is None
 
 
-def test_a_vouched_file_skips_the_guarded_trial_and_an_unvouched_one_gets_it(tmp_path, monkeypatch):
-    """OpenCV DNN: the manifest-verified artifact is trusted (no child); a copy without manifest is tried."""
+def test_a_vouched_file_still_gets_the_guarded_trial(tmp_path, monkeypatch):
+    """OpenCV DNN: a manifest proves integrity, not safety (issue 17): the verified artifact is tried as well."""
     from edgeproof.runtime import guard
 
     monkeypatch.setenv("EDGEPROOF_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(guard, "OPENCV_TRIAL", "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n")
     path = _with_manifest(tmp_path / "out")
-    load(path, backend="opencv").close()  # vouched: the (crashing) trial never runs
+    with pytest.raises(InvalidModel, match=r"crashed the OpenCV DNN importer \(SIGSEGV\) in a guarded trial load"):
+        load(path, backend="opencv")  # vouched by its manifest, and tried all the same
     lone = tmp_path / "lone" / path.name
     lone.parent.mkdir()
     shutil.copyfile(path, lone)

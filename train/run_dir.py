@@ -119,13 +119,56 @@ def load_run(path: str | Path) -> Run:
         preprocess = Preprocess.from_dict(json.loads((root / PREPROCESS_FILE).read_text()))
     except (ValueError, KeyError, TypeError) as exc:
         raise UsageError(f"'{root / PREPROCESS_FILE}' is not a valid preprocessing contract ({exc}); re-run training") from None
+    labels = read_labels(root / LABELS_FILE)
     splits: dict[str, list[tuple[str, int]]] = {}
     split_file = root / SPLIT_FILE
     if split_file.is_file():
-        data = json.loads(split_file.read_text())
-        splits = {k: [(str(p), int(i)) for p, i in v] for k, v in data.get("splits", {}).items()}
-    return Run(root=root, model_path=model_path, labels=read_labels(root / LABELS_FILE),
-               preprocess=preprocess, splits=splits)
+        classes, splits = read_split(split_file)
+        if classes is not None and [c.strip() for c in classes] != labels:  # labels.txt lines are stripped
+            raise UsageError(f"'{root / LABELS_FILE}' does not match the classes the model was trained on "
+                             f"({SPLIT_FILE}): {_first_difference(labels, classes)}; labels.txt was edited or "
+                             "replaced: restore it (one class per line, in the training order of split.json)")
+    return Run(root=root, model_path=model_path, labels=labels, preprocess=preprocess, splits=splits)
+
+
+def _first_difference(labels: list[str], classes: list[str]) -> str:
+    if len(labels) != len(classes):
+        return f"{len(labels)} labels for {len(classes)} trained classes"
+    i = next(i for i, (a, b) in enumerate(zip(labels, classes)) if a != b.strip())
+    return f"line {i + 1} is {json.dumps(labels[i])} but class {i} is {json.dumps(classes[i])}"
+
+
+def read_split(path: Path) -> tuple[list[str] | None, dict[str, list[tuple[str, int]]]]:
+    """(classes, {split: [(path, class index)]}) from split.json; UsageError naming what is malformed."""
+    def bad(why: str) -> UsageError:
+        return UsageError(f"'{path}' is not a valid {SPLIT_FILE} ({why}); re-run 'edgeproof train', or pass "
+                          "--data DIR to use a folder of class subfolders instead")
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise bad(f"{type(exc).__name__}: {str(exc)[:80]}") from None
+    if not isinstance(data, dict):
+        raise bad(f"a JSON {type(data).__name__}, not an object")
+    classes = data.get("classes")
+    if classes is not None and not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+        raise bad("'classes' is not a list of class names")
+    raw = data.get("splits", {})
+    if not isinstance(raw, dict):
+        raise bad("'splits' is not an object of split name -> [[path, class index], ...]")
+    splits: dict[str, list[tuple[str, int]]] = {}
+    for name, entries in raw.items():
+        if not isinstance(entries, list):
+            raise bad(f"split '{name}' is not a list")
+        out = []
+        for k, entry in enumerate(entries):
+            if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)
+                    and isinstance(entry[1], int) and not isinstance(entry[1], bool)
+                    and 0 <= entry[1] < (len(classes) if classes is not None else 1 << 31)):
+                raise bad(f"entry {k} of split '{name}' is {json.dumps(entry)[:60]}, not [path, class index]")
+            out.append((entry[0], entry[1]))
+        splits[str(name)] = out
+    return classes, splits
 
 
 def load_keras_model(path: str | Path, what: str = "this command"):
