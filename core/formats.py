@@ -119,7 +119,6 @@ class Format:
     suffix: str
     family: str  # "tflite" or "onnx": which loader family reads the file
     quantized: bool  # int8 weights and/or activations
-    backends: tuple[str, ...]  # backends able to load it, preferred first
     tolerance: Tolerance
     description: str
     recipe: Recipe = field(compare=False, hash=False)  # how convert makes it (data, read by the converters)
@@ -129,26 +128,31 @@ class Format:
         """Full-integer: activation ranges calibrated on training images (needs a calibration set)."""
         return self.recipe.calibrated
 
+    @property
+    def backends(self) -> tuple[str, ...]:
+        """Backends able to load it, preferred first (BACKENDS order; each backend row says what it runs)."""
+        return tuple(b.name for b in BACKENDS.values() if b.runs(self))
+
 
 FORMATS: dict[str, Format] = {
     f.name: f
     for f in (
-        Format("tflite-fp32", ".tflite", "tflite", False, ("litert", "openvino"), FLOAT32,
+        Format("tflite-fp32", ".tflite", "tflite", False, FLOAT32,
                "TFLite, float32 weights and activations", TFLiteRecipe()),
-        Format("tflite-fp16", ".tflite", "tflite", False, ("litert", "openvino"), FLOAT16,
+        Format("tflite-fp16", ".tflite", "tflite", False, FLOAT16,
                "TFLite, float16 weights (dequantized to float32 at load)",
                TFLiteRecipe(optimizations=("DEFAULT",), supported_types=("float16",))),
-        Format("tflite-dynamic", ".tflite", "tflite", True, ("litert", "openvino"), INT8,
+        Format("tflite-dynamic", ".tflite", "tflite", True, INT8,
                "TFLite, dynamic-range int8 weights, float activations",
                TFLiteRecipe(optimizations=("DEFAULT",), dense_per_tensor=True)),
-        Format("tflite-int8", ".tflite", "tflite", True, ("litert", "openvino"), INT8,
+        Format("tflite-int8", ".tflite", "tflite", True, INT8,
                "TFLite, full-integer int8 (TFLITE_BUILTINS_INT8), calibrated", INT8_RECIPE),
-        Format("edgetpu", ".tflite", "tflite", True, ("litert",), INT8,
+        Format("edgetpu", ".tflite", "tflite", True, INT8,
                "TFLite full-int8 with uint8 I/O, ready for (or compiled by) edgetpu_compiler",
                replace(INT8_RECIPE, io_types=("uint8",), compiler="edgetpu")),
-        Format("onnx-fp32", ".onnx", "onnx", False, ("onnxruntime", "opencv", "openvino"), FLOAT32,
+        Format("onnx-fp32", ".onnx", "onnx", False, FLOAT32,
                "ONNX (tf2onnx), float32, dynamic batch", OnnxRecipe()),
-        Format("onnx-int8", ".onnx", "onnx", True, ("onnxruntime", "openvino"), INT8,
+        Format("onnx-int8", ".onnx", "onnx", True, INT8,
                "ONNX, static int8 QDQ, per-channel (onnxruntime.quantization)",
                OnnxRecipe(quant_format="QDQ", per_channel=True, activations="int8", weights="int8",
                           calibrated=True)),
@@ -158,11 +162,30 @@ FORMATS: dict[str, Format] = {
 
 @dataclass(frozen=True)
 class Backend:
+    """One registry row. Everything else a backend knows (profile options and their validation, host
+    checks, its bare benchmark loop, what inspect tries, placement) lives on its class in `target`."""
+
     name: str
     target: str  # "module:Class", imported only when the backend is used
-    family: str  # which file family it reads
+    family: str  # which file family it reads ("any": both)
     package: str  # import name that must be present
     install: str  # pip line that provides it
+    skips: tuple[str, ...] = ()  # formats of its family it cannot run
+
+    def runs(self, fmt: Format) -> bool:
+        return self.family in (fmt.family, "any") and fmt.name not in self.skips
+
+    def load_class(self) -> type:
+        """The backend class (imports its module; the runtime package itself is imported by load())."""
+        import importlib
+
+        from edgeproof.errors import EdgeproofError
+
+        module_name, cls_name = self.target.split(":")
+        try:
+            return getattr(importlib.import_module(module_name), cls_name)
+        except ImportError as exc:
+            raise EdgeproofError(f"backend '{self.name}' is not available: {exc}; {self.install}") from None
 
 
 BACKENDS: dict[str, Backend] = {
@@ -173,11 +196,16 @@ BACKENDS: dict[str, Backend] = {
         Backend("onnxruntime", "edgeproof.runtime.backends.onnxrt:OnnxRuntimeBackend", "onnx", "onnxruntime",
                 "pip install onnxruntime"),
         Backend("opencv", "edgeproof.runtime.backends.opencv_dnn:OpenCVBackend", "onnx", "cv2",
-                "pip install opencv-python-headless"),
+                "pip install opencv-python-headless", skips=("onnx-int8",)),
         Backend("openvino", "edgeproof.runtime.backends.openvino:OpenVINOBackend", "any", "openvino",
-                "pip install 'edgeproof[openvino]'"),
+                "pip install 'edgeproof[openvino]'", skips=("edgetpu",)),
     )
 }
+
+
+def backend_class(name: str) -> type:
+    """The class behind a registered backend name (UsageError for an unknown name)."""
+    return get_backend(name).load_class()
 
 SUFFIX_FAMILY = {".tflite": "tflite", ".onnx": "onnx"}
 

@@ -273,29 +273,8 @@ def choose(f: HostFacts) -> tuple[Any, list[str]]:
 
 def check_profile(profile: Any, f: HostFacts,
                   loader: Callable[[str], Any] = ctypes.CDLL) -> list[tuple[bool, str]]:
-    """Can this host run ``profile``? One (ok, message) per requirement: arch, delegates, EPs, device."""
+    """Can this host run ``profile``? One (ok, message) per requirement: arch, then what its backend needs
+    (delegates, EPs, device: ``Backend.host_checks``)."""
     checks = [(f.machine in profile.arch,
                f"architecture {f.machine} {'is' if f.machine in profile.arch else 'is not'} in {profile.arch}")]
-    for lib in profile.delegates:
-        if lib == EDGETPU_LIBRARY:
-            ok, detail = f.edgetpu_loadable, f.edgetpu_detail
-        else:
-            ok, detail = probe_edgetpu_library(loader, lib)
-        checks.append((ok, f"delegate {lib} loads" if ok else f"delegate {lib} does not load: {detail}"))
-    if profile.backend == "onnxruntime":
-        have = f.ort_providers
-        for ep in profile.required_providers:
-            ok = have is not None and ep in have
-            checks.append((ok, f"{ep} {'available' if ok else 'not available'} in onnxruntime"
-                               + ("" if ok or have is None else f" (have: {', '.join(have)})")
-                               + (" (onnxruntime not installed)" if have is None else "")))
-    if profile.backend == "openvino":
-        dev = profile.openvino_device
-        if not f.openvino_version:
-            checks.append((False, "openvino is not installed"))
-        elif dev != "AUTO":
-            ok = dev in f.openvino_devices or (dev.split(".")[0] == dev and
-                                                any(d.split(".")[0] == dev for d in f.openvino_devices))
-            checks.append((ok, (f"OpenVINO device {dev} {'available' if ok else 'not available'} "
-                               f"(OpenVINO lists: {', '.join(f.openvino_devices) or 'none'})")))
-    return checks
+    return checks + profile.backend_class.host_checks(profile, f, loader)

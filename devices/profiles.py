@@ -16,12 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from edgeproof.errors import UsageError
-from edgeproof.formats import BACKENDS, FORMATS
+from edgeproof.formats import BACKENDS, FORMATS, backend_class
 
 PROFILE_DIR = Path(__file__).resolve().parent
 KNOWN_ARCHES = ("x86_64", "aarch64", "armv7l")
-OPENVINO_DEVICE_RE = re.compile(r"^(CPU|GPU|NPU|AUTO)(\.\d+)?$")  # GPU.1: the second GPU
-ALWAYS_AVAILABLE_PROVIDERS = ("CPUExecutionProvider",)
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 # An install line must not pull TensorFlow onto a device: profiles install the runtime only.
 _HEAVY_INSTALL_RE = re.compile(r"\btensorflow\b|edgeproof\[(?:[^\]]*,)?\s*(?:train|all)\b", re.IGNORECASE)
@@ -37,8 +35,8 @@ class Profile:
     artifacts: list[str]  # preferred format names, best first
     backend: str
     delegates: list[str] = field(default_factory=list)  # LiteRT delegate libraries (backend litert)
-    # Where the backend executes, in order: ONNX Runtime EP names (backend onnxruntime) or one
-    # OpenVINO device name, CPU/GPU/NPU/AUTO (backend openvino). Backends receive it as `providers`.
+    # Where the backend executes, in order: ONNX Runtime EP names (backend onnxruntime), one OpenVINO
+    # device name (openvino), ... Backends receive it as `providers`; each backend class validates it.
     providers: list[str] = field(default_factory=list)
     provider_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per EP name
     threads: int | None = None  # None: the runtime's default (all cores)
@@ -48,33 +46,30 @@ class Profile:
     source: str | None = None  # the TOML file it was read from
 
     @property
+    def backend_class(self) -> type:
+        """The runtime backend class this profile runs on (its hooks describe and check the profile)."""
+        return backend_class(self.backend)
+
+    @property
     def accelerator(self) -> str:
         """What the profile asks for beyond plain CPU, in words ('' when it is a CPU profile)."""
-        if self.delegates:
-            return ", ".join(self.delegates)
-        if self.backend == "openvino":
-            dev = self.openvino_device
-            return "" if dev == "CPU" else f"OpenVINO {dev}"
-        return " -> ".join(self.required_providers)
+        return self.backend_class.profile_accelerator(self)
 
     @property
     def openvino_device(self) -> str | None:
         """The OpenVINO device this profile compiles for (None unless the backend is openvino)."""
-        if self.backend != "openvino":
-            return None
-        return self.providers[0] if self.providers else "CPU"
+        return self.backend_class.profile_facts(self).get("openvino_device")
 
     @property
     def required_providers(self) -> list[str]:
         """ORT EPs that must be in onnxruntime.get_available_providers() (no silent fallback)."""
-        if self.backend != "onnxruntime":
-            return []
-        return [p for p in self.providers if p not in ALWAYS_AVAILABLE_PROVIDERS]
+        return list(self.backend_class.profile_facts(self).get("required_providers", []))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["accelerator"] = self.accelerator
-        d["openvino_device"] = self.openvino_device
+        d["openvino_device"] = None
+        d.update(self.backend_class.profile_facts(self))
         return d
 
 
@@ -153,20 +148,9 @@ def validate(data: dict[str, Any], where: str = "<dict>", stem: str | None = Non
     delegates = _str_list(where, "delegates", data.get("delegates", []))
     providers = _str_list(where, "providers", data.get("providers", []))
     provider_options = data.get("provider_options", {})
-    if delegates and backend != "litert":
-        raise _err(where, f"'delegates' are LiteRT libraries; backend is '{backend}', not 'litert'")
-    if providers and backend == "openvino":
-        if len(providers) != 1 or not OPENVINO_DEVICE_RE.match(providers[0]):
-            raise _err(where, f"for backend 'openvino', providers is one OpenVINO device "
-                              f"(CPU, GPU, GPU.1, NPU or AUTO), got {providers}")
-    elif providers and backend != "onnxruntime":
-        raise _err(where, f"'providers' are ONNX Runtime EPs or an OpenVINO device; backend '{backend}' "
-                          "takes neither")
-    elif providers:
-        bad_ep = [p for p in providers if not p.endswith("ExecutionProvider")]
-        if bad_ep:
-            raise _err(where, f"ONNX Runtime provider names end in 'ExecutionProvider' "
-                              f"(e.g. CUDAExecutionProvider), got {bad_ep}")
+    why = backend_class(backend).check_profile(delegates, providers, provider_options)
+    if why:
+        raise _err(where, why)
     for ep, opts in provider_options.items():
         if ep not in providers:
             raise _err(where, f"provider_options for '{ep}', which is not in providers {providers}")

@@ -14,8 +14,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edgeproof.contract import TensorSpec
 from edgeproof.errors import UsageError
 from edgeproof.formats import BACKENDS, backend_installed, backends_for, family_of, format_of
@@ -34,7 +32,7 @@ def _short(exc: BaseException) -> str:
 
 
 def _spec_from_details(d: dict) -> dict[str, Any]:
-    from edgeproof.runtime.backends.litert import tensor_spec
+    from edgeproof.runtime.backends.tflite_interpreter import tensor_spec
 
     q = d.get("quantization_parameters") or {}
     per_channel = q.get("scales") is not None and len(q.get("scales")) > 1
@@ -75,13 +73,9 @@ def tflite_flatbuffer(data: bytes) -> dict[str, Any]:
 
 
 def _litert_io(path: Path) -> dict[str, Any]:
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    from edgeproof.runtime.backends.tflite_interpreter import bare_interpreter
 
-    from edgeproof.runtime.backends.litert import quiet_runtime_info
-
-    with quiet_runtime_info():
-        it = Interpreter(model_path=str(path),
-                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    it = bare_interpreter(path)
     ops = Counter(o["op_name"] for o in it._get_ops_details())
     return {"inputs": [_spec_from_details(d) for d in it.get_input_details()],
             "outputs": [_spec_from_details(d) for d in it.get_output_details()],
@@ -98,7 +92,7 @@ def _inspect_tflite(path: Path, data: bytes) -> dict[str, Any]:
         out["notes"].append(f"cannot parse the flatbuffer: {_short(exc)}")
     try:
         out.update(_litert_io(path))
-    except ImportError:
+    except ImportError:  # MissingDependency is one
         out["notes"].append("I/O details need a TFLite interpreter: pip install ai-edge-litert")
     except Exception as exc:  # noqa: BLE001 - any runtime/converter error becomes one reported line
         out["notes"].append(f"ai_edge_litert cannot list the tensors: {_short(exc)}")
@@ -118,11 +112,9 @@ def _inspect_onnx(path: Path) -> dict[str, Any]:
     if importlib.util.find_spec("onnx") is None:
         out["notes"].append("op histogram and opsets need the 'onnx' package: pip install onnx")
         try:
-            import onnxruntime as ort
+            from edgeproof.runtime.backends.onnx_graph import ort_spec, plain_session
 
-            from edgeproof.runtime.backends.onnxrt import ort_spec
-
-            sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"], enable_fallback=0)
+            sess = plain_session(path, optimize=True)
             out["inputs"] = [ort_spec(a).to_dict() for a in sess.get_inputs()]
             out["outputs"] = [ort_spec(a).to_dict() for a in sess.get_outputs()]
         except ImportError:
@@ -133,7 +125,8 @@ def _inspect_onnx(path: Path) -> dict[str, Any]:
             raise invalid(path, "onnx", f"onnxruntime cannot read it ({ort_reason(exc)[:160]})") from None
         return out
     import onnx
-    from onnx import helper
+
+    from edgeproof.runtime.backends.onnx_graph import graph_inputs, value_spec
 
     try:
         model = onnx.load(str(path), load_external_data=False)
@@ -141,16 +134,11 @@ def _inspect_onnx(path: Path) -> dict[str, Any]:
         from edgeproof.runtime.model_check import invalid
 
         raise invalid(path, "onnx", f"the onnx package cannot parse it ({_short(exc)[:160]})") from None
-    init = {i.name for i in model.graph.initializer}
-
     def spec(v) -> dict[str, Any]:
-        t = v.type.tensor_type
-        return {"name": v.name, "dtype": np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type)).name,
-                "shape": [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim],
-                "scale": None, "zero_point": None}
+        return value_spec(v, keep_symbols=True).to_dict()
 
     hist = Counter(n.op_type for n in model.graph.node)
-    out.update(inputs=[spec(v) for v in model.graph.input if v.name not in init],
+    out.update(inputs=[spec(v) for v in graph_inputs(model)],
                outputs=[spec(v) for v in model.graph.output], op_histogram=dict(hist.most_common()),
                opsets={(o.domain or "ai.onnx"): int(o.version) for o in model.opset_import
                        if not o.domain or o.domain in {n.domain for n in model.graph.node}},
@@ -162,47 +150,13 @@ def _inspect_onnx(path: Path) -> dict[str, Any]:
 
 
 def _try_load(backend: str, path: Path, report: dict[str, Any]) -> tuple[str, str | None]:
-    """('ok'|'failed'|'not installed', detail) for one runtime on this machine.
-
-    OpenCV DNN can crash on a damaged file: unless the manifest vouched for it, it is tried in a
-    guarded child first (runtime.guard).
-    """
+    """('ok'|'failed'|'not installed', detail) for one runtime on this machine (its class's inspect_load;
+    e.g. OpenCV DNN, which can crash on a damaged file, is tried in a guarded child unless vouched for)."""
     b = BACKENDS[backend]
     if not backend_installed(backend):
         return "not installed", b.install
     try:
-        if backend == "litert":
-            from ai_edge_litert.interpreter import Interpreter
-
-            from edgeproof.runtime.backends.litert import quiet_runtime_info
-
-            with quiet_runtime_info():
-                Interpreter(model_path=str(path)).allocate_tensors()
-        elif backend == "onnxruntime":
-            import onnxruntime as ort
-
-            so = ort.SessionOptions()
-            so.log_severity_level = 3
-            ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"], enable_fallback=0)
-        elif backend == "opencv":
-            import cv2
-
-            from edgeproof.runtime.guard import guarded_load
-
-            inputs = report.get("inputs") or [{}]
-            shape = [1 if i == 0 and not isinstance(d, int) else d for i, d in enumerate(inputs[0].get("shape") or [])]
-            vouched = report["sha256"] if (report.get("integrity") or {}).get("matches") else None
-            guarded_load(path, "opencv", "onnx", vouched, shape if all(isinstance(d, int) for d in shape) else None)
-            cv2.dnn.readNetFromONNX(str(path))
-        elif backend == "openvino":
-            import openvino as ov
-
-            from edgeproof.runtime.backends.openvino import _quiet_frontends
-
-            core = ov.Core()
-            with _quiet_frontends():
-                model = core.read_model(str(path))
-            core.compile_model(model, "CPU")
+        b.load_class().inspect_load(path, report)
     except Exception as exc:  # noqa: BLE001 - any runtime/converter error becomes one reported line
         return "failed", _short(exc)
     return "ok", None

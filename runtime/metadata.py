@@ -84,20 +84,9 @@ def _damaged(path: str | Path, exc: BaseException) -> UsageError:
 
 def read_onnx_metadata(path: str | Path) -> ArtifactMeta | None:
     """Read metadata_props through onnxruntime (a base dependency) or onnx, whichever exists."""
-    props = None
-    try:
-        import onnxruntime as ort
+    from edgeproof.runtime.backends.onnx_graph import read_props
 
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"], enable_fallback=0)
-        props = sess.get_modelmeta().custom_metadata_map
-    except ImportError:
-        import onnx
-
-        model = onnx.load(str(path), load_external_data=False)
-        props = {p.key: p.value for p in model.metadata_props}
-    text = props.get(METADATA_KEY) if props else None
+    text = read_props(path).get(METADATA_KEY)
     return parse_metadata(text, path) if text else None
 
 

@@ -7,7 +7,6 @@ scale/zero point, transposes for NCHW models, batches, dequantizes and applies s
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import numpy as np
 
 from edgeproof.contract import ArtifactMeta, Preprocess, TensorSpec
 from edgeproof.errors import EdgeproofError, UsageError
-from edgeproof.formats import BACKENDS, family_of, format_of, get_backend
+from edgeproof.formats import BACKENDS, backends_for, family_of, format_of, get_backend
 from edgeproof.runtime.backends.base import Backend, BatchUnsupported
 from edgeproof.runtime.model_check import (
     check_io,
@@ -27,8 +26,9 @@ from edgeproof.runtime.model_check import (
     ort_reason,
     preflight,
 )
+from edgeproof.runtime.options import OVERRIDE_KEYS, LoadOptions, normalize_overrides
 
-OVERRIDE_KEYS = ("size", "mean", "std", "scale", "bgr", "labels")
+__all__ = ["OVERRIDE_KEYS", "LoadOptions", "Model", "apply_overrides", "load", "read_labels", "synthesize_meta"]
 _QRANGE = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
 
 
@@ -85,38 +85,28 @@ def read_labels(path: str | Path) -> list[str]:
 
 
 def apply_overrides(meta: ArtifactMeta, inp: TensorSpec, overrides: dict[str, Any] | None) -> ArtifactMeta:
-    """Flags beat the file: size (h, w), mean, std, scale, bgr, labels (list or file path)."""
-    ov = dict(overrides or {})
-    unknown = set(ov) - set(OVERRIDE_KEYS)
-    if unknown:
-        raise UsageError(f"unknown override(s) {sorted(unknown)}; valid: {', '.join(OVERRIDE_KEYS)}")
+    """Flags beat the file: size (h, w), mean, std, scale, bgr, labels (list or file path); see
+    runtime.options.normalize_overrides for what each may be (already checked when LoadOptions was built)."""
+    ov = normalize_overrides(overrides)
     pp = meta.preprocess
     changes: dict[str, Any] = {}
-    if ov.get("size") is not None:
-        h, w = (int(v) for v in ov["size"])
+    if "size" in ov:
+        h, w = ov["size"]
         model_hw = inp.shape[1:3] if pp.layout == "NHWC" else inp.shape[2:4]
         if any(m is not None and m != v for m, v in zip(model_hw, (h, w))):
             raise UsageError(f"--size {h}x{w} does not fit the model's fixed input {model_hw[0]}x{model_hw[1]}; "
                              "omit --size or give the model's size")
         changes.update(height=h, width=w)
-    for key in ("mean", "std"):
-        if ov.get(key) is not None:
-            vals = [float(v) for v in ov[key]]
-            if len(vals) == 1:
-                vals *= 3
-            if len(vals) != 3:
-                raise UsageError(f"--{key} takes 1 or 3 numbers (a,b,c); got {len(vals)}")
-            changes[key] = tuple(vals)
-    if ov.get("scale") is not None:
-        changes["scale"] = float(ov["scale"])
-    if ov.get("bgr") is not None:
+    for key in ("mean", "std", "scale"):
+        if key in ov:
+            changes[key] = ov[key]
+    if "bgr" in ov:
         changes["color"] = "BGR" if ov["bgr"] else "RGB"
     if changes:
         meta = replace(meta, preprocess=Preprocess(**{**pp.to_dict(), **changes}))
-    if ov.get("labels") is not None:
+    if "labels" in ov:
         labels = ov["labels"]
-        labels = read_labels(labels) if isinstance(labels, (str, Path)) else [str(v) for v in labels]
-        meta = replace(meta, labels=labels)
+        meta = replace(meta, labels=read_labels(labels) if isinstance(labels, (str, Path)) else list(labels))
     if meta.preprocess.height <= 0 or meta.preprocess.width <= 0:
         raise UsageError(f"model input '{inp.name}' {inp.shape} has a dynamic height/width and the file carries no "
                          "preprocessing metadata; pass --size HxW")
@@ -296,9 +286,8 @@ def _choose_backend(path: Path, family: str, backend: str | None, profile) -> st
     if backend:
         b = get_backend(backend)
         if b.family not in (family, "any"):
-            ok = [n for n, v in BACKENDS.items() if v.family in (family, "any")]
             raise UsageError(f"backend '{backend}' cannot run '{path.name}' ({family}); valid backends for it: "
-                             f"{', '.join(ok)}")
+                             f"{', '.join(backends_for(family))}")
         return b.name
     pb = getattr(profile, "backend", None) if profile is not None else None
     fmt = format_of(path)
@@ -306,17 +295,25 @@ def _choose_backend(path: Path, family: str, backend: str | None, profile) -> st
         return pb
     if fmt is not None:
         return fmt.backends[0]
-    return "litert" if family == "tflite" else "onnxruntime"
+    return backends_for(family)[0]
 
 
 def load(path: str | Path, backend: str | None = None, threads: int | None = None, device: str | None = None,
          delegates: list[str] | None = None, providers: list[str] | None = None, allow_fallback: bool = False,
-         overrides: dict[str, Any] | None = None, verify: bool = True) -> Model:
+         overrides: dict[str, Any] | None = None, verify: bool = True, *,
+         options: LoadOptions | None = None) -> Model:
     """Open an artifact with the right backend; see the module docstring for what Model does.
 
-    verify: when a manifest.json beside the file records its sha256, refuse a mismatch
-    (IntegrityError) before any interpreter sees the bytes; False skips that check (--no-verify).
+    The keyword arguments are those of runtime.options.LoadOptions (checked there, once); pass
+    `options=` instead to reuse an object already checked. verify: when a manifest.json beside the
+    file records its sha256, refuse a mismatch (IntegrityError) before any interpreter sees the bytes;
+    False skips that check (--no-verify).
     """
+    if options is None:
+        options = LoadOptions(backend=backend, threads=threads, device=device, delegates=delegates,
+                              providers=providers, allow_fallback=allow_fallback, overrides=overrides or {},
+                              verify=verify)
+    opts = options
     path = Path(path)
     if path.is_dir():
         raise UsageError(f"model '{path}' is a folder; give a .tflite or .onnx file (edgeproof convert writes "
@@ -324,28 +321,21 @@ def load(path: str | Path, backend: str | None = None, threads: int | None = Non
     family = family_of(path)
     if not path.is_file():
         raise UsageError(f"model file '{path}' not found; give a .tflite or .onnx file")
-    profile = _profile(device) if device else None
-    name = _choose_backend(path, family, backend, profile)
-    verified = preflight(path, verify)
-    install_hint, provider_options = None, None
+    profile = _profile(opts.device) if opts.device else None
+    name = _choose_backend(path, family, opts.backend, profile)
+    cls = BACKENDS[name].load_class()
+    opts.check_backend(cls, path)
+    verified = preflight(path, opts.verify)
+    kwargs: dict[str, Any] = {"threads": opts.threads, "delegates": opts.delegates, "providers": opts.providers}
     if profile is not None:
-        threads = threads if threads is not None else getattr(profile, "threads", None)
-        if delegates is None and name == "litert":
-            delegates = list(getattr(profile, "delegates", None) or [])
-        if providers is None and name in ("onnxruntime", "openvino"):  # openvino: the OpenVINO device
-            providers = list(getattr(profile, "providers", None) or [])
-            provider_options = dict(getattr(profile, "provider_options", None) or {})
-        install_hint = "; ".join(getattr(profile, "install", None) or []) or None
-    if threads is not None and int(threads) < 1:
-        raise UsageError(f"threads must be >= 1; got {threads}")
-    module_name, cls_name = BACKENDS[name].target.split(":")
-    try:
-        cls = getattr(importlib.import_module(module_name), cls_name)
-    except ImportError as exc:
-        raise EdgeproofError(f"backend '{name}' is not available: {exc}; {BACKENDS[name].install}") from None
-    be: Backend = cls(path, threads=threads, delegates=delegates, providers=providers,
-                      allow_fallback=allow_fallback, install_hint=install_hint, provider_options=provider_options)
-    be.verified_sha256 = verified  # the manifest vouches for these bytes (backends may skip a guarded trial)
+        if kwargs["threads"] is None:
+            kwargs["threads"] = getattr(profile, "threads", None)
+        for key, value in cls.profile_options(profile).items():  # what this backend takes from a profile
+            if kwargs.get(key) is None:
+                kwargs[key] = value
+        kwargs["install_hint"] = "; ".join(getattr(profile, "install", None) or []) or None
+    be: Backend = cls(path, allow_fallback=opts.allow_fallback, verified_sha256=verified,
+                      **{k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()})
     fmt = format_of(path)
     try:
         be.load()
@@ -360,14 +350,14 @@ def load(path: str | Path, backend: str | None = None, threads: int | None = Non
     if profile is not None and getattr(profile, "artifacts", None):
         fmt_name = meta.format or (fmt.name if fmt else None)
         if fmt_name and fmt_name not in profile.artifacts:
-            from edgeproof.cli.console import warn
+            from edgeproof.runtime.backends.base import warn
 
             warn(f"device profile '{profile.name}' prefers {', '.join(profile.artifacts)}; '{path.name}' is "
                  f"{fmt_name} and may run mostly on the CPU")
     try:
-        meta = apply_overrides(meta, be.input_spec, overrides)
+        meta = apply_overrides(meta, be.input_spec, opts.overrides)
         n_out = be.output_spec.shape[-1] if be.output_spec.shape else None
-        if (overrides or {}).get("labels") is not None and isinstance(n_out, (int, np.integer)) and n_out > 0 \
+        if opts.overrides.get("labels") is not None and isinstance(n_out, (int, np.integer)) and n_out > 0 \
                 and len(meta.labels) != n_out:
             raise UsageError(f"--labels gives {len(meta.labels)} label(s) but '{path.name}' outputs {n_out} "
                              f"classes; give a labels file with {n_out} lines, one per class in output order")

@@ -202,17 +202,14 @@ def check_prepared_tflite(path: str | Path, interpreter_cls: Any, input_shape: l
     `input_shape`: the shape the runtime will really feed (the metadata's or --size's preprocess size),
     when it differs from the declared one.
     """
-    import sys
+    from edgeproof.runtime.backends.tflite_interpreter import op_resolver_without_delegates, quiet_runtime_info
 
-    resolver = getattr(sys.modules.get(interpreter_cls.__module__), "OpResolverType", None)
+    resolver = op_resolver_without_delegates(interpreter_cls)
     if resolver is None:
         return
-    from edgeproof.runtime.backends.litert import quiet_runtime_info
-
     with quiet_runtime_info():
         try:
-            it = interpreter_cls(model_path=str(path),
-                                 experimental_op_resolver_type=resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+            it = interpreter_cls(model_path=str(path), experimental_op_resolver_type=resolver)
         except Exception:  # noqa: BLE001 - the real load reports it
             return
         n_graph = len(it.get_tensor_details())  # the file's tensors; Prepare adds kernel scratch (im2col) after
@@ -297,18 +294,10 @@ def preflight(path: str | Path, verify: bool = True) -> str | None:
 
 def light_tflite_interpreter() -> Any:
     """ai-edge-litert's or tflite-runtime's Interpreter class; None without them (TensorFlow is too heavy here)."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
+    from edgeproof.runtime.backends.tflite_interpreter import light_interpreter
 
-        return Interpreter
-    except ImportError:
-        pass
-    try:
-        from tflite_runtime.interpreter import Interpreter
-
-        return Interpreter
-    except ImportError:
-        return None
+    found = light_interpreter()
+    return found[0] if found else None
 
 
 def check_io(path: str | Path, family: str, inp: TensorSpec, out: TensorSpec, height: int, width: int) -> None:

@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _short_accelerator(p: Any) -> str:
     if p.accelerator:
         return p.accelerator.replace("ExecutionProvider", "")
-    return "OpenVINO CPU" if p.backend == "openvino" else "CPU"
+    return p.backend_class.cpu_label
 
 
 def _check_rows(profile: Any) -> list[tuple[bool, str]]:
@@ -100,7 +100,7 @@ def _print_profile(p: Any, checks: list[tuple[bool, str]]) -> None:
     if p.delegates:
         rows.append(("delegates", ", ".join(p.delegates)))
     if p.providers:
-        rows.append(("providers" if p.backend == "onnxruntime" else "OpenVINO device", " -> ".join(p.providers)))
+        rows.append((p.backend_class.providers_label, " -> ".join(p.providers)))
     for ep, opts in p.provider_options.items():
         rows.append((f"options {ep}", ", ".join(f"{k}={v}" for k, v in opts.items())))
     rows += [("threads", p.threads or "runtime default"), ("input size hint", p.input_size_hint or "-"),

@@ -161,8 +161,6 @@ def overrides_from(args: argparse.Namespace) -> dict:
         ov["mean"] = parse_floats("--mean", args.mean)
     if args.std:
         ov["std"] = parse_floats("--std", args.std)
-        if any(v == 0 for v in ov["std"]):
-            raise UsageError(f"--std '{args.std}' contains 0; every std value must be non-zero")
     if args.scale is not None:
         ov["scale"] = args.scale
     if args.bgr:
@@ -196,8 +194,7 @@ def _run(args: argparse.Namespace, capture_factory=None, picam_factory=None) -> 
     if source_spec is None:
         raise UsageError("no source given; pass an image, folder, glob, list file, video, camera index, URL or "
                          "'picam' (e.g. edgeproof run MODEL photo.jpg)")
-    for flag, val in (("--top-k", args.top_k), ("--batch", args.batch), ("--threads", args.threads),
-                      ("--limit", args.limit)):
+    for flag, val in (("--top-k", args.top_k), ("--batch", args.batch), ("--limit", args.limit)):
         if val is not None and val < 1:
             raise UsageError(f"{flag} must be >= 1; got {val}")
     if not args.infer_timeout >= 0 or args.infer_timeout == float("inf"):  # also NaN
@@ -216,7 +213,7 @@ def _run(args: argparse.Namespace, capture_factory=None, picam_factory=None) -> 
 
 
 def _run_checked(args: argparse.Namespace, source_spec: str, capture_factory, picam_factory) -> int:
-    from edgeproof.runtime.model import load
+    from edgeproof.runtime.model import LoadOptions, load
     from edgeproof.runtime.pipeline import run_pipeline
     from edgeproof.runtime.sources import open_source
 
@@ -225,7 +222,10 @@ def _run_checked(args: argparse.Namespace, source_spec: str, capture_factory, pi
         from edgeproof.runtime.annotate import Viewer
 
         viewer = Viewer()
-    overrides = overrides_from(args)
+    # Every load option is checked here, once (LoadOptions), before the source is opened.
+    options = LoadOptions(backend=args.backend, threads=args.threads, device=args.device, delegates=args.delegate,
+                          providers=args.provider, allow_fallback=args.allow_fallback,
+                          overrides=overrides_from(args), verify=not args.no_verify)
     # The source first: a missing camera is reported before any model loading.
     source = open_source(source_spec, capture_factory=capture_factory, picam_factory=picam_factory)
     if args.engine == "ray":
@@ -233,9 +233,7 @@ def _run_checked(args: argparse.Namespace, source_spec: str, capture_factory, pi
 
         source = file_inputs(source)
     try:
-        model = load(args.model, backend=args.backend, threads=args.threads, device=args.device,
-                     delegates=args.delegate, providers=args.provider, allow_fallback=args.allow_fallback,
-                     overrides=overrides, verify=not args.no_verify)
+        model = load(args.model, options=options)
     except BaseException:
         source.close()
         raise

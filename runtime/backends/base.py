@@ -1,12 +1,22 @@
-"""The small contract every runtime backend implements (NumPy in, NumPy out).
+"""The small contract every runtime backend implements (NumPy in, NumPy out), and its hooks.
 
 A backend knows nothing about images: `run(x)` takes a batch already in the model's own input
 dtype and layout (Model.predict quantizes and transposes) and returns the raw first output.
 Heavy imports (the runtime package) happen in `load()`, never at module import.
+
+Everything the rest of edgeproof needs to know about one backend is a hook on its class, so
+`load`, `inspect`, `bench` and `devices` loop over the registry and never test a backend's name:
+  takes / check_profile / profile_options   what a device profile (or caller) may hand it, and its checks
+  profile_accelerator / profile_facts       how a profile's accelerator reads, for `devices`
+  host_checks                               can this host run a profile with it
+  bare_loop                                 the hand-written loop `bench` compares against
+  inspect_load                              the trial load `inspect` reports
+  placement (after load)                    where the model's ops run
 """
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
@@ -14,6 +24,15 @@ from typing import Any
 import numpy as np
 
 from edgeproof.contract import ArtifactMeta, TensorSpec
+
+PROFILE_FIELDS = ("delegates", "providers", "provider_options")
+
+
+def warn(message: str, markup: bool = False) -> None:
+    """A loud line for the user (fallbacks, slow paths) on stderr; markup=True only for escaped messages."""
+    from edgeproof.cli.console import warn as console_warn
+
+    console_warn(message, markup=markup)
 
 
 class Backend(ABC):
@@ -30,6 +49,10 @@ class Backend(ABC):
     """
 
     name = "base"
+    # Which of PROFILE_FIELDS it takes (from a device profile, or from the caller's delegates/providers).
+    takes: frozenset[str] = frozenset()
+    providers_label = "providers"  # what `devices show` calls its providers
+    cpu_label = "CPU"  # a profile of it that asks for no accelerator
 
     def __init__(
         self,
@@ -40,6 +63,7 @@ class Backend(ABC):
         allow_fallback: bool = False,
         install_hint: str | None = None,
         provider_options: dict[str, dict[str, Any]] | None = None,
+        verified_sha256: str | None = None,
     ) -> None:
         self.path = Path(path)
         self.threads = threads
@@ -53,7 +77,63 @@ class Backend(ABC):
         self.batch_ok = False
         self.placement: dict[str, Any] | None = None
         self.failed_accelerators: list[str] = []  # delegates/EPs skipped under allow_fallback
-        self.verified_sha256: str | None = None  # set by load() when manifest.json vouches for the file
+        # manifest.json vouches for these bytes (load() checked it): backends may skip a guarded trial
+        self.verified_sha256 = verified_sha256
+
+    # ---- device profiles and callers' options ------------------------------------------------
+    @classmethod
+    def check_profile(cls, delegates: list[str], providers: list[str],
+                      provider_options: dict[str, Any]) -> str | None:
+        """Why a profile's (or caller's) accelerator fields do not fit this backend; None when they do."""
+        if delegates and "delegates" not in cls.takes:
+            return f"'delegates' are LiteRT libraries; backend is '{cls.name}', which takes none"
+        if providers and "providers" not in cls.takes:
+            return (f"'providers' are ONNX Runtime EPs, an OpenVINO device or LiteRT accelerators; backend "
+                    f"'{cls.name}' takes neither")
+        return None
+
+    @classmethod
+    def check_options(cls, delegates: list[str], providers: list[str]) -> str | None:
+        """Why a caller's delegates/providers do not fit this backend (load() refuses them); None when they do."""
+        return cls.check_profile(delegates, providers, {})
+
+    @classmethod
+    def profile_options(cls, profile: Any) -> dict[str, Any]:
+        """The constructor options this backend takes from a device profile."""
+        return {f: copy.deepcopy(getattr(profile, f, None) or ([] if f != "provider_options" else {}))
+                for f in PROFILE_FIELDS if f in cls.takes}
+
+    @classmethod
+    def profile_accelerator(cls, profile: Any) -> str:
+        """What the profile asks for beyond plain CPU, in words ('' for a CPU profile)."""
+        return ""
+
+    @classmethod
+    def profile_facts(cls, profile: Any) -> dict[str, Any]:
+        """Backend-specific facts a profile's to_dict() shows (e.g. the OpenVINO device)."""
+        return {}
+
+    @classmethod
+    def host_checks(cls, profile: Any, facts: Any, loader: Any = None) -> list[tuple[bool, str]]:
+        """(ok, message) per requirement of `profile` this backend has on the host (`facts`: HostFacts)."""
+        return []
+
+    # ---- bench and inspect -----------------------------------------------------------------
+    @classmethod
+    def bare_loop(cls, path: str | Path, threads: int | None, x: np.ndarray, model: Any = None) -> Any:
+        """The bench baseline (runtime.bench.baselines.Baseline): the library's own minimal loop on `x`
+        (NHWC float32), or None when there is none. `model`: the edgeproof Model of the same file."""
+        return None
+
+    @classmethod
+    def inspect_load(cls, path: Path, report: dict[str, Any]) -> None:
+        """Load `path` the way `inspect` tries each runtime (raises on failure). Default: a full load."""
+        vouched = report.get("sha256") if (report.get("integrity") or {}).get("matches") else None
+        be = cls(path, verified_sha256=vouched)
+        try:
+            be.load()
+        finally:
+            be.close()
 
     def _accelerator_unavailable(self, kind: str, names: list[str], message: str,
                                  then: str = "RUNNING ON THE CPU INSTEAD") -> None:
@@ -68,8 +148,6 @@ class Backend(ABC):
             raise EdgeproofError(message + " (or pass --allow-fallback to run on the CPU)")
         self.failed_accelerators.extend(names)
         from rich.markup import escape  # install lines hold brackets ('edgeproof[openvino]') rich would eat
-
-        from edgeproof.cli.console import warn
 
         warn(f"[bold red]{kind} FALLBACK[/]: {escape(message)}. {then} (--allow-fallback).", markup=True)
 

@@ -1,4 +1,4 @@
-"""TFLite backend: ai-edge-litert, else tflite-runtime, else tensorflow.lite (slow; warned).
+"""TFLite backend (the Interpreter API): ai-edge-litert, else tflite-runtime, else tensorflow.lite (slow; warned).
 
 Delegates (e.g. libedgetpu.so.1) load through `load_delegate`; one that fails is an error naming
 the library and its install line, or -- only with allow_fallback -- a loud warning and CPU.
@@ -7,48 +7,24 @@ the library and its install line, or -- only with allow_fallback -- a loud warni
 from __future__ import annotations
 
 import ctypes
+import time
 from typing import Any
 
 import numpy as np
 
-from edgeproof.contract import TensorSpec
-from edgeproof.errors import EdgeproofError, MissingDependency
-from edgeproof.runtime.backends.base import Backend, BatchUnsupported
+from edgeproof.errors import EdgeproofError
+from edgeproof.runtime.backends.base import Backend, BatchUnsupported, warn
+from edgeproof.runtime.backends.tflite_interpreter import import_interpreter, quiet_runtime_info, tensor_spec
+
+__all__ = ["DELEGATE_INSTALL", "LiteRTBackend", "delegate_install_line", "import_interpreter", "quiet_runtime_info",
+           "tensor_spec"]
+EDGETPU_LIBRARY = "libedgetpu.so.1"
 
 DELEGATE_INSTALL = {
     "edgetpu": "Coral Edge TPU runtime: sudo apt-get install libedgetpu1-std  (see https://coral.ai/software/)",
     "gpu": "build/install the TFLite GPU delegate (libtensorflowlite_gpu_delegate.so) for this platform",
     "hexagon": "install the Qualcomm Hexagon delegate (libhexagon_interface.so) from the Hexagon SDK",
 }
-
-
-def _warn(message: str) -> None:
-    from edgeproof.cli.console import warn
-
-    warn(message)
-
-
-def import_interpreter() -> tuple[Any, Any, str]:
-    """(Interpreter class, load_delegate, runtime name), preferring the light runtimes."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter, load_delegate
-
-        return Interpreter, load_delegate, "ai-edge-litert"
-    except ImportError:
-        pass
-    try:
-        from tflite_runtime.interpreter import Interpreter, load_delegate
-
-        return Interpreter, load_delegate, "tflite-runtime"
-    except ImportError:
-        pass
-    try:
-        import tensorflow as tf
-    except ImportError:
-        raise MissingDependency("ai-edge-litert", None, "running .tflite models") from None
-    _warn("neither ai-edge-litert nor tflite-runtime is installed; using tensorflow.lite (seconds to start, "
-          "~600 MiB). Install the light runtime: pip install ai-edge-litert")
-    return tf.lite.Interpreter, tf.lite.experimental.load_delegate, "tensorflow.lite"
 
 
 def delegate_install_line(library: str, hint: str | None) -> str:
@@ -60,26 +36,62 @@ def delegate_install_line(library: str, hint: str | None) -> str:
     return f"install the library that provides '{library}' and make it findable (LD_LIBRARY_PATH)"
 
 
-def tensor_spec(d: dict) -> TensorSpec:
-    """TensorSpec from an interpreter's tensor details (-1 in the shape signature -> None)."""
-    sig = d.get("shape_signature")
-    shape = [None if int(v) < 0 else int(v) for v in (sig if sig is not None and len(sig) else d["shape"])]
-    dtype = np.dtype(d["dtype"]).name
-    scale, zp = d.get("quantization", (0.0, 0))
-    quant = dtype in ("int8", "uint8", "int16") and scale
-    return TensorSpec(name=d["name"], shape=shape, dtype=dtype,
-                      scale=float(scale) if quant else None, zero_point=int(zp) if quant else None)
-
-
-def quiet_runtime_info():
-    """Drop the runtime's C++ 'INFO: ...' lines from stderr while it builds the interpreter."""
-    from edgeproof.stderr_filter import filtered_stderr
-
-    return filtered_stderr(lambda line: not line.startswith("INFO: "))
-
-
 class LiteRTBackend(Backend):
     name = "litert"
+    takes = frozenset({"delegates"})
+
+    @classmethod
+    def profile_accelerator(cls, profile: Any) -> str:
+        return ", ".join(profile.delegates)
+
+    @classmethod
+    def host_checks(cls, profile: Any, facts: Any, loader: Any = None) -> list[tuple[bool, str]]:
+        """Each delegate library must load (the Edge TPU one as host detection already probed it)."""
+        checks = []
+        for lib in profile.delegates:
+            if lib == EDGETPU_LIBRARY:
+                ok, detail = facts.edgetpu_loadable, facts.edgetpu_detail
+            else:
+                try:
+                    (loader or ctypes.CDLL)(lib)
+                    ok, detail = True, f"{lib} loaded"
+                except OSError as exc:
+                    ok, detail = False, str(exc)
+            checks.append((ok, f"delegate {lib} loads" if ok else f"delegate {lib} does not load: {detail}"))
+        return checks
+
+    @classmethod
+    def bare_loop(cls, path, threads, x, model=None):
+        """ai_edge_litert Interpreter: set_tensor / invoke / get_tensor."""
+        from edgeproof.runtime.bench.baselines import Baseline, native_input, quantizing_loop
+
+        t0 = time.perf_counter()
+        from ai_edge_litert.interpreter import Interpreter
+
+        interp = Interpreter(model_path=str(path), num_threads=threads)
+        inp = interp.get_input_details()[0]
+        if tuple(inp["shape"]) != tuple(x.shape):
+            interp.resize_tensor_input(inp["index"], list(x.shape))
+        interp.allocate_tensors()
+        inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+        load_s = time.perf_counter() - t0
+        in_q, out_q = tensor_spec(inp), tensor_spec(out)
+        in_idx, out_idx = inp["index"], out["index"]
+
+        def run(arr):
+            interp.set_tensor(in_idx, arr)
+            interp.invoke()
+            return interp.get_tensor(out_idx)
+
+        xin = native_input(x, in_q)
+        return Baseline("litert invoke()", lambda: run(xin), load_s, {"input_dtype": in_q.dtype},
+                        call_user=quantizing_loop(run, x, in_q, out_q))
+
+    @classmethod
+    def inspect_load(cls, path, report) -> None:
+        Interpreter = import_interpreter()[0]
+        with quiet_runtime_info():
+            Interpreter(model_path=str(path)).allocate_tensors()
 
     def load(self) -> None:
         Interpreter, load_delegate, self.runtime = import_interpreter()
@@ -125,7 +137,7 @@ class LiteRTBackend(Backend):
         self._set, self._invoke, self._get = it.set_tensor, it.invoke, it.get_tensor
         self.placement = self._placement(n_user)
         if self.loaded_delegates and self.placement and self.placement["accelerator"] == 0:
-            _warn(f"delegate {', '.join(self.loaded_delegates)} loaded but took 0 of {self.placement['total']} nodes: "
+            warn(f"delegate {', '.join(self.loaded_delegates)} loaded but took 0 of {self.placement['total']} nodes: "
                   f"'{self.path.name}' runs on the CPU (for the Edge TPU, compile it with edgetpu_compiler first)")
 
     def _delegate_failed(self, lib: str, why: str) -> None:

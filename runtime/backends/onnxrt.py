@@ -6,17 +6,18 @@ make a missing accelerator an error (or, with allow_fallback, a loud warning).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
 
-from edgeproof.contract import METADATA_KEY, ArtifactMeta, TensorSpec
+from edgeproof.contract import METADATA_KEY, ArtifactMeta
 from edgeproof.errors import require
 from edgeproof.runtime.backends.base import Backend
+from edgeproof.runtime.backends.onnx_graph import ORT_DTYPES, ort_spec
 
+__all__ = ["CPU", "EP_INSTALL", "ORT_DTYPES", "OnnxRuntimeBackend", "ort_spec"]
 CPU = "CPUExecutionProvider"
-ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
-              "tensor(uint8)": "uint8", "tensor(int8)": "int8", "tensor(int32)": "int32", "tensor(int64)": "int64"}
 EP_INSTALL = {
     "CUDAExecutionProvider": "pip install onnxruntime-gpu (plus a matching CUDA/cuDNN)",
     "TensorrtExecutionProvider": "pip install onnxruntime-gpu and install TensorRT",
@@ -28,14 +29,67 @@ EP_INSTALL = {
 }
 
 
-def ort_spec(arg) -> TensorSpec:
-    """TensorSpec from an onnxruntime NodeArg (symbolic dims -> None)."""
-    shape = [d if isinstance(d, int) and d > 0 else None for d in arg.shape]
-    return TensorSpec(name=arg.name, shape=shape, dtype=ORT_DTYPES.get(arg.type, arg.type))
-
-
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
+    takes = frozenset({"providers", "provider_options"})
+
+    @classmethod
+    def check_profile(cls, delegates, providers, provider_options) -> str | None:
+        bad = [p for p in providers if not p.endswith("ExecutionProvider")]
+        if bad:
+            return f"ONNX Runtime provider names end in 'ExecutionProvider' (e.g. CUDAExecutionProvider), got {bad}"
+        return super().check_profile(delegates, providers, provider_options)
+
+    @staticmethod
+    def required_providers(providers: list[str]) -> list[str]:
+        """EPs that must be in onnxruntime.get_available_providers() (no silent fallback)."""
+        return [p for p in providers if p != CPU]
+
+    @classmethod
+    def profile_accelerator(cls, profile) -> str:
+        return " -> ".join(cls.required_providers(profile.providers))
+
+    @classmethod
+    def profile_facts(cls, profile) -> dict[str, Any]:
+        return {"required_providers": cls.required_providers(profile.providers)}
+
+    @classmethod
+    def host_checks(cls, profile, facts, loader=None) -> list[tuple[bool, str]]:
+        have, checks = facts.ort_providers, []
+        for ep in cls.required_providers(profile.providers):
+            ok = have is not None and ep in have
+            checks.append((ok, f"{ep} {'available' if ok else 'not available'} in onnxruntime"
+                               + ("" if ok or have is None else f" (have: {', '.join(have)})")
+                               + (" (onnxruntime not installed)" if have is None else "")))
+        return checks
+
+    @classmethod
+    def bare_loop(cls, path, threads, x, model=None):
+        """onnxruntime InferenceSession.run on the CPU execution provider."""
+        from edgeproof.runtime.bench.baselines import Baseline, to_layout
+
+        t0 = time.perf_counter()
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        if threads:
+            so.intra_op_num_threads = threads
+            so.inter_op_num_threads = 1
+        sess = ort.InferenceSession(str(path), so, providers=[CPU], enable_fallback=0)
+        load_s = time.perf_counter() - t0
+        inp = sess.get_inputs()[0]
+        feeds = {inp.name: to_layout(x, inp.shape)}
+
+        def call():
+            return sess.run(None, feeds)
+
+        return Baseline("onnxruntime run()", call, load_s)
+
+    @classmethod
+    def inspect_load(cls, path, report) -> None:
+        from edgeproof.runtime.backends.onnx_graph import plain_session
+
+        plain_session(path, optimize=True)
 
     def load(self) -> None:
         ort = require("onnxruntime", None, "running .onnx models with the onnxruntime backend")

@@ -6,45 +6,60 @@ OpenCV does not report input shapes or metadata, so those come from the ONNX gra
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
-from edgeproof.contract import METADATA_KEY, ArtifactMeta, TensorSpec
+from edgeproof.contract import METADATA_KEY, ArtifactMeta
 from edgeproof.errors import EdgeproofError, UsageError, require
-from edgeproof.runtime.backends.base import Backend
+from edgeproof.runtime.backends.base import Backend, warn
+from edgeproof.runtime.backends.onnx_graph import read_io
 
-ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 10: "float16", 11: "float64", 6: "int32", 7: "int64"}
 
-
-def onnx_io(path) -> tuple[TensorSpec, TensorSpec, dict[str, str]]:
-    """(input spec, output spec, metadata_props) of an ONNX file without running it."""
-    try:
-        import onnxruntime as ort
-
-        from edgeproof.runtime.backends.onnxrt import ort_spec
-
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        so.log_severity_level = 3
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"], enable_fallback=0)
-        return (ort_spec(sess.get_inputs()[0]), ort_spec(sess.get_outputs()[0]),
-                dict(sess.get_modelmeta().custom_metadata_map))
-    except ImportError:
-        pass
-    onnx = require("onnx", None, "reading ONNX input shapes for the opencv backend")
-    m = onnx.load(str(path), load_external_data=False)
-    init = {i.name for i in m.graph.initializer}
-
-    def spec(v) -> TensorSpec:
-        tt = v.type.tensor_type
-        return TensorSpec(name=v.name, shape=[d.dim_value if d.dim_value > 0 else None for d in tt.shape.dim],
-                          dtype=ONNX_DTYPES.get(tt.elem_type, str(tt.elem_type)))
-
-    inputs = [v for v in m.graph.input if v.name not in init]
-    return spec(inputs[0]), spec(m.graph.output[0]), {p.key: p.value for p in m.metadata_props}
+def _trial_shape(shape: list) -> list[int] | None:
+    """The input shape for the guarded trial run (dynamic batch -> 1); None when other dims are dynamic."""
+    fixed = [1 if i == 0 and not isinstance(d, int) else d for i, d in enumerate(shape or [])]
+    return fixed if fixed and all(isinstance(d, int) for d in fixed) else None
 
 
 class OpenCVBackend(Backend):
     name = "opencv"
+
+    @classmethod
+    def check_options(cls, delegates, providers) -> str | None:
+        return None  # load() refuses any accelerator itself (or, with allow_fallback, warns and goes on)
+
+    @classmethod
+    def bare_loop(cls, path, threads, x, model=None):
+        """cv2.dnn readNetFromONNX: setInput / forward."""
+        from edgeproof.runtime.bench.baselines import Baseline
+
+        t0 = time.perf_counter()
+        import cv2
+
+        if threads:
+            cv2.setNumThreads(threads)
+        net = cv2.dnn.readNetFromONNX(str(path))
+        load_s = time.perf_counter() - t0
+        xin = np.ascontiguousarray(x)
+
+        def call():
+            net.setInput(xin)
+            return net.forward()
+
+        return Baseline("opencv dnn forward()", call, load_s)
+
+    @classmethod
+    def inspect_load(cls, path, report) -> None:
+        """The guarded trial (unless the manifest vouched for the file), then OpenCV's own reader."""
+        import cv2
+
+        from edgeproof.runtime.guard import guarded_load
+
+        inputs = report.get("inputs") or [{}]
+        vouched = report["sha256"] if (report.get("integrity") or {}).get("matches") else None
+        guarded_load(path, cls.name, "onnx", vouched, _trial_shape(inputs[0].get("shape")))
+        cv2.dnn.readNetFromONNX(str(path))
 
     def load(self) -> None:
         cv2 = require("cv2", None, "the opencv backend", package="opencv-python-headless")
@@ -54,17 +69,13 @@ class OpenCVBackend(Backend):
             msg = "the opencv backend runs on the CPU only; it ignores delegates/execution providers"
             if not self.allow_fallback:
                 raise EdgeproofError(msg + " (use --backend onnxruntime, or --allow-fallback)")
-            from edgeproof.cli.console import warn
-
             warn(f"[bold red]FALLBACK[/]: {msg}", markup=True)
         # ONNX Runtime parses and checks the graph first (it rejects damaged files cleanly); OpenCV's importer
         # can crash the process on them, so it reads an unvouched file in a guarded child first.
-        self.input_spec, self.output_spec, self._props = onnx_io(self.path)
+        self.input_spec, self.output_spec, self._props = read_io(self.path)
         from edgeproof.runtime.guard import guarded_load
 
-        shape = [1 if d is None and i == 0 else d for i, d in enumerate(self.input_spec.shape)]
-        guarded_load(self.path, self.name, "onnx", self.verified_sha256,
-                     shape if shape and all(isinstance(d, int) for d in shape) else None,
+        guarded_load(self.path, self.name, "onnx", self.verified_sha256, _trial_shape(self.input_spec.shape),
                      self.input_spec.dtype if self.input_spec.dtype in ("float32", "uint8", "int8") else "float32")
         try:
             net = cv2.dnn.readNetFromONNX(str(self.path))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ import numpy as np
 from edgeproof.contract import TensorSpec
 from edgeproof.errors import EdgeproofError, UsageError, require
 from edgeproof.runtime.backends.base import Backend
+from edgeproof.runtime.backends.tflite_interpreter import io_quantization
 
 DEVICE_RE = re.compile(r"^(CPU|GPU|NPU|AUTO)(\.\d+)?$")
 DEVICE_INSTALL = {
@@ -32,26 +34,11 @@ _OV_DTYPES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16", "f64": "fl
 _NOT_LAYERS = {"Input", "Output", "Const", "Parameter", "Result", "Constant"}
 
 
-def _tflite_quant(path) -> dict[int, tuple[float, int]]:
-    """Input/output quantization of an int .tflite from its flatbuffer (OpenVINO does not expose it)."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        try:
-            from tflite_runtime.interpreter import Interpreter
-        except ImportError:
-            return {}
-    it = Interpreter(model_path=str(path))
-    found = {}
-    for key, d in ((0, it.get_input_details()[0]), (1, it.get_output_details()[0])):
-        scale, zp = d["quantization"]
-        if scale:
-            found[key] = (float(scale), int(zp))
-    return found
-
-
 class OpenVINOBackend(Backend):
     name = "openvino"
+    takes = frozenset({"providers"})  # one OpenVINO device
+    providers_label = "OpenVINO device"
+    cpu_label = "OpenVINO CPU"
     # Tests swap in a fake Core (e.g. one that lists a GPU that fails to compile); None: openvino.Core.
     core_factory: Any = None
 
@@ -59,12 +46,100 @@ class OpenVINOBackend(Backend):
         super().__init__(*args, **kwargs)
         self.precision = precision or os.environ.get("EDGEPROOF_OPENVINO_PRECISION") or "f32"
         devices = [p for p in self.providers if p]
-        if len(devices) > 1 or (devices and not DEVICE_RE.match(devices[0])):
-            raise UsageError(
-                f"the openvino backend takes one OpenVINO device as its provider, got {devices}; "
-                "valid: CPU, GPU, GPU.1, NPU, AUTO (e.g. --device intel-gpu)")
+        why = self.check_profile([], devices, {})
+        if why:
+            raise UsageError(f"{why} (e.g. --device intel-gpu)")
         self.device = devices[0] if devices else "CPU"
         self.requested_device = self.device
+
+    # ---- device profiles, host checks, bench, inspect ----------------------------------------
+    @classmethod
+    def check_profile(cls, delegates, providers, provider_options) -> str | None:
+        if providers and (len(providers) != 1 or not DEVICE_RE.match(providers[0])):
+            return (f"for backend 'openvino', providers is one OpenVINO device (CPU, GPU, GPU.1, NPU or AUTO), "
+                    f"got {providers}")
+        return super().check_profile(delegates, providers, provider_options)
+
+    @staticmethod
+    def device_of(profile) -> str:
+        return profile.providers[0] if profile.providers else "CPU"
+
+    @classmethod
+    def profile_accelerator(cls, profile) -> str:
+        dev = cls.device_of(profile)
+        return "" if dev == "CPU" else f"OpenVINO {dev}"
+
+    @classmethod
+    def profile_facts(cls, profile) -> dict[str, Any]:
+        return {"openvino_device": cls.device_of(profile)}
+
+    @classmethod
+    def host_checks(cls, profile, facts, loader=None) -> list[tuple[bool, str]]:
+        dev = cls.device_of(profile)
+        if not facts.openvino_version:
+            return [(False, "openvino is not installed")]
+        if dev == "AUTO":
+            return []
+        have = facts.openvino_devices
+        ok = dev in have or (dev.split(".")[0] == dev and any(d.split(".")[0] == dev for d in have))
+        return [(ok, f"OpenVINO device {dev} {'available' if ok else 'not available'} "
+                     f"(OpenVINO lists: {', '.join(have) or 'none'})")]
+
+    @classmethod
+    def bare_loop(cls, path, threads, x, model=None):
+        """OpenVINO compile_model on CPU: InferRequest.infer.
+
+        Compiled with the same properties edgeproof uses (threads, PERFORMANCE_HINT=LATENCY and the
+        inference precision, f32 by default; OpenVINO's own default on bf16-capable CPUs is bf16), so
+        the ratio measures the wrapper, not a precision change. Quantized inputs take the scale and
+        zero point from the loaded edgeproof model (OpenVINO does not expose them).
+        """
+        from edgeproof.runtime.bench.baselines import Baseline, native_input, quantizing_loop, to_layout
+
+        t0 = time.perf_counter()
+        import openvino as ov
+
+        core = ov.Core()
+        precision = getattr(getattr(model, "backend", None), "precision", None) or "f32"
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        req = compiled.create_infer_request()
+        load_s = time.perf_counter() - t0
+        try:  # what the plugin really compiled with, as the record says (not just what was asked)
+            value = compiled.get_property("INFERENCE_PRECISION_HINT")
+            precision = value.get_type_name() if hasattr(value, "get_type_name") else str(value)
+        except Exception:  # noqa: BLE001 - a device without the property: keep the requested one
+            pass
+        port = compiled.input(0)
+        et = np.dtype(port.get_element_type().to_dtype())
+        dims = [d.get_length() if d.is_static else None for d in port.get_partial_shape()]
+        xf = to_layout(x, dims)
+
+        def run(arr):
+            req.infer({0: arr})
+            return req.get_output_tensor(0).data
+
+        spec, ospec = getattr(model, "input_spec", None), getattr(model, "output_spec", None)
+        if et.name in ("int8", "uint8"):
+            if spec is None or not spec.scale:
+                raise UsageError("OpenVINO baseline: the model's int8 input scale is unknown")
+            native = TensorSpec(spec.name, dims, et.name, spec.scale, spec.zero_point)
+        else:
+            native = TensorSpec("input", dims, et.name)
+        xin = native_input(xf, native)
+        return Baseline("openvino infer()", lambda: run(xin), load_s, {"precision": precision},
+                        call_user=quantizing_loop(run, xf, native, ospec))
+
+    @classmethod
+    def inspect_load(cls, path, report) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        with _quiet_frontends():
+            model = core.read_model(str(path))
+        core.compile_model(model, "CPU")
 
     # ---- loading -------------------------------------------------------------------------
     def load(self) -> None:
@@ -100,7 +175,7 @@ class OpenVINOBackend(Backend):
         self._compiled = compiled
         self._request = compiled.create_infer_request()
         self.model_ops = sum(1 for op in model.get_ops() if op.get_type_name() not in _NOT_LAYERS)
-        quant = _tflite_quant(self.path) if self.path.suffix.lower() == ".tflite" else {}
+        quant = io_quantization(self.path) if self.path.suffix.lower() == ".tflite" else {}
         self.input_spec = self._spec(model.inputs[0], quant.get(0))
         self.output_spec = self._spec(model.outputs[0], quant.get(1))
         self._quant_fixup()

@@ -1,7 +1,7 @@
 """The bare loops a user would otherwise write, timed in the same run as edgeproof.
 
-Each baseline loads the model with the library's own API and the same thread count, converts the
-benchmark input to the model's native dtype/layout ONCE (as a hand-written loop on a fixed input
+Each backend class writes its own loop (``Backend.bare_loop``, with the helpers here). Each loads the
+model with the library's own API and the same thread count, converts the benchmark input to the model's native dtype/layout ONCE (as a hand-written loop on a fixed input
 would), and then each call does only the library's minimum: set input, run, fetch output.
 So ``overhead_ratio`` charges edgeproof for everything it adds per call (quantize/dequantize,
 layout, batching, output handling).
@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from edgeproof.errors import UsageError
 
 
 @dataclass
@@ -55,149 +53,36 @@ def quantize_like(x: np.ndarray, dtype: np.dtype, scale: float, zero_point: int)
     return np.clip(q, info.min, info.max).astype(dtype)
 
 
-def litert_baseline(path: str | Path, threads: int | None, x: np.ndarray) -> Baseline:
-    """ai_edge_litert Interpreter: set_tensor / invoke / get_tensor."""
-    t0 = time.perf_counter()
-    from ai_edge_litert.interpreter import Interpreter
-
-    interp = Interpreter(model_path=str(path), num_threads=threads)
-    inp = interp.get_input_details()[0]
-    if tuple(inp["shape"]) != tuple(x.shape):
-        interp.resize_tensor_input(inp["index"], list(x.shape))
-    interp.allocate_tensors()
-    inp = interp.get_input_details()[0]
-    out = interp.get_output_details()[0]
-    load_s = time.perf_counter() - t0
-    xin = x
-    if inp["dtype"] in (np.int8, np.uint8):
-        scale, zp = inp["quantization"]
-        xin = quantize_like(x, inp["dtype"], scale, zp)
-    elif inp["dtype"] != x.dtype:
-        xin = x.astype(inp["dtype"])
-    in_idx, out_idx = inp["index"], out["index"]
-
-    def run(arr):
-        interp.set_tensor(in_idx, arr)
-        interp.invoke()
-        return interp.get_tensor(out_idx)
-
-    user = None
-    if inp["dtype"] in (np.int8, np.uint8):
-        o_scale, o_zp = out["quantization"] if out["dtype"] in (np.int8, np.uint8) else (None, None)
-        user = _user_loop(run, x, inp["dtype"], *inp["quantization"], o_scale, o_zp)
-    return Baseline("litert invoke()", lambda: run(xin), load_s, {"input_dtype": np.dtype(inp["dtype"]).name},
-                    call_user=user)
+def native_input(x: np.ndarray, spec) -> np.ndarray:
+    """The benchmark input in the model's own dtype (quantized with its scale for int8/uint8), once."""
+    if spec.dtype in ("int8", "uint8") and spec.scale:
+        return quantize_like(x, np.dtype(spec.dtype), spec.scale, spec.zero_point or 0)
+    return x.astype(spec.dtype) if np.dtype(spec.dtype) != x.dtype else x
 
 
-def onnxruntime_baseline(path: str | Path, threads: int | None, x: np.ndarray) -> Baseline:
-    """onnxruntime InferenceSession.run on the CPU execution provider."""
-    t0 = time.perf_counter()
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    if threads:
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"], enable_fallback=0)
-    load_s = time.perf_counter() - t0
-    inp = sess.get_inputs()[0]
-    xin = _to_layout(x, inp.shape)
-    feeds = {inp.name: xin}
-
-    def call():
-        return sess.run(None, feeds)
-
-    return Baseline("onnxruntime run()", call, load_s)
+def quantizing_loop(call: Callable[[Any], Any], x: np.ndarray, in_spec, out_spec) -> Callable[[], Any] | None:
+    """For int8/uint8 input: `call` on input quantized (and output dequantized) on every call; else None."""
+    if in_spec.dtype not in ("int8", "uint8") or not in_spec.scale:
+        return None
+    o_scale = out_spec.scale if out_spec is not None and out_spec.dtype in ("int8", "uint8") else None
+    return _user_loop(call, x, np.dtype(in_spec.dtype), in_spec.scale, in_spec.zero_point or 0, o_scale,
+                      (out_spec.zero_point or 0) if o_scale else None)
 
 
-def opencv_baseline(path: str | Path, threads: int | None, x: np.ndarray) -> Baseline:
-    """cv2.dnn readNetFromONNX: setInput / forward."""
-    t0 = time.perf_counter()
-    import cv2
-
-    if threads:
-        cv2.setNumThreads(threads)
-    net = cv2.dnn.readNetFromONNX(str(path))
-    load_s = time.perf_counter() - t0
-    xin = np.ascontiguousarray(x)
-
-    def call():
-        net.setInput(xin)
-        return net.forward()
-
-    return Baseline("opencv dnn forward()", call, load_s)
-
-
-def openvino_baseline(path: str | Path, threads: int | None, x: np.ndarray, model=None) -> Baseline:
-    """OpenVINO compile_model on CPU: InferRequest.infer.
-
-    Compiled with the same properties edgeproof uses (threads, PERFORMANCE_HINT=LATENCY and the
-    inference precision, f32 by default; OpenVINO's own default on bf16-capable CPUs is bf16), so
-    the ratio measures the wrapper, not a precision change. Quantized inputs take the scale and
-    zero point from the loaded edgeproof model (OpenVINO does not expose them).
-    """
-    t0 = time.perf_counter()
-    import openvino as ov
-
-    core = ov.Core()
-    precision = getattr(getattr(model, "backend", None), "precision", None) or "f32"
-    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = int(threads)
-    compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
-    req = compiled.create_infer_request()
-    load_s = time.perf_counter() - t0
-    try:  # what the plugin really compiled with, as the record says (not just what was asked)
-        value = compiled.get_property("INFERENCE_PRECISION_HINT")
-        precision = value.get_type_name() if hasattr(value, "get_type_name") else str(value)
-    except Exception:  # noqa: BLE001 - a device without the property: keep the requested one
-        pass
-    port = compiled.input(0)
-    et = port.get_element_type().to_dtype()
-    dims = [d.get_length() if d.is_static else None for d in port.get_partial_shape()]
-    xf = _to_layout(x, dims)
-
-    def run(arr):
-        req.infer({0: arr})
-        return req.get_output_tensor(0).data
-
-    user = None
-    if et in (np.int8, np.uint8):
-        spec, ospec = getattr(model, "input_spec", None), getattr(model, "output_spec", None)
-        if spec is None or not spec.scale:
-            raise UsageError("OpenVINO baseline: the model's int8 input scale is unknown")
-        xin = quantize_like(xf, et, spec.scale, spec.zero_point or 0)
-        o_scale = ospec.scale if ospec is not None and ospec.dtype in ("int8", "uint8") else None
-        user = _user_loop(run, xf, et, spec.scale, spec.zero_point or 0, o_scale,
-                          (ospec.zero_point or 0) if o_scale else None)
-    else:
-        xin = xf.astype(et) if et != xf.dtype else xf
-    return Baseline("openvino infer()", lambda: run(xin), load_s, {"precision": precision}, call_user=user)
-
-
-def _to_layout(x: np.ndarray, shape: list) -> np.ndarray:
+def to_layout(x: np.ndarray, shape: list) -> np.ndarray:
     """NHWC input -> NCHW when the model declares channels first (dim 1 == 3, last dim != 3)."""
     if len(shape) == 4 and shape[1] == x.shape[3] and shape[3] != x.shape[3]:
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
     return x
 
 
-BARE: dict[str, Callable[..., Baseline]] = {
-    "litert": litert_baseline,
-    "onnxruntime": onnxruntime_baseline,
-    "opencv": opencv_baseline,
-    "openvino": openvino_baseline,
-}
-
-
 def bare_baseline(backend: str, path: str | Path, threads: int | None, x: np.ndarray,
                   model=None) -> Baseline | None:
-    """The bare loop for ``backend``, or None when there is none for it (``model``: the edgeproof
-    Model of the same file, whose settings the baseline mirrors where a library hides them)."""
-    maker = BARE.get(backend)
-    if maker is None:
-        return None
-    return maker(path, threads, x, model) if backend == "openvino" else maker(path, threads, x)
+    """The bare loop for ``backend`` (its class's ``bare_loop``), or None when it has none (``model``: the
+    edgeproof Model of the same file, whose settings the baseline mirrors where a library hides them)."""
+    from edgeproof.formats import backend_class
+
+    return backend_class(backend).bare_loop(path, threads, x, model)
 
 
 def keras_baselines(path: str | Path, threads: int | None, make_input: Callable[[int, int], np.ndarray]
@@ -224,6 +109,8 @@ def keras_baselines(path: str | Path, threads: int | None, make_input: Callable[
     load_s = time.perf_counter() - t1
     shape = model.inputs[0].shape  # (None, H, W, 3)
     if len(shape) != 4 or shape[1] is None or shape[2] is None:
+        from edgeproof.errors import UsageError
+
         raise UsageError(f"Keras model '{path}' has input shape {tuple(shape)}; the benchmark needs a fixed "
                          "(None, H, W, 3) image input")
     x = make_input(int(shape[1]), int(shape[2]))

@@ -79,11 +79,13 @@ def int8_vs_fp32(records: list[dict]) -> list[dict]:
 
 
 def onnx_vs_tflite(records: list[dict]) -> list[dict]:
-    """TFLite on LiteRT p50 / ONNX on each ONNX backend p50, same precision (> 1: ONNX faster)."""
+    """TFLite on its preferred backend p50 / ONNX on each ONNX backend p50, same precision (> 1: ONNX faster)."""
+    from edgeproof.formats import FORMATS, backends_for
+
     pairs = []
     for prec in ("fp32", "int8"):
-        for b in ("onnxruntime", "opencv", "openvino"):
-            pairs.append((f"tflite-{prec}", "litert", f"onnx-{prec}", b))
+        for b in backends_for("onnx"):
+            pairs.append((f"tflite-{prec}", FORMATS[f"tflite-{prec}"].backends[0], f"onnx-{prec}", b))
     return speedup_pairs(records, pairs)
 
 

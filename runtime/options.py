@@ -1,0 +1,120 @@
+"""The validated options of one `edgeproof.runtime.load()` call, checked once at the library boundary.
+
+`LoadOptions(...)` refuses bad values when it is built (UsageError, one line, the CLI's flag names), so
+the CLI builds one before it opens a camera, and `load()` builds one from its keyword arguments;
+nothing downstream checks them again. What depends on the file (which backend, whether that backend
+takes delegates or providers, whether --size fits the model) is checked by `load()` once it knows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeproof.errors import UsageError
+
+OVERRIDE_KEYS = ("size", "mean", "std", "scale", "bgr", "labels")
+MAX_THREADS = 1024  # far beyond any edge device; a typo like 10000 would make the runtime spawn them all
+MAX_SIDE = 16384  # --size height/width (as runtime.model_check.MAX_SIDE)
+
+
+def _number_list(flag: str, values: Any) -> tuple[float, float, float]:
+    try:
+        vals = [float(v) for v in (values if isinstance(values, (list, tuple)) else [values])]
+    except (TypeError, ValueError):
+        raise UsageError(f"{flag} takes 1 or 3 numbers (a,b,c); got {values!r}") from None
+    if len(vals) == 1:
+        vals *= 3
+    if len(vals) != 3:
+        raise UsageError(f"{flag} takes 1 or 3 numbers (a,b,c); got {len(vals)}")
+    if not all(math.isfinite(v) for v in vals):
+        raise UsageError(f"{flag} {','.join(f'{v:g}' for v in vals)} is not finite; give ordinary numbers")
+    return vals[0], vals[1], vals[2]
+
+
+def _names(flag: str, values: Any) -> tuple[str, ...] | None:
+    if values is None:
+        return None
+    items = [values] if isinstance(values, str) else list(values)
+    if not all(isinstance(v, str) and v.strip() for v in items):
+        raise UsageError(f"{flag} takes names (non-empty strings); got {items!r}")
+    return tuple(items)
+
+
+def normalize_overrides(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Flags that beat the file's metadata, checked: size (h, w), mean/std (3 finite floats, std != 0),
+    scale (finite), bgr (bool), labels (a list of names or a labels file path)."""
+    ov = {k: v for k, v in dict(overrides or {}).items() if v is not None}
+    unknown = set(ov) - set(OVERRIDE_KEYS)
+    if unknown:
+        raise UsageError(f"unknown override(s) {sorted(unknown)}; valid: {', '.join(OVERRIDE_KEYS)}")
+    if "size" in ov:
+        try:
+            h, w = (int(v) for v in ov["size"])
+        except (TypeError, ValueError):
+            raise UsageError(f"--size takes HxW, e.g. 224x224; got {ov['size']!r}") from None
+        if not (0 < h <= MAX_SIDE and 0 < w <= MAX_SIDE):
+            raise UsageError(f"--size {h}x{w} is not valid; height and width must be 1..{MAX_SIDE}")
+        ov["size"] = (h, w)
+    for key in ("mean", "std"):
+        if key in ov:
+            ov[key] = _number_list(f"--{key}", ov[key])
+    if "std" in ov and any(v == 0 for v in ov["std"]):
+        raise UsageError(f"--std '{','.join(f'{v:g}' for v in ov['std'])}' contains 0; every std value must be "
+                         "non-zero")
+    if "scale" in ov:
+        try:
+            ov["scale"] = float(ov["scale"])
+        except (TypeError, ValueError):
+            raise UsageError(f"--scale takes a number, e.g. 0.00392; got {ov['scale']!r}") from None
+        if not math.isfinite(ov["scale"]):
+            raise UsageError(f"--scale {ov['scale']:g} is not finite; give an ordinary number, e.g. 0.00392")
+    if "bgr" in ov:
+        ov["bgr"] = bool(ov["bgr"])
+    if "labels" in ov and not isinstance(ov["labels"], (str, Path)):
+        ov["labels"] = [str(v) for v in ov["labels"]]
+    return ov
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to open one model. Invalid values raise UsageError here, once."""
+
+    backend: str | None = None  # a name from edgeproof.formats.BACKENDS; None: from the format/device
+    threads: int | None = None  # CPU threads for the runtime; None: the device profile's or the runtime's
+    device: str | None = None  # a device profile name or .toml path
+    delegates: tuple[str, ...] | None = None  # TFLite delegate libraries (None: the device profile's)
+    providers: tuple[str, ...] | None = None  # EPs / device / accelerators (None: the device profile's)
+    allow_fallback: bool = False  # a failed accelerator warns loudly and runs on the CPU instead of failing
+    overrides: Mapping[str, Any] = field(default_factory=dict)  # see normalize_overrides
+    verify: bool = True  # refuse a file whose sha256 differs from its manifest.json entry
+
+    def __post_init__(self) -> None:
+        if self.backend is not None:
+            from edgeproof.formats import get_backend
+
+            get_backend(self.backend)
+        t = self.threads
+        if t is not None:
+            if isinstance(t, bool) or not isinstance(t, int):
+                raise UsageError(f"--threads takes a whole number >= 1; got {t!r}")
+            if t < 1:
+                raise UsageError(f"--threads must be >= 1; got {t}")
+            if t > MAX_THREADS:
+                raise UsageError(f"--threads must be at most {MAX_THREADS}; got {t}")
+        if self.device is not None and (not isinstance(self.device, str) or not self.device.strip()):
+            raise UsageError(f"--device takes a profile name (see 'edgeproof devices list'); got {self.device!r}")
+        object.__setattr__(self, "delegates", _names("--delegate", self.delegates))
+        object.__setattr__(self, "providers", _names("--provider", self.providers))
+        object.__setattr__(self, "overrides", normalize_overrides(self.overrides))
+        object.__setattr__(self, "allow_fallback", bool(self.allow_fallback))
+        object.__setattr__(self, "verify", bool(self.verify))
+
+    def check_backend(self, backend_cls: type, path: Path) -> None:
+        """The caller's delegates/providers must be ones the chosen backend takes (never silently ignored)."""
+        why = backend_cls.check_options(list(self.delegates or []), list(self.providers or []))
+        if why:
+            raise UsageError(f"'{path.name}' runs on backend '{backend_cls.name}': {why}")
