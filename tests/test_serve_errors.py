@@ -138,3 +138,19 @@ def test_ten_thousand_bad_bodies_in_a_row_leave_it_up_with_flat_memory(server):
     assert after - before < 16 * 1024, f"RSS grew {before} -> {after} KiB over 10,000 bad requests"
     with httpx.Client(base_url=server.url) as c:
         assert c.get("/v2/health/ready").status_code == 200
+
+
+@pytest.mark.parametrize("header,body,needle", [
+    ("999", b'{"inputs": []}', "does not fit"),
+    ("x", b'{"inputs": []}', "does not fit"),
+    ("105", b'{"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": 9}}]}'
+     b"\x05\x00\x00\x00ab", "does not fit the 6 binary bytes"),
+    ("105", b'{"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": 6}}]}'
+     b"\x05\x00\x00\x00ab", "claims 5 bytes"),
+    ("115", b'{"inputs": [{"name": "image", "shape": [1, 32, 32, 3], "datatype": "FP32", "parameters": '
+     b'{"binary_data_size": 8}}]}' + b"\0" * 8, "holds 8 binary bytes"),
+])
+def test_bad_binary_tensor_data_is_400(client, header, body, needle):
+    r = client.post("/v2/models/colour/infer", content=body, headers={"inference-header-content-length": header})
+    assert r.status_code == 400, r.text
+    assert needle in r.json()["error"]

@@ -9,7 +9,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from edgeproof.runtime.serve.config import MAX_IMAGES_PER_REQUEST
-from edgeproof.runtime.serve.images import ACCEPTED, RAW_TYPES, decode_batch, media_type
+from edgeproof.runtime.serve.images import ACCEPTED, RAW_TYPES, media_type
 
 
 def parse_top_k(request: Request, default: int, n_classes: int) -> int:
@@ -56,8 +56,7 @@ def routes(svc) -> list[Route]:
         t0 = time.perf_counter()
         top_k = parse_top_k(request, svc.config.top_k, len(model.labels) or 1)
         items = await read_images(request)
-        x = await svc.decode(decode_batch(items, model.preprocess, svc.pool))
-        res = await svc.infer(x)
+        res = await svc.classify(items)
         tops = model.topk(res.probs, top_k)
         rows = [[{"label": lb, "score": round(s, 6)} for lb, s in row] for row in tops]
         body = {"model": svc.model_ref,

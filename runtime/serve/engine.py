@@ -1,11 +1,13 @@
-"""Dynamic batching in front of one or more interpreters, each driven by exactly one thread.
+"""Dynamic batching in front of one or more interpreters, each called by one thread at a time.
 
 Requests put jobs (a float32 NHWC array of n >= 1 images) on one queue. Each replica (a loaded Model
 with its own interpreter and thread) takes the first job, then keeps taking jobs until it holds
 `max_batch` images or `batch_timeout` has passed since it took the first one (Triton's
 max_queue_delay), and runs them as one `Model.predict` call. It waits only while other requests are
-still being decoded, so a lone request never pays the timeout. So inference never runs concurrently
-on one interpreter; parallelism comes from several replicas (`--workers`) or the backend's threads.
+still being decoded, so a lone request never pays the timeout; a lone request that finds an idle
+interpreter even runs on its decode thread (under that interpreter's lock), saving a thread hand-off.
+Each interpreter's lock is held around every call, so inference never runs concurrently on one
+interpreter; parallelism comes from several replicas (`--workers`) or the backend's threads.
 
 A backend that cannot batch (fixed batch dimension) gets max_batch 1. An inference call that outlives
 the watchdog limit fails its requests with 503 and marks the server not ready: native code cannot be
@@ -66,7 +68,8 @@ class Engine:
         self.not_ready_reason: str | None = "starting"
         self._queue: queue.Queue = queue.Queue()
         self._queued = 0  # images waiting or running; touched on the event loop only
-        self.incoming = 0  # requests being read/decoded, soon to be queued (the batcher waits only for these)
+        self.incoming = 0  # requests being decoded, soon to be queued (the batcher waits only for these)
+        self._incoming_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._replicas: list[_Replica] = []
 
@@ -98,9 +101,14 @@ class Engine:
 
     async def infer(self, x: np.ndarray) -> Result:
         """x: float32 (n, H, W, 3) in model-input space -> probabilities, through the batcher."""
+        return await self.infer_from(len(x), lambda: x)
+
+    async def infer_from(self, n: int, make_x, pool=None) -> Result:
+        """Like infer, for a batch of n images that `make_x()` decodes in `pool`; the decode thread queues the
+        job itself (one thread hand-off fewer than returning to the event loop first). make_x's exceptions
+        (a bad image) propagate before anything is queued."""
         if self._alive() == 0:
             raise Unavailable(f"no healthy interpreter ({self.not_ready_reason}); restart the server")
-        n = len(x)
         if self._queued + n > self.max_queue and self._queued > 0:
             raise Unavailable(f"server busy: {self._queued} image(s) already queued (--max-queue {self.max_queue}); "
                               "retry shortly")
@@ -108,10 +116,35 @@ class Engine:
         fut = loop.create_future()
         self._queued += n
         try:
-            self._queue.put(_Job(x, fut))
+            if pool is None:
+                self._queue.put(_Job(make_x(), fut))
+            else:
+                self._incoming(+1)
+                await loop.run_in_executor(pool, self._decode_and_queue, make_x, fut)
             return await fut
         finally:
             self._queued -= n
+
+    def _incoming(self, delta: int) -> None:
+        with self._incoming_lock:
+            self.incoming += delta
+
+    def _decode_and_queue(self, make_x, fut: asyncio.Future) -> None:
+        try:
+            job = _Job(make_x(), fut)
+            # Nothing queued and nobody to batch with: run it on this thread if an interpreter is free (its lock
+            # still keeps one call at a time), saving the hand-off to the replica thread.
+            if self._queue.empty() and (self.max_batch == 1 or self.incoming == 1):
+                for r in self._replicas:
+                    if not r.dead and r.lock.acquire(blocking=False):
+                        try:
+                            r._run([job])
+                        finally:
+                            r.lock.release()
+                        return
+            self._queue.put(job)
+        finally:
+            self._incoming(-1)
 
     @property
     def hung(self) -> int:
@@ -162,6 +195,7 @@ class _Replica:
     def __init__(self, engine: Engine, model, index: int) -> None:
         self.engine, self.model, self.index = engine, model, index
         self.dead = False
+        self.lock = threading.Lock()  # held around every call on this model: never two at once
         self._current: list[_Job] = []
         self._dog = None
         if engine.infer_timeout:
@@ -220,14 +254,16 @@ class _Replica:
 
     def _loop(self) -> None:
         eng, carry = self.engine, None
-        self._warm_up()
+        with self.lock:
+            self._warm_up()
         while not self.dead:
             job = carry if carry is not None else eng._queue.get()
             carry = None
             if job is _STOP:
                 return
             batch, carry = self._collect(job)
-            self._run(batch)
+            with self.lock:
+                self._run(batch)
         if carry is not None:  # written off while holding a job: hand it to a healthy replica
             eng._queue.put(carry)
 

@@ -7,10 +7,8 @@ The bytes go through the same pre-decode check and OpenCV decode as `edgeproof r
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-from concurrent.futures import Executor
 
 import numpy as np
 
@@ -37,7 +35,7 @@ def prepare_bytes(data: bytes, pp: Preprocess) -> np.ndarray:
     return prepare(decode(data), pp)
 
 
-def _prepare_all(items: list[tuple[str, bytes]], pp: Preprocess) -> np.ndarray:
+def prepare_all(items: list[tuple[str, bytes]], pp: Preprocess) -> np.ndarray:
     arrays = []
     for which, data in items:
         try:
@@ -45,12 +43,6 @@ def _prepare_all(items: list[tuple[str, bytes]], pp: Preprocess) -> np.ndarray:
         except ImageReadError as exc:
             raise BadImage(which, str(exc)) from None
     return np.stack(arrays)
-
-
-async def decode_batch(items: list[tuple[str, bytes]], pp: Preprocess, pool: Executor) -> np.ndarray:
-    """Decode and check images in the decode pool (OpenCV releases the GIL), never on the event loop."""
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(pool, _prepare_all, items, pp)
 
 
 def media_type(content_type: str | None) -> str:

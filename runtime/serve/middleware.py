@@ -28,6 +28,8 @@ def endpoint_of(path: str) -> str:
     if path.startswith("/v2/models/"):
         if path.endswith("/infer"):
             return "v2_infer"
+        if path.endswith("/config"):
+            return "v2_model_config"
         return "v2_model_ready" if path.endswith("/ready") else "v2_model_metadata"
     return "other"
 

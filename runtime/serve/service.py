@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from edgeproof.errors import EdgeproofError, UsageError
 from edgeproof.runtime.serve.engine import Engine, Result, Unavailable
-from edgeproof.runtime.serve.images import BadImage
+from edgeproof.runtime.serve.images import BadImage, prepare_all
 
 log = logging.getLogger(__name__)
 
@@ -43,26 +43,25 @@ class Service:
     def model(self):
         return self.engine.model
 
-    async def decode(self, awaitable):
-        """Await a decode; a bad image is a 400 with the runtime's reason (and counted by reason)."""
-        self.engine.incoming += 1
+    async def classify(self, items: list[tuple[str, bytes]]) -> Result:
+        """Encoded images -> probabilities: decoded and checked in the pool, then batched."""
+        pp = self.model.preprocess
+        return await self._call(self.engine.infer_from(len(items), lambda: prepare_all(items, pp), self.pool))
+
+    async def infer(self, x) -> Result:
+        """A float32 batch already in model-input space -> probabilities."""
+        return await self._call(self.engine.infer(x))
+
+    async def _call(self, awaitable) -> Result:
         try:
             return await awaitable
-        except BadImage as exc:
+        except BadImage as exc:  # 400 with the runtime's reason, counted by reason
             self.metrics.rejected.labels(exc.reason[:60]).inc()
             raise HttpError(400, f"{exc.which}: {exc.reason}; send a whole JPEG, PNG, WebP, BMP or TIFF "
                                  "image") from None
-        except UsageError as exc:  # e.g. a bad EDGEPROOF_MAX_IMAGE_PIXELS met at the first image
-            raise HttpError(400, str(exc)) from None
-        finally:
-            self.engine.incoming -= 1
-
-    async def infer(self, x) -> Result:
-        try:
-            return await self.engine.infer(x)
         except Unavailable as exc:
             raise HttpError(503, str(exc), {"retry-after": "1"}) from None
-        except UsageError as exc:
+        except UsageError as exc:  # e.g. a bad EDGEPROOF_MAX_IMAGE_PIXELS met at the first image
             raise HttpError(400, str(exc)) from None
         except EdgeproofError as exc:
             log.error("inference failed: %s", exc)
