@@ -1,7 +1,7 @@
 """Shared by the serve tests: hand-built ONNX models (no TensorFlow) and a real server process.
 
-The colour model is a real classifier with an exact answer: the mean of each RGB channel, scaled,
-then softmax, labels red/green/blue; so a mostly-red photo must come back "red".
+The colour model (tests/_runtime_models.color_onnx at 32x32) is a real classifier with an exact answer:
+the mean of each RGB channel, scaled, then softmax, labels red/green/blue; a mostly-red photo is "red".
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+from _runtime_models import LABELS, SIZE, color_onnx
 
-SIZE = 32
-LABELS = ["red", "green", "blue"]
 KEY = "test-key-0123456789abcdef"
 
 
@@ -44,10 +43,12 @@ def _save(graph, path: Path, meta_format: str | None, batch=None) -> Path:
 
 
 def colour_model(path: Path, batch: int | None = None) -> Path:
-    """image (N,32,32,3) raw 0-255 RGB -> ReduceMean(H,W) -> x0.05 -> Softmax -> probs (N,3)."""
+    """image (N,32,32,3) raw 0-255 RGB -> ReduceMean(H,W) -> scaled -> Softmax -> probs (N,3); `batch` fixes N."""
+    if batch is None:
+        return color_onnx(path, size=SIZE)
     from onnx import TensorProto, helper, numpy_helper
 
-    dim = batch if batch is not None else "N"
+    dim = batch
     graph = helper.make_graph(
         [helper.make_node("ReduceMean", ["image"], ["mean"], axes=[1, 2], keepdims=0),
          helper.make_node("Mul", ["mean", "k"], ["logits"]),

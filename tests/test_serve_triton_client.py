@@ -9,9 +9,8 @@ import pytest
 pytest.importorskip("starlette", reason="needs edgeproof[serve]")
 pytest.importorskip("onnx", reason="the test models are built with onnx")
 httpclient = pytest.importorskip("tritonclient.http", reason="needs tritonclient[http] (edgeproof[dev])")
-from tritonclient.utils import InferenceServerException
-
 from _serve_helpers import SIZE, colour_model, png_bytes, running
+from tritonclient.utils import InferenceServerException
 
 RED, BLUE = (210, 20, 20), (20, 20, 210)
 
