@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 
@@ -20,9 +21,10 @@ MIN_CALIBRATION = 10  # fewer usable images than this gives unreliable int8 rang
 
 
 def _as_run(run):
-    from edgeproof.train.run_dir import Run, load_run
+    from edgeproof.convert.source import open_source
+    from edgeproof.train.run_dir import Run
 
-    return run if isinstance(run, Run) else load_run(run)
+    return run if isinstance(run, Run) else open_source(run)
 
 
 def stratified_order(items: list[tuple[str, int]], seed: int = 0) -> list[tuple[str, int]]:
@@ -74,8 +76,10 @@ def calibration_batch(run, count: int, seed: int = 0) -> tuple[np.ndarray, str, 
     need = min(int(count), MIN_CALIBRATION)
     if len(arrays) < need:
         why = f"; {len(skipped)} unreadable skipped, e.g. {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
+        where = f"--calib-data '{run.calib_dir}'" if getattr(run, "calib_dir", None) else \
+            f"the train split of '{run.root}'"
         raise UsageError(
-            f"only {len(arrays)} usable calibration image(s) in the train split of '{run.root}' "
+            f"only {len(arrays)} usable calibration image(s) in {where} "
             f"(need at least {need}{why}); add readable training images or lower --calib-count"
         )
     batch = np.ascontiguousarray(np.stack(arrays).astype(np.float32))
@@ -83,10 +87,13 @@ def calibration_batch(run, count: int, seed: int = 0) -> tuple[np.ndarray, str, 
     return batch, digest, skipped
 
 
-def describe(batch: np.ndarray, sha256: str, skipped: list[tuple[str, str]], requested: int) -> dict:
-    """The calibration record stored in the manifest."""
+def describe(batch: np.ndarray, sha256: str, skipped: list[tuple[str, str]], requested: int,
+             folder: str | Path | None = None) -> dict:
+    """The calibration record stored in the manifest (`folder`: --calib-data, else the run's train split)."""
+    source = f"--calib-data {folder}, stratified by subfolder" if folder else "train split, stratified by class"
     return {"requested": int(requested), "used": len(batch), "sha256": sha256,
             "skipped": len(skipped), "skipped_by_reason": dict(Counter(r for _, r in skipped).most_common()),
             "skipped_files": [{"path": p, "reason": r} for p, r in skipped[:50]],
-            "source": "train split, stratified by class, decoded with edgeproof.runtime.preprocess"}
+            "source": f"{source}, decoded with edgeproof.runtime.preprocess",
+            **({"folder": str(Path(folder).resolve())} if folder else {})}
 

@@ -129,6 +129,7 @@ def _build_tflite(fmt: Format, job: _Job) -> tuple[bytes, bytes, dict[str, Any]]
 
 def _meta(fmt: Format, job: _Job, source_sha: str, ispec: dict, ospec: dict, extra: dict) -> ArtifactMeta:
     return ArtifactMeta(labels=list(job.run.labels), preprocess=job.run.preprocess, format=fmt.name,
+                        output_kind=job.run.head,
                         input=TensorSpec(**ispec), output=TensorSpec(**ospec), source_sha256=source_sha,
                         versions=versions(), created=_now(), extra=extra)
 
@@ -207,15 +208,25 @@ def _write_onnx(fmt: Format, job: _Job, dest: Path, source_sha: str, calib_sha: 
 
 def convert_run(source: str | Path, out_dir: str | Path, formats: Iterable[str] | str = "all",
                 calib_count: int = 200, int8_io: str = "int8", opset: int = 17, progress: bool = False,
-                seed: int = 0, on_result: Callable[[ArtifactResult], None] | None = None) -> Manifest:
-    """Convert a run folder (or a model.keras inside one) to `formats` in `out_dir`; return the manifest."""
+                seed: int = 0, on_result: Callable[[ArtifactResult], None] | None = None,
+                overrides: dict | None = None, calib_data: str | Path | None = None) -> Manifest:
+    """Convert MODEL to `formats` in `out_dir`; return the manifest.
+
+    MODEL: a run folder (or its model.keras), a bare .keras/.h5/SavedModel (see convert.source: `overrides`
+    are the contract flags, `calib_data` the calibration image folder), or a ModelSource already opened.
+    """
+    from edgeproof.convert.source import ModelSource, open_source
     from edgeproof.convert.tflite import IO_TYPES
-    from edgeproof.train.run_dir import load_run
 
     fmts = _format_names(formats)
     if int8_io not in IO_TYPES:
         raise UsageError(f"--int8-io '{int8_io}' is not valid; valid: {', '.join(IO_TYPES)}")
-    run = load_run(source)
+    run = source if isinstance(source, ModelSource) else open_source(source, overrides, calib_data)
+    calibrated = [f.name for f in fmts if f.calibrated]
+    if calibrated and run.bare and not run.splits.get("train"):
+        raise UsageError(f"{', '.join(calibrated)} need calibration images and '{run.model_path.name}' is a bare "
+                         "model with no training split; pass --calib-data DIR (images like the training ones, class "
+                         "subfolders optional) or convert only float formats (never calibrated on random data)")
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"output '{out_dir}' exists and is not a folder; give a folder for the artifacts")
@@ -249,7 +260,7 @@ def _convert_locked(run, out_dir: Path, fmts: list[Format], calib_count: int, in
     """convert_run's work, with the lock on `out_dir` held."""
     from edgeproof.convert.calibration import calibration_batch, describe
     from edgeproof.convert.onnx_export import check_opset
-    from edgeproof.train.run_dir import load_keras_model
+    from edgeproof.convert.source import source_sha256
     from edgeproof.train.tf_quiet import import_tensorflow
 
     import_tensorflow("edgeproof convert")
@@ -259,9 +270,9 @@ def _convert_locked(run, out_dir: Path, fmts: list[Format], calib_count: int, in
         calib, calib_sha, calib_info = None, None, None
         if any(f.calibrated for f in fmts):
             calib, calib_sha, skipped = calibration_batch(run, calib_count, seed=seed)
-            calib_info = describe(calib, calib_sha, skipped, calib_count)
-        source_sha = sha256_file(run.model_path)
-        model = load_keras_model(run.model_path, "edgeproof convert")
+            calib_info = describe(calib, calib_sha, skipped, calib_count, run.calib_dir)
+        source_sha = source_sha256(run.model_path)
+        model = run.keras_model("edgeproof convert")
 
     _clean_stale(out_dir)
     manifest = load_manifest(out_dir)

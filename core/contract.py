@@ -51,6 +51,37 @@ def check_labels(labels: Any) -> list[str]:
     if bad is not None:
         raise ValueError(f"label {json.dumps(bad)[:60]} is not a text of at most {MAX_LABEL_CHARS} characters")
     return list(labels)
+# What the model's output is (ArtifactMeta.output_kind), and so how it becomes one score per class:
+#   probabilities  softmax output, used as is;              logits         raw scores, softmax applied;
+#   sigmoid        one unit p = P(class 1): [1 - p, p];     sigmoid-logit  one raw unit z: p = sigmoid(z).
+# Multi-label heads (N independent sigmoids) are refused by convert (see convert.source).
+HEADS = ("probabilities", "logits", "sigmoid", "sigmoid-logit")
+BINARY_HEADS = ("sigmoid", "sigmoid-logit")
+
+
+def n_classes(output_units: int, head: str) -> int:
+    """Classes a head of `output_units` units scores: a one-unit binary head scores two."""
+    return 2 if head in BINARY_HEADS and output_units == 1 else int(output_units)
+
+
+def class_scores(out, head: str):
+    """(N, units) model output -> float32 (N, classes) scores summing to 1 (NumPy, any head in HEADS).
+
+    The one definition shared by the runtime (every backend) and parity's Keras reference, so a
+    binary model's class-1 score is exactly Keras' sigmoid output everywhere.
+    """
+    import numpy as np
+
+    out = np.asarray(out, dtype=np.float32)
+    out = out.reshape(len(out), -1)
+    if head in BINARY_HEADS:
+        p = out[:, :1] if head == "sigmoid" else 1.0 / (1.0 + np.exp(-out[:, :1]))
+        p = np.clip(p, 0.0, 1.0).astype(np.float32)
+        return np.concatenate([1.0 - p, p], axis=1)
+    if head == "logits":
+        e = np.exp(out - out.max(axis=1, keepdims=True))
+        return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+    return out
 
 
 @dataclass
@@ -126,7 +157,7 @@ class ArtifactMeta:
     format: str | None = None
     input: TensorSpec | None = None
     output: TensorSpec | None = None
-    output_kind: str = "probabilities"  # or "logits"
+    output_kind: str = "probabilities"  # one of HEADS ("auto" for synthesized metadata)
     source_sha256: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
     created: str | None = None

@@ -28,12 +28,12 @@ class ParityBatch:
     """Ray Data callable class: Keras + every planned artifact x backend, loaded once per actor."""
 
     def __init__(self, keras_path: str, pp, plan: list[tuple[int, str, str]], verify: bool, e2e: bool,
-                 max_pixels: int) -> None:
+                 max_pixels: int, head: str = "probabilities") -> None:
         from edgeproof.parity import reference
         from edgeproof.runtime import image_check, load
 
         image_check.set_max_pixels(max_pixels)
-        self.keras = reference.load_keras(keras_path)
+        self.keras = reference.load_keras(keras_path, head)
         self.pp, self.e2e = pp, e2e
         self.models: dict[int, object] = {}
         self.load_failures: dict[int, tuple[str, bool]] = {}
@@ -144,7 +144,7 @@ def predict_on_ray(run, images, artifacts, backends, verify: bool, e2e: bool, ad
         actors = max(1, min(workers or session.cpus, math.ceil(len(rows) / ROWS_PER_TASK)))
         ds = map_on_actors(ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / ROWS_PER_TASK)),
                            ParityBatch, actors, 1,
-                           {"keras_path": str(run.model_path), "pp": run.preprocess,
+                           {"keras_path": str(run.model_path), "pp": run.preprocess, "head": run.head,
                             "plan": [(keys[(str(p.path), p.backend)], str(p.path), p.backend) for p in plan],
                             "verify": verify, "e2e": e2e, "max_pixels": image_check.max_pixels()})
         task = prog.add_task(f"parity on Ray ({actors} actor(s))", total=len(rows))

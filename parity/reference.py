@@ -7,22 +7,33 @@ from pathlib import Path
 
 import numpy as np
 
-
-def load_keras(path: str | Path):
-    from edgeproof.train.run_dir import load_keras_model
-
-    return load_keras_model(path, "parity (the Keras reference)")
+HEAD_ATTR = "_edgeproof_head"  # how the loaded model carries its output head to predict (and Ray actors)
 
 
-def predict(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """float32 (N, C) probabilities: the model called directly (no Keras predict-loop overhead)."""
+def load_keras(path: str | Path, head: str = "probabilities"):
+    """The Keras reference: a run's model.keras, or a bare .keras/.h5/SavedModel, tagged with its head."""
+    from edgeproof.convert.source import load_model, model_kind
+
+    path = Path(path)
+    model = load_model(path, model_kind(path), "parity (the Keras reference)")
+    object.__setattr__(model, HEAD_ATTR, head)  # a plain attribute: not tracked or saved by Keras
+    return model
+
+
+def predict(model, x: np.ndarray, batch_size: int = 64, head: str | None = None) -> np.ndarray:
+    """float32 (N, C) class scores: the model called directly (no Keras predict-loop overhead), its output
+    turned into one score per class as the runtime does (contract.class_scores: softmax of logits, a
+    binary sigmoid's [1 - p, p]). head: the model's own (from load_keras) unless given."""
+    from edgeproof.contract import class_scores
+
+    head = head or getattr(model, HEAD_ATTR, "probabilities")
     outs = []
     for i in range(0, len(x), batch_size):
         outs.append(np.asarray(model(x[i:i + batch_size], training=False), dtype=np.float32))
     out = np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
     if out.ndim != 2:
         out = out.reshape(len(x), -1)
-    return out
+    return class_scores(out, head) if len(out) else out
 
 
 def latency_samples(model, x: np.ndarray, reps: int = 10) -> list[float]:

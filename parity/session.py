@@ -67,15 +67,20 @@ def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, dat
     engine "ray": the per-image work (decode, Keras reference, every artifact x backend, the TF-decode side of
     the drift check) runs on Ray Data actors (parity.ray_engine); the judging, report and gate are these."""
     from edgeproof.cli.console import progress as progress_bar
+    from edgeproof.convert.source import open_for_parity
     from edgeproof.parity import data, flips, reference, runner
-    from edgeproof.train.run_dir import load_run
 
     t0 = time.perf_counter()
-    run = load_run(run_dir)
+    run = open_for_parity(run_dir, artifacts_dir)  # a run folder, or a bare model with its artifacts' metadata
     art_dir = Path(artifacts_dir) if artifacts_dir else run.root / "artifacts"
     out = Path(out_dir) if out_dir else run.root / "parity"
     tol_flags = {k: v for k, v in (tol_flags or {}).items() if v is not None}
     artifacts = runner.find_artifacts(art_dir)  # fail fast, before TensorFlow loads
+    if run.bare and not data_dir:
+        from edgeproof.errors import UsageError
+
+        raise UsageError(f"'{run.model_path.name}' is a bare model with no held-out split; pass --data DIR (class "
+                         "subfolders named like its labels give accuracy, a flat folder agreement only)")
     images = data.from_dir(data_dir, run.labels, split) if data_dir else data.from_run(run, split)
     images.classes = list(run.labels)  # an artifact whose class names differ fails, even with the same indices
     batches = runner.Batches(images)
@@ -93,7 +98,7 @@ def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, dat
             pre = done.preprocessing(rows) if e2e else None
         else:
             task = prog.add_task("Keras reference", total=2)
-            keras_model = reference.load_keras(run.model_path)
+            keras_model = reference.load_keras(run.model_path, run.head)
             prog.advance(task)
             x_ref = batches.get(run.preprocess)
             ref = reference.predict(keras_model, x_ref)
@@ -122,7 +127,7 @@ def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, dat
             report.e2e = {"preprocessing": pre, **e2e_mod.dominance(pre, rows)}
         if triage:
             if keras_model is None and _triage_todo(rows):  # Ray: the triage (and --fix) runs here
-                keras_model = reference.load_keras(run.model_path)
+                keras_model = reference.load_keras(run.model_path, run.head)
             report.triage = _triage(rows, keras_model, run, art_dir, batches, ref, tol_flags, fix, out, prog)
     report.seconds = time.perf_counter() - t0
     if write:
@@ -136,8 +141,8 @@ def _check_classes(ref: np.ndarray, run) -> None:
     if ref.shape[1] != len(run.labels):
         from edgeproof.errors import UsageError
 
-        raise UsageError(f"the Keras model outputs {ref.shape[1]} classes but labels.txt lists "
-                         f"{len(run.labels)}; the run folder is inconsistent, re-run training")
+        raise UsageError(f"the Keras model outputs {ref.shape[1]} classes but its labels list {len(run.labels)}; "
+                         "the run folder (or the artifacts' metadata) is inconsistent")
 
 
 def _unverified(rows) -> list[Failure]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeproof.contract import ArtifactMeta, Preprocess, TensorSpec
+from edgeproof.contract import BINARY_HEADS, ArtifactMeta, Preprocess, TensorSpec, class_scores, n_classes
 from edgeproof.errors import EdgeproofError, UsageError
 from edgeproof.formats import BACKENDS, backends_for, family_of, format_of, get_backend
 from edgeproof.runtime.backends.base import Backend, BatchUnsupported
@@ -54,6 +54,7 @@ def synthesize_meta(inp: TensorSpec, out: TensorSpec, fmt: str | None) -> Artifa
     layout = guess_layout(shape)
     h, w = (shape[1], shape[2]) if layout == "NHWC" else (shape[2], shape[3])
     n_cls = out.shape[-1] if out.shape and out.shape[-1] else 0
+    n_cls = 2 if n_cls == 1 else n_cls  # one unit: a binary head (sigmoid or its logit, decided in predict)
     pp = Preprocess(height=h or 0, width=w or 0, layout=layout)
     return ArtifactMeta(labels=[f"class_{i}" for i in range(n_cls)], preprocess=pp, format=fmt,
                         input=inp, output=out, output_kind="auto", extra={"synthesized": True})
@@ -142,6 +143,7 @@ class Model:
         self._cast_in = self._q_in is None and self._in_dtype != np.float32
         self._q_out = (np.float32(o.scale), np.float32(o.zero_point or 0)) if o.dtype in _QRANGE and o.scale else None
         self._softmax: bool | None = {"logits": True, "probabilities": False}.get(meta.output_kind)
+        self._binary: str | None = meta.output_kind if meta.output_kind in BINARY_HEADS else None
 
     @property
     def labels(self) -> list[str]:
@@ -195,13 +197,18 @@ class Model:
             out = out.astype(np.float32)
         if out.ndim != 2:
             out = out.reshape(n, -1)
-        if self._softmax is None:  # metadata-less model: decide once from the first batch
-            # Probabilities lie in [0, 1] and sum to ~1 (int8 outputs are coarse: allow 5 %). Softmax is
-            # monotonic, so a wrong guess changes scores, never the ranking.
-            sums = out.sum(axis=1)
-            self._softmax = bool(out.min() < 0 or out.max() > 1 + 1e-3 or np.abs(sums - 1).max() > 0.05)
-        if self._softmax:
-            out = _softmax(out)
+        if self._binary is None and self._softmax is None and out.shape[1] == 1:  # metadata-less, one unit
+            self._binary = "sigmoid" if 0 <= out.min() and out.max() <= 1 else "sigmoid-logit"
+        if self._binary is not None:  # one unit p = P(class 1) -> [1 - p, p]
+            out = class_scores(out, self._binary)
+        else:
+            if self._softmax is None:  # metadata-less model: decide once from the first batch
+                # Probabilities lie in [0, 1] and sum to ~1 (int8 outputs are coarse: allow 5 %). Softmax is
+                # monotonic, so a wrong guess changes scores, never the ranking.
+                sums = out.sum(axis=1)
+                self._softmax = bool(out.min() < 0 or out.max() > 1 + 1e-3 or np.abs(sums - 1).max() > 0.05)
+            if self._softmax:
+                out = _softmax(out)
         if not np.isfinite(out).all():  # from the caller's NaN/inf input, or from damaged weights
             _refuse_non_finite_input(x0)
             raise invalid(self.path, family_of(self.path), f"{self.backend_name} computed non-finite scores "
@@ -357,6 +364,8 @@ def load(path: str | Path, backend: str | None = None, threads: int | None = Non
     try:
         meta = apply_overrides(meta, be.input_spec, opts.overrides)
         n_out = be.output_spec.shape[-1] if be.output_spec.shape else None
+        if isinstance(n_out, (int, np.integer)) and n_out > 0:
+            n_out = n_classes(int(n_out), "sigmoid" if meta.output_kind == "auto" else meta.output_kind)
         if opts.overrides.get("labels") is not None and isinstance(n_out, (int, np.integer)) and n_out > 0 \
                 and len(meta.labels) != n_out:
             raise UsageError(f"--labels gives {len(meta.labels)} label(s) but '{path.name}' outputs {n_out} "

@@ -121,7 +121,7 @@ def test_wrong_suffix_source_says_what_to_give(tmp_path, capsys):
     model = tmp_path / "model.h5"
     model.write_bytes(b"x")
     assert run_cli(["convert", str(model), "--to", "all", "-o", str(tmp_path / "o")]) == 2
-    assert "give the folder 'edgeproof train -o' wrote, or its model.keras" in capsys.readouterr().err
+    assert "is not an HDF5 file" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 

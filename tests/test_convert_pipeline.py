@@ -75,9 +75,9 @@ def test_unconvertible_layer_is_named_and_others_continue(igamma_run, small_run,
         assert r.status == "failed" and r.path is None
         assert r.error.startswith(f"{name}:") and "weird_gamma" in r.error and op in r.error
     assert not list((tmp_path / "a").glob("model.*"))
-    # the CLI shows every failure and exits 1
+    # the CLI shows every failure and exits 2 (the model cannot be converted to that format)
     code = run_cli(["convert", str(igamma_run), "--to", "tflite-fp32", "-o", str(tmp_path / "b"), "--no-progress"])
-    assert code == 1 and "weird_gamma" in capsys.readouterr().err
+    assert code == 2 and "weird_gamma" in capsys.readouterr().err
     # one format failing does not stop the others (onnx-int8 reports why it could not start)
     from edgeproof.convert import onnx_export
 

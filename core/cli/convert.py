@@ -1,9 +1,14 @@
-"""`edgeproof convert RUN_DIR|model.keras --to LIST|all -o OUT`: every artifact an edge user needs."""
+"""`edgeproof convert MODEL --to LIST|all -o OUT`: every artifact an edge user needs.
+
+MODEL: a run folder from `edgeproof train`, or any Keras image classifier (.keras, .h5, SavedModel folder)
+with its labels/contract from the file or from the flags shared with `edgeproof run` (cli.contract_flags).
+"""
 
 from __future__ import annotations
 
 import argparse
 
+from edgeproof.cli.contract_flags import add_contract_flags, overrides_from
 from edgeproof.formats import FORMATS, INT8_RECIPE
 
 
@@ -11,28 +16,43 @@ def register(sub: argparse._SubParsersAction) -> None:
     fmts = ", ".join(FORMATS)
     p = sub.add_parser(
         "convert", help="convert a trained model to TFLite / Edge TPU / ONNX artifacts",
-        description="Convert a trained Keras model (a run folder or its model.keras) to edge artifacts. "
+        description="Convert a trained Keras model (a run folder, or any .keras / .h5 / SavedModel image "
+        "classifier) to edge artifacts. "
         "Each file embeds its labels, preprocessing contract and I/O quantization, is verified to load in "
         "its runtime, and is listed in OUT/manifest.json (sha256, size, seconds, options, calibration hash). "
         f"Formats: {fmts}.",
         epilog="examples:\n  edgeproof convert runs/x --to all -o runs/x/artifacts\n"
                "  edgeproof convert runs/x --to tflite-int8,onnx-int8 --int8-io uint8 -o out\n"
-               "  edgeproof convert runs/x --device rpi4 -o out",
+               "  edgeproof convert runs/x --device rpi4 -o out\n"
+               "  edgeproof convert model.keras --labels cat,dog --calib-data imgs/ --to all -o out\n"
+               "  edgeproof convert model.h5 --labels labels.txt --scale 0.00392157 --to tflite-fp32,onnx-fp32\n"
+               "\nbring your own model: labels from --labels (default class_0..class_N-1, with a warning); the\n"
+               "preprocessing contract is raw 0-255 RGB when the model has Rescaling/Normalization layers (as\n"
+               "keras.applications models with their preprocessing do), else what --scale/--mean/--std/--bgr/--size\n"
+               "declare; heads: softmax, logits, one sigmoid unit (binary: class 0 = 1-p, class 1 = p); multi-label\n"
+               "(N sigmoids) is refused. int8/edgetpu/onnx-int8 need --calib-data (never random data).\n"
+               "exit status: 0 every format converted, 2 bad input or a format that could not be converted\n"
+               "(the formats that did convert are kept).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("source", metavar="RUN_DIR|model.keras", help="a run folder from 'edgeproof train' or its model.keras")
+    p.add_argument("source", metavar="MODEL", help="a run folder from 'edgeproof train' (or its model.keras), or a "
+                   ".keras / .h5 file or SavedModel folder of any Keras image classifier")
     p.add_argument("--to", metavar="LIST", help=f"comma-separated formats or 'all' ({fmts})")
     p.add_argument("--device", metavar="PROFILE",
                    help="convert the formats a device profile prefers (see 'edgeproof devices list')")
-    p.add_argument("-o", "--out", metavar="OUT", help="output folder (default: RUN_DIR/artifacts)")
+    p.add_argument("-o", "--out", metavar="OUT", help="output folder (default: RUN_DIR/artifacts, or 'artifacts' "
+                   "beside a bare model)")
     p.add_argument("--calib-count", type=int, default=200, metavar="N",
-                   help="calibration images from the train split, stratified by class (default 200)")
+                   help="calibration images from the train split (or --calib-data), stratified by class (default 200)")
+    p.add_argument("--calib-data", metavar="DIR", help="calibration images for int8/edgetpu/onnx-int8 (class "
+                   "subfolders optional; needed for a bare model, replaces a run's train split)")
     p.add_argument("--int8-io", choices=INT8_RECIPE.io_types, default="int8",
                    help="input/output type of tflite-int8 (default int8; edgetpu is always uint8)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration sample (default 0)")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_contract_flags(p, "bring-your-own model: labels and preprocessing contract (same flags as 'edgeproof run')")
     p.set_defaults(func=run)
 
 
@@ -58,8 +78,9 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from edgeproof.cli.console import error_line, info, print_json, table
+    from edgeproof.cli.console import error_line, info, print_json, table, warn
     from edgeproof.convert import convert_run
+    from edgeproof.convert.source import open_source
     from edgeproof.errors import UsageError
     from edgeproof.formats import parse_format_list
 
@@ -72,12 +93,18 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise UsageError(f"no formats requested; give --to LIST|all (valid: {', '.join(FORMATS)}) or --device PROFILE")
     src = Path(args.source)
-    out = Path(args.out) if args.out else (src.parent if src.suffix == ".keras" else src) / "artifacts"
     from edgeproof.stderr_filter import kept_library_log
 
     # TensorFlow/converter chatter (fd 1/2, print, warnings) goes to a temp log, kept only when a format failed
     with kept_library_log("convert") as log:
-        manifest = convert_run(src, out, formats=formats, calib_count=args.calib_count, int8_io=args.int8_io,
+        source = open_source(src, overrides_from(args), args.calib_data)
+        if not args.json:
+            for line in source.notes:
+                info(f"note: {src.name}: {line}")
+        for line in source.warnings:
+            warn(f"{src.name}: {line}")
+        out = Path(args.out) if args.out else (source.root if not source.bare else src.parent) / "artifacts"
+        manifest = convert_run(source, out, formats=formats, calib_count=args.calib_count, int8_io=args.int8_io,
                                opset=args.opset, progress=not args.no_progress and not args.json, seed=args.seed)
         log.keep = any(a.status != "ok" for a in manifest.artifacts if a.format in formats)
     done = [a for a in manifest.artifacts if a.format in formats]
@@ -103,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
             info(f"note: what TensorFlow and the converters printed: {log.path}")
     failed = [a for a in done if a.status != "ok"]
     if failed:
-        error_line(f"{len(failed)} of {len(done)} format(s) failed: {', '.join(a.format for a in failed)}")
-        return 1
+        error_line(f"{len(failed)} of {len(done)} format(s) could not be converted: "
+                   f"{', '.join(a.format for a in failed)} (the others are kept in {out})")
+        return 2
     return 0

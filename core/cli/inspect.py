@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+HEAD_TEXT = {"probabilities": "softmax probabilities", "logits": "logits (the runtime applies softmax)",
+             "sigmoid": "one sigmoid unit p (binary: class 0 = 1-p, class 1 = p)",
+             "sigmoid-logit": "one logit z (binary: p = sigmoid(z), class 0 = 1-p, class 1 = p)"}
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -85,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
         lines.append(f"metadata: {len(m['labels'])} labels ({', '.join(m['labels'][:6])}{', ...' if len(m['labels']) > 6 else ''})")
         lines.append(f"  preprocess: {pp['height']}x{pp['width']} {pp['color']} {pp['interpolation']} "
                      f"scale={pp['scale']} mean={pp['mean']} std={pp['std']} {pp['layout']}")
+        if pp.get("in_graph"):
+            lines.append(f"  in the graph: {', '.join(pp['in_graph'])} (the model rescales raw pixels itself)")
+        lines.append(f"  output head: {HEAD_TEXT.get(m.get('output_kind'), m.get('output_kind'))}")
         lines.append(f"  source sha256: {(m.get('source_sha256') or '?')[:16]}  versions: "
                      + ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items()))
     elif any(n.startswith("metadata unreadable") for n in r.get("notes", [])):

@@ -61,9 +61,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "the same held-out images; report tensor and task metrics, preprocessing drift, "
                        "quantization triage; exit 1 when any artifact is outside its tolerance.",
                        epilog=EPILOG.format(tolerances=_tolerance_lines()), formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_dir", metavar="RUN_DIR", help="run folder from 'edgeproof train'")
-    p.add_argument("--artifacts", metavar="DIR", help="artifacts folder (default RUN_DIR/artifacts, "
-                   "where 'edgeproof convert' writes)")
+    p.add_argument("run_dir", metavar="MODEL", help="run folder from 'edgeproof train', or the .keras / .h5 / "
+                   "SavedModel the artifacts were converted from (labels and contract are read from them)")
+    p.add_argument("--artifacts", metavar="DIR", help="artifacts folder (default RUN_DIR/artifacts, or 'artifacts' "
+                   "beside a bare model: where 'edgeproof convert' writes)")
     p.add_argument("--data", metavar="DIR", help="image folder to use instead of the run's split "
                    "(DIR/<split>/<class>/*, DIR/<class>/* or unlabelled DIR/*)")
     p.add_argument("--split", default="test", help="which split of the run (default test)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from edgeproof.cli.contract_flags import add_contract_flags, overrides_from
 from edgeproof.errors import EdgeproofError, UsageError
 from edgeproof.formats import BACKENDS
 from edgeproof.text import printable
@@ -106,27 +107,8 @@ def _register(sub: argparse._SubParsersAction) -> None:
     from edgeproof.cli.run_ray import add_engine_flags
 
     add_engine_flags(p)
-    g = p.add_argument_group("preprocessing overrides (for models without edgeproof metadata)")
-    g.add_argument("--size", metavar="HxW", help="input size, e.g. 224x224 (or 224)")
-    g.add_argument("--mean", metavar="a,b,c", help="subtracted after scaling, e.g. 127.5 or 0.485,0.456,0.406")
-    g.add_argument("--std", metavar="a,b,c", help="divided by after the mean")
-    g.add_argument("--scale", type=float, metavar="s", help="pixels (0-255) are multiplied by s first, e.g. 0.00392")
-    g.add_argument("--bgr", action="store_true", default=None, help="the model takes BGR channel order")
-    g.add_argument("--labels", metavar="FILE", help="text file with one label per line")
+    add_contract_flags(p, "preprocessing overrides (for models without edgeproof metadata)")
     p.set_defaults(func=run)
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    parts = text.lower().replace("×", "x").split("x")
-    try:
-        vals = [int(v) for v in parts]
-    except ValueError:
-        vals = []
-    if len(vals) == 1:
-        vals *= 2
-    if len(vals) != 2 or min(vals) < 1:
-        raise UsageError(f"--size '{text}' is not valid; give HxW like 224x224 (or one number for a square)")
-    return vals[0], vals[1]
 
 
 def set_pixel_limit(max_image_pixels: str | None) -> None:
@@ -141,33 +123,6 @@ def set_pixel_limit(max_image_pixels: str | None) -> None:
             raise UsageError(f"--max-image-pixels '{max_image_pixels}' is not a pixel count; give e.g. "
                              "100000000 or 100M") from None
     image_check.max_pixels()
-
-
-def parse_floats(flag: str, text: str) -> list[float]:
-    try:
-        vals = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        vals = []
-    if len(vals) not in (1, 3):
-        raise UsageError(f"{flag} '{text}' is not valid; give one number or three comma-separated numbers (a,b,c)")
-    return vals
-
-
-def overrides_from(args: argparse.Namespace) -> dict:
-    ov: dict = {}
-    if args.size:
-        ov["size"] = parse_size(args.size)
-    if args.mean:
-        ov["mean"] = parse_floats("--mean", args.mean)
-    if args.std:
-        ov["std"] = parse_floats("--std", args.std)
-    if args.scale is not None:
-        ov["scale"] = args.scale
-    if args.bgr:
-        ov["bgr"] = True
-    if args.labels:
-        ov["labels"] = args.labels
-    return ov
 
 
 def _short(name: str, width: int = NAME_W) -> str:

@@ -41,7 +41,7 @@ def check_engine_flags(args: argparse.Namespace) -> None:
 def run_ray(args: argparse.Namespace, source, model, on_result):
     """`edgeproof run --engine ray`: the model was loaded here once (checked, and named in the summary); each
     Ray actor loads it again with the same options."""
-    from edgeproof.cli.run import overrides_from
+    from edgeproof.cli.contract_flags import overrides_from
     from edgeproof.runtime.engines.ray_run import LoadSpec, run_on_ray
 
     spec = LoadSpec(str(model.path), backend=args.backend, threads=args.threads, device=args.device,

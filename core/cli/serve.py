@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from edgeproof.cli.contract_flags import add_contract_flags
 from edgeproof.errors import UsageError
 from edgeproof.formats import BACKENDS
 
@@ -75,13 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="if a delegate/execution provider fails, warn loudly and run on the CPU instead of failing")
     m.add_argument("--no-verify", action="store_true",
                    help="load the model even if it does not match the sha256 in the manifest.json beside it")
-    o = p.add_argument_group("preprocessing overrides (for models without edgeproof metadata)")
-    o.add_argument("--size", metavar="HxW")
-    o.add_argument("--mean", metavar="a,b,c")
-    o.add_argument("--std", metavar="a,b,c")
-    o.add_argument("--scale", type=float, metavar="s")
-    o.add_argument("--bgr", action="store_true", default=None)
-    o.add_argument("--labels", metavar="FILE")
+    add_contract_flags(p, "preprocessing overrides (for models without edgeproof metadata)")
     p.set_defaults(func=serve)
 
 
@@ -119,7 +114,8 @@ def serve(args: argparse.Namespace) -> int:
     import logging
     import os
 
-    from edgeproof.cli.run import overrides_from, set_pixel_limit
+    from edgeproof.cli.contract_flags import overrides_from
+    from edgeproof.cli.run import set_pixel_limit
     from edgeproof.runtime.serve.server import require_extra
     from edgeproof.runtime.serve.server import serve as run_server
 

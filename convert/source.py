@@ -1,0 +1,405 @@
+"""What `edgeproof convert` / `parity` take as MODEL: a run folder, or a model someone else trained.
+
+A bare model (.keras, legacy .h5, SavedModel folder) carries no labels.txt or preprocess.json, so
+its metadata comes from the file where the file has it and from the contract flags where not:
+- labels: --labels FILE|a,b,c, else class_0..class_N-1 (one warning);
+- contract: Rescaling/Normalization layers inside the model (keras.applications' own
+  preprocessing included) mean raw 0-255 RGB in; otherwise --scale/--mean/--std/--bgr/--size;
+- head: softmax probabilities, raw logits, or one sigmoid unit (binary: [1 - p, p]); N
+  independent sigmoids (multi-label) are refused;
+- calibration: --calib-data DIR (class subfolders optional), never random data.
+The model must have one (N, H, W, 3) image input and one (N, units) output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeproof.contract import HEADS, Preprocess, n_classes
+from edgeproof.errors import UsageError
+from edgeproof.train.run_dir import PREPROCESS_FILE, Run, load_run
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
+GIVE = "give a run folder from 'edgeproof train', a .keras or .h5 file, or a SavedModel folder"
+# A preprocessing layer inside a SavedModel's graph: '.../rescaling_1/mul' (not 'batch_normalization').
+_PRE_OP = re.compile(r"(?:^|/)(rescaling|normalization)(?:_\d+)?/")
+
+
+@dataclass
+class ModelSource(Run):
+    """A Run (labels, contract, splits) plus what a bare model needs: its kind, head and the model."""
+
+    kind: str = "run"  # "run", "keras", "h5" or "savedmodel"
+    head: str = "probabilities"  # one of contract.HEADS
+    notes: list[str] = field(default_factory=list)  # what was read from the model (the CLI shows them)
+    warnings: list[str] = field(default_factory=list)  # what was assumed (the CLI shows them as warnings)
+    calib_dir: Path | None = None
+    model: Any = field(default=None, repr=False)
+
+    @property
+    def bare(self) -> bool:
+        return self.kind != "run"
+
+    def keras_model(self, what: str = "this command"):
+        """The Keras model (loaded once): the run's model.keras, or the bare model (SavedModel wrapped)."""
+        if self.model is None:
+            self.model = load_model(self.model_path, self.kind, what)
+        return self.model
+
+
+def model_kind(path: Path) -> str:
+    """'run', 'keras', 'h5' or 'savedmodel' from what is on disk (UsageError when it is none of them)."""
+    if not path.exists():
+        raise UsageError(f"model '{path}' does not exist; {GIVE}")
+    if path.is_dir():
+        if any((path / f).is_file() for f in SAVED_MODEL_FILES):
+            return "savedmodel"
+        return "run"  # load_run names what the folder lacks
+    suffix = path.suffix.lower()
+    if suffix == ".keras":
+        return "run" if (path.parent / PREPROCESS_FILE).is_file() else "keras"
+    if suffix in (".h5", ".hdf5"):
+        with open(path, "rb") as f:
+            if f.read(8) != HDF5_MAGIC:
+                raise UsageError(f"'{path}' is not an HDF5 file (a legacy Keras .h5 model starts with the HDF5 "
+                                 "signature); give the file model.save('model.h5') wrote, or a .keras file")
+        return "h5"
+    raise UsageError(f"'{path}' has suffix '{path.suffix}', which is no Keras model format; {GIVE} "
+                     "(give the folder 'edgeproof train -o' wrote, or its model.keras)")
+
+
+def load_model(path: str | Path, kind: str, what: str = "this command"):
+    """A Keras model from a .keras/.h5 file or a SavedModel folder (wrapped in a one-input Keras model)."""
+    return _load(Path(path), kind, what)[0]
+
+
+def _load(path: Path, kind: str, what: str) -> tuple[Any, list[str]]:
+    """(Keras model, op names of a SavedModel's graph: how its in-graph preprocessing is found)."""
+    from edgeproof.train.run_dir import load_keras_model
+    from edgeproof.train.tf_quiet import import_tensorflow
+
+    if kind in ("run", "keras"):
+        return load_keras_model(path, what), []
+    import_tensorflow(what)
+    import keras
+
+    try:
+        if kind == "h5":
+            return keras.saving.load_model(str(path), compile=False), []
+        return _wrap_saved_model(path)
+    except UsageError:
+        raise
+    except Exception as exc:  # a damaged or foreign file: one line  # noqa: BLE001
+        raise UsageError(f"cannot load {kind} model '{path}': {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                         f"; {GIVE}") from None
+
+
+def _wrap_saved_model(path: Path) -> tuple[Any, list[str]]:
+    """A SavedModel's serving signature as a Keras model; refuses several inputs/outputs by name."""
+    import keras
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(path))
+    sigs = dict(getattr(loaded, "signatures", {}) or {})
+    if not sigs:
+        raise UsageError(f"SavedModel '{path}' has no serving signature; export it with model.export(dir) or "
+                         "tf.saved_model.save(model, dir, signatures=...)")
+    endpoint = "serving_default" if "serving_default" in sigs else sorted(sigs)[0]
+    fn = sigs[endpoint]
+    inputs = fn.structured_input_signature[1]
+    outputs = fn.structured_outputs
+    if len(inputs) != 1:
+        raise UsageError(f"SavedModel '{path}' has {len(inputs)} inputs ({', '.join(sorted(inputs))}); edgeproof "
+                         "converts image classifiers with one (N, H, W, 3) image input")
+    if len(outputs) != 1:
+        raise UsageError(f"SavedModel '{path}' has {len(outputs)} outputs ({', '.join(sorted(outputs))}); edgeproof "
+                         "converts classifiers with one (N, classes) output")
+    spec = next(iter(inputs.values()))
+    out_key = next(iter(outputs))
+    if spec.dtype != tf.float32:
+        raise UsageError(f"SavedModel '{path}' input '{spec.name}' is {spec.dtype.name}; edgeproof feeds float32 "
+                         "pixels (N, H, W, 3)")
+    _image_shape(list(spec.shape), f"input '{spec.name}'", path)
+    inp = keras.Input(tuple(spec.shape[1:]), name="image")
+    out = keras.layers.TFSMLayer(str(path), call_endpoint=endpoint, name="saved_model")(inp)
+    model = keras.Model(inp, out[out_key] if isinstance(out, dict) else out, name=re.sub(r"\W", "_", path.name))
+    return model, _graph_op_names(fn)
+
+
+def _graph_op_names(fn) -> list[str]:
+    names = [n.name for n in fn.graph.as_graph_def().node]
+    for f in fn.graph.as_graph_def().library.function:
+        names += [n.name for n in f.node_def]
+    return names
+
+
+def _image_shape(shape: list, what: str, path: Path) -> tuple[int | None, int | None]:
+    """(H, W) of an (N, H, W, 3) input, else one line naming the shape."""
+    if len(shape) != 4 or shape[-1] != 3:
+        raise UsageError(f"'{path.name}' {what} has shape {tuple(shape)}, which is not an image batch; edgeproof "
+                         "converts image classifiers with one (N, H, W, 3) RGB input")
+    return shape[1], shape[2]
+
+
+def check_io(model, path: Path) -> tuple[tuple[int | None, int | None], int, str]:
+    """((H, W), output units, output name) of a one-image-input, one-output classifier."""
+    ins, outs = list(model.inputs or []), list(model.outputs or [])
+    if len(ins) != 1:
+        names = ", ".join(getattr(t, "name", "?") for t in ins)
+        raise UsageError(f"'{path.name}' has {len(ins)} inputs ({names}); edgeproof converts image classifiers "
+                         "with one (N, H, W, 3) image input")
+    if len(outs) != 1:
+        names = ", ".join(getattr(t, "name", "?") for t in outs)
+        raise UsageError(f"'{path.name}' has {len(outs)} outputs ({names}); edgeproof converts classifiers with "
+                         "one (N, classes) output")
+    hw = _image_shape(list(ins[0].shape), f"input '{ins[0].name}'", path)
+    oshape = list(outs[0].shape)
+    units = oshape[-1] if len(oshape) == 2 else None
+    if not isinstance(units, int) or units < 1:
+        raise UsageError(f"'{path.name}' output has shape {tuple(oshape)}; edgeproof converts classifiers whose "
+                         "output is (N, classes) scores, probabilities or one sigmoid unit")
+    return hw, units, _output_layer_name(model)
+
+
+def _output_layer(model):
+    import keras
+
+    hist = getattr(model.outputs[0], "_keras_history", None)
+    layer = hist[0] if hist else (model.layers[-1] if model.layers else None)
+    while isinstance(layer, keras.Model) and layer.layers:  # a nested model (a backbone + head)
+        layer = layer.layers[-1]
+    return layer
+
+
+def _output_layer_name(model) -> str:
+    layer = _output_layer(model)
+    return getattr(layer, "name", "output")
+
+
+def detect_head(model, units: int, path: Path, probe: np.ndarray) -> str:
+    """The output head (contract.HEADS) from the last layer's activation, or from the outputs on `probe`."""
+    import keras
+
+    layer = _output_layer(model)
+    if isinstance(layer, keras.layers.Softmax):
+        act = "softmax"
+    else:
+        fn = getattr(layer, "activation", None)
+        act = getattr(fn, "__name__", None) if fn is not None else None
+    if act is None or isinstance(layer, keras.layers.TFSMLayer):
+        # No layer to read (a SavedModel): rows that sum to 1 are a softmax; one unit that stays inside
+        # [0, 1] is a sigmoid. N sigmoids cannot be told from logits here: they are ranked as logits
+        # (softmax keeps the order).
+        out = np.asarray(model(probe, training=False), np.float32).reshape(len(probe), -1)
+        in01 = bool(out.min() >= 0 and out.max() <= 1)
+        if units > 1:
+            act = "softmax" if in01 and np.abs(out.sum(axis=1) - 1).max() < 1e-3 else "linear"
+        else:
+            act = "sigmoid" if in01 else "linear"
+    name = getattr(layer, "name", "output")
+    if act == "softmax":
+        if units == 1:
+            raise UsageError(f"'{path.name}' ends in a one-unit softmax (layer '{name}'), which always outputs 1.0; "
+                             "a binary classifier needs Dense(1, activation='sigmoid') or Dense(2, 'softmax')")
+        return "probabilities"
+    if act == "sigmoid":
+        if units > 1:
+            raise UsageError(f"'{path.name}' ends in {units} independent sigmoids (layer '{name}'): a multi-label "
+                             "head, which edgeproof does not support (it ranks one class per image); convert a "
+                             "softmax, logits or one-unit sigmoid classifier")
+        return "sigmoid"
+    return "sigmoid-logit" if units == 1 else "logits"
+
+
+def in_graph_preprocessing(model, graph_ops: list[str] = ()) -> dict[str, Any]:
+    """The Rescaling / Normalization layers inside the model (nested ones too, or ops of those names in a
+    SavedModel's graph), as preprocess.in_graph."""
+    import keras
+
+    found: dict[str, Any] = {}
+
+    def walk(m) -> None:
+        for layer in getattr(m, "layers", []):
+            if isinstance(layer, keras.layers.Rescaling):
+                found.setdefault("rescaling", {"layer": layer.name, "scale": _num(layer.scale),
+                                               "offset": _num(layer.offset)})
+            elif isinstance(layer, keras.layers.Normalization):
+                found.setdefault("normalization", {"layer": layer.name,
+                                                   "mean": _num(getattr(layer, "mean", None)),
+                                                   "variance": _num(getattr(layer, "variance", None))})
+            elif hasattr(layer, "layers"):
+                walk(layer)
+
+    walk(model)
+    ops = [m.group(1) for n in graph_ops if (m := _PRE_OP.search(n.lower()))]
+    for op in sorted(set(ops)):
+        found.setdefault(op, {"graph_op": True})
+    return found
+
+
+def _num(v: Any) -> Any:
+    if v is None:
+        return None
+    a = np.asarray(v, dtype=np.float64).ravel()
+    return float(a[0]) if a.size == 1 else [round(float(x), 6) for x in a[:8]]
+
+
+def _contract(path: Path, hw: tuple, ov: dict, in_graph: dict, notes: list[str], warnings: list[str]
+              ) -> Preprocess:
+    h, w = hw
+    if ov.get("size"):
+        sh, sw = ov["size"]
+        if (h is not None and h != sh) or (w is not None and w != sw):
+            raise UsageError(f"--size {sh}x{sw} does not fit the model's fixed input {h}x{w}; omit --size or give "
+                             "the model's size")
+        h, w = sh, sw
+    if h is None or w is None:
+        raise UsageError(f"'{path.name}' takes any image size (input (N, None, None, 3)); pass --size HxW, the size "
+                         "it was trained at")
+    declared = any(k in ov for k in ("scale", "mean", "std", "bgr"))
+    if in_graph and declared:
+        warnings.append(f"the model contains its own preprocessing ({', '.join(in_graph)}) and --scale/--mean/--std/"
+                     "--bgr add to it: make sure the model was trained on inputs prepared that way")
+    elif in_graph:
+        notes.append(f"contract: raw 0-255 RGB pixels (the model rescales them itself: {', '.join(in_graph)} layer)")
+    elif not declared:
+        warnings.append("contract: raw 0-255 RGB pixels assumed (the model has no Rescaling/Normalization layer and "
+                     "no --scale/--mean/--std was given); declare how it was trained, e.g. --scale 0.00392157")
+
+    def three(key: str, default: float) -> tuple[float, float, float]:
+        vals = [float(v) for v in ov.get(key) or [default]]
+        return tuple(vals * 3 if len(vals) == 1 else vals)  # type: ignore[return-value]
+
+    return Preprocess(height=int(h), width=int(w), color="BGR" if ov.get("bgr") else "RGB",
+                      scale=float(ov.get("scale", 1.0)), mean=three("mean", 0.0), std=three("std", 1.0),
+                      in_graph=in_graph)
+
+
+def _labels(ov: dict, classes: int, warnings: list[str]) -> list[str]:
+    from edgeproof.runtime.model import read_labels
+
+    given = ov.get("labels")
+    if given is None:
+        warnings.append(f"no --labels given: naming the {classes} classes class_0..class_{classes - 1}")
+        return [f"class_{i}" for i in range(classes)]
+    labels = read_labels(given) if isinstance(given, (str, Path)) else [str(v) for v in given]
+    if len(labels) != classes:
+        raise UsageError(f"--labels gives {len(labels)} label(s) but the model outputs {classes} classes; give "
+                         f"{classes} labels, one per class in output order")
+    if len(set(labels)) != len(labels):
+        raise UsageError(f"--labels has duplicate names ({', '.join(labels)}); every class needs its own name")
+    return labels
+
+
+def calibration_items(folder: str | Path) -> list[tuple[str, int]]:
+    """Images under `folder` (recursive) as [(path, class index)], one class per first-level subfolder."""
+    from edgeproof.runtime.sources import IMAGE_EXTS, _folder_inputs
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise UsageError(f"--calib-data '{root}' is not a folder; give a folder of images (class subfolders "
+                         "optional) like the ones the model was trained on")
+    files, _ = _folder_inputs(root)
+    files = [p for p in files if p.suffix.lower() in IMAGE_EXTS]
+    if not files:
+        raise UsageError(f"--calib-data '{root}' holds no images ({', '.join(sorted(IMAGE_EXTS)[:6])}, ...)")
+    groups = sorted({p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else "" for p in files})
+    index = {g: i for i, g in enumerate(groups)}
+    return [(str(p), index[p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else ""])
+            for p in files]
+
+
+def open_source(path: str | Path, overrides: dict | None = None, calib_data: str | Path | None = None,
+                what: str = "edgeproof convert") -> ModelSource:
+    """MODEL as convert sees it: labels, contract, head, calibration images (see the module docstring)."""
+    path = Path(path)
+    ov = dict(overrides or {})
+    kind = model_kind(path)
+    if kind == "run":
+        if ov:
+            raise UsageError(f"'{path}' is an edgeproof run: its labels and preprocessing contract come from the run "
+                             f"folder; --{'/--'.join(sorted(ov))} apply to a bare .keras/.h5/SavedModel model")
+        run = load_run(path)
+        src = ModelSource(**vars(run), kind="run")
+    else:
+        src = _open_bare(path, kind, ov, what)
+    if calib_data is not None:
+        src.calib_dir = Path(calib_data)
+        src.splits = {**src.splits, "train": calibration_items(calib_data)}
+    return src
+
+
+def _open_bare(path: Path, kind: str, ov: dict, what: str) -> ModelSource:
+    model, graph_ops = _load(path, kind, what)
+    hw, units, _ = check_io(model, path)
+    notes: list[str] = []
+    warnings: list[str] = []
+    in_graph = in_graph_preprocessing(model, graph_ops)
+    pp = _contract(path, hw, ov, in_graph, notes, warnings)
+    rng = np.random.default_rng(0)  # random and flat images, dark to bright: a logit leaves [0, 1] on some
+    probe = np.concatenate([rng.uniform(0, 255, (4, pp.height, pp.width, 3)),
+                            np.linspace(0, 255, 4)[:, None, None, None] * np.ones((1, pp.height, pp.width, 3))])
+    probe = probe.astype(np.float32)
+    from edgeproof.runtime.preprocess import normalize
+
+    head = detect_head(model, units, path, normalize(probe, pp))
+    assert head in HEADS
+    labels = _labels(ov, n_classes(units, head), warnings)
+    notes.append(f"output head: {head} ({units} unit(s), {len(labels)} classes)")
+    return ModelSource(root=path.parent, model_path=path, labels=labels, preprocess=pp, splits={}, kind=kind,
+                       head=head, notes=notes, warnings=warnings, model=model)
+
+
+def source_sha256(path: str | Path) -> str:
+    """sha256 of a model file, or of a SavedModel folder (every file's relative path and bytes, sorted)."""
+    from edgeproof.runtime.integrity import sha256_file
+
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path)
+    h = hashlib.sha256()
+    for p in sorted(q for q in path.rglob("*") if q.is_file()):
+        h.update(str(p.relative_to(path)).encode() + b"\0" + bytes.fromhex(sha256_file(p)))
+    return h.hexdigest()
+
+
+def open_for_parity(path: str | Path, artifacts_dir: str | Path | None = None) -> ModelSource:
+    """MODEL as parity sees it: a run folder, or a bare model whose labels/contract/head come from the
+    artifacts convert made from it (and whose calibration folder, for triage, from their manifest.json)."""
+    from edgeproof.formats import artifacts_in
+    from edgeproof.runtime.integrity import read_manifest
+    from edgeproof.runtime.metadata import read_metadata
+
+    path = Path(path)
+    kind = model_kind(path)
+    if kind == "run":
+        return ModelSource(**vars(load_run(path)), kind="run")
+    art = Path(artifacts_dir) if artifacts_dir else path.parent / "artifacts"
+    if not art.is_dir():
+        raise UsageError(f"artifacts folder '{art}' does not exist; convert first with 'edgeproof convert {path} "
+                         f"-o {art}' or pass --artifacts DIR")
+    meta = next((m for p in artifacts_in(art) if (m := read_metadata(p)) is not None), None)
+    if meta is None:
+        raise UsageError(f"no artifact in '{art}' carries edgeproof metadata (labels, contract); convert the model "
+                         f"with 'edgeproof convert {path} -o {art}' first")
+    manifest, _ = read_manifest(art / "manifest.json")
+    manifest = manifest if isinstance(manifest, dict) else {}
+    recorded = manifest.get("source_sha256")
+    if isinstance(recorded, str) and recorded != source_sha256(path):
+        raise UsageError(f"the artifacts in '{art}' were converted from another model than '{path}' (source sha256 "
+                         f"{recorded[:12]} in manifest.json); give the model they came from or convert this one")
+    src = ModelSource(root=path.parent, model_path=path, labels=list(meta.labels), preprocess=meta.preprocess,
+                      splits={}, kind=kind, head=meta.output_kind if meta.output_kind in HEADS else "probabilities")
+    cal = manifest.get("calibration")
+    folder = cal.get("folder") if isinstance(cal, dict) else None
+    if isinstance(folder, str) and Path(folder).is_dir():  # triage recalibrates on the same images
+        src.calib_dir = Path(folder)
+        src.splits["train"] = calibration_items(folder)
+    return src

@@ -1,0 +1,81 @@
+"""The preprocessing-contract flags, defined once for `edgeproof run` and `edgeproof convert`.
+
+run:     they override what the artifact carries (or describe a model that carries nothing);
+convert: they declare the contract of a bring-your-own model that has no preprocessing layers.
+Both read them through `overrides_from(args)` into the same dict (keys of runtime.model.OVERRIDE_KEYS).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from edgeproof.errors import UsageError
+
+
+def add_contract_flags(parser: argparse.ArgumentParser, title: str) -> argparse._ArgumentGroup:
+    """--size/--mean/--std/--scale/--bgr/--labels in one argument group named `title`."""
+    g = parser.add_argument_group(title, "the runtime computes x = (pixels * scale - mean) / std on RGB "
+                                         "(or BGR with --bgr) pixels in 0-255, resized to --size")
+    g.add_argument("--size", metavar="HxW", help="input size, e.g. 224x224 (or 224)")
+    g.add_argument("--mean", metavar="a,b,c", help="subtracted after scaling, e.g. 127.5 or 0.485,0.456,0.406")
+    g.add_argument("--std", metavar="a,b,c", help="divided by after the mean")
+    g.add_argument("--scale", type=float, metavar="s", help="pixels (0-255) are multiplied by s first, e.g. 0.00392")
+    g.add_argument("--bgr", action="store_true", default=None, help="the model takes BGR channel order")
+    g.add_argument("--labels", metavar="FILE|a,b,c",
+                   help="class names: a text file with one label per line, or a comma-separated list")
+    return g
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        vals = [int(v) for v in parts]
+    except ValueError:
+        vals = []
+    if len(vals) == 1:
+        vals *= 2
+    if len(vals) != 2 or min(vals) < 1:
+        raise UsageError(f"--size '{text}' is not valid; give HxW like 224x224 (or one number for a square)")
+    return vals[0], vals[1]
+
+
+def parse_floats(flag: str, text: str) -> list[float]:
+    try:
+        vals = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        vals = []
+    if len(vals) not in (1, 3):
+        raise UsageError(f"{flag} '{text}' is not valid; give one number or three comma-separated numbers (a,b,c)")
+    return vals
+
+
+def parse_labels(text: str) -> list[str] | str:
+    """A labels file path (kept as a path: the runtime reads it) or the names of a comma-separated list."""
+    if Path(text).is_file():
+        return text
+    if "," in text:
+        names = [v.strip() for v in text.split(",")]
+        if not all(names):
+            raise UsageError(f"--labels '{text}' has an empty name; give a,b,c with every name non-empty, or a FILE")
+        return names
+    raise UsageError(f"--labels '{text}': no such file and not a comma-separated list; give a text file with one "
+                     "label per line, or names like cat,dog")
+
+
+def overrides_from(args: argparse.Namespace) -> dict:
+    """The flags the user gave, as runtime.model.apply_overrides / convert_run(overrides=) take them."""
+    ov: dict = {}
+    if args.size:
+        ov["size"] = parse_size(args.size)
+    if args.mean:
+        ov["mean"] = parse_floats("--mean", args.mean)
+    if args.std:
+        ov["std"] = parse_floats("--std", args.std)  # zero / tiny values: refused by contract.Preprocess
+    if args.scale is not None:
+        ov["scale"] = args.scale
+    if args.bgr:
+        ov["bgr"] = True
+    if args.labels:
+        ov["labels"] = parse_labels(args.labels)
+    return ov
