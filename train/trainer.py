@@ -55,6 +55,7 @@ class TrainConfig:
     lr: float = 1e-3
     seed: int = 0
     alpha: float = 1.0  # width multiplier
+    weights: str = "none"  # backbones: "imagenet", "none" or a weights file (models.transfer_plan)
     patience: int = 3  # early stopping: epochs without val-loss improvement
     augment: bool = True
     interpolation: str = "bilinear"
@@ -79,6 +80,9 @@ class TrainConfig:
         for ok, msg in checks:
             if not ok:
                 raise UsageError(msg)
+        from edgeproof.train.models import check_weights
+
+        check_weights(self.model, self.weights)  # before the data is read: a bad --weights fails at once
 
 
 def check_out_dir(out: Path) -> None:
@@ -260,7 +264,7 @@ def _train(cfg: TrainConfig, out: Path, scanned: tuple, ckpts: Checkpoints, stat
     import tensorflow as tf
 
     from edgeproof.train import report
-    from edgeproof.train.models import build_model, in_graph_preprocess
+    from edgeproof.train.models import build_model, in_graph_preprocess, phase_at, set_trainable, transfer_plan
 
     t0 = time.perf_counter()
     size = int(cfg.img_size)
@@ -290,7 +294,7 @@ def _train(cfg: TrainConfig, out: Path, scanned: tuple, ckpts: Checkpoints, stat
         tf.config.experimental.enable_op_determinism()
     try:
         if state is None:
-            model = build_model(cfg.model, size, len(data.classes), float(cfg.alpha))
+            model = build_model(cfg.model, size, len(data.classes), float(cfg.alpha), cfg.weights)
             model.compile(optimizer=keras.optimizers.Adam(float(cfg.lr)),
                           loss="sparse_categorical_crossentropy", metrics=["accuracy"])
             state = State(epoch=0, history={}, early=EarlyStop(int(cfg.patience)), config=resume_config(cfg),
@@ -309,9 +313,15 @@ def _train(cfg: TrainConfig, out: Path, scanned: tuple, ckpts: Checkpoints, stat
         t1 = time.perf_counter() - state.train_seconds
         with console.progress(progress) as prog:
             bar = _progress_callback(keras, prog, int(cfg.epochs), steps, state.epoch)
+            plan, applied = transfer_plan(cfg.model, cfg.weights, int(cfg.epochs), float(cfg.lr)), None
             for epoch in range(state.epoch, int(cfg.epochs)):
                 if state.early.stopped:
                     break
+                if len(plan) > 1 and phase_at(plan, epoch) != applied:  # transfer learning: frozen, then fine-tune
+                    applied = phase_at(plan, epoch)
+                    set_trainable(model, applied)
+                    model.compile(optimizer=keras.optimizers.Adam(applied.lr),
+                                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
                 # Each epoch's shuffle and augmentation depend on (seed, epoch) only: resumable exactly.
                 ds = make_tf_dataset(train_images, tr.labels, int(cfg.batch_size), augment=cfg.augment,
                                      seed=epoch_seed(seed, epoch))

@@ -22,15 +22,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog="examples:\n  edgeproof train                                  # real-photo textures dataset\n"
         "  edgeproof train --dataset shapes --epochs 3 -o runs/x\n"
         "  edgeproof train --dataset shapes --epochs 3 -o runs/x --resume   # after a kill or power cut\n"
-        "  edgeproof train --data photos/ --model mobilenet_v2_tiny --alpha 0.5 --img-size 96",
+        "  edgeproof train --data photos/ --model mobilenet_v2_tiny --alpha 0.5 --img-size 96\n"
+        "  edgeproof train --data photos/ --model mobilenet_v3_small --weights imagenet --img-size 96\n"
+        "  edgeproof train --data photos/ --model efficientnet_b0 --weights backbone.weights.h5",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group()
     src.add_argument("--data", metavar="DIR",
                      help="image folder: one subfolder per class (or train/ val/ test/)")
     src.add_argument("--dataset", choices=list(DATASETS), help="embedded dataset, built under "
                      "$EDGEPROOF_CACHE/datasets (default: textures, real-photo crops)")
-    p.add_argument("--model", choices=list(MODELS), default="tiny_cnn",
-                   help="architecture (default: tiny_cnn)")
+    p.add_argument("--model", choices=list(MODELS), default="tiny_cnn", metavar="NAME",
+                   help=f"architecture (default: tiny_cnn): {', '.join(MODELS)} — the small CNNs or a "
+                   "keras.applications backbone with its preprocessing inside the model")
+    p.add_argument("--weights", default="none", metavar="imagenet|none|FILE",
+                   help="backbone start: ImageNet weights (downloaded by Keras: needs the network), none (from "
+                   "scratch, the default), or a weights file of the backbone without its top. Pretrained: the "
+                   "backbone is frozen while the head trains, then its top layers are fine-tuned at lr/10")
     p.add_argument("--alpha", type=float, default=1.0, help="width multiplier (default: 1.0)")
     p.add_argument("--img-size", type=int, default=DEFAULT_IMG_SIZE, metavar="N",
                    help=f"square input size in pixels (default: {DEFAULT_IMG_SIZE})")
@@ -79,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"{source}-{args.model}"
     cfg = TrainConfig(data_dir=data_dir, out_dir=out, model=args.model, img_size=args.img_size,
                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                      alpha=args.alpha, patience=args.patience, augment=not args.no_augment)
+                      alpha=args.alpha, patience=args.patience, augment=not args.no_augment, weights=args.weights)
     run_path = train(cfg, progress=not args.no_progress, resume=args.resume)
     summary = _summary(run_path)
     if args.json:
