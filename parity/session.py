@@ -74,6 +74,10 @@ def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, dat
     run = open_for_parity(run_dir, artifacts_dir)  # a run folder, or a bare model with its artifacts' metadata
     art_dir = Path(artifacts_dir) if artifacts_dir else run.root / "artifacts"
     out = Path(out_dir) if out_dir else run.root / "parity"
+    if write:  # before minutes of work, not after them
+        from edgeproof.outdir import ensure_writable_dir
+
+        ensure_writable_dir(out)
     tol_flags = {k: v for k, v in (tol_flags or {}).items() if v is not None}
     artifacts = runner.find_artifacts(art_dir)  # fail fast, before TensorFlow loads
     if run.bare and not data_dir:

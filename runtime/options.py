@@ -104,7 +104,10 @@ class LoadOptions:
             if t < 1:
                 raise UsageError(f"--threads must be >= 1; got {t}")
             if t > MAX_THREADS:
-                raise UsageError(f"--threads must be at most {MAX_THREADS}; got {t}")
+                import os
+
+                raise UsageError(f"--threads must be at most {MAX_THREADS} (this machine has {os.cpu_count() or 1} "
+                                 f"core(s); more threads than cores only adds contention); got {t}")
         if self.device is not None and (not isinstance(self.device, str) or not self.device.strip()):
             raise UsageError(f"--device takes a profile name (see 'edgeproof devices list'); got {self.device!r}")
         object.__setattr__(self, "delegates", _names("--delegate", self.delegates))

@@ -151,6 +151,13 @@ def _check_classes(folder: Path, classes: list[str]) -> None:
     if len(classes) == 1:
         raise UsageError(f"data folder '{folder}' has a single class ('{classes[0]}'); "
                          "a classifier needs at least 2 class subfolders")
+    from edgeproof.text import printable
+
+    odd = next((c for c in classes if printable(c) != c), None)
+    if odd is not None:  # labels.txt holds one class per line: a newline in a name adds a class
+        raise UsageError(f"class folder '{printable(odd)}' in '{printable(folder)}' has a control character "
+                         "(newline, tab, escape) in its name; rename it: class names become labels.txt lines "
+                         "and are shown on terminals")
 
 
 # ---------------------------------------------------------------- splitting and loading

@@ -73,6 +73,7 @@ class TrainConfig:
             (int(self.batch_size) >= 1, f"--batch-size {self.batch_size}: use 1 or more"),
             (0 < float(self.lr) < 10, f"--lr {self.lr}: use a positive learning rate such as 1e-3"),
             (int(self.patience) >= 0, f"patience {self.patience}: use 0 or more"),
+            (0 <= int(self.seed) < 2**32, f"--seed {self.seed}: use 0..4294967295"),
             (0.1 <= float(self.alpha) <= 4.0, f"--alpha {self.alpha}: use 0.1..4.0"),
             (self.interpolation in INTERPOLATIONS,
              f"interpolation '{self.interpolation}': valid: {', '.join(INTERPOLATIONS)}"),

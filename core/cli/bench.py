@@ -144,6 +144,10 @@ def run(args: argparse.Namespace) -> int:
         default_threads = list(range(1, usable_cpus() + 1))
         out = out or "bench-suite"
     threads = parse_threads(args.threads, default_threads)
+    if out:  # before the measurements, not after them
+        from edgeproof.outdir import ensure_writable_dir
+
+        ensure_writable_dir(out)
     common = {"batch": args.batch, "runs": args.runs, "warmup": args.warmup, "min_seconds": args.seconds,
               "seed": args.seed, "device": args.device, "allow_fallback": args.allow_fallback,
               "baseline": not args.no_baseline, "source": source, "verify": not args.no_verify}
@@ -208,4 +212,10 @@ def run(args: argparse.Namespace) -> int:
         else:
             info("add -o DIR to write bench.json, bench.md and bench.png")
     failed = [r for r in records if r.get("status") != "ok"]
+    if any(r.get("kind") == "keras" for r in failed):
+        from edgeproof.cli.console import error_line
+
+        why = next(r.get("error") for r in failed if r.get("kind") == "keras")
+        error_line(f"the requested Keras baseline (--keras) did not run: {why}")
+        return 2
     return 1 if failed and len(failed) == len(records) else 0

@@ -146,6 +146,9 @@ def _run(args: argparse.Namespace, capture_factory=None, picam_factory=None) -> 
     source_spec = args.source_opt if args.source_opt is not None else args.source
     if args.source_opt is not None and args.source is not None:
         raise UsageError(f"two sources given ('{args.source}' and --source '{args.source_opt}'); give one")
+    if source_spec is not None and not source_spec.strip():  # "" would mean the working directory, recursively
+        raise UsageError("the source is an empty string; give an image, folder ('.' for the current one), glob, "
+                         "list file, video, camera index, URL or 'picam'")
     if source_spec is None:
         raise UsageError("no source given; pass an image, folder, glob, list file, video, camera index, URL or "
                          "'picam' (e.g. edgeproof run MODEL photo.jpg)")
