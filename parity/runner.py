@@ -123,27 +123,36 @@ def latency_p50_ms(model, x: np.ndarray, reps: int = LATENCY_REPS) -> float | No
 
 
 def evaluate(path: Path, fmt: Format | None, backend: str, batches: Batches, reference: np.ndarray,
-             tol: Tolerance, listed: bool, verify: bool = True) -> Row:
+             tol: Tolerance, listed: bool, verify: bool = True, timeout_s: float | None = None) -> Row:
     """Load one artifact with one backend, run it on the parity images, judge it.
 
     An artifact that does not match its manifest's sha256 (verify) is a failed row ('integrity'),
-    whichever backend: the other artifacts are still judged and parity exits 1 naming it.
+    whichever backend: the other artifacts are still judged and parity exits 1 naming it. So is one
+    whose load and inference take longer than `timeout_s` (default parity.bounded.DEFAULT_TIMEOUT_S).
     """
+    from edgeproof.parity.bounded import DEFAULT_TIMEOUT_S, EvaluationTimeout, call_bounded
     from edgeproof.runtime import load
 
-    model = None
-    try:
+    def work(register):
         model = load(path, backend=backend, verify=verify)
-        if fmt is None and model.format in FORMATS:
-            fmt = FORMATS[model.format]
-        x = batches.get(model.preprocess)
-        probs = model.predict(x)
-        latency = latency_p50_ms(model, x)
+        register(model)
+        try:
+            x = batches.get(model.preprocess)
+            return model.format, model.predict(x), latency_p50_ms(model, x)
+        finally:
+            model.close()
+
+    limit = DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
+    try:
+        model_format, probs, latency = call_bounded(work, limit)
+    except EvaluationTimeout as exc:  # a failure whether or not the backend is listed: it hangs, it is not unsupported
+        row = error_row(path, fmt, backend, (f"timeout: {exc}", False), True)
+        row.failures[0].metric, row.failures[0].limit = "timeout", f"{limit:g} s"
+        return row
     except Exception as exc:  # noqa: BLE001 - any load/run error is a row, judged by the policy above
         return error_row(path, fmt, backend, failure_of(exc), listed)
-    finally:
-        if model is not None:
-            model.close()
+    if fmt is None and model_format in FORMATS:
+        fmt = FORMATS[model_format]
     return judge(path, fmt, backend, probs, latency, reference, batches.images.labels, tol, listed,
                  classes=batches.images.classes)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +62,8 @@ def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, dat
                split: str = "test", backends: list[str] | None = None, tol_flags: dict | None = None,
                triage: bool = True, fix: bool = False, out_dir: str | Path | None = None, e2e: bool = True,
                progress: bool = True, write: bool = True, verify: bool = True, engine: str = "local",
-               address: str | None = None, workers: int | None = None) -> ParityReport:
+               address: str | None = None, workers: int | None = None,
+               timeout_s: float | None = None) -> ParityReport:
     """Judge every artifact against the run's Keras model; write parity.json/.md and PNGs to out_dir.
 
     engine "ray": the per-image work (decode, Keras reference, every artifact x backend, the TF-decode side of
@@ -109,7 +111,8 @@ def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, dat
             ref_lat = percentile_ms(reference.latency_samples(keras_model, x_ref), 50)
             prog.advance(task)
             _check_classes(ref, run)
-            rows = runner.run_matrix(artifacts, batches, ref, backends, tol_flags, prog, verify=verify)
+            rows = runner.run_matrix(artifacts, batches, ref, backends, tol_flags, prog, verify=verify,
+                                     evaluate_fn=functools.partial(runner.evaluate, timeout_s=timeout_s))
             pre = None
             if e2e:
                 from edgeproof.parity import e2e as e2e_mod

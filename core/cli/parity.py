@@ -84,6 +84,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "worst layers kept float / int16x8 activations into REPORT_DIR/fixed and compare")
     p.add_argument("--no-e2e", action="store_true", help="skip the TF-vs-OpenCV preprocessing drift check")
     p.add_argument("-o", "--out", metavar="REPORT_DIR", help="report folder (default RUN_DIR/parity)")
+    p.add_argument("--timeout", type=float, default=600.0, metavar="S",
+                   help="seconds allowed per artifact x backend (load + inference + latency, default 600): one that "
+                        "never returns (an endless ONNX Loop, a hung delegate) is a failed row and parity goes on")
     p.add_argument("--json", action="store_true", help="print parity.json's content on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-verify", action="store_true",
@@ -122,7 +125,7 @@ def _run(args: argparse.Namespace):
                                  "max_delta_acc": args.max_delta_acc, "strict_ties": args.strict_ties or None},
                       triage=args.triage, fix=args.fix, out_dir=args.out, e2e=not args.no_e2e,
                       progress=not args.no_progress and not args.json, verify=not args.no_verify,
-                      engine=args.engine, address=args.address, workers=args.workers)
+                      engine=args.engine, address=args.address, workers=args.workers, timeout_s=args.timeout)
 
 
 def library_log(run_dir: str, out: str | None):
@@ -145,6 +148,8 @@ def run(args: argparse.Namespace) -> int:
     from edgeproof.errors import UsageError
     from edgeproof.parity import report as report_mod
 
+    if not 0 < args.timeout < float("inf"):  # also NaN
+        raise UsageError(f"--timeout {args.timeout} is not valid; give the seconds allowed per artifact (> 0)")
     if args.fix and not args.triage:
         raise UsageError("--fix needs triage; drop --no-triage")
     from edgeproof.cli.run_ray import check_engine_flags

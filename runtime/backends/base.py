@@ -165,6 +165,10 @@ class Backend(ABC):
 
         return read_metadata(self.path)
 
+    def cancel(self) -> bool:
+        """Ask a run() in progress (in another thread) to stop; False when this runtime cannot be interrupted."""
+        return False
+
     def close(self) -> None:
         """Release the runtime's resources; the backend is unusable afterwards."""
 

@@ -106,7 +106,7 @@ class OnnxRuntimeBackend(Backend):
             so.intra_op_num_threads = int(self.threads)
             so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.log_severity_level = 3
+        so.log_severity_level = 4  # its errors come back as exceptions: no red [E:onnxruntime] lines on stderr
         so.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
         try:
             # enable_fallback=0: no 'EP Error ... Falling back' banner printed to stdout and no silent retry.
@@ -128,6 +128,8 @@ class OnnxRuntimeBackend(Backend):
         self.output_spec = ort_spec(sess.get_outputs()[0])
         self.batch_ok = self.input_spec.shape[0] is None if self.input_spec.shape else False
         self._run = sess.run
+        self._run_options = ort.RunOptions()
+        self._run_options.log_severity_level = 4
         self.placement = self._placement(sess, active)
         failed = list(self.failed_accelerators)
         if failed:  # --allow-fallback: the summary must say the accelerator was NOT used
@@ -164,7 +166,11 @@ class OnnxRuntimeBackend(Backend):
         return parse_metadata(text, self.path) if text else None
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        return self._run(self._out_names, {self._in_name: x})[0]
+        return self._run(self._out_names, {self._in_name: x}, self._run_options)[0]
+
+    def cancel(self) -> bool:
+        self._run_options.terminate = True  # ONNX Runtime checks it between nodes, Loop iterations included
+        return True
 
     def close(self) -> None:
         self._run = None
