@@ -63,7 +63,7 @@ def test_a_new_row_converts_with_no_code_change(tmp_path, monkeypatch):
     from edgeproof.runtime.inspect import tflite_flatbuffer
 
     base = FORMATS["tflite-int8"]
-    row = Format("tflite-int8-floatio", ".tflite", "tflite", True, base.backends, base.tolerance,
+    row = Format("tflite-int8-floatio", ".tflite", "tflite", True, base.tolerance,
                  "TFLite full-int8 with float32 I/O", replace(INT8_RECIPE, io_types=("float32",)))
     monkeypatch.setitem(FORMATS, row.name, row)
     run = fake_run(tmp_path / "run", small_cnn(16, 3), ["a", "b", "c"], 16)
