@@ -30,7 +30,10 @@ from edgeproof.convert.manifest import MANIFEST_FILE, ArtifactResult, Manifest, 
 from edgeproof.convert.reasons import failure_reason
 from edgeproof.errors import EdgeproofError, UsageError
 from edgeproof.formats import FORMATS, Format, artifact_filename, parse_format_list
+from edgeproof.progress import Progress, ProgressCallback
 from edgeproof.runtime.integrity import sha256_file
+
+log = logging.getLogger(__name__)
 
 VERSION_PACKAGES = {"edgeproof": "edgeproof", "tensorflow": ("tensorflow", "tensorflow-cpu"), "keras": "keras",
                     "tf2onnx": "tf2onnx", "onnx": "onnx", "onnxruntime": "onnxruntime",
@@ -207,13 +210,16 @@ def _write_onnx(fmt: Format, job: _Job, dest: Path, source_sha: str, calib_sha: 
 
 
 def convert_run(source: str | Path, out_dir: str | Path, formats: Iterable[str] | str = "all",
-                calib_count: int = 200, int8_io: str = "int8", opset: int = 17, progress: bool = False,
+                calib_count: int = 200, int8_io: str = "int8", opset: int = 17,
+                progress: ProgressCallback | bool | None = None,
                 seed: int = 0, on_result: Callable[[ArtifactResult], None] | None = None,
                 overrides: dict | None = None, calib_data: str | Path | None = None) -> Manifest:
     """Convert MODEL to `formats` in `out_dir`; return the manifest.
 
     MODEL: a run folder (or its model.keras), a bare .keras/.h5/SavedModel (see convert.source: `overrides`
     are the contract flags, `calib_data` the calibration image folder), or a ModelSource already opened.
+    progress: a callback for progress events (edgeproof.progress); on_result: called with each format's
+    result as soon as it is written.
     """
     from edgeproof.convert.source import ModelSource, open_source
     from edgeproof.convert.tflite import IO_TYPES
@@ -256,7 +262,8 @@ def convert_run(source: str | Path, out_dir: str | Path, formats: Iterable[str] 
 
 
 def _convert_locked(run, out_dir: Path, fmts: list[Format], calib_count: int, int8_io: str, opset: int,
-                    progress: bool, seed: int, on_result: Callable[[ArtifactResult], None] | None) -> Manifest:
+                    progress: ProgressCallback | bool | None, seed: int,
+                    on_result: Callable[[ArtifactResult], None] | None) -> Manifest:
     """convert_run's work, with the lock on `out_dir` held."""
     from edgeproof.convert.calibration import calibration_batch, describe
     from edgeproof.convert.onnx_export import check_opset
@@ -280,9 +287,7 @@ def _convert_locked(run, out_dir: Path, fmts: list[Format], calib_count: int, in
     manifest.versions, manifest.updated = versions(), _now()
     if calib_info is not None:
         manifest.calibration = calib_info
-    from edgeproof.cli.console import progress as progress_bar
-
-    with scratch_dir("convert") as tmp, progress_bar(progress) as bar:
+    with scratch_dir("convert") as tmp, Progress(progress) as bar:
         job = _Job(run, model, manifest, calib, int8_io, opset, tmp)
         task = bar.add_task("converting", total=len(fmts))
         for fmt in fmts:
@@ -308,11 +313,9 @@ def _convert_locked(run, out_dir: Path, fmts: list[Format], calib_count: int, in
 
 def _clean_stale(out_dir: Path) -> None:
     """Remove temp files of killed earlier conversions into `out_dir` (only names edgeproof writes)."""
-    from edgeproof.cli.console import info
-
     for name in [artifact_filename(f) for f in FORMATS.values()] + [MANIFEST_FILE, "edgeproof"]:
         for line in clean_stale(out_dir, name):
-            info(f"note: {out_dir}: {line} (left by a killed earlier run)")
+            log.info("note: %s: %s (left by a killed earlier run)", out_dir, line)
 
 
 def _convert_one(fmt: Format, job: _Job, source_sha: str, calib_sha: str | None) -> ArtifactResult:

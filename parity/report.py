@@ -1,4 +1,6 @@
-"""Parity report outputs: terminal table, parity.json, parity.md, PNG plots (matplotlib imported lazily)."""
+"""Parity report outputs: table cells, parity.json, parity.md, PNG plots (matplotlib imported lazily).
+
+The terminal table is drawn by the CLI (core/cli/parity_table.py) from `COLUMNS` and `row_cells`."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeproof.atomic import write_json, write_png, write_text
-from edgeproof.cli.console import markdown_table
+from edgeproof.tables import markdown_table
 
 COLUMNS = ["artifact", "backend", "status", "size", "top-1 acc", "Δacc pp", "top-1 agree", "top-5 agree",
            "max|Δ|", "mean|Δ|", "cosine", "SNR dB", "p50 ms", "note"]
@@ -40,30 +42,6 @@ def row_cells(r) -> list[str]:
         f"{k.top1_agree_count}/{k.n}", f"{k.top5_agree_count}/{k.n} (k={k.top5_k})",
         f"{t.max_abs:.2e}", f"{t.mean_abs:.2e}", f"{t.cosine:.6f}", snr, _num(r.latency_p50_ms, ".3f"), note,
     ]
-
-
-def print_table(report) -> None:
-    """The results table on stdout; wide enough to stay readable when piped (CI logs)."""
-    import sys
-
-    from rich.console import Console
-    from rich.table import Table
-
-    ref = report.reference
-    acc = "n/a (unlabelled)" if ref["accuracy"] is None else f"{ref['accuracy']:.1%} ({ref['correct']}/{ref['n']})"
-    lat = "" if ref["latency_p50_ms"] is None else f", p50 {ref['latency_p50_ms']:.2f} ms"
-    from edgeproof.cli.console import safe
-
-    t = Table(title=safe(f"parity vs Keras on {report.images_source} — Keras top-1 {acc}{lat}"))
-    for c in COLUMNS:
-        t.add_column(c, no_wrap=c != "note")
-    styles = {"pass": "green", "fail": "bold red", "error": "bold red", "unsupported": "yellow", "skipped": "dim"}
-    for r in report.rows:
-        cells = [safe(c) for c in row_cells(r)]
-        cells[0] = cells[0].removeprefix("model.")
-        cells[2] = f"[{styles[r.status]}]{cells[2]}[/]" if r.status in styles else cells[2]
-        t.add_row(*cells)
-    Console(highlight=False, width=None if sys.stdout.isatty() else 220).print(t)
 
 
 def near_tie_lines(report) -> list[str]:

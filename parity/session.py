@@ -11,6 +11,7 @@ import numpy as np
 
 from edgeproof.parity.gate import Failure
 from edgeproof.parity.metrics import percentile_ms
+from edgeproof.progress import Progress, ProgressCallback
 
 
 @dataclass
@@ -61,14 +62,14 @@ class ParityReport:
 def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, data_dir: str | Path | None = None,
                split: str = "test", backends: list[str] | None = None, tol_flags: dict | None = None,
                triage: bool = True, fix: bool = False, out_dir: str | Path | None = None, e2e: bool = True,
-               progress: bool = True, write: bool = True, verify: bool = True, engine: str = "local",
+               progress: ProgressCallback | bool | None = None, write: bool = True, verify: bool = True, engine: str = "local",
                address: str | None = None, workers: int | None = None,
                timeout_s: float | None = None) -> ParityReport:
     """Judge every artifact against the run's Keras model; write parity.json/.md and PNGs to out_dir.
 
     engine "ray": the per-image work (decode, Keras reference, every artifact x backend, the TF-decode side of
-    the drift check) runs on Ray Data actors (parity.ray_engine); the judging, report and gate are these."""
-    from edgeproof.cli.console import progress as progress_bar
+    the drift check) runs on Ray Data actors (parity.ray_engine); the judging, report and gate are these.
+    progress: a callback for progress events (edgeproof.progress)."""
     from edgeproof.convert.source import open_for_parity
     from edgeproof.parity import data, flips, reference, runner
 
@@ -92,7 +93,7 @@ def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, dat
     batches = runner.Batches(images)
     y = images.labels
 
-    with progress_bar(progress) as prog:
+    with Progress(progress) as prog:
         if engine == "ray":
             from edgeproof.parity.ray_engine import predict_on_ray
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import stat
 from pathlib import Path
 from typing import Any
 
 from edgeproof.errors import IntegrityError
+
+log = logging.getLogger(__name__)
 
 MANIFEST_FILE = "manifest.json"  # the name convert.manifest writes (kept TF-free here)
 MAX_MANIFEST_BYTES = 16 << 20  # convert's manifest is a few KiB
@@ -102,9 +105,7 @@ def verify_manifest(path: str | Path) -> str | None:
     path = Path(path)
     want, note, mpath = expected(path)
     if note:
-        from edgeproof.cli.console import warn
-
-        warn(note)
+        log.warning(note)
     if want is None:
         return None
     got = sha256_file(path)

@@ -5,8 +5,10 @@ The heavy fixtures import TensorFlow lazily and skip cleanly when the train extr
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -67,3 +69,25 @@ def python_sigint_handler():
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+class _LastResort(logging.Handler):
+    """What a plain process prints for a library warning while logging is unconfigured (Python's
+    logging.lastResort: the message alone, on stderr). Under pytest the root logger holds pytest's
+    capture handler, so lastResort never runs; this puts the warning where capsys/capfd see it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        sys.stderr.write(self.format(record) + "\n")
+
+
+@pytest.fixture(autouse=True)
+def _library_warnings_on_stderr():
+    handler = _LastResort()
+    logging.getLogger().addHandler(handler)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeHandler(handler)

@@ -2,7 +2,7 @@
 
 A full disk (ENOSPC, simulated: CI cannot mount a tiny tmpfs) during convert, train or a dataset
 build is one line naming the fix, never a deleted earlier artifact or an 'internal error'; a second
-convert into one OUT is refused while the first runs. Helpers are test_interrupt's.
+convert into one OUT is refused while the first runs. Helpers: tests/_kill_checks.py.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("tensorflow", reason="needs edgeproof[train]")
 
-from test_interrupt import SMALL, _check_checkpoint, _check_run_folder, _hidden_are_temps, _snapshot  # noqa: E402
+from _kill_checks import SMALL, check_checkpoint, check_run_folder, hidden_are_temps, snapshot  # noqa: E402
 
 from edgeproof.cli.main import run_cli  # noqa: E402
 
@@ -31,7 +31,7 @@ def test_train_on_a_full_disk_keeps_the_old_run_says_how_to_resume_and_resumes(t
 
     out = tmp_path / "run"
     shutil.copytree(tiny_run, out)
-    old = _snapshot(out)
+    old = snapshot(out)
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -43,8 +43,8 @@ def test_train_on_a_full_disk_keeps_the_old_run_says_how_to_resume_and_resumes(t
     assert err[-1] == (f"edgeproof: error: no space left on the device ({tmp_path}); free some space or choose "
                        f"another -o, then add --resume to continue after epoch 2 (checkpoint in "
                        f"'{tmp_path / '.run.partial'}'); '{out}' is as before this run"), err
-    _check_run_folder(out, old)
-    assert _check_checkpoint(tmp_path / ".run.partial")["epoch"] == 2
+    check_run_folder(out, old)
+    assert check_checkpoint(tmp_path / ".run.partial")["epoch"] == 2
     monkeypatch.undo()
     assert run_cli([*args, "--resume"]) == 0
     assert json.loads((out / "metrics.json").read_text())["resumed_after_epoch"] == 2
@@ -78,7 +78,7 @@ def test_a_second_convert_into_the_same_out_is_refused_while_the_first_runs(tiny
 
     out = tmp_path / "out"
     shutil.copytree(tiny_artifacts, out)
-    old = _snapshot(out)
+    old = snapshot(out)
     args = ["convert", str(tiny_run), "--to", "tflite-fp32", "-o", str(out), "--no-progress"]
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom edgeproof.atomic import Flock\n"
                                "lock = Flock(sys.argv[1], folder=True)\nprint('held', flush=True)\ntime.sleep(60)",
@@ -89,7 +89,7 @@ def test_a_second_convert_into_the_same_out_is_refused_while_the_first_runs(tiny
         out_text, err = capfd.readouterr()
         assert err.strip() == (f"edgeproof: error: another 'edgeproof convert' is writing to '{out}' right now; "
                                "wait for it to finish or choose another -o") and out_text == ""
-        assert _snapshot(out) == old and not _hidden_are_temps(out)
+        assert snapshot(out) == old and not hidden_are_temps(out)
     finally:
         holder.kill()
         holder.wait()
@@ -109,7 +109,7 @@ def test_convert_on_a_full_disk_keeps_the_earlier_artifacts_and_says_so_in_one_l
 
     out = tmp_path / "out"
     shutil.copytree(tiny_artifacts, out)
-    old = _snapshot(out)
+    old = snapshot(out)
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -127,8 +127,8 @@ def test_convert_on_a_full_disk_keeps_the_earlier_artifacts_and_says_so_in_one_l
         f"edgeproof: error: tflite-fp32: no space left on the device ({out}); free some space or choose another -o, "
         f"then re-run (what '{out}' already holds is complete and matches manifest.json)")
     assert "onnx-fp32" not in err  # stopped: the next format would fail the same way
-    now = _snapshot(out)
-    assert set(now) == set(old) and not _hidden_are_temps(out)
+    now = snapshot(out)
+    assert set(now) == set(old) and not hidden_are_temps(out)
     changed = {k for k in old if now[k] != old[k]}
     assert changed == ({"manifest.json", "model.tflite-fp32.tflite"} if where == "manifest" else set())
     for name in now:

@@ -12,12 +12,10 @@ from __future__ import annotations
 import csv
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -26,113 +24,20 @@ import pytest
 
 pytest.importorskip("tensorflow", reason="needs edgeproof[train]")
 
+from _kill_checks import (  # noqa: E402
+    KILLED,
+    TINY,
+    check_artifacts,
+    check_checkpoint,
+    check_run_folder,
+    finish,
+    hidden_are_temps,
+    kill_when,
+    snapshot,
+    spawn,
+)
+
 from edgeproof.cli.main import run_cli  # noqa: E402
-
-TEMP = re.compile(r"^\..+\.\d+-[a-z0-9_]{8}\.(tmp|old|probe)(\.[a-z]+)?$")  # core/atomic.py's temp names
-# tiny_run's configuration (tests/conftest.py), so its model is the uninterrupted reference
-TINY = ["--img-size", "32", "--epochs", "4", "--batch-size", "32", "--lr", "3e-3", "--seed", "0", "--no-progress"]
-SMALL = ["--img-size", "16", "--epochs", "2", "--batch-size", "32", "--lr", "3e-3", "--seed", "0", "--no-progress"]
-KILLED = -signal.SIGKILL
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-
-
-def _spawn(args: list[str], tmp_path: Path, hook: str = "") -> subprocess.Popen:
-    """`python -m edgeproof ARGS` (after `hook`, Python run first in the child), output to a log file."""
-    code = f"import sys\n{textwrap.dedent(hook)}\nfrom edgeproof.cli.main import run_cli\nsys.exit(run_cli({args!r}))"
-    log = open(tmp_path / f"child-{time.monotonic_ns()}.log", "w+b")  # noqa: SIM115 - closed by _finish
-    proc = subprocess.Popen([sys.executable, "-c", code], env=_env(), stdout=log, stderr=subprocess.STDOUT)
-    proc.log = log
-    return proc
-
-
-def _finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
-    rc = proc.wait(timeout=timeout)
-    proc.log.seek(0)
-    out = proc.log.read().decode(errors="replace")
-    proc.log.close()
-    return rc, out
-
-
-def _kill_when(proc: subprocess.Popen, reached, timeout: float = 120) -> None:
-    """SIGKILL `proc` as soon as `reached()` is true (polled every 5 ms)."""
-    end = time.monotonic() + timeout
-    while not reached():
-        if proc.poll() is not None:
-            rc, out = _finish(proc)
-            pytest.fail(f"the child exited ({rc}) before the kill point:\n{out[-3000:]}")
-        assert time.monotonic() < end, "kill point not reached in time"
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    assert _finish(proc)[0] == KILLED
-
-
-def _hidden_are_temps(folder: Path) -> list[str]:
-    """Names of the hidden leftovers in `folder`; every one must be one of our temp names."""
-    hidden = [p.name for p in folder.iterdir() if p.name.startswith(".") and not p.name.endswith(".partial")]
-    assert all(TEMP.match(n) for n in hidden), hidden
-    return hidden
-
-
-def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-# ---------------------------------------------------------------- checks of what a kill left
-
-
-def _check_checkpoint(partial: Path) -> dict:
-    """The checkpoint's committed files are complete: state.json parses, its model loads, its npz reads."""
-    import keras
-
-    state = json.loads((partial / "state.json").read_text())
-    model = keras.saving.load_model(partial / state["model_file"], compile=True)
-    assert model.optimizer is not None and int(model.optimizer.iterations.numpy()) > 0  # optimizer state kept
-    with np.load(partial / state["best_file"]) as f:
-        assert len(f.files) == len(model.get_weights())
-    visible = {p.name for p in partial.iterdir() if not p.name.startswith(".")}
-    assert {"lock", "state.json", state["model_file"], state["best_file"]} <= visible
-    # A kill after the commit but before the clean-up leaves earlier (complete) epochs' files too.
-    rest = visible - {"lock", "state.json", state["model_file"], state["best_file"]}
-    assert all(re.match(r"^(epoch|best)-\d{4}\.[0-9a-f]{8}\.(keras|npz)$", n) for n in rest), rest
-    _hidden_are_temps(partial)
-    return state
-
-
-def _check_run_folder(run: Path, before: dict[str, bytes] | None) -> None:
-    """A run folder at the destination is the old complete one (byte for byte), or there is none."""
-    if before is None:
-        assert not run.exists(), sorted(p.name for p in run.iterdir())
-    else:
-        assert _snapshot(run) == before
-    _hidden_are_temps(run.parent)
-
-
-def _check_artifacts(out: Path) -> dict[str, dict]:
-    """Every file at a final name in OUT is complete: manifest.json parses; every artifact loads through
-    the runtime (which refuses a sha256 mismatch) and matches its entry when the entry has a sha256."""
-    from edgeproof.runtime import load
-    from edgeproof.runtime.integrity import sha256_file
-
-    entries: dict[str, dict] = {}
-    if (out / "manifest.json").exists():
-        entries = {e["path"]: e for e in json.loads((out / "manifest.json").read_text())["artifacts"].values()
-                   if e.get("path")}
-    for path in out.iterdir():
-        if path.name.startswith(".") or path.name == "manifest.json":
-            continue
-        with load(path) as model:
-            pp = model.preprocess
-            y = model.predict(np.full((1, pp.height, pp.width, 3), 100, np.float32))
-            assert y.shape[0] == 1 and np.isfinite(y).all()
-        entry = entries.get(path.name)
-        if entry and entry.get("sha256"):
-            assert entry["sha256"] == sha256_file(path) and entry["status"] == "ok"
-    _hidden_are_temps(out)
-    return entries
-
 
 # ---------------------------------------------------------------- train
 
@@ -175,43 +80,43 @@ def test_train_killed_at_four_points_keeps_the_old_run_and_resumes_to_the_uninte
 
     out = tmp_path / "run"
     shutil.copytree(tiny_run, out)  # an older complete run at the destination must survive every kill
-    old = _snapshot(out)
+    old = snapshot(out)
     partial = tmp_path / ".run.partial"
     args = ["train", "--data", str(shapes_dir), *TINY, "-o", str(out)]
 
     # 1. Very early: the child holds its checkpoint lock; TensorFlow is not even imported yet.
-    _kill_when(_spawn(args, tmp_path), lambda: (partial / "lock").exists())
-    _check_run_folder(out, old)
+    kill_when(spawn(args, tmp_path), lambda: (partial / "lock").exists())
+    check_run_folder(out, old)
     assert not (partial / "state.json").exists()
     assert run_cli([*args, "--resume"]) == 2
     assert "no checkpoint to resume" in capsys.readouterr().err
 
     # 2. Mid-write: killed while writing epoch 2's checkpoint. The committed state is epoch 1, complete.
-    rc, log = _finish(_spawn(args, tmp_path, _DIE_IN_CHECKPOINT))
+    rc, log = finish(spawn(args, tmp_path, _DIE_IN_CHECKPOINT))
     assert rc == KILLED, log[-3000:]
-    assert _check_checkpoint(partial)["epoch"] == 1
-    assert _hidden_are_temps(partial)  # the half-written .keras, under a temp name only
-    _check_run_folder(out, old)
+    assert check_checkpoint(partial)["epoch"] == 1
+    assert hidden_are_temps(partial)  # the half-written .keras, under a temp name only
+    check_run_folder(out, old)
 
     # Other options than the checkpoint's: one line saying what differs, exit 2, the committed
     # checkpoint untouched (the dead writer's temp file is removed).
-    before = _snapshot(partial)
+    before = snapshot(partial)
     assert run_cli([*args[:-2], "--lr", "0.01", "-o", str(out), "--resume"]) == 2
     err = capsys.readouterr().err
     assert "--lr 0.01 (checkpoint: 0.003)" in err and len(err.strip().splitlines()) == 1
-    assert _snapshot(partial) == {k: v for k, v in before.items() if not k.startswith(".")}
+    assert snapshot(partial) == {k: v for k, v in before.items() if not k.startswith(".")}
 
     # 3. The resumed child is killed once it committed a later epoch (polled).
-    _kill_when(_spawn([*args, "--resume"], tmp_path), lambda: _epoch(partial) >= 3)
-    assert _check_checkpoint(partial)["epoch"] >= 3
-    _check_run_folder(out, old)
+    kill_when(spawn([*args, "--resume"], tmp_path), lambda: _epoch(partial) >= 3)
+    assert check_checkpoint(partial)["epoch"] >= 3
+    check_run_folder(out, old)
 
     # 4. Resumed again and killed while writing the run folder: the old run is still intact.
-    rc, log = _finish(_spawn([*args, "--resume"], tmp_path, _DIE_IN_RUN_FOLDER))
+    rc, log = finish(spawn([*args, "--resume"], tmp_path, _DIE_IN_RUN_FOLDER))
     assert rc == KILLED, log[-3000:]
-    assert _check_checkpoint(partial)["epoch"] == 4
-    assert _hidden_are_temps(tmp_path)  # the half-written run folder, under a temp name only
-    _check_run_folder(out, old)
+    assert check_checkpoint(partial)["epoch"] == 4
+    assert hidden_are_temps(tmp_path)  # the half-written run folder, under a temp name only
+    check_run_folder(out, old)
 
     # 5. --resume finishes: every epoch in the history, the same layout, exactly the uninterrupted
     # run's weights and history (tiny_run: same data and options), no temp folder, no checkpoint.
@@ -224,7 +129,7 @@ def test_train_killed_at_four_points_keeps_the_old_run_and_resumes_to_the_uninte
     ref = keras.saving.load_model(tiny_run / "model.keras").get_weights()
     got = keras.saving.load_model(out / "model.keras").get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(ref, got, strict=True))
-    assert _snapshot(out) != old
+    assert snapshot(out) != old
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".log")) == ["run"]
 
 
@@ -252,27 +157,27 @@ def test_resume_checks_data_and_config():
 def test_convert_killed_early_and_after_an_artifact(tiny_run, tiny_artifacts, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(tiny_artifacts, out)  # an earlier complete conversion of every format
-    old = _snapshot(out)
+    old = snapshot(out)
     args = ["convert", str(tiny_run), "--to", "tflite-fp32,tflite-fp16", "-o", str(out), "--no-progress"]
 
     # 1. Very early (before TensorFlow is imported): the earlier conversion is untouched.
-    proc = _spawn(args, tmp_path)
+    proc = spawn(args, tmp_path)
     time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
-    assert _finish(proc)[0] == KILLED
-    assert _snapshot(out) == old
+    assert finish(proc)[0] == KILLED
+    assert snapshot(out) == old
 
     # 2. Killed as soon as the first new artifact is at its final name (polled: a new inode).
     first = out / "model.tflite-fp32.tflite"
     inode = first.stat().st_ino
-    _kill_when(_spawn(args, tmp_path), lambda: first.exists() and first.stat().st_ino != inode)
-    _check_artifacts(out)
+    kill_when(spawn(args, tmp_path), lambda: first.exists() and first.stat().st_ino != inode)
+    check_artifacts(out)
 
     # 3. A re-run succeeds, removes the dead process's temp files and leaves a consistent folder.
     assert run_cli(args) == 0
-    entries = _check_artifacts(out)
+    entries = check_artifacts(out)
     assert all(e["status"] == "ok" and e["sha256"] for e in entries.values())
-    assert not _hidden_are_temps(out)
+    assert not hidden_are_temps(out)
 
 
 # The child truncates the temp manifest.json it is writing after renaming the new artifact in, then
@@ -308,19 +213,19 @@ def test_reconvert_killed_between_artifact_and_manifest_never_refuses_a_good_fil
     artifact = out / "model.tflite-fp32.tflite"
     old_sha = sha256_file(artifact)  # the re-converted bytes differ: they embed a later 'created' time
 
-    rc, log = _finish(_spawn(args, tmp_path, _DIE_IN_MANIFEST))
+    rc, log = finish(spawn(args, tmp_path, _DIE_IN_MANIFEST))
     assert rc == KILLED, log[-3000:]
     assert sha256_file(artifact) != old_sha  # the new artifact was renamed in ...
-    entry = _check_artifacts(out)[artifact.name]
+    entry = check_artifacts(out)[artifact.name]
     assert entry["status"] == "pending" and entry["sha256"] is None  # ... and its entry vouches for nothing
     with load(artifact):  # so the runtime loads the good new file (it would refuse it against old_sha)
         pass
-    assert _hidden_are_temps(out)  # the half-written manifest, under a temp name
+    assert hidden_are_temps(out)  # the half-written manifest, under a temp name
 
     assert run_cli(args) == 0
-    entry = _check_artifacts(out)[artifact.name]
+    entry = check_artifacts(out)[artifact.name]
     assert entry["status"] == "ok" and entry["sha256"] == sha256_file(artifact)
-    assert not _hidden_are_temps(out)
+    assert not hidden_are_temps(out)
 
 
 # ---------------------------------------------------------------- the atomic layer's clean-up rules

@@ -11,6 +11,7 @@ same batches as an uninterrupted one.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -23,6 +24,7 @@ import numpy as np
 from edgeproof.atomic import no_space, temp_dir_beside
 from edgeproof.contract import INTERPOLATIONS, Preprocess
 from edgeproof.errors import EdgeproofError, UsageError
+from edgeproof.progress import Progress, ProgressCallback
 from edgeproof.train import run_dir
 from edgeproof.train.checkpoint import (
     STATE_FILE,
@@ -36,6 +38,8 @@ from edgeproof.train.checkpoint import (
     partial_dir,
     resume_config,
 )
+
+log = logging.getLogger(__name__)
 
 DEFAULT_EPOCHS = 12
 # Training images used to re-estimate the BatchNorm statistics after each epoch; EarlyStopping then
@@ -167,7 +171,7 @@ def _progress_callback(keras, prog, epochs: int, steps: int, start: int):
     """One bar over every epoch (a resumed run starts it at its first new epoch); fit runs per epoch."""
     task = prog.add_task(f"training epoch {start + 1}/{epochs}", total=epochs * steps, completed=start * steps)
 
-    class RichProgress(keras.callbacks.Callback):
+    class EpochProgress(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
             prog.advance(task)
 
@@ -179,22 +183,20 @@ def _progress_callback(keras, prog, epochs: int, steps: int, start: int):
                 f"val_loss {logs.get('val_loss', 0):.3f} val_acc {logs.get('val_accuracy', 0):.3f}"))
 
         def finish(self) -> None:
-            prog.update(task, total=prog.tasks[task].completed)
+            prog.update(task, total=prog.completed(task))
 
-    return RichProgress()
+    return EpochProgress()
 
 
 def _resume_state(ckpts: Checkpoints, cfg: TrainConfig, resume: bool) -> State | None:
     """The checkpoint to continue from (--resume), after checking it was made with the same options."""
-    from edgeproof.cli import console
-
     if not resume:
         try:
             stale = ckpts.load()
         except UsageError:
             stale = None
         if stale is not None:
-            console.warn(f"'{ckpts.dir}' holds a checkpoint of an interrupted run (epoch {stale.epoch}/"
+            log.warning(f"'{ckpts.dir}' holds a checkpoint of an interrupted run (epoch {stale.epoch}/"
                          f"{stale.config.get('epochs')}); this fresh run replaces it after its first epoch "
                          "(stop now and add --resume to continue that run instead)")
         return None
@@ -209,15 +211,15 @@ def _resume_state(ckpts: Checkpoints, cfg: TrainConfig, resume: bool) -> State |
     return state
 
 
-def train(cfg: TrainConfig, progress: bool = True, resume: bool = False, checkpoint: bool = True) -> Path:
+def train(cfg: TrainConfig, progress: ProgressCallback | bool | None = None, resume: bool = False,
+          checkpoint: bool = True) -> Path:
     """Train per `cfg` and write a complete run folder at cfg.out_dir; return its path.
 
     After every epoch a checkpoint is committed next to the destination (see train.checkpoint) unless
     `checkpoint` is False; `resume` continues from it. The checkpoint is removed once the run folder is
-    in place.
+    in place. `progress`: a callback for progress events (edgeproof.progress).
     """
     from edgeproof.atomic import clean_stale
-    from edgeproof.cli import console
     from edgeproof.train.data import scan
 
     cfg.validate()
@@ -225,7 +227,7 @@ def train(cfg: TrainConfig, progress: bool = True, resume: bool = False, checkpo
     scanned = scan(cfg.data_dir)  # bad data fails here: before TensorFlow's import and any progress bar
     check_out_dir(out)
     for line in clean_stale(out.parent, out.name):  # temp folders of a killed earlier run
-        console.info(f"note: {line}")
+        log.info("note: %s", line)
     try:
         with Checkpoints(out) as ckpts:
             try:
@@ -255,8 +257,7 @@ def _no_space_error(out: Path, exc: BaseException) -> EdgeproofError:
 
 
 def _train(cfg: TrainConfig, out: Path, scanned: tuple, ckpts: Checkpoints, state: State | None,
-           progress: bool, save: bool) -> None:
-    from edgeproof.cli import console
+           progress: ProgressCallback | bool | None, save: bool) -> None:
     from edgeproof.train.data import load_data, make_tf_dataset
     from edgeproof.train.tf_quiet import import_tensorflow
 
@@ -271,7 +272,7 @@ def _train(cfg: TrainConfig, out: Path, scanned: tuple, ckpts: Checkpoints, stat
     size = int(cfg.img_size)
     pp = Preprocess(height=size, width=size, interpolation=cfg.interpolation,
                     in_graph=in_graph_preprocess(cfg.model))
-    with console.progress(progress) as prog:
+    with Progress(progress) as prog:
         task: list = []  # the bar appears once the files are counted and the data passed its checks
         data = load_data(cfg.data_dir, pp, seed=int(cfg.seed), scanned=scanned,
                          on_total=lambda n: task.append(prog.add_task("reading images", total=n)),
@@ -284,7 +285,7 @@ def _train(cfg: TrainConfig, out: Path, scanned: tuple, ckpts: Checkpoints, stat
                              f"{differs}; train without --resume to start over")
     if data.skipped:
         summary = ", ".join(f"{n} {r}" for r, n in data.skipped_summary().items())
-        console.warn(f"skipped {len(data.skipped)} file(s) that are not usable images: {summary} "
+        log.warning(f"skipped {len(data.skipped)} file(s) that are not usable images: {summary} "
                      f"(list in {run_dir.SPLIT_FILE} and {run_dir.METRICS_FILE})")
     t_load = time.perf_counter() - t0
 
@@ -304,7 +305,7 @@ def _train(cfg: TrainConfig, out: Path, scanned: tuple, ckpts: Checkpoints, stat
         else:  # the model with its optimizer state, as it was after the checkpoint's epoch
             model = keras.saving.load_model(str(ckpts.model_path(state)), compile=True)
             best_weights = ckpts.best_weights(state)
-            console.info(f"resuming '{out}' after epoch {state.epoch}/{cfg.epochs}")
+            log.info(f"resuming '{out}' after epoch {state.epoch}/{cfg.epochs}")
         resumed_at = state.epoch
         tr, va = data.splits["train"], data.splits["val"]
         train_images = tf.constant(tr.images)  # one copy for every epoch's dataset
@@ -312,7 +313,7 @@ def _train(cfg: TrainConfig, out: Path, scanned: tuple, ckpts: Checkpoints, stat
         steps = max(1, len(tr.labels) // int(cfg.batch_size))  # full batches only
         validate = _validation_callback(keras, predict, tr.images, va.images, va.labels, seed)
         t1 = time.perf_counter() - state.train_seconds
-        with console.progress(progress) as prog:
+        with Progress(progress) as prog:
             bar = _progress_callback(keras, prog, int(cfg.epochs), steps, state.epoch)
             plan, applied = transfer_plan(cfg.model, cfg.weights, int(cfg.epochs), float(cfg.lr)), None
             for epoch in range(state.epoch, int(cfg.epochs)):

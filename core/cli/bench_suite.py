@@ -55,6 +55,7 @@ def prepare_suite(given: str | None = None, progress_enabled: bool = True) -> di
     from edgeproof.errors import require
 
     require("tensorflow", "train", "building the benchmark suite's model (or pass an artifacts folder)")
+    from edgeproof.cli.console import progress_bars
     from edgeproof.train.datasets import build_dataset
     from edgeproof.train.trainer import TrainConfig, train
 
@@ -64,16 +65,16 @@ def prepare_suite(given: str | None = None, progress_enabled: bool = True) -> di
     data = build_dataset(SUITE_DATASET, image_size=SUITE_IMG_SIZE)
     if not (run / "model.keras").is_file():
         train(TrainConfig(data_dir=data, out_dir=run, model=SUITE_MODEL, img_size=SUITE_IMG_SIZE,
-                          epochs=SUITE_EPOCHS, seed=0), progress=progress_enabled)
+                          epochs=SUITE_EPOCHS, seed=0), progress=progress_bars(progress_enabled))
     return _convert(run, arts, progress_enabled)
 
 
 def _convert(run: Path, arts: Path, progress_enabled: bool) -> dict:
-    from edgeproof.cli.console import info, warn
+    from edgeproof.cli.console import info, progress_bars, warn
     from edgeproof.convert import convert_run
 
     info(f"suite: converting {run} to every format in {arts}")
-    manifest = convert_run(run, arts, formats="all", progress=progress_enabled)
+    manifest = convert_run(run, arts, formats="all", progress=progress_bars(progress_enabled))
     for a in manifest.artifacts:
         if a.status != "ok":
             warn(f"suite: {a.format} could not be made ({a.error}); it is left out of the suite")

@@ -1,13 +1,20 @@
-"""Terminal helpers: one rich console on stderr for humans, stdout kept clean for --json."""
+"""Terminal helpers: one rich console on stderr for humans, stdout kept clean for --json.
+
+The library only logs (logging.getLogger("edgeproof...")) and emits progress events
+(edgeproof.progress); `cli_logging` shows those records here and `progress_bars` draws the events.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from edgeproof.progress import ProgressEvent
+from edgeproof.tables import markdown_table  # noqa: F401 - re-exported for CLI modules
 from edgeproof.text import printable
 
 _err_console = None
@@ -53,12 +60,48 @@ def print_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
+class ConsoleHandler(logging.Handler):
+    """Library log records as the CLI shows them: 'warning: ...' in yellow, info as plain lines.
+
+    Messages are plain text (an install line like 'edgeproof[openvino]' is not rich markup)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = safe(self.format(record))
+            if record.levelno >= logging.ERROR:
+                err_console().print(f"[bold red]error:[/] {text}")
+            elif record.levelno >= logging.WARNING:
+                err_console().print(f"[bold yellow]warning:[/] {text}")
+            else:
+                err_console().print(text)
+        except Exception:  # noqa: BLE001 - logging must never break the command
+            self.handleError(record)
+
+
 @contextmanager
-def progress(enabled: bool = True) -> Iterator[Any]:
-    """A rich Progress on stderr (disabled: a no-op object with the same methods)."""
+def cli_logging(level: int = logging.INFO) -> Iterator[None]:
+    """Show the library's records (INFO and up; DEBUG with --debug) on stderr while a command runs.
+
+    Installed around one command and removed after it, so an application that calls the CLI in-process
+    keeps its own logging configuration."""
+    log = logging.getLogger("edgeproof")
+    handler = ConsoleHandler()
+    saved = log.level, log.propagate
+    log.addHandler(handler)
+    log.setLevel(level)
+    log.propagate = False  # shown once, here; not again by the root logger's handlers
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(saved[0])
+        log.propagate = saved[1]
+
+
+def _rich_progress(enabled: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    prog = Progress(
+    return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -67,8 +110,41 @@ def progress(enabled: bool = True) -> Iterator[Any]:
         disable=not enabled,
         transient=False,
     )
-    with prog:
+
+
+@contextmanager
+def progress(enabled: bool = True) -> Iterator[Any]:
+    """A rich Progress on stderr for work the CLI drives itself (disabled: draws nothing)."""
+    with _rich_progress(enabled) as prog:
         yield prog
+
+
+class ProgressBars:
+    """A progress callback (edgeproof.progress) that draws each start..stop scope as rich bars on stderr."""
+
+    def __init__(self) -> None:
+        self._stack: list[tuple[Any, dict[int, Any]]] = []
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if event.kind == "start":
+            prog = _rich_progress(True)
+            prog.start()
+            self._stack.append((prog, {}))
+        elif event.kind == "stop":
+            if self._stack:
+                self._stack.pop()[0].stop()
+        elif self._stack:
+            prog, ids = self._stack[-1]
+            if event.task not in ids:
+                ids[event.task] = prog.add_task(event.description, total=event.total, completed=event.completed)
+            else:
+                prog.update(ids[event.task], description=event.description, completed=event.completed,
+                            total=event.total)
+
+
+def progress_bars(enabled: bool) -> ProgressBars | None:
+    """The callback to give a library call: rich bars, or None (no bars: --no-progress, --json)."""
+    return ProgressBars() if enabled else None
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
@@ -82,12 +158,3 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     for r in rows:
         t.add_row(*["" if v is None else safe(v) for v in r])
     Console(highlight=False).print(t)
-
-
-def markdown_table(columns: list[str], rows: list[list[Any]]) -> str:
-    """A GitHub-flavoured markdown table; '|' inside cells and headers is escaped."""
-
-    def cells(values) -> str:
-        return "| " + " | ".join(printable(v).replace("|", "\\|") for v in values) + " |"
-
-    return "\n".join([cells(columns), "|" + "---|" * len(columns), *(cells(r) for r in rows)])

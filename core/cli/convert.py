@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from edgeproof.cli.console import error_line, info, print_json, table, warn
+    from edgeproof.cli.console import error_line, info, print_json, progress_bars, table, warn
     from edgeproof.convert import convert_run
     from edgeproof.convert.source import open_source
     from edgeproof.errors import UsageError
@@ -105,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
             warn(f"{src.name}: {line}")
         out = Path(args.out) if args.out else (source.root if not source.bare else src.parent) / "artifacts"
         manifest = convert_run(source, out, formats=formats, calib_count=args.calib_count, int8_io=args.int8_io,
-                               opset=args.opset, progress=not args.no_progress and not args.json, seed=args.seed)
+                               opset=args.opset, progress=progress_bars(not args.no_progress and not args.json),
+                               seed=args.seed)
         log.keep = any(a.status != "ok" for a in manifest.artifacts if a.format in formats)
     done = [a for a in manifest.artifacts if a.format in formats]
     if args.json:

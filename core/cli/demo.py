@@ -50,9 +50,9 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from edgeproof.cli.console import error_line, info
+    from edgeproof.cli.console import error_line, info, progress_bars
 
-    prog = not args.no_progress
+    prog = progress_bars(not args.no_progress)
     cfg = FAST if args.fast else FULL
     out = Path(args.out)
     t0 = time.perf_counter()
@@ -85,13 +85,14 @@ def run(args: argparse.Namespace) -> int:
         info(f"      {a.format:15s} {a.status:6s} {(a.bytes or 0) / 1024:8.1f} KiB  {a.error or ''}")
 
     t = _stage(4, "parity: every artifact × backend vs the Keras model")
+    from edgeproof.cli.parity_table import print_table
     from edgeproof.parity import report as report_mod
     from edgeproof.parity import run_parity
 
     with _quiet(run_dir / "parity" / "library-output.log"):
         rep = run_parity(run_dir, artifacts_dir=art_dir, progress=prog)
     timings["parity"] = time.perf_counter() - t
-    report_mod.print_table(rep)
+    print_table(rep)
     if rep.e2e:
         info(f"      end-to-end: {rep.e2e['verdict']}")
 

@@ -39,11 +39,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(args: argparse.Namespace) -> int:
-    from edgeproof.cli.console import error_line
+    """Run the parsed subcommand with the library's log records shown on stderr; the exit code."""
+    import logging
+
+    from edgeproof.cli.console import cli_logging
 
     if not getattr(args, "func", None):
         build_parser().print_help()
         return 2
+    with cli_logging(logging.DEBUG if getattr(args, "debug", False) else logging.INFO):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from edgeproof.cli.console import error_line
+
     try:
         return int(args.func(args) or 0)
     except EdgeproofError as exc:

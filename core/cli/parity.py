@@ -117,6 +117,7 @@ def _summary(r) -> str:
 
 
 def _run(args: argparse.Namespace):
+    from edgeproof.cli.console import progress_bars
     from edgeproof.parity import run_parity
 
     return run_parity(args.run_dir, artifacts_dir=args.artifacts, data_dir=args.data, split=args.split,
@@ -124,7 +125,8 @@ def _run(args: argparse.Namespace):
                       tol_flags={"max_abs": args.max_abs, "min_agreement": args.min_agreement,
                                  "max_delta_acc": args.max_delta_acc, "strict_ties": args.strict_ties or None},
                       triage=args.triage, fix=args.fix, out_dir=args.out, e2e=not args.no_e2e,
-                      progress=not args.no_progress and not args.json, verify=not args.no_verify,
+                      progress=progress_bars(not args.no_progress and not args.json),
+                      verify=not args.no_verify,
                       engine=args.engine, address=args.address, workers=args.workers, timeout_s=args.timeout)
 
 
@@ -145,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from edgeproof.cli.console import error_line, info, print_json
+    from edgeproof.cli.parity_table import print_table
     from edgeproof.errors import UsageError
     from edgeproof.parity import report as report_mod
 
@@ -163,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(rep.to_dict())
     else:
-        report_mod.print_table(rep)
+        print_table(rep)
         for line in report_mod.near_tie_lines(rep):
             info(line)
         if rep.e2e:

@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(data_dir=data_dir, out_dir=out, model=args.model, img_size=args.img_size,
                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       alpha=args.alpha, patience=args.patience, augment=not args.no_augment, weights=args.weights)
-    run_path = train(cfg, progress=not args.no_progress, resume=args.resume)
+    run_path = train(cfg, progress=console.progress_bars(not args.no_progress), resume=args.resume)
     summary = _summary(run_path)
     if args.json:
         console.print_json(summary)
