@@ -7,8 +7,9 @@ Paths (one model, the same images, 1 interpreter thread each):
   in-process   decode + preprocess + Model.predict in a loop (no HTTP): the floor;
   bare         a minimal Starlette handler on the same uvicorn stack around the same Model (decode in a
                thread, one lock around predict): what a user would write by hand;
-  serve        `edgeproof serve --max-batch 1` (auth, limits, metrics, the queue, no batching);
-  serve-batch  `edgeproof serve --max-batch 16` (dynamic batching).
+  serve        `edgeproof serve --max-batch 1` with an API key (auth, limits, metrics, the queue; no batching);
+  serve-batch  `edgeproof serve --max-batch 8 --batch-timeout-ms T` (dynamic batching), one path per T
+               in --batch-timeouts (default 2 and 0).
 Servers listen on 127.0.0.1 on free ports. Server paths run interleaved in rounds (requests split
 evenly), so machine noise hits them alike; each runs the same number of requests. The client is a
 small keep-alive HTTP/1.1 client on asyncio (cheap, so it steals little CPU from the servers).
@@ -37,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+KEY = "bench-key-0123456789abcdef"  # every client sends it; the bare handler ignores it
 BARE_APP = """
 import asyncio, sys, threading
 from starlette.applications import Starlette
@@ -193,7 +195,8 @@ async def _worker(host: str, port: int, requests: list[bytes], lat: list[float],
 
 async def load(url: str, images: list[bytes], n: int, concurrency: int, limit_s: float) -> dict:
     host, port = url.removeprefix("http://").split(":")
-    reqs = [b"POST /v1/classify HTTP/1.1\r\nHost: bench\r\nContent-Type: image/jpeg\r\nContent-Length: "
+    reqs = [b"POST /v1/classify HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer " + KEY.encode()
+            + b"\r\nContent-Type: image/jpeg\r\nContent-Length: "
             + str(len(im)).encode() + b"\r\n\r\n" + im for im in images]
     per = [[reqs[(w + i * concurrency) % len(reqs)] for i in range(n // concurrency + (w < n % concurrency))]
            for w in range(concurrency)]
@@ -253,9 +256,11 @@ def bench_model(kind: str, root: Path, args) -> dict:
         port = free_port()
         procs["bare"] = start([py, "-c", BARE_APP, str(model), str(port)], r"ready")
         procs["bare"] = (procs["bare"][0], f"http://127.0.0.1:{port}")
-        procs["serve"] = start(serve + ["--max-batch", "1"], pattern)
-        procs["serve-batch"] = start(serve + ["--max-batch", str(args.max_batch), "--batch-timeout-ms",
-                                              str(args.batch_timeout_ms)], pattern)
+        env = {**os.environ, "EDGEPROOF_API_KEY": KEY}
+        procs["serve"] = start(serve + ["--max-batch", "1"], pattern, env)
+        for t in args.batch_timeouts:
+            procs[f"serve-batch-{t:g}ms"] = start(serve + ["--max-batch", str(args.max_batch), "--batch-timeout-ms",
+                                                           str(t)], pattern, env)
         time.sleep(1.0)
         results = {"in-process": summary(in_process(model, images, min(args.requests, 3000)))}
         for conc, n in ((args.concurrency, args.requests), (1, args.requests_c1)):
@@ -289,10 +294,14 @@ def bench_model(kind: str, root: Path, args) -> dict:
             c["serve"]["server_cpu_ms_per_request"] / c["bare"]["server_cpu_ms_per_request"], 3),
         "serve/bare server CPU per request at c1": round(
             c1["serve"]["server_cpu_ms_per_request"] / c1["bare"]["server_cpu_ms_per_request"], 3),
-        f"batching throughput gain at c{args.concurrency}": round(c["serve-batch"]["throughput"] /
-                                                                  c["serve"]["throughput"], 2),
-        "batching p50 gain at c1 (>1 = slower)": round(c1["serve-batch"]["p50_ms"] / c1["serve"]["p50_ms"], 3),
     }
+    for t in args.batch_timeouts:
+        b, b1 = c[f"serve-batch-{t:g}ms"], c1[f"serve-batch-{t:g}ms"]
+        results["ratios"][f"batching ({t:g} ms) throughput gain at c{args.concurrency}"] = round(
+            b["throughput"] / c["serve"]["throughput"], 2)
+        results["ratios"][f"batching ({t:g} ms) server CPU per request at c{args.concurrency}"] = round(
+            b["server_cpu_ms_per_request"] / c["serve"]["server_cpu_ms_per_request"], 3)
+        results["ratios"][f"batching ({t:g} ms) p50 at c1 (>1 = slower)"] = round(b1["p50_ms"] / c1["serve"]["p50_ms"], 3)
     return results
 
 
@@ -308,8 +317,8 @@ def markdown(all_results: dict, args) -> str:
                   f"{ip['p90_ms']} | {ip['p99_ms']} | – |"]
         for conc_key in (f"c{args.concurrency}", "c1"):
             for name, r in res[conc_key].items():
-                label = {"bare": "bare handler (same stack)", "serve": "edgeproof serve --max-batch 1",
-                         "serve-batch": f"edgeproof serve --max-batch {args.max_batch}"}[name]
+                label = {"bare": "bare handler (same stack)", "serve": "edgeproof serve --max-batch 1"}.get(
+                    name, f"edgeproof serve --max-batch {args.max_batch} --batch-timeout-ms {name[12:-2]}")
                 lines.append(f"| {label} | {conc_key[1:]} | {r['requests']} | {r['errors']} | {r['throughput']} | "
                              f"{r['p50_ms']} | {r['p90_ms']} | {r['p99_ms']} | {r['server_cpu_ms_per_request']} |")
         lines += [""] + [f"- {k}: **{v}**" for k, v in res["ratios"].items()] + [""]
@@ -322,8 +331,9 @@ def main() -> None:
     ap.add_argument("--requests-c1", type=int, default=1000, help="requests per server path at concurrency 1")
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=4, help="interleaved rounds the requests are split into")
-    ap.add_argument("--max-batch", type=int, default=16)
-    ap.add_argument("--batch-timeout-ms", type=float, default=2.0)
+    ap.add_argument("--max-batch", type=int, default=8, help="for serve-batch (default 8, the server default)")
+    ap.add_argument("--batch-timeouts", default="2,0", type=lambda t: [float(v) for v in t.split(",")],
+                    help="one serve-batch path per --batch-timeout-ms value (default 2,0)")
     ap.add_argument("--limit-s", type=float, default=300, help="wall-time bound per round and path")
     ap.add_argument("--models", default="dense,conv")
     ap.add_argument("--out", default=str(HERE / "results" / "serve_load.json"))

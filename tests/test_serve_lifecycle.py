@@ -141,3 +141,11 @@ serve({str(models["colour"])!r}, ServeConfig(port=0), on_started=started)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "200\nheavy: []" in out.stdout
+
+
+def test_without_the_serve_extra_it_says_the_pip_line(models):
+    code = ("import sys; sys.modules['starlette'] = None; from edgeproof.cli.main import run_cli; "
+            f"sys.exit(run_cli(['serve', {str(models['colour'])!r}]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "pip install 'edgeproof[serve]'" in out.stderr

@@ -51,8 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--max-batch", type=int, default=8, metavar="N",
                    help="coalesce concurrent requests into inference calls of up to N images (default 8; 1 = off; "
                         "models with a fixed batch size run one at a time)")
-    b.add_argument("--batch-timeout-ms", type=float, default=2.0, metavar="T",
-                   help="how long the first request of a batch waits for more (default 2 ms)")
+    b.add_argument("--batch-timeout-ms", type=float, default=0.0, metavar="T",
+                   help="how long the first request of a batch may wait for more that are still being decoded "
+                        "(default 0: batch what queued while the interpreter was busy; see benchmarks/RESULTS.md)")
     b.add_argument("--workers", type=int, default=1, metavar="N",
                    help="interpreters, each with its own thread (default 1); inference never runs concurrently on "
                         "one interpreter")
@@ -101,7 +102,8 @@ def _announce(started, config) -> None:
     pl = m.placement or {}
     auth = "bearer key required" if config.auth else "no auth (loopback only)" if not config.insecure_no_auth \
         else "NO AUTH (--insecure-no-auth)"
-    batching = (f"batches of up to {started.engine.max_batch} within {config.batch_timeout_ms:g} ms"
+    wait = f"within {config.batch_timeout_ms:g} ms" if config.batch_timeout_ms else "from what is queued"
+    batching = (f"batches of up to {started.engine.max_batch} {wait}"
                 if started.engine.max_batch > 1 else
                 "no batching (the model has a fixed batch size)" if not started.engine.can_batch else "no batching")
     lan = f" (phone: {started.lan_url}/)" if started.lan_url else ""

@@ -80,7 +80,7 @@ class ServeConfig:
     insecure_no_auth: bool = False
     max_body: int = DEFAULT_MAX_BODY
     max_batch: int = 8
-    batch_timeout_ms: float = 2.0
+    batch_timeout_ms: float = 0.0  # Triton's default too: batch what queued while the interpreter was busy
     workers: int = 1
     max_queue: int = 256  # images waiting for an interpreter; more -> 503 (back-pressure, flat memory)
     decode_threads: int = 2

@@ -54,7 +54,7 @@ _STOP = object()
 
 
 class Engine:
-    def __init__(self, models: list, max_batch: int = 8, batch_timeout_ms: float = 2.0, max_queue: int = 256,
+    def __init__(self, models: list, max_batch: int = 8, batch_timeout_ms: float = 0.0, max_queue: int = 256,
                  infer_timeout: float = 60.0, metrics=None) -> None:
         if not models:
             raise ValueError("Engine needs at least one model")
@@ -118,9 +118,9 @@ class Engine:
         try:
             if pool is None:
                 self._queue.put(_Job(make_x(), fut))
-            else:
+            else:  # decode errors come back through fut too: one event-loop wake-up per request
                 self._incoming(+1)
-                await loop.run_in_executor(pool, self._decode_and_queue, make_x, fut)
+                pool.submit(self._decode_and_queue, make_x, fut)
             return await fut
         finally:
             self._queued -= n
@@ -131,7 +131,11 @@ class Engine:
 
     def _decode_and_queue(self, make_x, fut: asyncio.Future) -> None:
         try:
-            job = _Job(make_x(), fut)
+            try:
+                job = _Job(make_x(), fut)
+            except BaseException as exc:  # noqa: BLE001 - a bad image (400) or anything else: the request's
+                self._set(fut, exc)
+                return
             # Nothing queued and nobody to batch with: run it on this thread if an interpreter is free (its lock
             # still keeps one call at a time), saving the hand-off to the replica thread.
             if self._queue.empty() and (self.max_batch == 1 or self.incoming == 1):
@@ -156,12 +160,16 @@ class Engine:
 
     # ---- called from replica / watchdog threads
     def _deliver(self, job: _Job, value) -> None:
+        self._set(job.future, value)
+
+    def _set(self, fut: asyncio.Future, value) -> None:
+        """Complete `fut` (result or exception) on the event loop, from any thread; a cancelled one is left alone."""
         def done() -> None:
-            if not job.future.done():
+            if not fut.done():
                 if isinstance(value, BaseException):
-                    job.future.set_exception(value)
+                    fut.set_exception(value)
                 else:
-                    job.future.set_result(value)
+                    fut.set_result(value)
 
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(done)
