@@ -30,9 +30,9 @@ class ParityBatch:
     def __init__(self, keras_path: str, pp, plan: list[tuple[int, str, str]], verify: bool, e2e: bool,
                  max_pixels: int, head: str = "probabilities") -> None:
         from edgeproof.parity import reference
-        from edgeproof.runtime import image_check, load
+        from edgeproof.runtime import load
 
-        image_check.set_max_pixels(max_pixels)
+        self.max_pixels = max_pixels  # the driver's limit, not this node's environment
         self.keras = reference.load_keras(keras_path, head)
         self.pp, self.e2e = pp, e2e
         self.models: dict[int, object] = {}
@@ -52,7 +52,7 @@ class ParityBatch:
         n, first = len(paths), int(rows["seq"][0]) == 0
         out: dict[str, list] = {"ref": [b""] * n, "tf": [b""] * n, **{f"p{k}": [b""] * n for k in self.keys}}
         info: dict = {"failures": {str(k): f for k, f in self.load_failures.items()}, "latency": {}}
-        x_ref, _, skipped = load_batch(paths, self.pp)
+        x_ref, _, skipped = load_batch(paths, self.pp, self.max_pixels)
         why = dict(skipped)
         if not skipped:  # an unreadable image fails the whole run (as locally): no predictions needed then
             ref = reference.predict(self.keras, x_ref)

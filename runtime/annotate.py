@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,22 @@ def _safe_name(name: str, used: set[str]) -> str:
     return out
 
 
+def _is_saved_output(out_dir: Path, path: Path) -> bool:
+    if not _OUTPUT_RE.search(path.name):
+        return False
+    try:
+        return path.parent.resolve() == out_dir.resolve()
+    except OSError:
+        return False
+
+
+def saved_output_filter(out_dir: str | Path) -> Callable[[Path], bool]:
+    """A source's `exclude`: True for a file an earlier `--save` into `out_dir` wrote (x.annotated.png,
+    x.annotated_1.jpg, annotated.mp4): a rerun over the same folder must not take its own outputs as inputs."""
+    folder = Path(out_dir)
+    return lambda path: _is_saved_output(folder, path)
+
+
 class Saver:
     """Writes annotated outputs into `out_dir`: images (file sources) or one video (capture sources)."""
 
@@ -74,14 +91,8 @@ class Saver:
         self.video_path = self.dir / "annotated.mp4"
 
     def is_output(self, path: Path) -> bool:
-        """True for a file an earlier `--save` into this folder wrote (x.annotated.png, x.annotated_1.jpg,
-        annotated.mp4): a rerun over the same folder must not take its own outputs as inputs."""
-        if not _OUTPUT_RE.search(path.name):
-            return False
-        try:
-            return path.parent.resolve() == self.dir.resolve()
-        except OSError:
-            return False
+        """True for a file an earlier `--save` into this folder wrote (see saved_output_filter)."""
+        return _is_saved_output(self.dir, path)
 
     def add(self, name: str, bgr: np.ndarray, topk: list[tuple[str, float]]) -> None:
         import cv2

@@ -8,9 +8,11 @@ decoder either crashes on, allocates gigabytes for, or silently "decodes":
 - a truncated JPEG (OpenCV returns it with a grey bottom half and only logs a warning) or PNG;
 - a decompression bomb: the width x height the header declares (PNG, JPEG, GIF, BMP, WebP, TIFF,
   PNM, JPEG 2000, Radiance HDR, Sun raster, AVIF) is checked against a pixel limit before any pixel
-  buffer exists. The limit is EDGEPROOF_MAX_IMAGE_PIXELS (default 100 MP, `100M`/`1e8` forms
-  accepted) or `set_max_pixels()`; OpenCV's own OPENCV_IO_MAX_IMAGE_PIXELS is set to the same value
-  as a backstop for the formats whose header is not read here (a user's own setting wins).
+  buffer exists. The limit is an argument of each check (`limit`, e.g. `edgeproof run
+  --max-image-pixels`), else EDGEPROOF_MAX_IMAGE_PIXELS (default 100 MP, `100M`/`1e8` forms
+  accepted); no per-run limit is kept in process state. OpenCV's own OPENCV_IO_MAX_IMAGE_PIXELS is
+  set once, when this module is imported before cv2, to the environment's limit as a backstop for
+  the formats whose header is not read here (a user's own setting wins).
 
 Reasons are short and stable strings: summaries and metrics.json count skipped files by reason.
 """
@@ -55,7 +57,6 @@ class ImageReadError(Exception):
 
 # ---------------------------------------------------------------- the pixel limit
 
-_override: int | None = None
 _env_cache: tuple[str | None, int] | None = None
 _backstop_ours = False
 
@@ -70,11 +71,11 @@ def parse_pixels(text: str | int) -> int:
     return int(value)
 
 
-def max_pixels() -> int:
-    """The pixel limit in force: set_max_pixels() > EDGEPROOF_MAX_IMAGE_PIXELS > 100 MP."""
+def max_pixels(limit: int | None = None) -> int:
+    """The pixel limit of a check: `limit` when given, else EDGEPROOF_MAX_IMAGE_PIXELS, else 100 MP."""
     global _env_cache
-    if _override is not None:
-        return _override
+    if limit is not None:
+        return limit
     raw = os.environ.get(ENV)
     if _env_cache is None or _env_cache[0] != raw:
         try:
@@ -85,26 +86,22 @@ def max_pixels() -> int:
     return _env_cache[1]
 
 
-def set_max_pixels(pixels: int | None) -> None:
-    """Override the limit for this process (None: back to the environment/default)."""
-    global _override
-    _override = pixels
-    _set_backstop()
+def set_opencv_backstop(limit: int | None = None) -> None:
+    """OpenCV reads OPENCV_IO_MAX_IMAGE_PIXELS once, when cv2 loads: set it before that, never over a user's.
 
-
-def _set_backstop() -> None:
-    """OpenCV reads OPENCV_IO_MAX_IMAGE_PIXELS once, when cv2 loads: set it before that, never over a user's."""
+    Process-wide by nature: called at import with the environment's limit, and by the CLI (which owns
+    its process) with --max-image-pixels before cv2 loads."""
     global _backstop_ours
     if "cv2" in sys.modules or (CV_ENV in os.environ and not _backstop_ours):
         return
     try:
-        os.environ[CV_ENV] = str(max_pixels())
+        os.environ[CV_ENV] = str(max_pixels(limit))
         _backstop_ours = True
     except UsageError:  # a bad EDGEPROOF_MAX_IMAGE_PIXELS is reported when the limit is used
         pass
 
 
-_set_backstop()
+set_opencv_backstop()
 
 
 def _mp(pixels: int) -> str:
@@ -117,7 +114,7 @@ def _open_nonblocking(path: str, flags: int) -> int:
     return os.open(path, flags | os.O_NONBLOCK)
 
 
-def read_bytes(path: str | Path) -> bytes:
+def read_bytes(path: str | Path, limit: int | None = None) -> bytes:
     """The file's bytes, or ImageReadError: not found, is a directory, permission denied, zero-byte, too large."""
     try:
         st = os.stat(path)
@@ -127,10 +124,10 @@ def read_bytes(path: str | Path) -> bytes:
             raise ImageReadError(NOT_REGULAR)
         if st.st_size == 0:
             raise ImageReadError(ZERO_BYTE)
-        pixels = max_pixels()
-        limit = pixels * BYTES_PER_PIXEL_LIMIT + 2**20
-        if st.st_size > limit:
-            raise ImageReadError(f"file too large (over {limit // 2**20} MiB for the {_mp(pixels)} limit)")
+        pixels = max_pixels(limit)
+        most = pixels * BYTES_PER_PIXEL_LIMIT + 2**20
+        if st.st_size > most:
+            raise ImageReadError(f"file too large (over {most // 2**20} MiB for the {_mp(pixels)} limit)")
         # O_NONBLOCK, then fstat: a path swapped for a FIFO after the stat above must not block the read
         with open(path, "rb", opener=_open_nonblocking) as f:
             if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
@@ -365,21 +362,21 @@ def image_size(data: bytes) -> tuple[str, tuple[int, int] | None]:
     raise ImageReadError(_sniff_other(data))
 
 
-def check_bytes(data: bytes) -> str:
-    """Raise ImageReadError (the reason) unless `data` looks like a whole image within the pixel limit;
-    return the format name."""
+def check_bytes(data: bytes, limit: int | None = None) -> str:
+    """Raise ImageReadError (the reason) unless `data` looks like a whole image within the pixel limit
+    (`limit`, else the environment's); return the format name."""
     if not data:
         raise ImageReadError(ZERO_BYTE)
     name, size = image_size(data)
     if size is not None:
-        limit = max_pixels()
-        if size[0] * size[1] > limit:
-            raise ImageReadError(f"image too large (over the {_mp(limit)} limit)")
+        pixels = max_pixels(limit)
+        if size[0] * size[1] > pixels:
+            raise ImageReadError(f"image too large (over the {_mp(pixels)} limit)")
     return name
 
 
-def check_file(path: str | Path) -> bytes:
+def check_file(path: str | Path, limit: int | None = None) -> bytes:
     """read_bytes + check_bytes: the bytes of a file that passed the check, ready for the decoder."""
-    data = read_bytes(path)
-    check_bytes(data)
+    data = read_bytes(path, limit)
+    check_bytes(data, limit)
     return data

@@ -30,7 +30,7 @@ import numpy as np
 
 from edgeproof.runtime.preprocess import ImageReadError, prepare, read_image
 from edgeproof.runtime.running_stats import LogHistogram
-from edgeproof.runtime.sources import Item, Source
+from edgeproof.runtime.sources import Item, Source, StopReason
 
 SKIP_EXAMPLES = 100  # skipped inputs listed by name; the rest are only counted
 MAX_REASONS = 50  # distinct skip reasons counted by name; later new ones go under OTHER_REASON
@@ -64,9 +64,10 @@ class Summary:
     skipped_total: int = 0
     skipped_by_reason: dict[str, int] = field(default_factory=dict)
     dropped: int = 0  # live frames dropped because inference was slower than capture
-    stopped: str | None = None
+    stopped: str | None = None  # why the run ended (StopReason words, or the source's own stop_reason)
     interrupted: bool = False
     terminated: bool = False  # the interruption was SIGTERM (runtime.stop_signals), not Ctrl-C
+    source_lost: bool = False  # the run ended because the camera/stream died (not at a limit or by the user)
 
     @property
     def fps(self) -> float:
@@ -95,7 +96,7 @@ class Summary:
             "p50_preprocess_ms": _r(self.pct(self.preprocess_ms, 50)),
             "skipped": [{"input": n, "why": w} for n, w in self.skipped],
             "skipped_total": self.skipped_total, "skipped_by_reason": by_reason, "dropped": self.dropped,
-            "stopped": self.stopped, "interrupted": self.interrupted,
+            "stopped": self.stopped, "interrupted": self.interrupted, "source_lost": self.source_lost,
         }
 
 
@@ -106,14 +107,14 @@ def _r(v: float | None) -> float | None:
 _Decoded = tuple[Item, np.ndarray | None, np.ndarray | None, str | None, float]
 
 
-def decode_item(item: Item, pp, keep_frame: bool) -> _Decoded:
+def decode_item(item: Item, pp, keep_frame: bool, max_pixels: int | None = None) -> _Decoded:
     """One input -> (item, preprocessed x, kept frame, skip reason, decode+preprocess ms); never raises for a bad
     file. The one per-image step of both engines (local threads here, Ray actors in runtime.engines)."""
     if item.error is not None:  # the source already knows why this input cannot be delivered
         return item, None, None, item.error, 0.0
     t = time.perf_counter()
     try:
-        bgr = item.frame if item.frame is not None else read_image(item.path)
+        bgr = item.frame if item.frame is not None else read_image(item.path, max_pixels)
         x = prepare(bgr, pp)
     except ImageReadError as exc:
         return item, None, None, str(exc), 0.0
@@ -220,7 +221,7 @@ def run_pipeline(model, source: Source, on_result: Callable[[Result], None], bat
     """
     batch = max(1, int(batch))
     workers = workers or max(1, min(4, (os.cpu_count() or 2)))
-    buf = _Buffer(queue_size or max(4, 2 * workers + batch), bool(getattr(source, "live", False)))
+    buf = _Buffer(queue_size or max(4, 2 * workers + batch), source.live)
     pp = model.preprocess
     summary = Summary(source=source.spec, kind=source.kind)
     failure: list[BaseException] = []
@@ -251,7 +252,7 @@ def run_pipeline(model, source: Source, on_result: Callable[[Result], None], bat
             entry, item = claimed
             out: _Decoded = (item, None, None, "decode worker failed", 0.0)
             try:
-                out = decode_item(item, pp, keep_frames)
+                out = decode_item(item, pp, keep_frames, source.max_pixels)
             finally:  # the consumer waits for this entry: it must be marked done whatever happened
                 buf.done(entry, out)
             del entry, item, claimed, out  # hold no frame while waiting for the next one
@@ -305,7 +306,7 @@ def run_pipeline(model, source: Source, on_result: Callable[[Result], None], bat
         summary.interrupted = True
         summary.terminated = isinstance(exc, Terminated)
     except _StopRequested:
-        source.stop_reason = "stopped by the user"
+        source.stop_reason = StopReason.BY_USER
     finally:
         buf.close()
         pending.clear()
@@ -322,9 +323,11 @@ def run_pipeline(model, source: Source, on_result: Callable[[Result], None], bat
 
 
 def stop_reason(summary: Summary, limit: int | None, source: Source) -> str | None:
-    """Why a run ended (Summary.stopped), the same words for every engine."""
+    """Why a run ended (Summary.stopped), the same words for every engine; sets Summary.source_lost too."""
     if limit is not None and summary.count >= limit:
-        return f"limit of {limit} reached"
+        return StopReason.limit(limit)
     if summary.interrupted:
-        return "terminated (SIGTERM)" if summary.terminated else "interrupted (Ctrl-C)"
+        return StopReason.TERMINATED if summary.terminated else StopReason.INTERRUPTED
+    # lost: the run ended because the camera/stream died (not at --limit or by the user, even if read-ahead saw it)
+    summary.source_lost = source.lost and source.stop_reason != StopReason.BY_USER
     return source.stop_reason

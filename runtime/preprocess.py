@@ -42,10 +42,11 @@ def quiet_opencv():
     return cv2
 
 
-def decode(data: bytes | np.ndarray) -> np.ndarray:
-    """Encoded image bytes -> BGR uint8 HxWx3, or ImageReadError saying why (the shared check runs first)."""
+def decode(data: bytes | np.ndarray, max_pixels: int | None = None) -> np.ndarray:
+    """Encoded image bytes -> BGR uint8 HxWx3, or ImageReadError saying why (the shared check runs first,
+    with `max_pixels` or the environment's limit)."""
     data = data.tobytes() if isinstance(data, np.ndarray) else bytes(data)
-    check_bytes(data)
+    check_bytes(data, max_pixels)
     return _decode_checked(data)
 
 
@@ -61,11 +62,12 @@ def _decode_checked(data: bytes) -> np.ndarray:
     return to_bgr8(img)
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     """Decode any image file to BGR uint8 HxWx3: EXIF orientation applied; gray, RGBA, palette, 16-bit converted.
 
-    ImageReadError (short reason) for anything the pre-decode check refuses or OpenCV cannot decode."""
-    return _decode_checked(check_file(path))
+    ImageReadError (short reason) for anything the pre-decode check refuses (more than `max_pixels`, else
+    the environment's limit) or OpenCV cannot decode."""
+    return _decode_checked(check_file(path, max_pixels))
 
 
 def to_bgr8(img: np.ndarray) -> np.ndarray:
@@ -108,17 +110,18 @@ def normalize(x: np.ndarray, pp: Preprocess) -> np.ndarray:
     return x
 
 
-def load_image(path: str | Path, pp: Preprocess) -> np.ndarray:
+def load_image(path: str | Path, pp: Preprocess, max_pixels: int | None = None) -> np.ndarray:
     """read_image + prepare: float32 HxWx3 ready for Model.predict (after stacking)."""
-    return prepare(read_image(path), pp)
+    return prepare(read_image(path, max_pixels), pp)
 
 
-def load_batch(paths, pp: Preprocess) -> tuple[np.ndarray, list[str], list[tuple[str, str]]]:
+def load_batch(paths, pp: Preprocess, max_pixels: int | None = None) -> tuple[np.ndarray, list[str],
+                                                                            list[tuple[str, str]]]:
     """Stack the readable images; return (batch NHWC, used paths, skipped [(path, why)])."""
     arrays, used, skipped = [], [], []
     for p in paths:
         try:
-            arrays.append(load_image(p, pp))
+            arrays.append(load_image(p, pp, max_pixels))
             used.append(str(p))
         except ImageReadError as exc:
             skipped.append((str(p), str(exc)))

@@ -39,14 +39,41 @@ class Item:
     error: str | None = None  # why this input cannot be delivered: skip it with this reason
 
 
-class Source:
-    kind = "source"
-    is_stream = False  # frames from a capture: --save writes a video
+class StopReason:
+    """The words Summary.stopped uses for why a run ended (a source sets its own on `stop_reason`)."""
 
-    def __init__(self, spec: str) -> None:
+    END_OF_VIDEO = "end of video"
+    BY_USER = "stopped by the user"
+    INTERRUPTED = "interrupted (Ctrl-C)"
+    TERMINATED = "terminated (SIGTERM)"
+
+    @staticmethod
+    def limit(n: int) -> str:
+        return f"limit of {n} reached"
+
+
+class Source:
+    """What the pipeline reads: Items in order, plus the state the pipeline and the CLI read.
+
+    kind: what the spec turned out to be ("folder", "camera", ...). is_stream: frames from a capture
+    (--save writes a video). live: frames arrive in real time (a full buffer drops the oldest instead
+    of waiting). stop_reason: why iteration ended, when it says more than "the inputs ran out". lost:
+    the camera/stream stopped delivering frames (gave up after its retries). max_pixels: the image
+    check's pixel limit for this source's inputs (None: EDGEPROOF_MAX_IMAGE_PIXELS or 100 MP).
+    excluded: inputs left out by the `exclude` filter the source was opened with.
+    """
+
+    kind: str = "source"
+    is_stream: bool = False
+    live: bool = False
+
+    def __init__(self, spec: str, max_pixels: int | None = None) -> None:
         self.spec = spec
         self.stop_reason: str | None = None
+        self.lost = False
         self.fps: float | None = None
+        self.max_pixels = max_pixels
+        self.excluded: list[Path] = []
 
     def __iter__(self) -> Iterator[Item]:
         raise NotImplementedError
@@ -59,9 +86,13 @@ class FileSource(Source):
     """A fixed list of paths (single image, folder, glob or list file); video files among them give their frames."""
 
     def __init__(self, spec: str, kind: str, paths: list[Path], capture_factory: Callable[[Any], Any] | None = None,
-                 errors: dict[Path, str] | None = None) -> None:
-        super().__init__(spec)
+                 errors: dict[Path, str] | None = None, max_pixels: int | None = None,
+                 exclude: Callable[[Path], bool] | None = None) -> None:
+        super().__init__(spec, max_pixels)
         self.kind = kind
+        if exclude is not None:  # e.g. an earlier --save's outputs in the input folder: not inputs
+            self.excluded = [p for p in paths if exclude(p)]
+            paths = [p for p in paths if not exclude(p)] if self.excluded else paths
         self.paths = paths
         self.capture_factory = capture_factory
         self.errors = errors or {}  # path -> reason known up front (an unlistable subfolder)
@@ -87,7 +118,7 @@ class FileSource(Source):
         from edgeproof.runtime.image_check import VIDEO_UNOPENED
 
         try:
-            video = CaptureSource(str(path), "video", str(path), self.capture_factory)
+            video = CaptureSource(str(path), "video", str(path), self.capture_factory, max_pixels=self.max_pixels)
         except EdgeproofError as exc:
             yield Item(start, str(path), path=path, error=getattr(exc, "reason", VIDEO_UNOPENED))
             return
@@ -109,7 +140,6 @@ class _GrabLoop(Source):
         super().__init__(spec)
         self.retries, self.backoff, self.max_backoff, self.sleep = retries, backoff, max_backoff, sleep
         self.retried = 0  # total failed grabs that were retried
-        self.lost = False  # gave up after `retries` failed grabs: the camera/stream stopped delivering frames
 
     def _grab(self) -> np.ndarray | None:
         raise NotImplementedError
@@ -123,7 +153,7 @@ class _GrabLoop(Source):
             frame = self._grab()
             if frame is None:
                 if not self.live:
-                    self.stop_reason = self.stop_reason or "end of video"
+                    self.stop_reason = self.stop_reason or StopReason.END_OF_VIDEO
                     return
                 fails, delay, last = 0, self.backoff, 0.0
                 while frame is None and fails < self.retries:
@@ -143,9 +173,8 @@ class _GrabLoop(Source):
 
 
 def default_capture(target: int | str):
-    # FFmpeg's own log lines ('moov atom not found', '[tcp @ 0x..] Connection refused') duplicate the one
-    # clear error raised when the capture does not open; a user's own setting wins.
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    """cv2.VideoCapture(target). FFmpeg's own log lines are the process owner's to silence (the CLI sets
+    OPENCV_FFMPEG_LOGLEVEL at start-up): the library writes no environment variables."""
     from edgeproof.runtime.preprocess import quiet_opencv
 
     return quiet_opencv().VideoCapture(target)
@@ -155,8 +184,9 @@ class CaptureSource(_GrabLoop):
     """cv2.VideoCapture (or an injected object with isOpened/read/release/get): video, camera, device, URL."""
 
     def __init__(self, spec: str, kind: str, target: int | str, factory: Callable[[Any], Any] | None = None,
-                 **retry) -> None:
+                 max_pixels: int | None = None, **retry) -> None:
         super().__init__(spec, **retry)
+        self.max_pixels = max_pixels
         self.kind, self.target = kind, target
         self.factory = factory or default_capture
         # A video file (also as a file:// URL) ends at its last frame; cameras and streams are retried.
@@ -177,11 +207,11 @@ class CaptureSource(_GrabLoop):
         except Exception:
             self.fps = None
 
-    def _checked(self, check: Callable[[Any], None], arg: Any) -> None:
+    def _checked(self, check: Callable[[Any, int | None], None], arg: Any) -> None:
         from edgeproof.runtime.image_check import ImageReadError
 
         try:
-            check(arg)
+            check(arg, self.max_pixels)
         except ImageReadError as exc:
             self.close()
             error = EdgeproofError(f"cannot read video file '{self.spec}': {exc}; set a higher limit with "
@@ -303,37 +333,42 @@ def _list_file(path: Path) -> list[Path]:
 
 
 def open_source(spec: str | int, capture_factory: Callable[[Any], Any] | None = None,
-                picam_factory: Callable[[], Any] | None = None, **retry) -> Source:
-    """What `--source` means, in this order: picam, camera index, /dev/video*, URL, folder, file, glob."""
+                picam_factory: Callable[[], Any] | None = None, max_pixels: int | None = None,
+                exclude: Callable[[Path], bool] | None = None, **retry) -> Source:
+    """What `--source` means, in this order: picam, camera index, /dev/video*, URL, folder, file, glob.
+
+    max_pixels: the pixel limit of the image/video checks (None: the environment's); exclude: paths of a
+    folder/glob/list/image source to leave out (listed on `source.excluded`)."""
     spec = str(spec)
+    files = {"max_pixels": max_pixels, "exclude": exclude}
     if spec.lower() == "picam":
         return PicamSource(spec, picam_factory, **retry)
     if spec.isdigit():
-        return CaptureSource(spec, "camera", int(spec), capture_factory, **retry)
+        return CaptureSource(spec, "camera", int(spec), capture_factory, max_pixels, **retry)
     if spec.startswith("/dev/video"):
         if capture_factory is None and not Path(spec).exists():
             raise EdgeproofError(f"camera device {spec} does not exist; list cameras with: ls /dev/video*")
-        return CaptureSource(spec, "device", spec, capture_factory, **retry)
+        return CaptureSource(spec, "device", spec, capture_factory, max_pixels, **retry)
     if URL_RE.match(spec):
-        return CaptureSource(spec, "stream", spec, capture_factory, **retry)
+        return CaptureSource(spec, "stream", spec, capture_factory, max_pixels, **retry)
     path = Path(spec).expanduser()
     if path.is_dir():
         paths, errors = _folder_inputs(path)
         if not paths:
             raise UsageError(f"folder '{spec}' holds no images or videos ({', '.join(sorted(IMAGE_EXTS)[:6])}, ...)")
-        return FileSource(spec, "folder", paths, capture_factory, errors)
+        return FileSource(spec, "folder", paths, capture_factory, errors, **files)
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix in VIDEO_EXTS:
-            return CaptureSource(spec, "video", str(path), capture_factory, **retry)
+            return CaptureSource(spec, "video", str(path), capture_factory, max_pixels, **retry)
         if suffix in LIST_EXTS:
             paths = _list_file(path)
             if not paths:
                 raise UsageError(f"list file '{spec}' names no images; give one image path per line")
-            return FileSource(spec, "list", paths, capture_factory)
-        return FileSource(spec, "image", [path])
+            return FileSource(spec, "list", paths, capture_factory, **files)
+        return FileSource(spec, "image", [path], **files)
     if os.path.lexists(path):  # a FIFO, a device, a symlink loop or a dangling link: skipped with the reason
-        return FileSource(spec, "image", [path])
+        return FileSource(spec, "image", [path], **files)
     if any(c in spec for c in "*?["):
         # files, and anything else named like an image (a directory, a FIFO, a symlink loop): skipped
         # with its reason rather than silently
@@ -341,6 +376,6 @@ def open_source(spec: str | int, capture_factory: Callable[[Any], Any] | None = 
                        if Path(p).is_file() or _wanted(Path(p)))
         if not paths:
             raise UsageError(f"glob '{spec}' matches no files")
-        return FileSource(spec, "glob", paths, capture_factory)
+        return FileSource(spec, "glob", paths, capture_factory, **files)
     raise UsageError(f"source '{spec}' not found: not a file, folder, glob match, camera index (0), "
                      "/dev/videoN, stream URL (rtsp://, http://) or 'picam'")

@@ -49,7 +49,7 @@ def gif_canvas(data: bytes) -> tuple[int, int]:
     return w, h
 
 
-def check_video_file(path: str) -> None:
+def check_video_file(path: str, limit: int | None = None) -> None:
     """ImageReadError (the skip reason) when a video file's header declares frames over the pixel limit."""
     try:
         st = os.stat(path)
@@ -60,25 +60,25 @@ def check_video_file(path: str) -> None:
     with open(path, "rb") as f:
         head = f.read(_HEAD)
     if head[:6] in (b"GIF87a", b"GIF89a"):
-        data = read_bytes(path) if len(head) == _HEAD else head  # bounded by the pixel limit's file size
-        limit = max_pixels()
+        data = read_bytes(path, limit) if len(head) == _HEAD else head  # bounded by the limit's file size
+        pixels = max_pixels(limit)
         w, h = gif_canvas(data)
-        if w * h > limit:
-            raise ImageReadError(too_large(limit))
+        if w * h > pixels:
+            raise ImageReadError(too_large(pixels))
         return
     try:
-        check_bytes(head)  # an image signature under a video name: its header is checked as an image
+        check_bytes(head, limit)  # an image signature under a video name: its header is checked as an image
     except ImageReadError as exc:
         if str(exc).startswith("image too large"):
             raise
 
 
-def check_capture_size(cap) -> None:
+def check_capture_size(cap, limit: int | None = None) -> None:
     """ImageReadError when an opened capture reports a frame size over the pixel limit."""
     try:
         w, h = int(cap.get(3)), int(cap.get(4))  # CAP_PROP_FRAME_WIDTH, CAP_PROP_FRAME_HEIGHT
     except Exception:  # an injected capture without get(): nothing reported, nothing to check
         return
-    limit = max_pixels()
-    if w > 0 and h > 0 and w * h > limit:
-        raise ImageReadError(too_large(limit))
+    pixels = max_pixels(limit)
+    if w > 0 and h > 0 and w * h > pixels:
+        raise ImageReadError(too_large(pixels))

@@ -41,9 +41,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(args: argparse.Namespace) -> int:
     """Run the parsed subcommand with the library's log records shown on stderr; the exit code."""
     import logging
+    import os
 
     from edgeproof.cli.console import cli_logging
 
+    # Process-wide settings of the libraries the commands drive are the process owner's (this CLI), never
+    # the library's: FFmpeg's own log lines ('moov atom not found', '[tcp @ 0x..] Connection refused')
+    # duplicate the one clear error edgeproof reports. A user's own setting wins.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     if not getattr(args, "func", None):
         build_parser().print_help()
         return 2

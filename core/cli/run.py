@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from edgeproof.cli.contract_flags import add_contract_flags, overrides_from
 from edgeproof.errors import EdgeproofError, UsageError
 from edgeproof.formats import BACKENDS
 from edgeproof.text import printable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from edgeproof.runtime.pipeline import Summary
 
 NAME_W = 40
 SKIP_LINES = 10  # skipped inputs listed by name in the text summary (--json lists up to 100)
@@ -111,18 +115,23 @@ def _register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def set_pixel_limit(max_image_pixels: str | None) -> None:
-    """--max-image-pixels for this process (run, serve); a bad value or EDGEPROOF_MAX_IMAGE_PIXELS is one clear
-    error now, not one per image."""
+def pixel_limit(max_image_pixels: str | None) -> int:
+    """--max-image-pixels (else EDGEPROOF_MAX_IMAGE_PIXELS, else 100M) as a number, passed to the source, the
+    pipeline or the server; a bad value is one clear error now, not one per image. OpenCV's own backstop is
+    set to it when cv2 is not loaded yet (the CLI owns its process; the library never sets it per run)."""
     from edgeproof.runtime import image_check
 
+    limit = None
     if max_image_pixels is not None:
         try:
-            image_check.set_max_pixels(image_check.parse_pixels(max_image_pixels))
+            limit = image_check.parse_pixels(max_image_pixels)
         except ValueError:
             raise UsageError(f"--max-image-pixels '{max_image_pixels}' is not a pixel count; give e.g. "
                              "100000000 or 100M") from None
-    image_check.max_pixels()
+    limit = image_check.max_pixels(limit)
+    if max_image_pixels is not None:
+        image_check.set_opencv_backstop(limit)
+    return limit
 
 
 def _short(name: str, width: int = NAME_W) -> str:
@@ -157,20 +166,15 @@ def _run(args: argparse.Namespace, capture_factory=None, picam_factory=None) -> 
             raise UsageError(f"{flag} must be >= 1; got {val}")
     if not args.infer_timeout >= 0 or args.infer_timeout == float("inf"):  # also NaN
         raise UsageError(f"--infer-timeout must be a number of seconds >= 0 (0 = no limit); got {args.infer_timeout}")
-    from edgeproof.runtime import image_check
-
-    set_pixel_limit(args.max_image_pixels)
+    max_pixels = pixel_limit(args.max_image_pixels)
     from edgeproof.cli.run_ray import check_engine_flags
 
     check_engine_flags(args)
-    try:
-        return _run_checked(args, source_spec, capture_factory, picam_factory)
-    finally:
-        if args.max_image_pixels is not None:
-            image_check.set_max_pixels(None)
+    return _run_checked(args, source_spec, capture_factory, picam_factory, max_pixels)
 
 
-def _run_checked(args: argparse.Namespace, source_spec: str, capture_factory, picam_factory) -> int:
+def _run_checked(args: argparse.Namespace, source_spec: str, capture_factory, picam_factory,
+                 max_pixels: int | None = None) -> int:
     from edgeproof.runtime.model import LoadOptions, load
     from edgeproof.runtime.pipeline import run_pipeline
     from edgeproof.runtime.sources import open_source
@@ -184,8 +188,15 @@ def _run_checked(args: argparse.Namespace, source_spec: str, capture_factory, pi
     options = LoadOptions(backend=args.backend, threads=args.threads, device=args.device, delegates=args.delegate,
                           providers=args.provider, allow_fallback=args.allow_fallback,
                           overrides=overrides_from(args), verify=not args.no_verify)
-    # The source first: a missing camera is reported before any model loading.
-    source = open_source(source_spec, capture_factory=capture_factory, picam_factory=picam_factory)
+    # The source first: a missing camera is reported before any model loading. --save into the input folder:
+    # an earlier --save's outputs there are not inputs.
+    exclude = None
+    if args.save:
+        from edgeproof.runtime.annotate import saved_output_filter
+
+        exclude = saved_output_filter(args.save)
+    source = open_source(source_spec, capture_factory=capture_factory, picam_factory=picam_factory,
+                         max_pixels=max_pixels, exclude=exclude)
     if args.engine == "ray":
         from edgeproof.runtime.engines.ray_run import file_inputs
 
@@ -205,7 +216,11 @@ def _run_checked(args: argparse.Namespace, source_spec: str, capture_factory, pi
             model.close()
             source.close()
             raise
-        _skip_own_outputs(source, saver)
+        if source.excluded:
+            from edgeproof.cli.console import warn
+
+            warn(f"left out {len(source.excluded)} annotated output(s) of an earlier --save in '{saver.dir}' "
+                 f"(e.g. {source.excluded[0].name}); they are not inputs")
     out = sys.stdout
     if not args.json:
         where = (model.placement or {}).get("where", "?")
@@ -250,19 +265,17 @@ def _run_checked(args: argparse.Namespace, source_spec: str, capture_factory, pi
         if viewer is not None:
             viewer.close()
         model.close()
-    # lost: the run ended because the camera/stream died (not at --limit or by the user, even if read-ahead saw it)
-    lost = bool(getattr(source, "lost", False)) and summary.stopped == source.stop_reason
-    _report(args, summary, model, saver, lost)
-    return exit_code(summary, source_lost=lost)
+    _report(args, summary, model, saver)
+    return exit_code(summary)
 
 
-def exit_code(summary, source_lost: bool = False) -> int:
+def exit_code(summary: Summary) -> int:
     """130 interrupted (143 by SIGTERM); 2 (an error line) when nothing was processed; 4 when a live source was lost mid-run;
     3 when some inputs were skipped; else 0."""
     if summary.interrupted:
         from edgeproof.runtime.stop_signals import EXIT_TERMINATED
 
-        return EXIT_TERMINATED if getattr(summary, "terminated", False) else 130
+        return EXIT_TERMINATED if summary.terminated else 130
     if summary.count == 0:
         if summary.skipped_total:
             name, why = summary.skipped[0]
@@ -270,7 +283,7 @@ def exit_code(summary, source_lost: bool = False) -> int:
                                  f"{why}); see the reasons in the summary above")
         why = f" ({summary.stopped})" if summary.stopped else ""
         raise EdgeproofError(f"nothing was processed from '{summary.source}'{why}")
-    if source_lost:
+    if summary.source_lost:
         return EXIT_SOURCE_LOST
     return EXIT_SKIPPED if summary.skipped_total else 0
 
@@ -295,23 +308,8 @@ def _watchdog(seconds: float, model):
     return Watchdog(seconds, on_timeout)
 
 
-def _skip_own_outputs(source, saver) -> None:
-    """--save into the input folder: leave out what an earlier --save wrote there (not inputs, not skips)."""
-    paths = getattr(source, "paths", None)
-    if not paths:
-        return
-    ours = [p for p in paths if saver.is_output(p)]
-    if ours:
-        from edgeproof.cli.console import warn
-
-        source.paths = [p for p in paths if not saver.is_output(p)]
-        warn(f"left out {len(ours)} annotated output(s) of an earlier --save in '{saver.dir}' "
-             f"(e.g. {ours[0].name}); they are not inputs")
-
-
-def _report(args, summary, model, saver, source_lost: bool = False, engine: dict | None = None) -> None:
+def _report(args, summary: Summary, model, saver, engine: dict | None = None) -> None:
     d = summary.to_dict()
-    d["source_lost"] = source_lost
     if engine is not None:
         d["engine"] = engine
     if args.json:
@@ -328,7 +326,9 @@ def _report(args, summary, model, saver, source_lost: bool = False, engine: dict
     pre = f"{d['p50_preprocess_ms']:.2f} ms" if d["p50_preprocess_ms"] is not None else "-"
     lines = [(f"summary: {d['count']} input(s) in {d['seconds']:.3f} s ({d['fps']:.1f} FPS); "
               f"p50 inference {p50}/image, p50 decode+preprocess {pre}")]
-    if summary.stopped and summary.stopped != "end of video":
+    from edgeproof.runtime.sources import StopReason
+
+    if summary.stopped and summary.stopped != StopReason.END_OF_VIDEO:
         lines.append(f"stopped: {summary.stopped}")
     if summary.skipped_total:
         reasons = ", ".join(f"{why}: {n}" for why, n in d["skipped_by_reason"].items())

@@ -82,6 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def config_from(args: argparse.Namespace):
+    from edgeproof.cli.run import pixel_limit
     from edgeproof.runtime.serve.config import ServeConfig, parse_bytes, read_key
 
     try:
@@ -94,7 +95,8 @@ def config_from(args: argparse.Namespace):
                        insecure_no_auth=args.insecure_no_auth, max_body=max_body, max_batch=args.max_batch,
                        batch_timeout_ms=args.batch_timeout_ms, workers=args.workers, max_queue=args.max_queue,
                        decode_threads=args.decode_threads, infer_timeout=args.infer_timeout, cors=list(args.cors),
-                       top_k=args.top_k, name=args.name, access_log=args.access_log)
+                       top_k=args.top_k, name=args.name, access_log=args.access_log,
+                       max_pixels=pixel_limit(args.max_image_pixels))
 
 
 def _announce(started, config) -> None:
@@ -117,13 +119,11 @@ def serve(args: argparse.Namespace) -> int:
     import os
 
     from edgeproof.cli.contract_flags import overrides_from
-    from edgeproof.cli.run import set_pixel_limit
     from edgeproof.runtime.serve.server import require_extra
     from edgeproof.runtime.serve.server import serve as run_server
 
     require_extra()
     config = config_from(args)
-    set_pixel_limit(args.max_image_pixels)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("edgeproof serve: %(levelname)s: %(message)s"))
     logger = logging.getLogger("edgeproof.runtime.serve")

@@ -31,7 +31,7 @@ import numpy as np
 
 from edgeproof.errors import UsageError
 from edgeproof.runtime.pipeline import Result, Summary, decode_item, stop_reason
-from edgeproof.runtime.sources import FileSource, Source
+from edgeproof.runtime.sources import FileSource, Source, StopReason
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +76,7 @@ class ClassifyBatch:
     One input row is one path; a video file gives one output row per frame (as locally)."""
 
     def __init__(self, spec: LoadSpec, top_k: int, batch: int, max_pixels: int, infer_timeout: float) -> None:
-        from edgeproof.runtime import image_check
-
-        image_check.set_max_pixels(max_pixels)  # the driver's limit (flag or env), not this node's env
+        self.max_pixels = max_pixels  # the driver's limit (flag or env), not this node's env
         self.model = spec.load()
         self.top_k, self.batch = top_k, max(1, batch)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -91,9 +89,10 @@ class ClassifyBatch:
         pp = self.model.preprocess
         for seq, path, error in zip(rows["seq"], rows["path"], rows["error"]):
             p = Path(str(path))
-            source = FileSource(str(path), "folder", [p], errors={p: str(error)} if error else None)
+            source = FileSource(str(path), "folder", [p], errors={p: str(error)} if error else None,
+                                max_pixels=self.max_pixels)
             for item in source:  # the image itself, or each frame of a video, or the known error
-                item, x, _, why, ms = decode_item(item, pp, False)
+                item, x, _, why, ms = decode_item(item, pp, False, self.max_pixels)
                 if why is None:
                     ready.append((len(names), x))
                 names.append(item.name)
@@ -178,7 +177,7 @@ def run_on_ray(spec: LoadSpec, source: FileSource, on_result: Callable[[Result],
         actors = max(1, min(actors, math.ceil(len(rows) / ROWS_PER_TASK)))
         ds = map_on_actors(ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / ROWS_PER_TASK)),
                            ClassifyBatch, actors, cpus_per_actor,
-                           {"spec": spec, "top_k": top_k, "batch": batch, "max_pixels": image_check.max_pixels(),
+                           {"spec": spec, "top_k": top_k, "batch": batch, "max_pixels": image_check.max_pixels(source.max_pixels),
                             "infer_timeout": infer_timeout})
         t0 = time.perf_counter()
         batches = ds.iter_batches(batch_size=None, batch_format="numpy")
@@ -203,7 +202,7 @@ def run_on_ray(spec: LoadSpec, source: FileSource, on_result: Callable[[Result],
                         stats.count += 1
                         result = Result(index, name, top, np.frombuffer(out["scores"][j], np.float32), ms)
                         if on_result(result) is False:
-                            source.stop_reason = "stopped by the user"
+                            source.stop_reason = StopReason.BY_USER
                             raise _LimitReached
                     index += 1
         except _LimitReached:

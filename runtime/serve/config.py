@@ -90,6 +90,7 @@ class ServeConfig:
     name: str | None = None  # the OIP model name (default: from the file name)
     access_log: bool = False
     graceful_timeout: float = 30.0
+    max_pixels: int | None = None  # images declaring more pixels are refused (400); None: the environment's limit
 
     def __post_init__(self) -> None:
         checks = (("--port", self.port, 0, 65535), ("--max-batch", self.max_batch, 1, 1024),

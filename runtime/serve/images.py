@@ -28,18 +28,18 @@ class BadImage(Exception):
         self.which, self.reason = which, reason
 
 
-def prepare_bytes(data: bytes, pp: Preprocess) -> np.ndarray:
+def prepare_bytes(data: bytes, pp: Preprocess, max_pixels: int | None = None) -> np.ndarray:
     """Encoded image -> float32 HxWx3 in model-input space; ImageReadError with the runtime's reason."""
     from edgeproof.runtime.preprocess import decode, prepare
 
-    return prepare(decode(data), pp)
+    return prepare(decode(data, max_pixels), pp)
 
 
-def prepare_all(items: list[tuple[str, bytes]], pp: Preprocess) -> np.ndarray:
+def prepare_all(items: list[tuple[str, bytes]], pp: Preprocess, max_pixels: int | None = None) -> np.ndarray:
     arrays = []
     for which, data in items:
         try:
-            arrays.append(prepare_bytes(data, pp))
+            arrays.append(prepare_bytes(data, pp, max_pixels))
         except ImageReadError as exc:
             raise BadImage(which, str(exc)) from None
     return np.stack(arrays)

@@ -46,7 +46,8 @@ class Service:
     async def classify(self, items: list[tuple[str, bytes]]) -> Result:
         """Encoded images -> probabilities: decoded and checked in the pool, then batched."""
         pp = self.model.preprocess
-        return await self._call(self.engine.infer_from(len(items), lambda: prepare_all(items, pp), self.pool))
+        limit = self.config.max_pixels
+        return await self._call(self.engine.infer_from(len(items), lambda: prepare_all(items, pp, limit), self.pool))
 
     async def infer(self, x) -> Result:
         """A float32 batch already in model-input space -> probabilities."""
