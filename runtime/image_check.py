@@ -49,6 +49,8 @@ TRUNCATED = "truncated image"
 CORRUPT = "corrupt image"
 OPENCV_TOO_LARGE = "image too large (over OPENCV_IO_MAX_IMAGE_PIXELS)"
 VIDEO_UNOPENED = "cannot open video (unsupported codec or corrupt file)"
+VIDEO_EMPTY = "video has no frames"
+FLOAT_TIFF = "unsupported image format (1-channel floating-point TIFF)"
 
 
 class ImageReadError(Exception):
@@ -278,12 +280,14 @@ def _tiff(d: bytes) -> tuple[int, int] | None:
         dims = {}
         for i in range(min(count, 256)):
             tag, typ = struct.unpack_from(e + "HH", d, ifd + 2 + 12 * i)
-            if tag in (256, 257):
+            if tag in (256, 257, 277, 339):  # width, height, samples per pixel, sample format
                 fmt = e + ("H" if typ == 3 else "I")
                 dims[tag] = struct.unpack_from(fmt, d, ifd + 2 + 12 * i + 8)[0]
     except struct.error:
         raise ImageReadError(TRUNCATED) from None
-    return (dims[256], dims[257]) if len(dims) == 2 else None
+    if dims.get(339) == 3 and dims.get(277, 1) == 1:  # OpenCV fails on these with an [ERROR] line
+        raise ImageReadError(FLOAT_TIFF)
+    return (dims[256], dims[257]) if 256 in dims and 257 in dims else None
 
 
 _PNM = re.compile(rb"P[1-6](?:\s|#[^\n]*\n)+(\d+)(?:\s|#[^\n]*\n)+(\d+)")

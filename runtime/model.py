@@ -27,6 +27,7 @@ from edgeproof.runtime.model_check import (
     preflight,
 )
 from edgeproof.runtime.options import OVERRIDE_KEYS, LoadOptions, normalize_overrides
+from edgeproof.runtime.output_check import check_outputs, looks_like_probabilities
 
 __all__ = ["OVERRIDE_KEYS", "LoadOptions", "Model", "apply_overrides", "load", "read_labels", "synthesize_meta"]
 _QRANGE = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
@@ -144,6 +145,7 @@ class Model:
         self._q_out = (np.float32(o.scale), np.float32(o.zero_point or 0)) if o.dtype in _QRANGE and o.scale else None
         self._softmax: bool | None = {"logits": True, "probabilities": False}.get(meta.output_kind)
         self._binary: str | None = meta.output_kind if meta.output_kind in BINARY_HEADS else None
+        self._probs_checked = False
 
     @property
     def labels(self) -> list[str]:
@@ -196,7 +198,13 @@ class Model:
         elif out.dtype != np.float32:
             out = out.astype(np.float32)
         if out.ndim != 2:
+            if any(d > 1 for d in out.shape[1:-1]):  # a dynamic shape that turned out to be a feature map
+                raise UsageError(f"'{self.path.name}' output has shape {list(out.shape)}: a feature map, not class "
+                                 "scores [N, classes]; use a classifier, or export up to its logits")
             out = out.reshape(n, -1)
+        if self._softmax is False and not self._probs_checked and np.isfinite(out).all():  # said probabilities: are they?
+            self._probs_checked = True
+            self._softmax = not looks_like_probabilities(self.path, out)
         if self._binary is None and self._softmax is None and out.shape[1] == 1:  # metadata-less, one unit
             self._binary = "sigmoid" if 0 <= out.min() and out.max() <= 1 else "sigmoid-logit"
         if self._binary is not None:  # one unit p = P(class 1) -> [1 - p, p]
@@ -370,6 +378,7 @@ def load(path: str | Path, backend: str | None = None, threads: int | None = Non
                 and len(meta.labels) != n_out:
             raise UsageError(f"--labels gives {len(meta.labels)} label(s) but '{path.name}' outputs {n_out} "
                              f"classes; give a labels file with {n_out} lines, one per class in output order")
+        check_outputs(path, be, meta)
         _check_used_shapes(path, family, be, meta)
     except BaseException:
         be.close()

@@ -122,11 +122,17 @@ class FileSource(Source):
         except EdgeproofError as exc:
             yield Item(start, str(path), path=path, error=getattr(exc, "reason", VIDEO_UNOPENED))
             return
+        frames = 0
         try:
             for k, item in enumerate(video):
+                frames += 1
                 yield Item(start + k, item.name, frame=item.frame)
         finally:
             video.close()
+        if not frames:  # opened, but not one frame: counted as skipped, never silently nothing
+            from edgeproof.runtime.image_check import VIDEO_EMPTY
+
+            yield Item(start, str(path), path=path, error=VIDEO_EMPTY)
 
 
 class _GrabLoop(Source):
@@ -176,8 +182,15 @@ def default_capture(target: int | str):
     """cv2.VideoCapture(target). FFmpeg's own log lines are the process owner's to silence (the CLI sets
     OPENCV_FFMPEG_LOGLEVEL at start-up): the library writes no environment variables."""
     from edgeproof.runtime.preprocess import quiet_opencv
+    from edgeproof.stderr_filter import filtered_stderr
 
-    return quiet_opencv().VideoCapture(target)
+    cv2 = quiet_opencv()
+    if isinstance(target, int):
+        return cv2.VideoCapture(target)
+    # OpenCV's own AVI reader prints 'Unexpected element. Expected: LIST. Got: <raw bytes>' on fd 2 for a
+    # damaged file: the one clear error raised when the capture does not open says it instead.
+    with filtered_stderr(lambda line: False):
+        return cv2.VideoCapture(target)
 
 
 class CaptureSource(_GrabLoop):

@@ -13,13 +13,12 @@ from edgeproof.cli.main import run_cli
 cv2 = pytest.importorskip("cv2")
 pytest.importorskip("onnxruntime")
 
+from _errors import one_error_line
 from _runtime_models import color_onnx, solid
 
 
-def _one_error_line(err: str) -> str:
-    lines = [ln for ln in err.strip().splitlines() if ln.strip() and not ln.startswith("model:")]
-    assert len(lines) == 1, err
-    return lines[0]
+def one_error_line_m(err: str) -> str:
+    return one_error_line(err, ignore_prefix="model:")
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +36,7 @@ def test_an_empty_source_is_an_error_not_the_working_directory(env, capsys, tmp_
     cv2.imwrite(str(tmp_path / "here.png"), solid("green"))
     assert run_cli(["run", env["model"], *argv[1:]]) == 2
     out, err = capsys.readouterr()
-    assert "the source is an empty string" in _one_error_line(err) and "here.png" not in out
+    assert "the source is an empty string" in one_error_line_m(err) and "here.png" not in out
 
 
 def test_threads_are_bounded_with_the_limit_and_the_core_count(env, capsys):
@@ -46,7 +45,7 @@ def test_threads_are_bounded_with_the_limit_and_the_core_count(env, capsys):
     from edgeproof.runtime.options import MAX_THREADS
 
     assert run_cli(["run", env["model"], env["image"], "--threads", "10000"]) == 2
-    line = _one_error_line(capsys.readouterr().err)
+    line = one_error_line_m(capsys.readouterr().err)
     assert f"at most {MAX_THREADS} (this machine has {os.cpu_count()} core(s)" in line and "got 10000" in line
 
 
@@ -54,9 +53,9 @@ def test_an_accelerator_flag_of_the_wrong_kind_is_an_error(env, tmp_path, capsys
     tflite = tmp_path / "m.tflite"
     tflite.write_bytes(b"never opened: the flags are checked first")
     assert run_cli(["run", str(tflite), env["image"], "--provider", "CUDAExecutionProvider"]) == 2
-    assert "runs on backend 'litert'" in _one_error_line(capsys.readouterr().err)
+    assert "runs on backend 'litert'" in one_error_line_m(capsys.readouterr().err)
     assert run_cli(["run", env["model"], env["image"], "--delegate", "libedgetpu.so.1"]) == 2
-    assert "runs on backend 'onnxruntime'" in _one_error_line(capsys.readouterr().err)
+    assert "runs on backend 'onnxruntime'" in one_error_line_m(capsys.readouterr().err)
 
 
 def test_train_refuses_a_negative_seed():
@@ -96,7 +95,7 @@ def test_bench_checks_its_output_folder_before_measuring(env, tmp_path, capsys, 
     out = {"file": tmp_path / "f", "below-file": tmp_path / "f" / "sub", "sys": "/sys/edgeproof-bench"}[where]
     monkeypatch.setattr(runner, "run_specs", lambda *a, **k: pytest.fail("measured before checking -o"))
     assert run_cli(_bench(env, "-o", str(out))) == 2
-    assert why in _one_error_line(capsys.readouterr().err)
+    assert why in one_error_line_m(capsys.readouterr().err)
 
 
 def test_parity_checks_its_output_folder_before_the_work(env, tmp_path, capsys):
@@ -109,10 +108,10 @@ def test_parity_checks_its_output_folder_before_the_work(env, tmp_path, capsys):
                                                 "splits": {"test": [[env["image"], 0]]}}))
     color_onnx(run / "artifacts" / "model.onnx-fp32.onnx")
     assert run_cli(["parity", str(run), "-o", "/sys/edgeproof-parity"]) == 2
-    assert "cannot write there (Operation not permitted)" in _one_error_line(capsys.readouterr().err)
+    assert "cannot write there (Operation not permitted)" in one_error_line_m(capsys.readouterr().err)
     (tmp_path / "f").write_text("a file")
     assert run_cli(["parity", str(run), "-o", str(tmp_path / "f")]) == 2
-    assert "is a file" in _one_error_line(capsys.readouterr().err)
+    assert "is a file" in one_error_line_m(capsys.readouterr().err)
 
 
 def test_a_requested_keras_baseline_that_cannot_run_is_a_non_zero_exit(env, tmp_path, capsys, monkeypatch):

@@ -7,15 +7,10 @@ import json
 import shutil
 
 import pytest
+from _errors import one_error_line
 
 from edgeproof.cli.main import run_cli
 from edgeproof.parity.runner import label_mismatch
-
-
-def _one_error_line(err: str) -> str:
-    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 @pytest.fixture
@@ -39,7 +34,7 @@ def test_a_permuted_labels_txt_is_refused_by_convert_and_parity(fake_run, tmp_pa
     (fake_run / "labels.txt").write_text("square\ncircle\ntriangle\n")
     for argv in _both(fake_run, tmp_path):
         assert run_cli(argv) == 2
-        line = _one_error_line(capsys.readouterr().err)
+        line = one_error_line(capsys.readouterr().err)
         assert 'line 1 is "square" but class 0 is "circle"' in line and "restore it" in line
     assert not (tmp_path / "out").exists()
 
@@ -56,7 +51,7 @@ def test_a_malformed_split_json_is_one_line_in_convert_and_parity(fake_run, tmp_
     (fake_run / "split.json").write_text(text)
     for argv in _both(fake_run, tmp_path):
         assert run_cli(argv) == 2
-        line = _one_error_line(capsys.readouterr().err)
+        line = one_error_line(capsys.readouterr().err)
         assert "is not a valid split.json" in line and why in line
 
 
@@ -64,7 +59,7 @@ def test_a_binary_labels_txt_is_one_line_in_convert_and_parity(fake_run, tmp_pat
     (fake_run / "labels.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe")
     for argv in _both(fake_run, tmp_path):
         assert run_cli(argv) == 2
-        assert "is not UTF-8 text (byte" in _one_error_line(capsys.readouterr().err)
+        assert "is not UTF-8 text (byte" in one_error_line(capsys.readouterr().err)
 
 
 def test_run_labels_pointing_at_a_binary_file_is_one_line(tmp_path, capsys):
@@ -77,7 +72,7 @@ def test_run_labels_pointing_at_a_binary_file_is_one_line(tmp_path, capsys):
     for content, why in ((b"\xff\xd8\xff\xe0 jpeg bytes", "is not UTF-8 text"), (b"a\x00b\nc\n", "holds NUL bytes")):
         (tmp_path / "labels.bin").write_bytes(content)
         assert run_cli(["run", str(model), str(tmp_path / "x.png"), "--labels", str(tmp_path / "labels.bin")]) == 2
-        assert why in _one_error_line(capsys.readouterr().err)
+        assert why in one_error_line(capsys.readouterr().err)
 
 
 def test_label_mismatch_names_the_first_difference():

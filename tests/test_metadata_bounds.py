@@ -15,14 +15,9 @@ from edgeproof.runtime.metadata import MAX_METADATA_BYTES, read_metadata
 cv2 = pytest.importorskip("cv2")
 pytest.importorskip("onnxruntime")
 
+from _errors import one_error_line
 from _raw_meta import onnx_with_meta
 from _runtime_models import solid
-
-
-def _one_error_line(err: str) -> str:
-    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def _fake_tflite(path, member: bytes):
@@ -64,8 +59,8 @@ def image(tmp_path_factory):
 def test_invalid_metadata_is_one_line_exit_2_in_run_and_inspect(tmp_path, image, capsys, edit, pp_edit, reason):
     path = onnx_with_meta(tmp_path / "m.onnx", edit, pp_edit)
     assert run_cli(["run", str(path), image]) == 2
-    line = _one_error_line(capsys.readouterr().err)
+    line = one_error_line(capsys.readouterr().err)
     assert reason in line and "m.onnx" in line and "re-convert" in line
     assert run_cli(["inspect", str(path), "--no-load"]) == 2
     out, err = capsys.readouterr()
-    assert "metadata: embedded but damaged" in out and reason in _one_error_line(err)
+    assert "metadata: embedded but damaged" in out and reason in one_error_line(err)

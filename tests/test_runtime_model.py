@@ -140,7 +140,7 @@ def test_quantized_io_math_and_nchw_and_looping():
             return out.reshape(x.shape[0], 1, 3)
 
     in_spec = TensorSpec("x", [1, 3, 2, 2], "int8", scale=0.5, zero_point=-10)
-    out_spec = TensorSpec("y", [1, 3], "int8", scale=0.25, zero_point=-128)
+    out_spec = TensorSpec("y", [1, 3], "int8", scale=1 / 256, zero_point=-128)
     meta = ArtifactMeta(labels=["a", "b", "c"], preprocess=Preprocess(2, 2, layout="NCHW"))
     be = Fake(in_spec, out_spec, batch_ok=True)  # claims batching, then refuses: Model falls back to a loop
     m = Model(Path("fake.tflite"), be, meta)
@@ -150,7 +150,7 @@ def test_quantized_io_math_and_nchw_and_looping():
     assert len(be.seen) == 2 and all(s.shape == (1, 3, 2, 2) and s.dtype == np.int8 for s in be.seen)
     expect = np.clip(np.rint(x / 0.5 - 10), -128, 127).astype(np.int8).transpose(0, 3, 1, 2)
     np.testing.assert_array_equal(np.concatenate(be.seen), expect)
-    np.testing.assert_allclose(p, np.tile([[0.0, 32.0, 63.75]], (2, 1)))  # dequantized, probabilities kept
+    np.testing.assert_allclose(p, np.tile([[0.0, 0.5, 255 / 256]], (2, 1)))  # dequantized, probabilities kept
     m.predict(x)  # second call: loops directly (batch_ok is now False)
     assert len(be.seen) == 4 and not be.batch_ok
     with pytest.raises(UsageError, match=r"\(N, 2, 2, 3\)"):

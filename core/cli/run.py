@@ -194,7 +194,7 @@ def _run_checked(args: argparse.Namespace, source_spec: str, capture_factory, pi
     if args.save:
         from edgeproof.runtime.annotate import saved_output_filter
 
-        exclude = saved_output_filter(args.save)
+        exclude = saved_output_filter(args.save, source_spec)
     source = open_source(source_spec, capture_factory=capture_factory, picam_factory=picam_factory,
                          max_pixels=max_pixels, exclude=exclude)
     if args.engine == "ray":

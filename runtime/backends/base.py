@@ -165,6 +165,14 @@ class Backend(ABC):
 
         return read_metadata(self.path)
 
+    def output_names(self) -> list[str]:
+        """Every output's name, in order (backends that read only the first report just it)."""
+        return [self.output_spec.name] if getattr(self, "output_spec", None) is not None else []
+
+    def select_output(self, name: str) -> bool:
+        """Use the output called `name` instead of the first; False when this backend cannot."""
+        return False
+
     def cancel(self) -> bool:
         """Ask a run() in progress (in another thread) to stop; False when this runtime cannot be interrupted."""
         return False

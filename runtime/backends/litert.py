@@ -112,6 +112,13 @@ class LiteRTBackend(Backend):
                 it.allocate_tensors()
             except (ValueError, RuntimeError) as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                if "Select TensorFlow op" in str(exc) or "Flex" in first:
+                    from edgeproof.errors import UsageError
+
+                    raise UsageError(
+                        f"'{self.path.name}' uses TensorFlow (Flex, SELECT_TF_OPS) ops, which {self.runtime} cannot "
+                        "run without the Flex delegate; convert it with builtin ops only ('edgeproof convert' does)"
+                    ) from None
                 if "edgetpu-custom-op" in str(exc):
                     raise EdgeproofError(
                         f"'{self.path.name}' is compiled for the Edge TPU and needs the libedgetpu delegate "
@@ -127,11 +134,16 @@ class LiteRTBackend(Backend):
                     from edgeproof.runtime.model_check import invalid
 
                     raise invalid(self.path, "tflite", f"{self.runtime} cannot load it ({first})") from None
+        from edgeproof.runtime.output_check import check_io_counts
+
+        check_io_counts(self.path, [d["name"] for d in it.get_input_details()],
+                        [d["name"] for d in it.get_output_details()])
         self._it = it
         self._in = it.get_input_details()[0]
         self._out = it.get_output_details()[0]
         self.input_spec, self.output_spec = tensor_spec(self._in), tensor_spec(self._out)
         self._in_index, self._out_index = self._in["index"], self._out["index"]
+        self._outputs = it.get_output_details()
         self._shape = tuple(int(v) for v in self._in["shape"])
         self.batch_ok = True  # resize_tensor_input; run() turns it off when the model refuses
         self._set, self._invoke, self._get = it.set_tensor, it.invoke, it.get_tensor
@@ -207,6 +219,16 @@ class LiteRTBackend(Backend):
                 raise BatchUnsupported(str(exc)) from None
             raise EdgeproofError(f"'{self.path.name}' cannot take input of shape {shape}: {exc}") from None
         self._shape = shape
+
+    def output_names(self) -> list[str]:
+        return [d["name"] for d in self._outputs]
+
+    def select_output(self, name: str) -> bool:
+        out = next((d for d in self._outputs if d["name"] == name), None)
+        if out is None:
+            return False
+        self._out, self._out_index, self.output_spec = out, out["index"], tensor_spec(out)
+        return True
 
     def run(self, x: np.ndarray) -> np.ndarray:
         if x.shape != self._shape:

@@ -120,6 +120,9 @@ class OnnxRuntimeBackend(Backend):
         dropped = [p for p in wanted if p not in active and p != CPU]
         if dropped:  # requested, in the build, but failed to initialise (missing CUDA libs, ...)
             self._ep_failed(dropped, "failed to initialise; onnxruntime fell back")
+        from edgeproof.runtime.output_check import check_io_counts
+
+        check_io_counts(self.path, [i.name for i in sess.get_inputs()], [o.name for o in sess.get_outputs()])
         self.active_providers = active
         self._sess = sess
         self._in_name = sess.get_inputs()[0].name
@@ -167,6 +170,18 @@ class OnnxRuntimeBackend(Backend):
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self._run(self._out_names, {self._in_name: x}, self._run_options)[0]
+
+    def output_names(self) -> list[str]:
+        return [o.name for o in self._sess.get_outputs()]
+
+    def select_output(self, name: str) -> bool:
+        from edgeproof.runtime.backends.onnx_graph import ort_spec
+
+        out = next((o for o in self._sess.get_outputs() if o.name == name), None)
+        if out is None:
+            return False
+        self._out_names, self.output_spec = [name], ort_spec(out)
+        return True
 
     def cancel(self) -> bool:
         self._run_options.terminate = True  # ONNX Runtime checks it between nodes, Loop iterations included
