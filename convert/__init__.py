@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ArtifactResult", "Manifest", "convert_run"]
+__all__ = ["ArtifactResult", "ConvertOptions", "Manifest", "convert_run"]
 
 
 def convert_run(*args: Any, **kwargs: Any):
@@ -18,6 +18,10 @@ def convert_run(*args: Any, **kwargs: Any):
 
 
 def __getattr__(name: str):
+    if name == "ConvertOptions":
+        from edgeproof.convert.options import ConvertOptions
+
+        return ConvertOptions
     if name in ("Manifest", "ArtifactResult"):
         from edgeproof.convert import manifest
 

@@ -27,9 +27,10 @@ import numpy as np
 from edgeproof.atomic import Flock, atomic_path, clean_stale, no_space, scratch_dir, temp_dir_beside
 from edgeproof.contract import ArtifactMeta, TensorSpec
 from edgeproof.convert.manifest import MANIFEST_FILE, ArtifactResult, Manifest, load_manifest
+from edgeproof.convert.options import DEFAULT_OPSET, ConvertOptions
 from edgeproof.convert.reasons import failure_reason
 from edgeproof.errors import EdgeproofError, UsageError
-from edgeproof.formats import FORMATS, Format, artifact_filename, parse_format_list
+from edgeproof.formats import FORMATS, Format, artifact_filename
 from edgeproof.progress import Progress, ProgressCallback
 from edgeproof.runtime.integrity import sha256_file
 
@@ -62,14 +63,6 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _format_names(formats: Any) -> list[Format]:
-    if isinstance(formats, Format):
-        formats = [formats]
-    if not isinstance(formats, str):
-        formats = [f.name if isinstance(f, Format) else str(f) for f in formats]
-    return parse_format_list(formats)
-
-
 @contextlib.contextmanager
 def _quiet():
     """Converters print to stdout (keras export) and log chatter: keep stdout clean for --json."""
@@ -87,10 +80,10 @@ def _quiet():
 class _Job:
     """Shared state of one convert_run: model, calibration, cached intermediate files."""
 
-    def __init__(self, run, model, manifest: Manifest, calib, int8_io: str, opset: int, tmp: Path):
+    def __init__(self, run, model, manifest: Manifest, calib, options: ConvertOptions, tmp: Path):
         self.run, self.model, self.manifest, self.calib = run, model, manifest, calib
         self.out_dir = manifest.out_dir
-        self.int8_io, self.opset, self.tmp = int8_io, opset, tmp
+        self.int8_io, self.opset, self.tmp = options.int8_io, options.opset, tmp
         self._saved_model: Path | None = None
         self.onnx_fp32: Path | None = None  # an fp32 .onnx usable as the int8 source
 
@@ -209,8 +202,8 @@ def _write_onnx(fmt: Format, job: _Job, dest: Path, source_sha: str, calib_sha: 
     return notes, sha
 
 
-def convert_run(source: str | Path, out_dir: str | Path, formats: Iterable[str] | str = "all",
-                calib_count: int = 200, int8_io: str = "int8", opset: int = 17,
+def convert_run(source: str | Path, out_dir: str | Path, formats: Iterable[str] | str | ConvertOptions = "all",
+                calib_count: int = 200, int8_io: str = "int8", opset: int = DEFAULT_OPSET,
                 progress: ProgressCallback | bool | None = None,
                 seed: int = 0, on_result: Callable[[ArtifactResult], None] | None = None,
                 overrides: dict | None = None, calib_data: str | Path | None = None) -> Manifest:
@@ -218,15 +211,16 @@ def convert_run(source: str | Path, out_dir: str | Path, formats: Iterable[str] 
 
     MODEL: a run folder (or its model.keras), a bare .keras/.h5/SavedModel (see convert.source: `overrides`
     are the contract flags, `calib_data` the calibration image folder), or a ModelSource already opened.
+    formats, calib_count, int8_io, opset, seed: what to make and how, validated once as a ConvertOptions
+    (or pass a ConvertOptions as `formats`; the CLI builds one before it opens anything).
     progress: a callback for progress events (edgeproof.progress); on_result: called with each format's
     result as soon as it is written.
     """
     from edgeproof.convert.source import ModelSource, open_source
-    from edgeproof.convert.tflite import IO_TYPES
 
-    fmts = _format_names(formats)
-    if int8_io not in IO_TYPES:
-        raise UsageError(f"--int8-io '{int8_io}' is not valid; valid: {', '.join(IO_TYPES)}")
+    options = formats if isinstance(formats, ConvertOptions) else ConvertOptions(
+        formats, calib_count=calib_count, int8_io=int8_io, opset=opset, seed=seed)
+    fmts = options.formats
     run = source if isinstance(source, ModelSource) else open_source(source, overrides, calib_data)
     calibrated = [f.name for f in fmts if f.calibrated]
     if calibrated and run.bare and not run.splits.get("train"):
@@ -258,11 +252,10 @@ def convert_run(source: str | Path, out_dir: str | Path, formats: Iterable[str] 
         raise UsageError(f"'{mpath}' is not a file; remove or rename it (convert writes the artifacts' sha256 "
                          "there), or choose another -o")
     with lock:
-        return _convert_locked(run, out_dir, fmts, calib_count, int8_io, opset, progress, seed, on_result)
+        return _convert_locked(run, out_dir, options, progress, on_result)
 
 
-def _convert_locked(run, out_dir: Path, fmts: list[Format], calib_count: int, int8_io: str, opset: int,
-                    progress: ProgressCallback | bool | None, seed: int,
+def _convert_locked(run, out_dir: Path, options: ConvertOptions, progress: ProgressCallback | bool | None,
                     on_result: Callable[[ArtifactResult], None] | None) -> Manifest:
     """convert_run's work, with the lock on `out_dir` held."""
     from edgeproof.convert.calibration import calibration_batch, describe
@@ -271,13 +264,14 @@ def _convert_locked(run, out_dir: Path, fmts: list[Format], calib_count: int, in
     from edgeproof.train.tf_quiet import import_tensorflow
 
     import_tensorflow("edgeproof convert")
+    fmts = options.formats
     with _quiet():
         if any(f.family == "onnx" for f in fmts):
-            check_opset(opset)
+            check_opset(options.opset)  # the installed tf2onnx's upper bound (ConvertOptions checked the rest)
         calib, calib_sha, calib_info = None, None, None
-        if any(f.calibrated for f in fmts):
-            calib, calib_sha, skipped = calibration_batch(run, calib_count, seed=seed)
-            calib_info = describe(calib, calib_sha, skipped, calib_count, run.calib_dir)
+        if options.calibrated:
+            calib, calib_sha, skipped = calibration_batch(run, options.calib_count, seed=options.seed)
+            calib_info = describe(calib, calib_sha, skipped, options.calib_count, run.calib_dir)
         source_sha = source_sha256(run.model_path)
         model = run.keras_model("edgeproof convert")
 
@@ -288,7 +282,7 @@ def _convert_locked(run, out_dir: Path, fmts: list[Format], calib_count: int, in
     if calib_info is not None:
         manifest.calibration = calib_info
     with scratch_dir("convert") as tmp, Progress(progress) as bar:
-        job = _Job(run, model, manifest, calib, int8_io, opset, tmp)
+        job = _Job(run, model, manifest, calib, options, tmp)
         task = bar.add_task("converting", total=len(fmts))
         for fmt in fmts:
             bar.update(task, description=f"converting {fmt.name}")

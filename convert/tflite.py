@@ -13,10 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from edgeproof.convert.options import IO_TYPES  # what --int8-io may ask for
 from edgeproof.errors import UsageError
-from edgeproof.formats import FORMATS, INT8_RECIPE, INT16X8_RECIPE, TFLiteRecipe
-
-IO_TYPES = INT8_RECIPE.io_types  # what --int8-io may ask for
+from edgeproof.formats import FORMATS, INT16X8_RECIPE, TFLiteRecipe
 
 
 def _tf_dtype(tf, name: str):

@@ -78,3 +78,20 @@ def test_a_new_row_converts_with_no_code_change(tmp_path, monkeypatch):
     assert entry["options"] == {**row.recipe.options("int8"), "calibration_images": 12}
     assert entry["options"]["ops"] == "TFLITE_BUILTINS_INT8" and entry["options"]["io_type"] == "float32"
     assert entry["calibration_sha256"] == manifest.calibration["sha256"]
+
+
+def test_convert_options_are_checked_once_when_built():
+    from edgeproof.convert import ConvertOptions
+    from edgeproof.errors import UsageError
+
+    o = ConvertOptions("onnx-int8,tflite-fp32", calib_count=12, int8_io="uint8")
+    assert o.names == ["tflite-fp32", "onnx-int8"] and o.calibrated  # table order, names checked
+    assert ConvertOptions().names == list(FORMATS)
+    assert ConvertOptions(["tflite-fp32"], calib_count=0).calib_count == 0  # no calibrated format: not used
+    for kwargs, match in (({"formats": "tflite-int4"}, "unknown format 'tflite-int4'"),
+                          ({"int8_io": "int4"}, "--int8-io 'int4' is not valid"),
+                          ({"formats": "tflite-int8", "calib_count": 0}, "calibration count 0 is not valid"),
+                          ({"formats": "onnx-fp32", "opset": 9}, "ONNX opset 9 is not valid"),
+                          ({"seed": 1.5}, "--seed 1.5 is not valid")):
+        with pytest.raises(UsageError, match=match):
+            ConvertOptions(**kwargs)

@@ -80,18 +80,18 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from edgeproof.cli.console import error_line, info, print_json, progress_bars, table, warn
     from edgeproof.convert import convert_run
+    from edgeproof.convert.options import ConvertOptions
     from edgeproof.convert.source import open_source
     from edgeproof.errors import UsageError
-    from edgeproof.formats import parse_format_list
 
     if args.to and args.device:
         raise UsageError("give either --to LIST or --device PROFILE, not both")
-    if args.to:
-        formats = [f.name for f in parse_format_list(args.to)]
-    elif args.device:
-        formats = device_formats(args.device)
-    else:
+    if not args.to and not args.device:
         raise UsageError(f"no formats requested; give --to LIST|all (valid: {', '.join(FORMATS)}) or --device PROFILE")
+    # every conversion option checked here, once, before the model is opened
+    options = ConvertOptions(args.to or device_formats(args.device), calib_count=args.calib_count,
+                             int8_io=args.int8_io, opset=args.opset, seed=args.seed)
+    formats = options.names
     src = Path(args.source)
     from edgeproof.stderr_filter import kept_library_log
 
@@ -104,9 +104,7 @@ def run(args: argparse.Namespace) -> int:
         for line in source.warnings:
             warn(f"{src.name}: {line}")
         out = Path(args.out) if args.out else (source.root if not source.bare else src.parent) / "artifacts"
-        manifest = convert_run(source, out, formats=formats, calib_count=args.calib_count, int8_io=args.int8_io,
-                               opset=args.opset, progress=progress_bars(not args.no_progress and not args.json),
-                               seed=args.seed)
+        manifest = convert_run(source, out, options, progress=progress_bars(not args.no_progress and not args.json))
         log.keep = any(a.status != "ok" for a in manifest.artifacts if a.format in formats)
     done = [a for a in manifest.artifacts if a.format in formats]
     if args.json:
