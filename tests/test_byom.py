@@ -351,3 +351,21 @@ def test_class_scores_binary_heads_are_exact():
     np.testing.assert_allclose(class_scores(z, "sigmoid-logit")[:, 1], 1 / (1 + np.exp(-z[:, 0])), rtol=1e-6)
     np.testing.assert_allclose(class_scores(np.asarray([[1.0, 1.0]]), "logits"), [[0.5, 0.5]])
     assert n_classes(1, "sigmoid") == 2 and n_classes(5, "logits") == 5
+
+
+def test_metadata_less_one_unit_model_scores_two_classes(tmp_path):
+    """A .tflite made elsewhere with one sigmoid output: two classes, [1 - p, p], not one class at 1.0."""
+    import keras
+
+    from edgeproof.convert.tflite import to_tflite
+    from edgeproof.runtime import load
+
+    model = _tutorial_binary(SIZE)
+    path = tmp_path / "elsewhere.tflite"
+    path.write_bytes(to_tflite(model, "tflite-fp32"))
+    x = np.random.default_rng(0).uniform(0, 255, (3, SIZE, SIZE, 3)).astype(np.float32)
+    with load(path) as m:
+        assert m.labels == ["class_0", "class_1"]
+        scores = m.predict(x)
+    p = np.asarray(keras.ops.convert_to_numpy(model(x, training=False)))[:, 0]
+    np.testing.assert_allclose(scores, np.stack([1 - p, p], axis=1), atol=1e-6)
