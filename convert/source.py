@@ -13,7 +13,6 @@ The model must have one (N, H, W, 3) image input and one (N, units) output.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +21,10 @@ from typing import Any
 import numpy as np
 
 from edgeproof.contract import HEADS, Preprocess, n_classes
+from edgeproof.convert.keras_model import image_shape, load_model, load_with_ops, model_kind, source_sha256
 from edgeproof.errors import UsageError
-from edgeproof.train.run_dir import PREPROCESS_FILE, Run, load_run
+from edgeproof.train.run_dir import Run, load_run
 
-HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
-GIVE = "give a run folder from 'edgeproof train', a .keras or .h5 file, or a SavedModel folder"
 # A preprocessing layer inside a SavedModel's graph: '.../rescaling_1/mul' (not 'batch_normalization').
 _PRE_OP = re.compile(r"(?:^|/)(rescaling|normalization)(?:_\d+)?/")
 
@@ -54,100 +51,6 @@ class ModelSource(Run):
         return self.model
 
 
-def model_kind(path: Path) -> str:
-    """'run', 'keras', 'h5' or 'savedmodel' from what is on disk (UsageError when it is none of them)."""
-    if not path.exists():
-        raise UsageError(f"model '{path}' does not exist; {GIVE}")
-    if path.is_dir():
-        if any((path / f).is_file() for f in SAVED_MODEL_FILES):
-            return "savedmodel"
-        return "run"  # load_run names what the folder lacks
-    suffix = path.suffix.lower()
-    if suffix == ".keras":
-        return "run" if (path.parent / PREPROCESS_FILE).is_file() else "keras"
-    if suffix in (".h5", ".hdf5"):
-        with open(path, "rb") as f:
-            if f.read(8) != HDF5_MAGIC:
-                raise UsageError(f"'{path}' is not an HDF5 file (a legacy Keras .h5 model starts with the HDF5 "
-                                 "signature); give the file model.save('model.h5') wrote, or a .keras file")
-        return "h5"
-    raise UsageError(f"'{path}' has suffix '{path.suffix}', which is no Keras model format; {GIVE} "
-                     "(give the folder 'edgeproof train -o' wrote, or its model.keras)")
-
-
-def load_model(path: str | Path, kind: str, what: str = "this command"):
-    """A Keras model from a .keras/.h5 file or a SavedModel folder (wrapped in a one-input Keras model)."""
-    return _load(Path(path), kind, what)[0]
-
-
-def _load(path: Path, kind: str, what: str) -> tuple[Any, list[str]]:
-    """(Keras model, op names of a SavedModel's graph: how its in-graph preprocessing is found)."""
-    from edgeproof.train.run_dir import load_keras_model
-    from edgeproof.train.tf_quiet import import_tensorflow
-
-    if kind in ("run", "keras"):
-        return load_keras_model(path, what), []
-    import_tensorflow(what)
-    import keras
-
-    try:
-        if kind == "h5":
-            return keras.saving.load_model(str(path), compile=False), []
-        return _wrap_saved_model(path)
-    except UsageError:
-        raise
-    except Exception as exc:  # a damaged or foreign file: one line  # noqa: BLE001
-        raise UsageError(f"cannot load {kind} model '{path}': {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-                         f"; {GIVE}") from None
-
-
-def _wrap_saved_model(path: Path) -> tuple[Any, list[str]]:
-    """A SavedModel's serving signature as a Keras model; refuses several inputs/outputs by name."""
-    import keras
-    import tensorflow as tf
-
-    loaded = tf.saved_model.load(str(path))
-    sigs = dict(getattr(loaded, "signatures", {}) or {})
-    if not sigs:
-        raise UsageError(f"SavedModel '{path}' has no serving signature; export it with model.export(dir) or "
-                         "tf.saved_model.save(model, dir, signatures=...)")
-    endpoint = "serving_default" if "serving_default" in sigs else sorted(sigs)[0]
-    fn = sigs[endpoint]
-    inputs = fn.structured_input_signature[1]
-    outputs = fn.structured_outputs
-    if len(inputs) != 1:
-        raise UsageError(f"SavedModel '{path}' has {len(inputs)} inputs ({', '.join(sorted(inputs))}); edgeproof "
-                         "converts image classifiers with one (N, H, W, 3) image input")
-    if len(outputs) != 1:
-        raise UsageError(f"SavedModel '{path}' has {len(outputs)} outputs ({', '.join(sorted(outputs))}); edgeproof "
-                         "converts classifiers with one (N, classes) output")
-    spec = next(iter(inputs.values()))
-    out_key = next(iter(outputs))
-    if spec.dtype != tf.float32:
-        raise UsageError(f"SavedModel '{path}' input '{spec.name}' is {spec.dtype.name}; edgeproof feeds float32 "
-                         "pixels (N, H, W, 3)")
-    _image_shape(list(spec.shape), f"input '{spec.name}'", path)
-    inp = keras.Input(tuple(spec.shape[1:]), name="image")
-    out = keras.layers.TFSMLayer(str(path), call_endpoint=endpoint, name="saved_model")(inp)
-    model = keras.Model(inp, out[out_key] if isinstance(out, dict) else out, name=re.sub(r"\W", "_", path.name))
-    return model, _graph_op_names(fn)
-
-
-def _graph_op_names(fn) -> list[str]:
-    names = [n.name for n in fn.graph.as_graph_def().node]
-    for f in fn.graph.as_graph_def().library.function:
-        names += [n.name for n in f.node_def]
-    return names
-
-
-def _image_shape(shape: list, what: str, path: Path) -> tuple[int | None, int | None]:
-    """(H, W) of an (N, H, W, 3) input, else one line naming the shape."""
-    if len(shape) != 4 or shape[-1] != 3:
-        raise UsageError(f"'{path.name}' {what} has shape {tuple(shape)}, which is not an image batch; edgeproof "
-                         "converts image classifiers with one (N, H, W, 3) RGB input")
-    return shape[1], shape[2]
-
-
 def check_io(model, path: Path) -> tuple[tuple[int | None, int | None], int, str]:
     """((H, W), output units, output name) of a one-image-input, one-output classifier."""
     ins, outs = list(model.inputs or []), list(model.outputs or [])
@@ -159,7 +62,7 @@ def check_io(model, path: Path) -> tuple[tuple[int | None, int | None], int, str
         names = ", ".join(getattr(t, "name", "?") for t in outs)
         raise UsageError(f"'{path.name}' has {len(outs)} outputs ({names}); edgeproof converts classifiers with "
                          "one (N, classes) output")
-    hw = _image_shape(list(ins[0].shape), f"input '{ins[0].name}'", path)
+    hw = image_shape(list(ins[0].shape), f"input '{ins[0].name}'", path)
     oshape = list(outs[0].shape)
     units = oshape[-1] if len(oshape) == 2 else None
     if not isinstance(units, int) or units < 1:
@@ -337,7 +240,7 @@ def open_source(path: str | Path, overrides: dict | None = None, calib_data: str
 
 
 def _open_bare(path: Path, kind: str, ov: dict, what: str) -> ModelSource:
-    model, graph_ops = _load(path, kind, what)
+    model, graph_ops = load_with_ops(path, kind, what)
     hw, units, _ = check_io(model, path)
     notes: list[str] = []
     warnings: list[str] = []
@@ -355,19 +258,6 @@ def _open_bare(path: Path, kind: str, ov: dict, what: str) -> ModelSource:
     notes.append(f"output head: {head} ({units} unit(s), {len(labels)} classes)")
     return ModelSource(root=path.parent, model_path=path, labels=labels, preprocess=pp, splits={}, kind=kind,
                        head=head, notes=notes, warnings=warnings, model=model)
-
-
-def source_sha256(path: str | Path) -> str:
-    """sha256 of a model file, or of a SavedModel folder (every file's relative path and bytes, sorted)."""
-    from edgeproof.runtime.integrity import sha256_file
-
-    path = Path(path)
-    if path.is_file():
-        return sha256_file(path)
-    h = hashlib.sha256()
-    for p in sorted(q for q in path.rglob("*") if q.is_file()):
-        h.update(str(p.relative_to(path)).encode() + b"\0" + bytes.fromhex(sha256_file(p)))
-    return h.hexdigest()
 
 
 def open_for_parity(path: str | Path, artifacts_dir: str | Path | None = None) -> ModelSource:

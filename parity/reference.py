@@ -12,7 +12,7 @@ HEAD_ATTR = "_edgeproof_head"  # how the loaded model carries its output head to
 
 def load_keras(path: str | Path, head: str = "probabilities"):
     """The Keras reference: a run's model.keras, or a bare .keras/.h5/SavedModel, tagged with its head."""
-    from edgeproof.convert.source import load_model, model_kind
+    from edgeproof.convert.keras_model import load_model, model_kind
 
     path = Path(path)
     model = load_model(path, model_kind(path), "parity (the Keras reference)")
