@@ -42,13 +42,28 @@ def _converter(model: Any):
     return tf.lite.TFLiteConverter.from_keras_model(model)
 
 
+def _bare_interpreter(model_bytes: bytes) -> Any:
+    """A light interpreter on a flatbuffer in memory, without default delegates (runtime's one helper module)."""
+    from edgeproof.errors import MissingDependency
+    from edgeproof.runtime.backends.tflite_interpreter import (
+        light_interpreter,
+        op_resolver_without_delegates,
+        quiet_runtime_info,
+    )
+
+    found = light_interpreter()
+    if found is None:
+        raise MissingDependency("ai-edge-litert", None, "reading .tflite tensors")
+    resolver = op_resolver_without_delegates(found[0])
+    with quiet_runtime_info():
+        if resolver is None:
+            return found[0](model_content=model_bytes)
+        return found[0](model_content=model_bytes, experimental_op_resolver_type=resolver)
+
+
 def tensor_names(model_bytes: bytes) -> list[str]:
     """Names of every tensor in a TFLite flatbuffer (what `denylisted_nodes` refers to)."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    it = Interpreter(model_content=model_bytes,
-                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    return [d["name"] for d in it.get_tensor_details()]
+    return [d["name"] for d in _bare_interpreter(model_bytes).get_tensor_details()]
 
 
 def recipe_for(fmt_name: str, int16x8: bool = False) -> TFLiteRecipe:
@@ -153,10 +168,7 @@ def _quantize_with_denylist(conv, denylist: list[str], io: str) -> bytes:
 
 def read_specs(model_bytes: bytes) -> tuple[dict, dict]:
     """(input, output) tensor specs read back from a TFLite flatbuffer: name, shape, dtype, scale, zero point."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    from edgeproof.runtime.backends.tflite_interpreter import tensor_spec
 
-    from edgeproof.runtime.backends.litert import tensor_spec
-
-    it = Interpreter(model_content=model_bytes,
-                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    it = _bare_interpreter(model_bytes)
     return tensor_spec(it.get_input_details()[0]).to_dict(), tensor_spec(it.get_output_details()[0]).to_dict()
