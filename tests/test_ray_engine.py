@@ -166,6 +166,18 @@ def test_engine_flags_are_checked_before_any_work(folder, capsys, extra, message
     assert message in capsys.readouterr().err
 
 
+def test_an_unreachable_cluster_is_one_line_within_seconds(folder, capsys):
+    with socket.socket() as s:  # a port that surely refuses: bound, never listening
+        s.bind(("127.0.0.1", 0))
+        t = time.monotonic()
+        assert run_cli(["run", folder["model"], "--source", folder["imgs"], "--engine", "ray", "--address",
+                        f"127.0.0.1:{s.getsockname()[1]}"]) == 2
+    assert time.monotonic() - t < 30  # Ray alone retries a wrong address for minutes
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and err[0].startswith("model: "), err  # the model line, then the one error line
+    assert "cannot reach the Ray cluster at '127.0.0.1:" in err[1], err
+
+
 def test_a_video_or_camera_stays_on_the_local_engine(folder, capsys):
     clip = str(Path(folder["imgs"]) / "100_clip.avi")
     assert run_cli(["run", folder["model"], "--source", clip, "--engine", "ray"]) == 2

@@ -1,7 +1,8 @@
 """Start a local Ray on demand or join an existing cluster; quiet, bounded, and torn down when we started it.
 
 `ray_session(address, num_cpus)`:
-- address None and no RAY_ADDRESS: a fresh local Ray with `num_cpus` CPUs (no dashboard), shut down on exit;
+- address None and no RAY_ADDRESS: a fresh local Ray with `num_cpus` CPUs (no dashboard), shut down on exit,
+  even where a `ray start` cluster runs on this machine (join that one with address "auto");
 - address (or RAY_ADDRESS) "auto", "HOST:PORT" or "ray://HOST:10001": join that cluster; it is left running;
 - Ray already initialized in this process (a library user's own ray.init): used as is, left running.
 Ray Data keeps input order (preserve_order) and prints no progress bars: stdout carries only results.
@@ -21,6 +22,7 @@ from edgeproof.errors import EdgeproofError, MissingDependency, UsageError
 log = logging.getLogger(__name__)
 INSTALL = "pip install 'edgeproof[ray]'"
 LOCAL_OBJECT_STORE_BYTES = 256 * 2**20  # rows are paths and scores: a small store is plenty and starts fast
+PROBE_S = 5.0  # a cluster address must accept a TCP connection within this
 ROWS_PER_TASK = 64  # inputs per actor call: amortizes Ray's per-task cost (~ms) over many images
 
 
@@ -60,12 +62,16 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
                         "configure_logging": True}
         if address is None:
             kwargs.update(num_cpus=num_cpus or os.cpu_count() or 1, object_store_memory=LOCAL_OBJECT_STORE_BYTES)
-        try:
-            ray.init(address=address, **kwargs)
+        else:
+            _probe(address)
+        try:  # "local": a fresh instance even where `ray start` left a cluster (or its stale address file)
+            ray.init(address=address or "local", **kwargs)
         except ConnectionError as exc:
+            auth = ("; if the cluster uses token authentication (Ray's default), set RAY_AUTH_MODE=token with its "
+                    "token in ~/.ray/auth_token or RAY_AUTH_TOKEN" if not os.environ.get("RAY_AUTH_MODE") else "")
             raise UsageError(f"cannot connect to the Ray cluster at '{address}': {_first_line(exc)}; check the "
-                             "address ('ray status' on the head node prints it) or drop --address/RAY_ADDRESS to "
-                             "start a local Ray") from None
+                             f"address ('ray status' on the head node prints it){auth}, or drop --address/RAY_ADDRESS "
+                             "to start a local Ray") from None
         except (RuntimeError, ValueError) as exc:
             raise EdgeproofError(f"cannot start Ray ({'join ' + address if address else 'local'}): "
                                  f"{_first_line(exc)}") from None
@@ -74,11 +80,9 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         _configure_data()
         ctx = ray.get_runtime_context()
         resources = ray.cluster_resources()
-        node = getattr(ray, "_private", None) and ray._private.worker.global_worker.node
         session = RaySession(address=ctx.gcs_address, started_here=started_here,
                              cpus=int(resources.get("CPU", 0)), startup_s=time.perf_counter() - t0,
-                             session_dir=getattr(node, "get_session_dir_path", lambda: None)() if node else None,
-                             nodes=sum(1 for n in ray.nodes() if n.get("Alive")))
+                             session_dir=_session_dir(ray), nodes=sum(1 for n in ray.nodes() if n.get("Alive")))
         log.info("ray: %s cluster at %s, %d CPU(s) on %d node(s), ready in %.1f s",
                  "local" if started_here else "existing", session.address, session.cpus, session.nodes,
                  session.startup_s)
@@ -105,6 +109,23 @@ def map_on_actors(ds, fn_class, actors: int, cpus_per_actor: int, constructor_kw
                               fn_constructor_kwargs=constructor_kwargs, max_restarts=0)
 
 
+def _probe(address: str) -> None:
+    """A HOST:PORT (or ray://HOST:PORT) that accepts no TCP connection is one line within PROBE_S: Ray itself
+    retries a wrong address for minutes."""
+    import socket
+
+    target = address.split("://", 1)[-1]
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto", "local" and other forms Ray resolves itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_S).close()
+    except OSError as exc:
+        raise UsageError(f"cannot reach the Ray cluster at '{address}' ({exc.strerror or exc}); check the address "
+                         "and port (the head node's 'ray status' prints it; 6379 for 'ray start --head', 10001 for "
+                         "ray://), or drop --address/RAY_ADDRESS to start a local Ray") from None
+
+
 def _configure_data() -> None:
     import ray.data
 
@@ -114,6 +135,14 @@ def _configure_data() -> None:
     ctx.print_on_execution_start = False
     ctx.enable_auto_log_stats = False
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # "progress bars disabled" is no news
+
+
+def _session_dir(ray) -> str | None:
+    """Where this Ray keeps its logs (for error lines); None where Ray does not say (e.g. Ray Client)."""
+    try:
+        return ray._private.worker.global_worker.node.get_session_dir_path()
+    except Exception:  # noqa: BLE001 - a private API: only a hint in messages
+        return None
 
 
 def _first_line(exc: BaseException) -> str:
