@@ -98,6 +98,13 @@ class _Sink:
     def isatty(self) -> bool:
         return False
 
+    def fileno(self) -> int:  # Ray (parity --engine ray) and faulthandler ask for one; fd 1/2 point there too
+        if self.fh is None:
+            import io
+
+            raise io.UnsupportedOperation("fileno")
+        return self.fh.fileno()
+
     def close(self) -> None:  # logging.shutdown closes handlers' streams at exit; the file is ours to close
         pass
 

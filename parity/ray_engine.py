@@ -12,6 +12,7 @@ never an actor's death. Triage and --fix (rare: failing int8 artifacts only) run
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeproof.parity import runner
+from edgeproof.parity.bounded import EvaluationTimeout, call_bounded
 from edgeproof.parity.metrics import percentile_ms
 
 
@@ -28,13 +30,14 @@ class ParityBatch:
     """Ray Data callable class: Keras + every planned artifact x backend, loaded once per actor."""
 
     def __init__(self, keras_path: str, pp, plan: list[tuple[int, str, str]], verify: bool, e2e: bool,
-                 max_pixels: int, head: str = "probabilities") -> None:
+                 max_pixels: int, head: str = "probabilities", timeout_s: float | None = None) -> None:
         from edgeproof.parity import reference
         from edgeproof.runtime import load
 
         self.max_pixels = max_pixels  # the driver's limit, not this node's environment
         self.keras = reference.load_keras(keras_path, head)
-        self.pp, self.e2e = pp, e2e
+        self.pp, self.e2e, self.timeout_s = pp, e2e, timeout_s
+        self.hung: set[int] = set()  # over --timeout once: not called again (its call may still be running)
         self.models: dict[int, object] = {}
         self.load_failures: dict[int, tuple[str, bool]] = {}
         for key, path, backend in plan:
@@ -51,7 +54,7 @@ class ParityBatch:
         paths = [str(p) for p in rows["path"]]
         n, first = len(paths), int(rows["seq"][0]) == 0
         out: dict[str, list] = {"ref": [b""] * n, "tf": [b""] * n, **{f"p{k}": [b""] * n for k in self.keys}}
-        info: dict = {"failures": {str(k): f for k, f in self.load_failures.items()}, "latency": {}}
+        info: dict = {"failures": {str(k): f for k, f in self.load_failures.items()}, "latency": {}, "timeouts": {}}
         x_ref, _, skipped = load_batch(paths, self.pp, self.max_pixels)
         why = dict(skipped)
         if not skipped:  # an unreadable image fails the whole run (as locally): no predictions needed then
@@ -61,16 +64,23 @@ class ParityBatch:
                 info["reference_latency_ms"] = percentile_ms(reference.latency_samples(self.keras, x_ref), 50)
             cache = {_pp_key(self.pp): x_ref}
             for key, model in self.models.items():
+                if key in self.hung:
+                    continue
+                x = cache.get(_pp_key(model.preprocess))
+                if x is None:
+                    x = cache.setdefault(_pp_key(model.preprocess),
+                                         load_batch(paths, model.preprocess, self.max_pixels)[0])
                 try:
-                    x = cache.get(_pp_key(model.preprocess))
-                    if x is None:
-                        x = cache.setdefault(_pp_key(model.preprocess), load_batch(paths, model.preprocess)[0])
-                    probs = np.asarray(model.predict(x), np.float32)
-                    if first:
-                        info["latency"][str(key)] = runner.latency_p50_ms(model, x)
+                    probs, latency = call_bounded(functools.partial(_predict, model, x, first), self.timeout_s)
+                except EvaluationTimeout as exc:
+                    self.hung.add(key)
+                    info["timeouts"][str(key)] = str(exc)
+                    continue
                 except Exception as exc:  # noqa: BLE001 - that artifact's row says why
                     info["failures"][str(key)] = runner.failure_of(exc)
                     continue
+                if first:
+                    info["latency"][str(key)] = latency
                 out[f"p{key}"] = [p.tobytes() for p in probs]
             if self.e2e:
                 from edgeproof.parity.e2e import tf_side
@@ -83,6 +93,12 @@ class ParityBatch:
                                                                                  dtype=object),
                    "info": np.asarray([json.dumps(info)] + [""] * (n - 1), dtype=object)}
         return {**columns, **{k: np.asarray(v, dtype=object) for k, v in out.items()}}
+
+
+def _predict(model, x: np.ndarray, first: bool, register) -> tuple[np.ndarray, float | None]:
+    """One batch through one artifact (call_bounded's work); the first batch also measures latency."""
+    register(model)
+    return np.asarray(model.predict(x), np.float32), runner.latency_p50_ms(model, x) if first else None
 
 
 def _pp_key(pp) -> str:
@@ -100,6 +116,8 @@ class RayParity:
     probs: dict[int, np.ndarray] = field(default_factory=dict)
     latency: dict[int, float | None] = field(default_factory=dict)
     failures: dict[int, tuple[str, bool]] = field(default_factory=dict)
+    timeouts: dict[int, str] = field(default_factory=dict)
+    timeout_s: float | None = None
     ref_tf: np.ndarray | None = None
     tf_used: list[int] = field(default_factory=list)
     tf_skipped: list[tuple[str, str]] = field(default_factory=list)
@@ -109,6 +127,8 @@ class RayParity:
     def evaluate(self, path: Path, fmt, backend: str, batches, reference, tol, listed: bool, verify: bool = True):
         """runner.evaluate's signature and Row, from the actors' results."""
         key = self.keys[(str(path), backend)]
+        if key in self.timeouts:
+            return runner.timeout_row(path, fmt, backend, self.timeouts[key], self.timeout_s or 0.0)
         if key in self.failures:
             return runner.error_row(path, fmt, backend, self.failures[key], listed)
         return runner.judge(path, fmt, backend, self.probs[key], self.latency.get(key), reference, self.labels,
@@ -122,8 +142,12 @@ class RayParity:
 
 
 def predict_on_ray(run, images, artifacts, backends, verify: bool, e2e: bool, address: str | None,
-                   workers: int | None, prog) -> RayParity:
-    """One Ray Data pass over the parity images: reference, every artifact x backend, the TF-decode side."""
+                   workers: int | None, prog, timeout_s: float | None = None) -> RayParity:
+    """One Ray Data pass over the parity images: reference, every artifact x backend, the TF-decode side.
+
+    timeout_s bounds each artifact's inference on each batch (parity --timeout; the local engine bounds its
+    whole evaluation): one over it is the same failed 'timeout' row."""
+    from edgeproof.parity.bounded import DEFAULT_TIMEOUT_S
     from edgeproof.parity.e2e import merge_pixel_stats
     from edgeproof.runtime import image_check
     from edgeproof.runtime.engines.ray_cluster import (
@@ -135,6 +159,7 @@ def predict_on_ray(run, images, artifacts, backends, verify: bool, e2e: bool, ad
     )
 
     ray = import_ray("parity --engine ray")
+    limit = DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
     plan = [p for p in runner.plan_matrix(artifacts, backends) if p.skip is None]
     keys = {(str(p.path), p.backend): i for i, p in enumerate(plan)}
     rows = [{"seq": i, "path": str(p)} for i, p in enumerate(images.paths)]
@@ -146,7 +171,8 @@ def predict_on_ray(run, images, artifacts, backends, verify: bool, e2e: bool, ad
                            ParityBatch, actors, 1,
                            {"keras_path": str(run.model_path), "pp": run.preprocess, "head": run.head,
                             "plan": [(keys[(str(p.path), p.backend)], str(p.path), p.backend) for p in plan],
-                            "verify": verify, "e2e": e2e, "max_pixels": image_check.max_pixels()})
+                            "verify": verify, "e2e": e2e, "max_pixels": image_check.max_pixels(),
+                            "timeout_s": limit})
         task = prog.add_task(f"parity on Ray ({actors} actor(s))", total=len(rows))
         try:
             for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
@@ -168,11 +194,16 @@ def predict_on_ray(run, images, artifacts, backends, verify: bool, e2e: bool, ad
     done = RayParity(labels=images.labels, reference=_stack(refs), keys=keys,
                      reference_latency_ms=first.get("reference_latency_ms"),
                      engine={"name": "ray", "actors": actors, **session.to_dict()})
+    done.timeout_s = limit
     for info in infos:  # the first failure of an artifact x backend, in input order, as one local call would
         for k, f in info["failures"].items():
-            done.failures.setdefault(int(k), (f[0], bool(f[1])))
+            if int(k) not in done.timeouts:
+                done.failures.setdefault(int(k), (f[0], bool(f[1])))
+        for k, msg in info.get("timeouts", {}).items():
+            if int(k) not in done.failures:
+                done.timeouts.setdefault(int(k), msg)
     for k, col in probs.items():
-        if k not in done.failures:
+        if k not in done.failures and k not in done.timeouts:
             done.probs[k] = _stack(col)
             done.latency[k] = first.get("latency", {}).get(str(k))
     if e2e:

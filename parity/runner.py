@@ -145,16 +145,22 @@ def evaluate(path: Path, fmt: Format | None, backend: str, batches: Batches, ref
     limit = DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
     try:
         model_format, probs, latency = call_bounded(work, limit)
-    except EvaluationTimeout as exc:  # a failure whether or not the backend is listed: it hangs, it is not unsupported
-        row = error_row(path, fmt, backend, (f"timeout: {exc}", False), True)
-        row.failures[0].metric, row.failures[0].limit = "timeout", f"{limit:g} s"
-        return row
+    except EvaluationTimeout as exc:
+        return timeout_row(path, fmt, backend, str(exc), limit)
     except Exception as exc:  # noqa: BLE001 - any load/run error is a row, judged by the policy above
         return error_row(path, fmt, backend, failure_of(exc), listed)
     if fmt is None and model_format in FORMATS:
         fmt = FORMATS[model_format]
     return judge(path, fmt, backend, probs, latency, reference, batches.images.labels, tol, listed,
                  classes=batches.images.classes)
+
+
+def timeout_row(path: Path, fmt: Format | None, backend: str, message: str, limit: float) -> Row:
+    """An evaluation over its time limit: a failure whether or not the backend is listed (it hangs, it is not
+    unsupported)."""
+    row = error_row(path, fmt, backend, (f"timeout: {message}", False), True)
+    row.failures[0].metric, row.failures[0].limit = "timeout", f"{limit:g} s"
+    return row
 
 
 def failure_of(exc: BaseException) -> tuple[str, bool]:

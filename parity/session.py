@@ -97,7 +97,8 @@ def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, dat
         if engine == "ray":
             from edgeproof.parity.ray_engine import predict_on_ray
 
-            done = predict_on_ray(run, images, artifacts, backends, verify, e2e, address, workers, prog)
+            done = predict_on_ray(run, images, artifacts, backends, verify, e2e, address, workers, prog,
+                                  timeout_s=timeout_s)
             ref, ref_lat, keras_model = done.reference, done.reference_latency_ms, None
             _check_classes(ref, run)
             rows = runner.run_matrix(artifacts, batches, ref, backends, tol_flags, prog, verify=verify,
