@@ -83,7 +83,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         session = RaySession(address=ctx.gcs_address, started_here=started_here,
                              cpus=int(resources.get("CPU", 0)), startup_s=time.perf_counter() - t0,
                              session_dir=_session_dir(ray), nodes=sum(1 for n in ray.nodes() if n.get("Alive")))
-        log.info("ray: %s cluster at %s, %d CPU(s) on %d node(s), ready in %.1f s",
+        log.debug("ray: %s cluster at %s, %d CPU(s) on %d node(s), ready in %.1f s",
                  "local" if started_here else "existing", session.address, session.cpus, session.nodes,
                  session.startup_s)
         yield session
