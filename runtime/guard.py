@@ -1,8 +1,8 @@
 """A guarded trial load: open a model in a child process first, for runtimes that can crash on bad files.
 
-OpenCV DNN's ONNX importer dies with SIGSEGV/SIGFPE on some damaged files (the fuzz test found them);
-no in-process check catches every such case. So, unless manifest.json vouches for the bytes, the file
-is first loaded (and run once on zeros) in a child with a time limit and an address-space limit
+Each such backend hands over its `Trial` (the child's code, its runtime version and name). OpenCV DNN's
+ONNX importer dies with SIGSEGV/SIGFPE on some damaged files (the fuzz test found them); no in-process
+check catches every such case. So the file is first loaded (and run once on zeros) in a child with a time limit and an address-space limit
 (RLIMIT_AS). A child killed by a signal, out of memory or out of time -> InvalidModel naming the file,
 the runtime and what happened. The verdict is cached by sha256 (+ runtime version) under
 $EDGEPROOF_CACHE/trials (default ~/.cache/edgeproof), so loading the same file again costs one hash.
@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,17 +76,19 @@ def run_trial(code: str, args: list[str], timeout: float = TIMEOUT_S, memory: in
     return {"verdict": "error", "detail": last[:300]}
 
 
-def _runtime_version(backend: str) -> str:
-    if backend == "opencv":
-        import cv2
+@dataclass(frozen=True)
+class Trial:
+    """What a backend runs in the guarded child: `code` (python -c; argv: path, JSON [shape, dtype])."""
 
-        return cv2.__version__
-    return "?"
+    runtime: str  # the cache key's prefix, e.g. the backend name
+    label: str  # how messages name it, e.g. "OpenCV DNN"
+    version: str  # the runtime's version: a new version tries the file again
+    code: str
 
 
-def guarded_load(path: str | Path, backend: str, family: str, sha256: str | None, shape: list[int] | None,
+def guarded_load(path: str | Path, trial: Trial, family: str, sha256: str | None, shape: list[int] | None,
                  dtype: str = "float32") -> None:
-    """Raise InvalidModel when a trial load of `path` in `backend` crashes, hangs or runs out of memory.
+    """Raise InvalidModel when a trial load of `path` (the backend's `trial`) crashes, hangs or runs out of memory.
 
     `sha256` (what the manifest vouched for) does not skip it: a manifest proves integrity, never safety,
     since whoever can swap the model can rewrite the manifest. The verdict is cached by sha256, so a
@@ -96,25 +99,21 @@ def guarded_load(path: str | Path, backend: str, family: str, sha256: str | None
 
     path = Path(path)
     digest = sha256_file(path)
-    entry = cache_dir() / f"{backend}-{_runtime_version(backend)}-{digest[:40]}.json"
+    entry = cache_dir() / f"{trial.runtime}-{trial.version}-{digest[:40]}.json"
     try:
         result = json.loads(entry.read_text())
         verdict = result["verdict"]
     except (OSError, ValueError, KeyError, TypeError):
-        code = {"opencv": OPENCV_TRIAL}[backend]
         memory = max(MEMORY_BYTES, (2 << 30) + MEMORY_PER_FILE_BYTE * path.stat().st_size)
-        result = run_trial(code, [str(path), json.dumps([shape, dtype])], memory=memory)
+        result = run_trial(trial.code, [str(path), json.dumps([shape, dtype])], memory=memory)
         verdict = result["verdict"]
         if verdict != "timeout":  # a slow machine may pass next time; crashes and OOMs are properties of the file
             _store(entry, result)
-    what = {"crash": f"it crashed the {_NAMES.get(backend, backend)} importer ({result['detail']})",
-            "memory": f"loading it in {_NAMES.get(backend, backend)} {result['detail']}",
-            "timeout": f"loading it in {_NAMES.get(backend, backend)} {result['detail']}"}.get(verdict)
+    what = {"crash": f"it crashed the {trial.label} importer ({result['detail']})",
+            "memory": f"loading it in {trial.label} {result['detail']}",
+            "timeout": f"loading it in {trial.label} {result['detail']}"}.get(verdict)
     if what:
         raise invalid(path, family, f"{what} in a guarded trial load")
-
-
-_NAMES = {"opencv": "OpenCV DNN"}
 
 
 def _store(entry: Path, result: dict[str, Any]) -> None:

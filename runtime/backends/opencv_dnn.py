@@ -30,6 +30,15 @@ class OpenCVBackend(Backend):
         return None  # load() refuses any accelerator itself (or, with allow_fallback, warns and goes on)
 
     @classmethod
+    def trial(cls):
+        """What runtime.guard runs in a child first: OpenCV's importer can crash the process on a damaged file."""
+        import cv2
+
+        from edgeproof.runtime import guard
+
+        return guard.Trial(cls.name, "OpenCV DNN", cv2.__version__, guard.OPENCV_TRIAL)
+
+    @classmethod
     def bare_loop(cls, path, threads, x, model=None):
         """cv2.dnn readNetFromONNX: setInput / forward."""
         from edgeproof.runtime.bench.baselines import Baseline
@@ -58,7 +67,7 @@ class OpenCVBackend(Backend):
 
         inputs = report.get("inputs") or [{}]
         vouched = report["sha256"] if (report.get("integrity") or {}).get("matches") else None
-        guarded_load(path, cls.name, "onnx", vouched, _trial_shape(inputs[0].get("shape")))
+        guarded_load(path, cls.trial(), "onnx", vouched, _trial_shape(inputs[0].get("shape")))
         cv2.dnn.readNetFromONNX(str(path))
 
     def load(self) -> None:
@@ -75,7 +84,7 @@ class OpenCVBackend(Backend):
         self.input_spec, self.output_spec, self._props = read_io(self.path)
         from edgeproof.runtime.guard import guarded_load
 
-        guarded_load(self.path, self.name, "onnx", self.verified_sha256, _trial_shape(self.input_spec.shape),
+        guarded_load(self.path, self.trial(), "onnx", self.verified_sha256, _trial_shape(self.input_spec.shape),
                      self.input_spec.dtype if self.input_spec.dtype in ("float32", "uint8", "int8") else "float32")
         try:
             net = cv2.dnn.readNetFromONNX(str(self.path))
