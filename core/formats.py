@@ -203,6 +203,8 @@ BACKENDS: dict[str, Backend] = {
                 "pip install opencv-python-headless", skips=("onnx-int8",)),
         Backend("openvino", "edgeproof.runtime.backends.openvino:OpenVINOBackend", "any", "openvino",
                 "pip install 'edgeproof[openvino]'", skips=("edgetpu",)),
+        Backend("litert-compiled", "edgeproof.runtime.backends.litert_compiled:LiteRTCompiledBackend", "tflite",
+                "ai_edge_litert", "pip install 'ai-edge-litert>=2'", skips=("edgetpu",)),
     )
 }
 

@@ -29,10 +29,11 @@ pytestmark = pytest.mark.slow
 pytest.importorskip("ai_edge_litert")
 pytest.importorskip("onnxruntime")
 
-# (seed model, backend, number of seeds): 1,040 variants without OpenVINO, 1,160 with it.
+# (seed model, backend, number of seeds): 1,160 variants without OpenVINO, 1,280 with it.
 PLAN = [("tflite-fp32", "litert", 280), ("tflite-int8", "litert", 220), ("edgetpu", "litert", 60),
         ("onnx-fp32", "onnxruntime", 200), ("onnx-int8", "onnxruntime", 140), ("onnx-fp32", "opencv", 140),
-        ("tflite-fp32", "openvino", 60), ("onnx-fp32", "openvino", 60)]
+        ("tflite-fp32", "openvino", 60), ("onnx-fp32", "openvino", 60),
+        ("tflite-fp32", "litert-compiled", 60), ("tflite-int8", "litert-compiled", 60)]
 # Seeds that once killed the process: OpenCV DNN's importer on tests/_runtime_models' onnx-fp32 (SIGSEGV for
 # header/flip damage, SIGFPE for seed 1) before ONNX Runtime parsed the file first. Always run.
 REGRESSION = {("onnx-fp32", "opencv"): [1, 8, 38, 50, 56, 67, 73, 80, 86, 110]}
