@@ -200,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json({**doc, "outputs": paths})
     else:
-        report.print_table(doc)
+        print_table(doc)
         ov = doc["summary"]["overhead"]
         if ov["count"]:
             info(f"overhead vs a bare loop doing the same work: median {ov['median']:.3f}×, worst {ov['max']:.3f}× "
@@ -219,3 +219,21 @@ def run(args: argparse.Namespace) -> int:
         error_line(f"the requested Keras baseline (--keras) did not run: {why}")
         return 2
     return 1 if failed and len(failed) == len(records) else 0
+
+
+def print_table(doc: dict) -> None:
+    """The results as a rich table on stdout (wide when piped, so columns are not squeezed)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from edgeproof.cli.console import safe
+    from edgeproof.runtime.bench.machine import one_line
+    from edgeproof.runtime.bench.report import COLUMNS, row
+
+    t = Table(title=safe(f"edgeproof bench — {one_line(doc['machine'])}"), title_justify="left")
+    for c in COLUMNS:
+        t.add_column(c, no_wrap=c != "placement", justify="left" if c in ("format", "backend", "placement")
+                     else "right")
+    for r in doc["results"]:
+        t.add_row(*(safe(c) for c in row(r)))
+    Console(highlight=False, width=None if sys.stdout.isatty() else 220).print(t)

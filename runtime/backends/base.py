@@ -17,6 +17,7 @@ Everything the rest of edgeproof needs to know about one backend is a hook on it
 from __future__ import annotations
 
 import copy
+import logging
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
@@ -28,11 +29,12 @@ from edgeproof.contract import ArtifactMeta, TensorSpec
 PROFILE_FIELDS = ("delegates", "providers", "provider_options")
 
 
-def warn(message: str, markup: bool = False) -> None:
-    """A loud line for the user (fallbacks, slow paths) on stderr; markup=True only for escaped messages."""
-    from edgeproof.cli.console import warn as console_warn
+log = logging.getLogger(__name__)
 
-    console_warn(message, markup=markup)
+
+def warn(message: str) -> None:
+    """A loud line for the user (fallbacks, slow paths): a WARNING record the CLI shows as 'warning: ...'."""
+    log.warning(message)
 
 
 class Backend(ABC):
@@ -147,9 +149,7 @@ class Backend(ABC):
         if not self.allow_fallback:
             raise EdgeproofError(message + " (or pass --allow-fallback to run on the CPU)")
         self.failed_accelerators.extend(names)
-        from rich.markup import escape  # install lines hold brackets ('edgeproof[openvino]') rich would eat
-
-        warn(f"[bold red]{kind} FALLBACK[/]: {escape(message)}. {then} (--allow-fallback).", markup=True)
+        warn(f"{kind} FALLBACK: {message}. {then} (--allow-fallback).")
 
     @abstractmethod
     def load(self) -> None:

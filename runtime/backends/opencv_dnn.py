@@ -78,7 +78,7 @@ class OpenCVBackend(Backend):
             msg = "the opencv backend runs on the CPU only; it ignores delegates/execution providers"
             if not self.allow_fallback:
                 raise EdgeproofError(msg + " (use --backend onnxruntime, or --allow-fallback)")
-            warn(f"[bold red]FALLBACK[/]: {msg}", markup=True)
+            warn(f"FALLBACK: {msg}")
         # ONNX Runtime parses and checks the graph first (it rejects damaged files cleanly); OpenCV's importer
         # can crash the process on them, so it reads an unvouched file in a guarded child first.
         self.input_spec, self.output_spec, self._props = read_io(self.path)

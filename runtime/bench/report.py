@@ -1,4 +1,4 @@
-"""Benchmark output: terminal table, bench.json, bench.md and bench.png (matplotlib optional).
+"""Benchmark output: the table rows, bench.json, bench.md and bench.png (matplotlib optional); the CLI prints.
 
 matplotlib is imported only when the PNG is drawn; when it is missing the PNG is skipped and the
 reason is returned (and written into bench.md), everything else is still produced.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgeproof.atomic import write_json, write_png, write_text
-from edgeproof.cli.console import markdown_table
+from edgeproof.tables import markdown_table
 from edgeproof.runtime.bench.machine import one_line
 
 COLUMNS = ["format", "backend", "thr", "batch", "size", "load ms", "1st ms", "p50 ms", "p90 ms", "p99 ms",
@@ -53,24 +53,6 @@ def row(r: dict) -> list[str]:
             _f(load_ms, 1), _f(r.get("first_inference_ms")), _f(r["p50_ms"], 3), _f(r["p90_ms"], 3),
             _f(r["p99_ms"], 3), _f(r["throughput_ips"], 1), _f(r.get("peak_rss_mib"), 1),
             f"{ov:.3f}×" if ov is not None else "–", placement_text(r.get("placement"))]
-
-
-def print_table(doc: dict) -> None:
-    """The results as a rich table on stdout (wide when piped, so columns are not squeezed)."""
-    import sys
-
-    from rich.console import Console
-    from rich.table import Table
-
-    from edgeproof.cli.console import safe
-
-    t = Table(title=safe(f"edgeproof bench — {one_line(doc['machine'])}"), title_justify="left")
-    for c in COLUMNS:
-        t.add_column(c, no_wrap=c != "placement", justify="left" if c in ("format", "backend", "placement")
-                     else "right")
-    for r in doc["results"]:
-        t.add_row(*(safe(c) for c in row(r)))
-    Console(highlight=False, width=None if sys.stdout.isatty() else 220).print(t)
 
 
 def _speedup_md(title: str, rows: list[dict], meaning: str) -> list[str]:

@@ -358,6 +358,14 @@ def _run_keras(spec: BenchSpec) -> list[dict]:
 
 
 def _child_main() -> int:
+    # The library's warnings (device fallback, a format the profile does not prefer) as 'warning: ...'
+    # lines on stderr, which run_in_subprocess hands to the parent.
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    handler.setLevel(logging.WARNING)
+    logging.getLogger("edgeproof").addHandler(handler)
     spec = BenchSpec(**json.loads(sys.stdin.read()))
     records = run_spec_safe(spec)
     for r in records:
