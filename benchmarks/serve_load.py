@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -263,8 +264,10 @@ def bench_model(kind: str, root: Path, args) -> dict:
                                                            str(t)], pattern, env)
         time.sleep(1.0)
         results = {"in-process": summary(in_process(model, images, min(args.requests, 3000)))}
+        per_round: dict = {}
         for conc, n in ((args.concurrency, args.requests), (1, args.requests_c1)):
-            raw = {name: {"seconds": 0.0, "latencies": [], "errors": [], "cpu": 0.0} for name in procs}
+            raw = {name: {"seconds": 0.0, "latencies": [], "errors": [], "cpu": 0.0, "round_p50": [],
+                          "round_rps": []} for name in procs}
             rounds = max(1, args.rounds)
             for rnd in range(rounds):
                 order = list(procs) if rnd % 2 == 0 else list(reversed(procs))
@@ -273,10 +276,13 @@ def bench_model(kind: str, root: Path, args) -> dict:
                     cpu0 = cpu_seconds(procs[name][0].pid)
                     part = asyncio.run(load(procs[name][1], images, n // rounds, conc, args.limit_s))
                     raw[name]["cpu"] += cpu_seconds(procs[name][0].pid) - cpu0
+                    raw[name]["round_p50"].append(statistics.median(part["latencies"]) if part["latencies"] else 0)
+                    raw[name]["round_rps"].append(len(part["latencies"]) / part["seconds"])
                     for k in ("latencies", "errors"):
                         raw[name][k] += part[k]
                     raw[name]["seconds"] += part["seconds"]
             results[f"c{conc}"] = {name: summary(r) for name, r in raw.items()}
+            per_round[f"c{conc}"] = raw
     finally:
         for proc, _ in procs.values():
             proc.terminate()
@@ -287,7 +293,16 @@ def bench_model(kind: str, root: Path, args) -> dict:
                 proc.kill()
     c = results[f"c{args.concurrency}"]
     c1 = results["c1"]
+
+    def round_ratio(conc: str, key: str, a: str, b: str) -> float:
+        """Median over rounds of a/b measured in the same round: drifts in machine load cancel out."""
+        ra, rb = per_round[conc][a][key], per_round[conc][b][key]
+        return round(statistics.median(x / y for x, y in zip(ra, rb) if y), 3)
+
     results["ratios"] = {
+        f"serve/bare p50 at c{args.concurrency}, median of per-round ratios": round_ratio(
+            f"c{args.concurrency}", "round_p50", "serve", "bare"),
+        "serve/bare p50 at c1, median of per-round ratios": round_ratio("c1", "round_p50", "serve", "bare"),
         f"serve/bare p50 at c{args.concurrency}": round(c["serve"]["p50_ms"] / c["bare"]["p50_ms"], 3),
         "serve/bare p50 at c1": round(c1["serve"]["p50_ms"] / c1["bare"]["p50_ms"], 3),
         f"serve/bare server CPU per request at c{args.concurrency}": round(
@@ -299,6 +314,8 @@ def bench_model(kind: str, root: Path, args) -> dict:
         b, b1 = c[f"serve-batch-{t:g}ms"], c1[f"serve-batch-{t:g}ms"]
         results["ratios"][f"batching ({t:g} ms) throughput gain at c{args.concurrency}"] = round(
             b["throughput"] / c["serve"]["throughput"], 2)
+        results["ratios"][f"batching ({t:g} ms) throughput gain at c{args.concurrency}, median of per-round ratios"] = \
+            round_ratio(f"c{args.concurrency}", "round_rps", f"serve-batch-{t:g}ms", "serve")
         results["ratios"][f"batching ({t:g} ms) server CPU per request at c{args.concurrency}"] = round(
             b["server_cpu_ms_per_request"] / c["serve"]["server_cpu_ms_per_request"], 3)
         results["ratios"][f"batching ({t:g} ms) p50 at c1 (>1 = slower)"] = round(b1["p50_ms"] / c1["serve"]["p50_ms"], 3)

@@ -135,6 +135,7 @@ def test_ten_thousand_bad_bodies_in_a_row_leave_it_up_with_flat_memory(server):
     after = server.rss_kib()
     conn.close()
     assert set(codes) == {400, 413, 415}
+    print(f"RSS {before} -> {after} KiB over 10,000 bad requests")
     assert after - before < 16 * 1024, f"RSS grew {before} -> {after} KiB over 10,000 bad requests"
     with httpx.Client(base_url=server.url) as c:
         assert c.get("/v2/health/ready").status_code == 200
