@@ -1,14 +1,16 @@
 """Architecture coverage: keras.applications backbones x every format x every backend, judged by parity.
 
-    nice python benchmarks/zoo.py                       # every architecture below (about 40 min on 2 cores)
-    python benchmarks/zoo.py --only mobilenet_v2 --epochs 1
+    nice python benchmarks/zoo.py                       # every architecture below
+    python benchmarks/zoo.py --only mobilenet_v2,resnet50 --keep
 
-Each architecture (weights=None, small width and input) is trained briefly by `edgeproof train` on the
-embedded shapes dataset (circles / squares / triangles on noisy backgrounds, 150 training images per class:
-an easy task, so that a few epochs from scratch give confident, meaningful outputs), converted to every format of the table
-(`convert_run`, int8 calibrated on 100 training images) and judged by `run_parity` on the test split with
-every installed backend. A cell (architecture x format) is "pass" when every backend that ran it passed,
-"fail" (the first failing metric and backend) otherwise, "error" when the conversion failed (its one line).
+Each architecture of the train.models table is built with weights=None at a small width and 64 px, trained
+briefly on the embedded shapes dataset (BatchNorm statistics from the 450 training images, then the softmax
+head fit on the backbone's pooled features: confident, meaningful outputs in seconds, where 2-3 epochs of
+end-to-end training from scratch left MobileNet a=0.25 at chance, 32 % on 3 classes), saved as model.keras
+and taken through the bring-your-own-model path: convert to every format (--labels, --calib-data train/, int8
+calibrated on 100 images) and parity on the test split with every installed backend. A cell (architecture x
+format) is "pass" when every backend that ran it passed, "fail" (the first failing metric and backend)
+otherwise, "error" when the conversion failed (its one line).
 
 Writes benchmarks/results/zoo.json ({"architectures": [{"name", "params", "formats": {fmt: {"status",
 "reason", "size_bytes", "p50_ms", "backends"}}}], ...}) after every architecture, and benchmarks/ZOO.md.
@@ -25,26 +27,30 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "zoo.json"
 ZOO_MD = HERE / "ZOO.md"
 
-# name in train.models.BACKBONES -> (alpha, epochs): small widths, a few epochs (heavier nets fewer).
+# name in train.models.BACKBONES -> width multiplier (small widths); lighter first, so a time limit cuts the
+# heaviest (convnext_tiny, 28 M parameters) only.
 ZOO = {
-    "mobilenet": (0.25, 3),
-    "mobilenet_v2": (0.35, 3),
-    "mobilenet_v3_small": (0.75, 3),
-    "mobilenet_v3_large": (0.75, 3),
-    "efficientnet_b0": (1.0, 3),
-    "efficientnetv2_b0": (1.0, 3),
-    "nasnet_mobile": (1.0, 2),
-    "densenet121": (1.0, 2),
-    "resnet50": (1.0, 2),
-    "resnet50_v2": (1.0, 2),
-    "convnext_tiny": (1.0, 2),  # the heaviest (28 M params): last, so a time limit cuts only it
+    "mobilenet": 0.25,
+    "mobilenet_v2": 0.35,
+    "mobilenet_v3_small": 0.75,
+    "mobilenet_v3_large": 0.75,
+    "efficientnet_b0": 1.0,
+    "efficientnetv2_b0": 1.0,
+    "nasnet_mobile": 1.0,
+    "densenet121": 1.0,
+    "resnet50": 1.0,
+    "resnet50_v2": 1.0,
+    "convnext_tiny": 1.0,
 }
-IMG_SIZE = 32
+PROBE_EPOCHS = 300  # full-batch Adam steps of the softmax head on the pooled features (a few seconds)
+IMG_SIZE = 64  # at 32 px most backbones end in a 1x1 map
 DATASET, PER_CLASS = "shapes", 150
 CALIB = 100
 
@@ -74,34 +80,69 @@ def cell(fmt: str, manifest_entry, rows: list) -> dict:
     return {"status": "pass", "reason": "", "size_bytes": size, "p50_ms": p50, "backends": backends}
 
 
-def run_architecture(name: str, alpha: float, epochs: int, data: Path, work: Path) -> dict:
+def fit_probe(model, x: np.ndarray, y: np.ndarray, classes: int, seed: int = 0) -> float:
+    """Train the model briefly: BatchNorm statistics from the training images, then the softmax head fit on
+    the backbone's (standardized) pooled features, the standardization folded into the head's weights."""
+    import keras
+
+    from edgeproof.train.models import recalibrate_batchnorm
+
+    recalibrate_batchnorm(model, x, max_images=len(x), seed=seed)
+    features = keras.Model(model.inputs[0], model.get_layer("gap").output).predict(x, batch_size=64, verbose=0)
+    mu = features.mean(0)
+    std = features.std(0)
+    sigma = np.maximum(std, 0.05 * float(std.max()) + 1e-12)  # a near-constant feature must not get a huge weight
+    keras.utils.set_random_seed(seed)
+    head = keras.Sequential([keras.Input((features.shape[1],)), keras.layers.Dense(
+        classes, activation="softmax", kernel_regularizer=keras.regularizers.L2(1e-3))])
+    head.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    hist = head.fit((features - mu) / sigma, y, epochs=PROBE_EPOCHS, batch_size=len(y), verbose=0)
+    w, bias = head.layers[-1].get_weights()
+    model.get_layer("probs").set_weights([w / sigma[:, None], bias - (mu / sigma) @ w])
+    return float(hist.history["accuracy"][-1])
+
+
+def _split(data: Path, name: str, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    from edgeproof.contract import Preprocess
+    from edgeproof.runtime.preprocess import load_batch
+
+    paths = [(p, i) for i, c in enumerate(classes) for p in sorted((data / name / c).iterdir())]
+    x, used, skipped = load_batch([p for p, _ in paths], Preprocess(IMG_SIZE, IMG_SIZE))
+    assert not skipped, skipped
+    return x, np.asarray([i for _, i in paths], np.int64)
+
+
+def run_architecture(name: str, alpha: float, data: Path, work: Path) -> dict:
+    """Build (weights=None), train briefly, save model.keras, then convert and judge it as a bring-your-own
+    model: `edgeproof convert model.keras --labels ... --calib-data train/` and `edgeproof parity model.keras
+    --artifacts ... --data test/`."""
     from edgeproof.convert import convert_run
     from edgeproof.formats import FORMATS
     from edgeproof.parity import run_parity
-    from edgeproof.train.trainer import TrainConfig, train
+    from edgeproof.train.models import BACKBONES, build_model
 
     t0 = time.perf_counter()
-    entry: dict = {"name": name, "application": None, "alpha": alpha, "img_size": IMG_SIZE, "epochs": epochs}
+    entry: dict = {"name": name, "application": BACKBONES[name].app, "alpha": alpha, "img_size": IMG_SIZE}
+    classes = sorted(p.name for p in (data / "train").iterdir() if p.is_dir())
+    root = work / name
+    root.mkdir(parents=True, exist_ok=True)
     try:
-        cfg = TrainConfig(data_dir=data, out_dir=work / name / "run", model=name, img_size=IMG_SIZE, epochs=epochs,
-                          alpha=alpha, lr=2e-3, patience=epochs, deterministic=False)
-        run = train(cfg, progress=False, checkpoint=False)  # no per-epoch checkpoint of a 100 MB model
+        model = build_model(name, IMG_SIZE, len(classes), alpha)
+        x, y = _split(data, "train", classes)
+        entry["train_accuracy"] = round(fit_probe(model, x, y, len(classes)), 3)
+        model.save(root / "model.keras")
     except Exception as exc:  # noqa: BLE001 - a benchmark records what failed and goes on
-        entry.update(error=f"train: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}", formats={})
+        entry.update(error=f"build/train: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}", formats={})
         return entry
-    metrics = json.loads((run / "metrics.json").read_text())
-    entry.update(params=metrics["params"], test_accuracy=metrics["accuracy"].get("test"),
-                 train_seconds=metrics["seconds"]["train"])
-    from edgeproof.train.models import BACKBONES
-
-    entry["application"] = BACKBONES[name].app
+    entry.update(params=int(model.count_params()), train_seconds=round(time.perf_counter() - t0, 1))
     t1 = time.perf_counter()
-    art = work / name / "artifacts"
-    manifest = convert_run(run, art, formats=list(FORMATS), calib_count=CALIB)
+    art = root / "artifacts"
+    manifest = convert_run(root / "model.keras", art, formats=list(FORMATS), calib_count=CALIB,
+                           overrides={"labels": classes}, calib_data=data / "train")
     entry["convert_seconds"] = round(time.perf_counter() - t1, 1)
     t2 = time.perf_counter()
-    report = run_parity(run, artifacts_dir=art, triage=False, e2e=False, progress=False,
-                        out_dir=work / name / "parity")
+    report = run_parity(root / "model.keras", artifacts_dir=art, data_dir=data / "test", triage=False, e2e=False,
+                        progress=False, out_dir=root / "parity")
     entry["parity_seconds"] = round(time.perf_counter() - t2, 1)
     entry["parity_images"] = report.n_images
     entry["keras_test_accuracy"] = report.reference.get("accuracy")
@@ -166,9 +207,11 @@ def write_md(archs: list[dict]) -> None:
     text = (
         "# Architecture zoo: keras.applications × every format × every backend\n\n"
         "Generated by `nice python benchmarks/zoo.py` (figures in `benchmarks/results/zoo.json`). Each "
-        f"architecture is built with `weights=None` at {IMG_SIZE}×{IMG_SIZE} px, trained briefly by `edgeproof "
-        f"train` on the embedded shapes dataset ({PER_CLASS} training images per class), converted to every format (int8 calibrated on "
-        f"{CALIB} training images) and judged by `edgeproof parity` on the test split with every installed "
+        f"architecture is built with `weights=None` at {IMG_SIZE}×{IMG_SIZE} px, trained briefly on the embedded "
+        f"shapes dataset ({PER_CLASS} training images per class: BatchNorm statistics, then the softmax head on the "
+        "pooled features), saved as `model.keras` and taken through the bring-your-own-model path: converted to "
+        f"every format (`--labels`, `--calib-data`, int8 calibrated on {CALIB} training images) and judged by "
+        "`edgeproof parity model.keras --data test/` with every installed "
         "backend (litert, onnxruntime, opencv, openvino). A cell passes when every backend that ran the "
         "artifact passed its format's gate; size is the artifact, p50 the first passing backend's latency "
         "(1 image, this 2-core machine).\n\n"
@@ -183,7 +226,6 @@ def write_md(archs: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", metavar="LIST", help=f"comma-separated subset of: {', '.join(ZOO)}")
-    p.add_argument("--epochs", type=int, help="override every architecture's epochs")
     p.add_argument("--work", default="/tmp/edgeproof-zoo", help="where run folders and artifacts go")
     p.add_argument("--keep", action="store_true", help="keep results of architectures not in --only")
     p.add_argument("--md-only", action="store_true", help="rewrite ZOO.md from zoo.json, run nothing")
@@ -204,14 +246,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.keep and RESULTS.exists():
         archs = [a for a in json.loads(RESULTS.read_text())["architectures"] if a["name"] not in names]
     for name in names:
-        alpha, epochs = ZOO[name]
         print(f"[zoo] {name}: training, converting, parity ...", file=sys.stderr, flush=True)
-        entry = run_architecture(name, alpha, args.epochs or epochs, data, Path(args.work))
+        entry = run_architecture(name, ZOO[name], data, Path(args.work))
         archs.append(entry)
         archs.sort(key=lambda a: list(ZOO).index(a["name"]))
         write_json(archs, started)
         write_md(archs)
         statuses = {f: c["status"] for f, c in entry.get("formats", {}).items()}
+        statuses["accuracy (train, test)"] = (entry.get("train_accuracy"), entry.get("keras_test_accuracy"))
         print(f"[zoo] {name}: {entry.get('seconds')} s {statuses} {entry.get('error', '')}", file=sys.stderr,
               flush=True)
     s = summary(archs)

@@ -31,11 +31,7 @@ class Tolerance:
     near_tie_max_margin: float | None = None
 
 
-# fp32: float reassociation (BatchNorm folded into the convolutions, XNNPACK / OpenCV accumulation order) moves
-# a real architecture's probabilities by more than 1e-5: measured 1.5e-5 (keras.applications MobileNet a=0.25,
-# litert) and 1.2e-5 (same, OpenCV DNN) with 100 % agreement (benchmarks/zoo.py, issue 12). 1e-4 still fails
-# OpenVINO's bfloat16 mode (2e-4, docs/devices.md) and any real conversion error.
-FLOAT32 = Tolerance(max_abs=1e-4, min_top1_agreement=1.0, max_delta_acc_pp=0.0)
+FLOAT32 = Tolerance(max_abs=1e-5, min_top1_agreement=1.0, max_delta_acc_pp=0.0)
 # fp16 weights: measured max|Δ| 1.3e-3 (tiny_cnn on shapes) and 3.4e-3 (demo, textures, 210 images,
 # mean|Δ| 1e-5, SNR 70 dB, 210/210 agreement) — pure weight rounding, so 1e-3 was too tight (parity, issue 5).
 FLOAT16 = Tolerance(max_abs=1e-2, min_top1_agreement=1.0, max_delta_acc_pp=0.0)
