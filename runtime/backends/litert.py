@@ -147,6 +147,7 @@ class LiteRTBackend(Backend):
         self._shape = tuple(int(v) for v in self._in["shape"])
         self.batch_ok = True  # resize_tensor_input; run() turns it off when the model refuses
         self._set, self._invoke, self._get = it.set_tensor, it.invoke, it.get_tensor
+        self._raw_calls = self.runtime == "ai-edge-litert" and hasattr(getattr(it, "_interpreter", None), "Invoke")
         self.placement = self._placement(n_user)
         if self.loaded_delegates and self.placement and self.placement["accelerator"] == 0:
             warn(f"delegate {', '.join(self.loaded_delegates)} loaded but took 0 of {self.placement['total']} nodes: "
@@ -233,6 +234,13 @@ class LiteRTBackend(Backend):
     def run(self, x: np.ndarray) -> np.ndarray:
         if x.shape != self._shape:
             self._resize(x.shape)
+        if self._raw_calls:
+            # ai-edge-litert's own wrapper methods, without Interpreter.invoke's _ensure_safe() refcount check
+            # (it guards numpy views from tensor(), which this backend never takes): ~1.5 us less per call.
+            raw = self._it._interpreter  # looked up per call: a stored reference would make _ensure_safe fail
+            raw.SetTensor(self._in_index, x)
+            raw.Invoke()
+            return raw.GetTensor(self._out_index, 0)
         self._set(self._in_index, x)
         self._invoke()
         return self._get(self._out_index)
