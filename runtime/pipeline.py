@@ -257,9 +257,16 @@ def run_pipeline(model, source: Source, on_result: Callable[[Result], None], bat
                 buf.done(entry, out)
             del entry, item, claimed, out  # hold no frame while waiting for the next one
 
-    threads = [threading.Thread(target=produce, name="edgeproof-source", daemon=True)]
-    threads += [threading.Thread(target=decode_loop, name=f"edgeproof-decode-{i}", daemon=True)
-                for i in range(workers)]
+    if source.kind == "image":  # one image file: decode it in this thread, no producer or decode threads
+        decoded = (decode_item(item, pp, keep_frames, source.max_pixels) for item in source)
+        take: Callable[[], _Decoded | None] = lambda: next(decoded, None)
+        threads: list[threading.Thread] = []
+        producer_done[0] = True  # the consumer releases the source
+    else:
+        take = buf.take
+        threads = [threading.Thread(target=produce, name="edgeproof-source", daemon=True)]
+        threads += [threading.Thread(target=decode_loop, name=f"edgeproof-decode-{i}", daemon=True)
+                    for i in range(workers)]
     pending: list[tuple[Item, np.ndarray, np.ndarray | None]] = []
 
     def flush() -> None:
@@ -284,7 +291,7 @@ def run_pipeline(model, source: Source, on_result: Callable[[Result], None], bat
         t.start()
     try:
         while limit is None or summary.count + len(pending) < limit:
-            out = buf.take()
+            out = take()
             if out is None:
                 break
             item, x, bgr, why, pre_ms = out
