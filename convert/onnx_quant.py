@@ -53,24 +53,32 @@ def _resolve_exclude(exclude: list[str], src_names: set[str], pre_names: set[str
     return list(dict.fromkeys(out))
 
 
-QUANT_TYPES = {"int8": "QInt8", "uint8": "QUInt8"}
+QUANT_TYPES = {"int8": "QInt8", "uint8": "QUInt8", "int16": "QInt16"}
+
+
+CALIBRATE_METHODS = ("MinMax", "Entropy", "Percentile", "Distribution")
 
 
 def quantize_onnx(fp32_path: str | Path, out_path: str | Path, calib: np.ndarray,
-                  nodes_to_exclude: list[str] | None = None, recipe: OnnxRecipe | None = None) -> Path:
+                  nodes_to_exclude: list[str] | None = None, recipe: OnnxRecipe | None = None,
+                  int16_tensors: list[str] | None = None) -> Path:
     """quant_pre_process, then quantize_static with the recipe's settings (default: onnx-int8's row:
-    QDQ, per-channel, int8 weights and activations).
+    QDQ, per-channel, int8 weights and activations, MinMax calibration).
 
-    nodes_to_exclude: ONNX node names kept in float (parity triage). Metadata props of the fp32
-    model are carried over. The result is written atomically to `out_path`.
+    nodes_to_exclude: ONNX node names kept in float (parity triage); int16_tensors: activation tensors
+    given int16 instead (TensorQuantOverrides). Metadata props of the fp32 model are carried over.
+    The result is written atomically to `out_path`.
     """
     import onnx
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     recipe = recipe or FORMATS["onnx-int8"].recipe
     if not isinstance(recipe, OnnxRecipe) or recipe.quant_format is None:
         raise UsageError(f"quantize_onnx needs a quantizing ONNX recipe, got {recipe!r}")
+    if recipe.calibrate_method not in CALIBRATE_METHODS:
+        raise UsageError(f"calibration method '{recipe.calibrate_method}' is not valid; valid: "
+                         f"{', '.join(CALIBRATE_METHODS)}")
     if calib is None or len(calib) == 0:
         raise UsageError("onnx-int8 needs calibration images (a non-empty float32 NHWC batch)")
     fp32_path = Path(fp32_path)
@@ -88,7 +96,9 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, calib: np.ndarray
                         quant_format=getattr(QuantFormat, recipe.quant_format), per_channel=recipe.per_channel,
                         activation_type=getattr(QuantType, QUANT_TYPES[recipe.activations]),
                         weight_type=getattr(QuantType, QUANT_TYPES[recipe.weights]),
-                        nodes_to_exclude=exclude or None)
+                        nodes_to_exclude=exclude or None,
+                        calibrate_method=getattr(CalibrationMethod, recipe.calibrate_method),
+                        extra_options=_extra_options(recipe, int16_tensors))
         model = onnx.load(str(q))
         present = {p.key for p in model.metadata_props}
         for p in src.metadata_props:
@@ -97,3 +107,16 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, calib: np.ndarray
                 entry.key, entry.value = p.key, p.value
         onnx.save(model, str(q))
         return copy_file(q, out_path)
+
+
+def _extra_options(recipe: OnnxRecipe, int16_tensors: list[str] | None) -> dict:
+    from onnxruntime.quantization import QuantType
+
+    extra: dict = {}
+    if recipe.calibrate_method == "Percentile":
+        extra["CalibPercentile"] = 99.999
+    if int16_tensors:
+        extra["TensorQuantOverrides"] = {t: [{"quant_type": QuantType.QInt16}] for t in int16_tensors}
+    if int16_tensors or recipe.activations == "int16":
+        extra["UseQDQContribOps"] = True  # int16 Q/DQ below opset 21: the com.microsoft ops
+    return extra

@@ -28,13 +28,15 @@ def _as_formats(formats: str | Format | Iterable[str | Format]) -> tuple[Format,
 class ConvertOptions:
     """formats: names, Format rows or 'all' / 'a,b' (stored as Format rows, in table order).
     calib_count: calibration images for calibrated formats; int8_io: I/O type of full-integer formats;
-    opset: ONNX opset; seed: seed of the calibration sample."""
+    opset: ONNX opset; seed: seed of the calibration sample; int8_search: choose each int8 artifact's recipe on
+    held-out calibration images (convert.quant_search), False: the format table's recipe as is."""
 
     formats: tuple[Format, ...] = field(default=())
     calib_count: int = 200
     int8_io: str = "int8"
     opset: int = DEFAULT_OPSET
     seed: int = 0
+    int8_search: bool = True
 
     def __post_init__(self) -> None:
         fmts = _as_formats(self.formats if self.formats != () else "all")

@@ -86,6 +86,8 @@ class _Job:
         self.int8_io, self.opset, self.tmp = options.int8_io, options.opset, tmp
         self._saved_model: Path | None = None
         self.onnx_fp32: Path | None = None  # an fp32 .onnx usable as the int8 source
+        self.chosen: dict[str, tuple[dict, Any]] = {}  # format -> (recipe options, quant_search.SearchResult)
+        self.int8_search = options.int8_search  # False: the table's recipe only (convert --no-int8-search)
 
     def saved_model(self) -> Path:
         """Export the Keras model once; every TFLite conversion starts from it."""
@@ -103,8 +105,12 @@ class _Job:
 
 
 def _options(fmt: Format, job: _Job) -> dict[str, Any]:
-    """The manifest's `options`: the format's recipe (what the converter applied) plus this run's choices."""
-    opts = fmt.recipe.options(job.int8_io)
+    """The manifest's `options`: the recipe applied (the format's, or the one the int8 search chose, with the
+    search's record) plus this run's choices."""
+    chosen = job.chosen.get(fmt.name)
+    opts = dict(chosen[0]) if chosen else fmt.recipe.options(job.int8_io)
+    if chosen:
+        opts.update(chosen[1].record())
     if fmt.family == "onnx":
         opts["opset"] = job.opset
     if fmt.calibrated and job.calib is not None:
@@ -119,6 +125,18 @@ def _build_tflite(fmt: Format, job: _Job) -> tuple[bytes, bytes, dict[str, Any]]
 
     if fmt.recipe.compiler == "edgetpu":
         return make_edgetpu(job.saved_model(), job.calib, fmt.name)
+    if fmt.calibrated:  # the most faithful int8 recipe on held-out calibration images (convert.quant_search)
+        from edgeproof.convert import int8_recipes, quant_search
+
+        fp32 = to_tflite(job.saved_model(), "tflite-fp32") \
+            if job.int8_search and int8_recipes.litert_recipe(fmt.name, job.int8_io) else None
+        cands = int8_recipes.tflite_candidates(fmt.name, job.saved_model(), fp32, job.int8_io)
+        cands = cands if job.int8_search else cands[:1]
+        chosen, path, result = quant_search.search(cands, job.calib, int8_recipes.keras_reference(job.model),
+                                                   job.tmp / f"search-{fmt.name}")
+        job.chosen[fmt.name] = (chosen.options, result)
+        data = path.read_bytes()
+        return data, data, {}
     data = to_tflite(job.saved_model(), fmt.name, calib=job.calib, io_type=job.int8_io)
     return data, data, {}
 
@@ -175,7 +193,6 @@ def _write_onnx(fmt: Format, job: _Job, dest: Path, source_sha: str, calib_sha: 
     import onnx
 
     from edgeproof.convert.onnx_export import to_onnx
-    from edgeproof.convert.onnx_quant import quantize_onnx
     from edgeproof.convert.verify import onnx_specs, verify_onnx
     from edgeproof.runtime.metadata import set_onnx_metadata
 
@@ -186,7 +203,13 @@ def _write_onnx(fmt: Format, job: _Job, dest: Path, source_sha: str, calib_sha: 
         if job.onnx_fp32 is None:
             job.onnx_fp32 = job.tmp / "fp32.onnx"
             onnx.save(to_onnx(job.model, opset=job.opset), str(job.onnx_fp32))
-        q = quantize_onnx(job.onnx_fp32, job.tmp / "int8.onnx", job.calib, recipe=fmt.recipe)
+        from edgeproof.convert import int8_recipes, quant_search
+
+        cands = int8_recipes.onnx_candidates(fmt.name, job.onnx_fp32)
+        cands = cands if job.int8_search else cands[:1]
+        chosen, q, result = quant_search.search(cands, job.calib, int8_recipes.keras_reference(job.model),
+                                                job.tmp / f"search-{fmt.name}")
+        job.chosen[fmt.name] = (chosen.options, result)
         proto = onnx.load(str(q))
     ispec, ospec = onnx_specs(proto)
     extra = {"options": _options(fmt, job), "calibration_sha256": calib_sha if fmt.calibrated else None}
@@ -206,20 +229,23 @@ def convert_run(source: str | Path, out_dir: str | Path, formats: Iterable[str] 
                 calib_count: int = 200, int8_io: str = "int8", opset: int = DEFAULT_OPSET,
                 progress: ProgressCallback | bool | None = None,
                 seed: int = 0, on_result: Callable[[ArtifactResult], None] | None = None,
-                overrides: dict | None = None, calib_data: str | Path | None = None) -> Manifest:
+                overrides: dict | None = None, calib_data: str | Path | None = None,
+                int8_search: bool = True) -> Manifest:
     """Convert MODEL to `formats` in `out_dir`; return the manifest.
 
     MODEL: a run folder (or its model.keras), a bare .keras/.h5/SavedModel (see convert.source: `overrides`
     are the contract flags, `calib_data` the calibration image folder), or a ModelSource already opened.
-    formats, calib_count, int8_io, opset, seed: what to make and how, validated once as a ConvertOptions
-    (or pass a ConvertOptions as `formats`; the CLI builds one before it opens anything).
+    formats, calib_count, int8_io, opset, seed, int8_search: what to make and how, validated once as a
+    ConvertOptions (or pass a ConvertOptions as `formats`; the CLI builds one before it opens anything).
+    int8_search: pick each int8 artifact's recipe on held-out calibration images (convert.quant_search);
+    False: the format table's recipe, calibrated on every image.
     progress: a callback for progress events (edgeproof.progress); on_result: called with each format's
     result as soon as it is written.
     """
     from edgeproof.convert.source import ModelSource, open_source
 
     options = formats if isinstance(formats, ConvertOptions) else ConvertOptions(
-        formats, calib_count=calib_count, int8_io=int8_io, opset=opset, seed=seed)
+        formats, calib_count=calib_count, int8_io=int8_io, opset=opset, seed=seed, int8_search=int8_search)
     fmts = options.formats
     run = source if isinstance(source, ModelSource) else open_source(source, overrides, calib_data)
     calibrated = [f.name for f in fmts if f.calibrated]
@@ -322,6 +348,9 @@ def _convert_one(fmt: Format, job: _Job, source_sha: str, calib_sha: str | None)
         with _quiet():
             writer = _write_tflite if fmt.family == "tflite" else _write_onnx
             result.notes, sha = writer(fmt, job, dest, source_sha, calib_sha)
+        result.options = _options(fmt, job)  # with the recipe the int8 search chose
+        if fmt.name in job.chosen:
+            result.notes.insert(0, job.chosen[fmt.name][1].line())
         result.status, result.path = "ok", dest
         result.sha256, result.bytes = sha, dest.stat().st_size
     except KeyboardInterrupt:

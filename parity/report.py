@@ -116,12 +116,17 @@ def markdown(report) -> str:
         for n in t.notes:
             lines.append(f"- note: {n}")
         if t.fixes:
-            before = next((r for r in report.rows if r.artifact == t.artifact and r.comparison is not None), None)
+            before = t.before
             rows = ([["before (original)"] + row_cells(before)[2:]] if before else []) + \
                    [[f"after: {getattr(r, 'variant', '')}"] + row_cells(r)[2:] for r in t.fixes]
-            lines += ["", "Fixes (re-exported into REPORT_DIR/fixed/, judged the same way):", "",
+            lines += ["", ("Fixes, in order of cost, stopping at the first that passes (re-exported into "
+                           "REPORT_DIR/fixed/, judged the same way):"), "",
                       markdown_table(["variant"] + COLUMNS[2:], rows), ""]
-            lines += [f"- {getattr(r, 'variant', '')}: `{r.path}` — {r.reason}" for r in t.fixes] + [""]
+            lines += [f"- {getattr(r, 'variant', '')}: `{r.path}`" + (f" — {r.reason}" if r.reason else "")
+                      for r in t.fixes] + [""]
+    for p in getattr(report, "promoted", []) or []:
+        lines += [f"**Promoted** `{p['variant']}` to `{p['path']}` (recipe in manifest.json; the replaced file is "
+                  f"kept as `{p['replaced']}`); judged again: {'passes' if p['passes'] else 'still fails'}.", ""]
     return "\n".join(lines) + "\n"
 
 

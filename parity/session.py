@@ -32,6 +32,7 @@ class ParityReport:
     labels: list[str] = field(default_factory=list)
     y_true: np.ndarray | None = None
     unverified: list[Failure] = field(default_factory=list)  # artifacts no backend could judge
+    promoted: list[dict] = field(default_factory=list)  # fixes put in place by --promote (parity.promote)
     engine: dict | None = None  # --engine ray: the cluster and actors that did the per-image work
 
     @property
@@ -53,6 +54,7 @@ class ParityReport:
             "failures": [f.to_dict() for f in self.failures],
             "end_to_end": self.e2e,
             "triage": [t.to_dict() for t in self.triage],
+            "promoted": self.promoted,
             "files": {k: str(v) for k, v in self.files.items()},
             "seconds": round(self.seconds, 2),
             **({"engine": self.engine} if self.engine is not None else {}),
@@ -64,9 +66,10 @@ def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, dat
                triage: bool = True, fix: bool = False, out_dir: str | Path | None = None, e2e: bool = True,
                progress: ProgressCallback | bool | None = None, write: bool = True, verify: bool = True, engine: str = "local",
                address: str | None = None, workers: int | None = None,
-               timeout_s: float | None = None) -> ParityReport:
+               timeout_s: float | None = None, promote: bool = False) -> ParityReport:
     """Judge every artifact against the run's Keras model; write parity.json/.md and PNGs to out_dir.
 
+    promote (with fix): the first passing fix of each failing int8 artifact replaces it (parity.promote).
     engine "ray": the per-image work (decode, Keras reference, every artifact x backend, the TF-decode side of
     the drift check) runs on Ray Data actors (parity.ray_engine); the judging, report and gate are these.
     progress: a callback for progress events (edgeproof.progress)."""
@@ -138,6 +141,16 @@ def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, dat
             if keras_model is None and _triage_todo(rows):  # Ray: the triage (and --fix) runs here
                 keras_model = reference.load_keras(run.model_path, run.head)
             report.triage = _triage(rows, keras_model, run, art_dir, batches, ref, tol_flags, fix, out, prog)
+        if promote and fix:  # a passing fix replaces its artifact; the gate then judges what is in place
+            from edgeproof.parity.promote import promote_passing
+
+            def rerun(arts):
+                new = runner.run_matrix(arts, batches, ref, backends, tol_flags, None, verify=verify)
+                flips.attach(new, ref, images, list(run.labels))
+                return new
+
+            report.promoted = promote_passing(report, art_dir, rerun)
+            report.unverified = _unverified(report.rows)
     report.seconds = time.perf_counter() - t0
     if write:
         from edgeproof.parity import report as report_mod

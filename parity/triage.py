@@ -1,17 +1,17 @@
 """Quantization triage for a failing int8 artifact: name the worst layers, and with `fix` re-export.
 
-TFLite (tflite-int8, edgetpu): per-layer error from QuantizationDebugger (triage_tflite); fixes are
-(a) the suspect layers and the ops reading their outputs kept in float (`denylisted_nodes`) and
-(b) int16 activations / int8 weights (int16x8). ONNX (onnx-int8): per-tensor error of every QDQ
-pair (triage_onnx); the fix re-quantizes with the producing and reading nodes excluded.
-Each fix is written to REPORT_DIR/fixed/ and judged exactly like the original (same images,
-same tolerance), so before/after accuracy, agreement, size and latency sit side by side.
+TFLite (tflite-int8, edgetpu): per-layer error from QuantizationDebugger (triage_tflite); ONNX (onnx-int8):
+per-tensor error of every QDQ pair (triage_onnx). With `fix`, parity.fix_ladder re-exports the artifact with
+variants in order of cost (calibration, protected tensors, int16x8, the named layers in float) and stops at
+the first one that passes; each is written to REPORT_DIR/fixed/ and judged exactly like the original (same
+images, same tolerance), so before/after accuracy, agreement, size and latency sit side by side.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +32,7 @@ class TriageResult:
     fixes: list = field(default_factory=list)  # runner.Row per re-exported variant
     notes: list[str] = field(default_factory=list)
     error: str | None = None
+    before: Any = None  # the artifact's row as judged (runner.Row), shown next to the fixes
 
     @property
     def worst(self) -> list[LayerError]:
@@ -42,7 +43,9 @@ class TriageResult:
         return {"artifact": self.artifact, "format": self.format, "tool": self.tool, "error": self.error,
                 "worst": [le.label() for le in self.worst], "suspect_count": sum(le.suspect for le in self.layers),
                 "layers": [le.to_dict() for le in self.layers], "notes": self.notes,
-                "fixes": [dict(r.to_dict(), variant=getattr(r, "variant", "")) for r in self.fixes]}
+                "fixes": [dict(r.to_dict(), variant=getattr(r, "variant", ""), step=getattr(r, "step", ""),
+                               recipe=getattr(r, "recipe", {}), edgetpu_full=getattr(r, "edgetpu_full", None))
+                          for r in self.fixes]}
 
 
 def calibration_for(run, artifacts_dir: Path) -> tuple[np.ndarray, list[str]]:
@@ -76,7 +79,7 @@ def _suspect_names(layers: list[LayerError]) -> list[str]:
 def triage_artifact(row, keras_model, run, artifacts_dir: Path, batches, reference: np.ndarray, tol: Tolerance,
                     fix: bool, out_dir: Path) -> TriageResult:
     fmt = FORMATS[row.format]
-    res = TriageResult(artifact=row.artifact, format=fmt.name,
+    res = TriageResult(artifact=row.artifact, format=fmt.name, before=row,
                        tool="tf.lite.experimental.QuantizationDebugger" if fmt.family == "tflite"
                        else "QDQ pair error (onnxruntime)")
     try:
@@ -96,7 +99,11 @@ def triage_artifact(row, keras_model, run, artifacts_dir: Path, batches, referen
             res.notes.append("edgetpu: layers kept in float (denylist) or int16 run on the CPU, not the Edge TPU; "
                              "edgetpu_compiler maps only int8 ops")
         if fix and res.layers:
-            res.fixes = _fixes(row, fmt, keras_model, calib, res, artifacts_dir, batches, reference, tol, out_dir)
+            res.fixes = _fixes(row, fmt, keras_model, run, res, artifacts_dir, batches, reference, tol, out_dir)
+            if getattr(fmt.recipe, "compiler", None) == "edgetpu":
+                from edgeproof.parity.fix_ladder import edgetpu_line
+
+                res.notes.append(edgetpu_line(res.fixes))
     except EdgeproofError as exc:
         res.error = str(exc)
     except Exception as exc:  # noqa: BLE001 - triage is diagnostics: report, never crash the gate
@@ -104,48 +111,23 @@ def triage_artifact(row, keras_model, run, artifacts_dir: Path, batches, referen
     return res
 
 
-def _fixes(row, fmt, keras_model, calib, res: TriageResult, artifacts_dir: Path, batches, reference, tol,
+def _fixes(row, fmt, keras_model, run, res: TriageResult, artifacts_dir: Path, batches, reference, tol,
            out_dir: Path) -> list:
-    from edgeproof.parity.runner import evaluate
+    """The fix ladder (parity.fix_ladder) on a fresh, larger calibration batch from the run's train split."""
+    from edgeproof.convert.calibration import calibration_batch
+    from edgeproof.parity import fix_ladder
 
-    fixed_dir = out_dir / "fixed"
+    calib, _, _ = calibration_batch(run, fix_ladder.FIX_CALIB_COUNT, seed=0)
     names = _suspect_names(res.layers)
-    variants: list[tuple[str, dict]] = []
     if fmt.family == "tflite":
-        from edgeproof.parity import triage_tflite
-
-        io_type = _io_type(row.path)
-        variants = [("denylist", {"denylist": names, "int16x8": False, "io_type": io_type}),
-                    ("int16x8", {"denylist": None, "int16x8": True, "io_type": "float32"})]
+        variants = fix_ladder.tflite_variants(fmt, keras_model, calib, _io_type(row.path), names,
+                                              out_dir / "fixed")
     else:
-        variants = [("exclude", {"exclude": names})]
-    out = []
-    for variant, opts in variants:
-        dest = fixed_dir / artifact_filename(fmt, stem=f"model-fix-{variant}")
-        try:
-            if fmt.family == "tflite":
-                data = triage_tflite.reexport(keras_model, fmt.name, calib, opts["io_type"], opts["denylist"],
-                                              opts["int16x8"])
-                triage_tflite.write_with_meta(data, dest, row.path, {"variant": variant, **opts})
-            else:
-                from edgeproof.convert.onnx_quant import quantize_onnx
-
-                fp32 = artifacts_dir / artifact_filename(FORMATS["onnx-fp32"])
-                if not fp32.is_file():
-                    raise EdgeproofError(f"re-quantizing needs {fp32.name} next to {row.artifact}")
-                quantize_onnx(fp32, dest, calib, nodes_to_exclude=opts["exclude"])
-            fixed = evaluate(dest, fmt, row.backend, batches, reference, tol, listed=True)
-        except Exception as exc:  # noqa: BLE001 - one failing variant must not hide the others
-            from edgeproof.parity.runner import Row
-
-            fixed = Row(dest.name, dest, fmt.name, row.backend, "error",
-                        f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}")
-        fixed.variant = variant  # type: ignore[attr-defined]
-        fixed.reason = (f"kept float: {', '.join(opts.get('denylist') or opts.get('exclude') or [])}"
-                        if variant in ("denylist", "exclude") else "int16 activations, int8 weights, float I/O") \
-            + (f"; {fixed.reason}" if fixed.reason else "")
-        out.append(fixed)
-    return out
+        fp32 = artifacts_dir / artifact_filename(FORMATS["onnx-fp32"])
+        if not fp32.is_file():
+            raise EdgeproofError(f"re-quantizing needs {fp32.name} next to {row.artifact}")
+        variants = fix_ladder.onnx_variants(fmt, row.path, fp32, calib, names)
+    return fix_ladder.run_ladder(row, fmt, variants, calib, batches, reference, tol, out_dir)
 
 
 def _io_type(path: Path) -> str:

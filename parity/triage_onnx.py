@@ -95,3 +95,33 @@ def layer_errors(qdq_path: str | Path, calib: np.ndarray, layer_names: list[str]
                         exclude=list(dict.fromkeys(exclude)))
         out.append(judge(le))
     return rank(out)
+
+
+def tensor_sqnr(qdq_path: str | Path, fp32_path: str | Path, calib: np.ndarray) -> dict[str, float]:
+    """SQNR (dB) of every quantized activation, from onnxruntime's own `qdq_loss_debug`: the float model's
+    tensor vs the QDQ model's dequantized one (or the tensor before vs after its Q/DQ pair when the float
+    model no longer has that name), on the calibration images."""
+    import tempfile
+
+    from onnxruntime.quantization import qdq_loss_debug as dbg
+
+    from edgeproof.convert.onnx_quant import _reader
+
+    def reader(path):
+        import onnx
+
+        return _reader(onnx.load(str(path)).graph.input[0].name, calib)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        aug_q, aug_f = Path(tmp) / "q.onnx", Path(tmp) / "f.onnx"
+        dbg.modify_model_output_intermediate_tensors(str(qdq_path), str(aug_q))
+        dbg.modify_model_output_intermediate_tensors(str(fp32_path), str(aug_f))
+        q_act = dbg.collect_activations(str(aug_q), reader(qdq_path), execution_providers=["CPUExecutionProvider"])
+        f_act = dbg.collect_activations(str(aug_f), reader(fp32_path), execution_providers=["CPUExecutionProvider"])
+    errors = dbg.compute_activation_error(dbg.create_activation_matching(q_act, f_act))
+    out = {}
+    for name, e in errors.items():
+        v = e.get("xmodel_err", e.get("qdq_err"))
+        if v is not None and np.isfinite(v):
+            out[name] = float(v)
+    return out

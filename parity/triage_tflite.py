@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import os
 import tempfile
-from pathlib import Path
 
 import numpy as np
 
@@ -91,25 +90,3 @@ def layer_errors(model, calib: np.ndarray) -> list[LayerError]:
         le.exclude = [le.tensor] + _consumers(interp, int(r["tensor_idx"]), names_by_idx)
         out.append(judge(le))
     return rank(out)
-
-
-def reexport(model, fmt_name: str, calib: np.ndarray, io_type: str, denylist: list[str] | None,
-             int16x8: bool) -> bytes:
-    """The convert engineer's hook: the same converter settings, some layers kept in float."""
-    from edgeproof.convert.tflite import to_tflite
-
-    return to_tflite(model, fmt_name, calib=calib, io_type=io_type, denylisted_nodes=denylist or None,
-                     int16x8=int16x8)
-
-
-def write_with_meta(model_bytes: bytes, dest: Path, source_artifact: Path, note: dict) -> Path:
-    """Embed the source artifact's labels/preprocess contract (I/O specs re-read from the file)."""
-    from edgeproof.atomic import write_bytes
-    from edgeproof.runtime.metadata import read_metadata, tflite_with_metadata
-
-    meta = read_metadata(source_artifact)
-    if meta is not None:
-        meta.input = meta.output = None
-        meta.extra = {**meta.extra, "triage_fix": note}
-        model_bytes = tflite_with_metadata(model_bytes, meta)
-    return write_bytes(dest, model_bytes)

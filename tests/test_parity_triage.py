@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from edgeproof.cli.main import run_cli
+from edgeproof.parity.fix_ladder import STEPS
 
 pytestmark = pytest.mark.slow
 
@@ -52,8 +54,12 @@ def test_triage_names_the_outlier_layer_and_fix_repairs_it(outlier_artifacts, tm
         for f in fixed:
             assert f["metrics"]["top1_agree_count"] > before
             assert f["size_bytes"] > 0 and f["latency_p50_ms"] is not None
-    variants = {f["variant"] for f in by_artifact["model.tflite-int8.tflite"]["fixes"]}
-    assert variants == {"denylist", "int16x8"}
+        # the ladder: variants in order of cost, every one before the last fails, it stops at the first pass
+        steps = [f["step"] for f in t["fixes"]]
+        assert steps == sorted(steps, key=STEPS.index), steps
+        assert [f["status"] for f in t["fixes"]][:-1] == ["fail"] * (len(steps) - 1) and fixed == t["fixes"][-1:]
+        assert fixed[0]["recipe"], fixed[0]
     md = (tmp_path / "rep" / "parity.md").read_text()
-    assert "Worst layer(s): **outlier_dense" in md and "after: int16x8" in md
-    assert (tmp_path / "rep" / "fixed" / "model-fix-int16x8.tflite-int8.tflite").is_file()
+    last = by_artifact["model.tflite-int8.tflite"]["fixes"][-1]
+    assert "Worst layer(s): **outlier_dense" in md and f"after: {last['variant']}" in md
+    assert Path(last["path"]).is_file() and Path(last["path"]).parent == tmp_path / "rep" / "fixed"

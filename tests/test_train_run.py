@@ -118,8 +118,9 @@ def test_cli_train_json(shapes_dir, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_textures_reach_90_percent(tmp_path):
-    """The real-photo dataset is learnable: a short run at 32 px already clears 90 % test accuracy."""
+def test_textures_are_learnable_but_not_trivial(tmp_path):
+    """The twelve-class real-photo dataset is learnable, and hard enough that a short 32 px run is not perfect
+    (measured 86.5 %): parity's flips section has something to show."""
     pytest.importorskip("skimage")
     from edgeproof.train.datasets import build_dataset
     from edgeproof.train.trainer import train
@@ -127,8 +128,8 @@ def test_textures_reach_90_percent(tmp_path):
     data = build_dataset("textures", root=tmp_path / "data", image_size=32, per_class=60, seed=0)
     run = train(_config(data, tmp_path / "run", epochs=10, lr=1e-3), progress=False)
     m = json.loads((run / "metrics.json").read_text())
-    assert m["accuracy"]["test"] >= 0.9, m["accuracy"]
-    assert m["layout"] == "folders" and len(m["classes"]) == 7
+    assert 0.75 <= m["accuracy"]["test"] < 1.0, m["accuracy"]
+    assert m["layout"] == "folders" and len(m["classes"]) == 12
 
 
 def test_memory_guard(tmp_path, monkeypatch):

@@ -24,7 +24,7 @@ from edgeproof.paths import cache_dir
 
 MARKER = ".complete"
 SPLIT_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
-GENERATOR_VERSION = 2  # bump when a generator's output changes, so cached folders are rebuilt
+GENERATOR_VERSION = 3  # bump when a generator's output changes, so cached folders are rebuilt
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The real-photo `textures` dataset: crops of photos bundled with scikit-image (no network).
 
-Each class is one photo. Every photo is cut into three horizontal bands, top 60 % for train,
+Each class is one photo (twelve, some deliberately close: see SOURCES). Every photo is cut into three horizontal bands, top 60 % for train,
 next 20 % for val, bottom 20 % for test, and a split's crops are taken only from its own band,
 so no pixel of a test image was ever seen in training. Crops have a random window size (80-100 %
 of the base window), position and flips, and are resized (INTER_AREA) to the dataset image size,
@@ -27,14 +27,23 @@ class Source:
     inset: float = 0.0  # fraction cut from every edge first (e.g. the retina photo's black border)
 
 
+# Twelve classes, several of them close on purpose (three grey stone/plant textures; two printed-text scans;
+# two grey microscopy/coin photos; three dark starry/fundus/stained-tissue colour photos), cut into small windows
+# (about a tenth of the photo) so a crop shows a patch of texture rather than the whole scene: a small CNN
+# reaches roughly 85-95 % on the test band, and the parity report has near-ties and real flips to show.
 SOURCES = (
-    Source("brick", "brick", ".png", 0.18),
-    Source("grass", "grass", ".png", 0.18),
-    Source("gravel", "gravel", ".png", 0.18),
-    Source("moon", "moon", ".png", 0.18),
-    Source("ihc", "immunohistochemistry", ".png", 0.18),
-    Source("hubble", "hubble_deep_field", ".jpg", 0.15),
-    Source("retina", "retina", ".jpg", 0.12, inset=0.25),
+    Source("brick", "brick", ".png", 0.11),
+    Source("grass", "grass", ".png", 0.11),
+    Source("gravel", "gravel", ".png", 0.11),
+    Source("moon", "moon", ".png", 0.11),
+    Source("coins", "coins", ".png", 0.14),
+    Source("cell", "cell", ".png", 0.11),
+    Source("page", "page", ".png", 0.22),
+    Source("text", "text", ".png", 0.24),
+    Source("ihc", "immunohistochemistry", ".png", 0.11),
+    Source("hubble", "hubble_deep_field", ".jpg", 0.09),
+    Source("retina", "retina", ".jpg", 0.08, inset=0.25),
+    Source("cat", "chelsea", ".jpg", 0.14),
 )
 CLASSES = tuple(s.cls for s in SOURCES)
 

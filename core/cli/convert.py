@@ -50,6 +50,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="input/output type of tflite-int8 (default int8; edgetpu is always uint8)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration sample (default 0)")
+    p.add_argument("--no-int8-search", action="store_true",
+                   help="use the format table's int8 recipe as is (default: compare the int8 recipes on held-out "
+                        "calibration images and keep the most faithful; see README 'int8 that passes the gate')")
+    p.add_argument("--auto-fix", action="store_true",
+                   help="then run 'edgeproof parity --fix --promote' on the run's test split: a failing int8 artifact "
+                        "is replaced by the first fix that passes (the replaced file is kept beside it)")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_contract_flags(p, "bring-your-own model: labels and preprocessing contract (same flags as 'edgeproof run')")
@@ -90,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"no formats requested; give --to LIST|all (valid: {', '.join(FORMATS)}) or --device PROFILE")
     # every conversion option checked here, once, before the model is opened
     options = ConvertOptions(args.to or device_formats(args.device), calib_count=args.calib_count,
-                             int8_io=args.int8_io, opset=args.opset, seed=args.seed)
+                             int8_io=args.int8_io, opset=args.opset, seed=args.seed,
+                             int8_search=not args.no_int8_search)
     formats = options.names
     src = Path(args.source)
     from edgeproof.stderr_filter import kept_library_log
@@ -98,6 +105,9 @@ def run(args: argparse.Namespace) -> int:
     # TensorFlow/converter chatter (fd 1/2, print, warnings) goes to a temp log, kept only when a format failed
     with kept_library_log("convert") as log:
         source = open_source(src, overrides_from(args), args.calib_data)
+        if args.auto_fix and source.bare:
+            raise UsageError(f"--auto-fix judges the fixes on a run's test split; '{src}' is a bare model: convert "
+                             "it, then run 'edgeproof parity MODEL --artifacts OUT --data DIR --fix --promote'")
         if not args.json:
             for line in source.notes:
                 info(f"note: {src.name}: {line}")
@@ -132,4 +142,8 @@ def run(args: argparse.Namespace) -> int:
         error_line(f"{len(failed)} of {len(done)} format(s) could not be converted: "
                    f"{', '.join(a.format for a in failed)} (the others are kept in {out})")
         return 2
+    if args.auto_fix:
+        from edgeproof.cli.parity import auto_fix
+
+        return auto_fix(source.root, out, progress=not args.no_progress and not args.json)
     return 0

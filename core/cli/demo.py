@@ -11,10 +11,11 @@ import argparse
 import time
 from pathlib import Path
 
-# (image size, images per class, epochs). The full variant is sized to finish in about 3 minutes
-# on 2 CPU cores; --fast is for tests and a quick look.
-FULL = {"image_size": 64, "per_class": 200, "epochs": 20}
-FAST = {"image_size": 32, "per_class": 100, "epochs": 10}
+# (image size, images per class, epochs). The twelve-class textures set is meant to be imperfect (about 90 %
+# float test accuracy: measured 90.5 % full, 86.5 % --fast), so the parity report has flips and near-ties to
+# show; the full variant trains in about a minute on 2 CPU cores, --fast is for tests and a quick look.
+FULL = {"image_size": 64, "per_class": 100, "epochs": 12}
+FAST = {"image_size": 32, "per_class": 60, "epochs": 10}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -90,9 +91,13 @@ def run(args: argparse.Namespace) -> int:
     from edgeproof.parity import run_parity
 
     with _quiet(run_dir / "parity" / "library-output.log"):
-        rep = run_parity(run_dir, artifacts_dir=art_dir, progress=prog)
+        # a failing int8 artifact gets the fix ladder; the first passing fix is promoted and shown
+        rep = run_parity(run_dir, artifacts_dir=art_dir, progress=prog, fix=True, promote=True)
     timings["parity"] = time.perf_counter() - t
     print_table(rep)
+    from edgeproof.cli.parity import print_triage
+
+    print_triage(rep)
     if rep.e2e:
         info(f"      end-to-end: {rep.e2e['verdict']}")
 

@@ -82,6 +82,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="per-layer quantization error for failing int8 artifacts (default on)")
     p.add_argument("--fix", action="store_true", help="with triage: re-export failing int8 artifacts with the "
                    "worst layers kept float / int16x8 activations into REPORT_DIR/fixed and compare")
+    p.add_argument("--promote", action="store_true",
+                   help="with --fix: put the first passing fix in place of the artifact (atomically, recipe recorded in "
+                        "manifest.json, the replaced file kept beside it as <name>.replaced-<time>); the gate then "
+                        "judges the promoted file")
     p.add_argument("--no-e2e", action="store_true", help="skip the TF-vs-OpenCV preprocessing drift check")
     p.add_argument("-o", "--out", metavar="REPORT_DIR", help="report folder (default RUN_DIR/parity)")
     p.add_argument("--timeout", type=float, default=600.0, metavar="S",
@@ -111,7 +115,7 @@ def _summary(r) -> str:
     c = r.comparison
     if c is None:
         return r.reason
-    acc = "" if c.task.accuracy is None else f", acc {c.task.accuracy:.1%}"
+    acc = "" if c.task.accuracy is None else f", acc {c.task.accuracy:.1%} (Δ {c.task.delta_acc_pp:+.2f} pp)"
     lat = "" if r.latency_p50_ms is None else f", p50 {r.latency_p50_ms:.3f} ms"
     return f"agreement {c.task.top1_agree_count}/{c.task.n}{acc}, {r.size_bytes / 1024:.1f} KiB{lat}"
 
@@ -124,7 +128,7 @@ def _run(args: argparse.Namespace):
                       backends=_backends(args.backends),
                       tol_flags={"max_abs": args.max_abs, "min_agreement": args.min_agreement,
                                  "max_delta_acc": args.max_delta_acc, "strict_ties": args.strict_ties or None},
-                      triage=args.triage, fix=args.fix, out_dir=args.out, e2e=not args.no_e2e,
+                      triage=args.triage, fix=args.fix, promote=args.promote, out_dir=args.out, e2e=not args.no_e2e,
                       progress=progress_bars(not args.no_progress and not args.json),
                       verify=not args.no_verify,
                       engine=args.engine, address=args.address, workers=args.workers, timeout_s=args.timeout)
@@ -155,6 +159,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--timeout {args.timeout} is not valid; give the seconds allowed per artifact (> 0)")
     if args.fix and not args.triage:
         raise UsageError("--fix needs triage; drop --no-triage")
+    if args.promote and not args.fix:
+        raise UsageError("--promote puts a passing --fix in place; give --fix --promote")
     from edgeproof.cli.run_ray import check_engine_flags
     from edgeproof.stderr_filter import library_output_to
 
@@ -171,19 +177,55 @@ def run(args: argparse.Namespace) -> int:
             info(line)
         if rep.e2e:
             info(f"end-to-end: {rep.e2e['verdict']}")
-        for t in rep.triage:
-            if t.error:
-                info(f"triage {t.artifact}: could not run: {t.error}")
-                continue
-            info(f"triage {t.artifact}: worst layer(s) {', '.join(le.label() for le in t.worst)}"
-                 + (f" — {t.worst[0].reason}" if t.worst and t.worst[0].reason else ""))
-            before = next((r for r in rep.rows if r.artifact == t.artifact and r.comparison is not None), None)
-            for label, r in ([("before", before)] if before and t.fixes else []) + \
-                    [(f"fix {getattr(f, 'variant', '')}", f) for f in t.fixes]:
-                info(f"  {label:13s} {r.status:5s} {_summary(r)}" + (f" -> {r.path}" if label != "before" else ""))
+        print_triage(rep)
         info(f"report: {rep.files.get('markdown')}  {rep.files.get('json')}")
     if not rep.passed:
         for line in report_mod.failure_lines(rep):
             error_line(f"parity failed: {line}")
         return 1
     return 0
+
+
+def auto_fix(run_dir, artifacts_dir, progress: bool = True) -> int:
+    """`convert --auto-fix`: parity --fix --promote on the run's test split; 0 when everything in place passes."""
+    from pathlib import Path
+
+    from edgeproof.cli.console import error_line, info
+    from edgeproof.parity import report as report_mod
+    from edgeproof.parity import run_parity
+    from edgeproof.stderr_filter import library_output_to
+
+    run_dir = Path(run_dir)
+    run_dir = run_dir.parent if run_dir.suffix == ".keras" else run_dir
+    with library_output_to(run_dir / "parity" / LIBRARY_LOG):
+        rep = run_parity(run_dir, artifacts_dir=artifacts_dir, fix=True, promote=True, e2e=False, progress=progress)
+    for p in rep.promoted:
+        info(f"auto-fix: promoted {p['variant']} -> {p['path']} (replaced file kept as {p['replaced']})")
+    info(f"auto-fix: parity report {rep.files.get('markdown')}")
+    if not rep.passed:
+        for line in report_mod.failure_lines(rep):
+            error_line(f"parity failed: {line}")
+        return 1
+    return 0
+
+
+def print_triage(rep) -> None:
+    """Triage lines: worst layers, the fixes tried with before/after side by side, what was promoted."""
+    from edgeproof.cli.console import info
+
+    for t in rep.triage:
+        if t.error:
+            info(f"triage {t.artifact}: could not run: {t.error}")
+            continue
+        info(f"triage {t.artifact}: worst layer(s) {', '.join(le.label() for le in t.worst)}"
+             + (f" — {t.worst[0].reason}" if t.worst and t.worst[0].reason else ""))
+        before = t.before
+        for label, r in ([("before", before)] if before and t.fixes else []) + \
+                [(f"fix {getattr(f, 'variant', '')}", f) for f in t.fixes]:
+            info(f"  {label:50s} {r.status:5s} {_summary(r)}" + (f" -> {r.path}" if label != "before" else ""))
+        for note in t.notes:
+            if note.startswith("edgetpu: fully"):
+                info(f"  {note}")
+    for p in rep.promoted:
+        info(f"  promoted {p['variant']} -> {p['path']} (replaced file kept as {p['replaced']}); judged again: "
+             f"{'passes' if p['passes'] else 'still fails'}")
