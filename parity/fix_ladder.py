@@ -128,7 +128,8 @@ def run_ladder(row, fmt: Format, variants: Iterator[Variant], calib: np.ndarray,
             fixed = _error_row(row, fmt, dest, f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}")
         fixed.variant = v.name  # type: ignore[attr-defined]
         fixed.step = v.step  # type: ignore[attr-defined]
-        fixed.recipe = v.candidate.options  # type: ignore[attr-defined]
+        fixed.recipe = {**v.candidate.options, "calibration_images": len(calib),  # type: ignore[attr-defined]
+                        "calibration_source": "the run's train split, stratified (parity --fix)"}
         fixed.edgetpu_full = v.edgetpu_full  # type: ignore[attr-defined]
         out.append(fixed)
         if fixed.status == "pass":

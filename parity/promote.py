@@ -48,6 +48,7 @@ def promote(fixed_path: Path, fmt_name: str, artifacts_dir: Path, variant: str, 
         entry = manifest.get(fmt.name) or ArtifactResult(format=fmt.name, path=dest, status="ok")
         entry.path, entry.status, entry.error = dest, "ok", None
         entry.sha256, entry.bytes = sha, dest.stat().st_size
+        entry.calibration_sha256 = None  # calibrated by the fix on its own batch (options say which)
         entry.options = {**recipe, "promoted": {"by": "edgeproof parity --fix --promote", "variant": variant,
                                                 "replaced_file": backup.name if backup.exists() else None,
                                                 "at": stamp}}

@@ -64,6 +64,13 @@ def _check_int8(path, meta):
     assert meta.extra["options"]["ops"] == "TFLITE_BUILTINS_INT8"
 
 
+def _check_int16x8(path, meta):
+    inp = _tflite(path).get_input_details()[0]
+    assert inp["dtype"] == np.int16 and meta.input.dtype == "int16" and inp["quantization"][1] == 0  # symmetric
+    assert "INT16" in meta.extra["options"].get("ops", meta.extra["options"].get("recipe", "")).upper() \
+        or meta.extra["options"].get("quantizer") == "litert-quantizer"
+
+
 def _check_edgetpu(path, meta):
     it = _tflite(path)
     assert it.get_input_details()[0]["dtype"] == np.uint8 and it.get_output_details()[0]["dtype"] == np.uint8
@@ -84,7 +91,7 @@ def _check_onnx_int8(path, meta):
 
 FORMAT_CHECKS = {
     "tflite-fp32": _check_fp32, "tflite-fp16": _check_fp16, "tflite-dynamic": _check_dynamic,
-    "tflite-int8": _check_int8, "edgetpu": _check_edgetpu, "onnx-fp32": _check_onnx_fp32,
+    "tflite-int8": _check_int8, "tflite-int16x8": _check_int16x8, "edgetpu": _check_edgetpu, "onnx-fp32": _check_onnx_fp32,
     "onnx-int8": _check_onnx_int8,
 }
 

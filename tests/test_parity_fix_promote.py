@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,26 +14,18 @@ pytestmark = pytest.mark.slow
 
 
 def _black_calibrated(tiny_run: Path, base: Path) -> Path:
-    """int8 artifacts of tiny_run calibrated on 30 uniform black images (a copy of the run whose train split is them)."""
+    """int8 artifacts of tiny_run calibrated on 30 uniform black images through --calib-data (the run's train
+    split replaced)."""
     import cv2
-
-    from edgeproof.convert import convert_run
 
     black = base / "black"
     black.mkdir(parents=True)
     for i in range(30):
         cv2.imwrite(str(black / f"b{i:02d}.png"), np.zeros((32, 32, 3), np.uint8))
-    run = base / "run"
-    run.mkdir()
-    for p in tiny_run.iterdir():
-        if p.is_file():
-            shutil.copy(p, run / p.name)
-    split = json.loads((run / "split.json").read_text())
-    split["splits"]["train"] = [[str(p), 0] for p in sorted(black.iterdir())]
-    (run / "split.json").write_text(json.dumps(split))
     art = base / "art"
-    manifest = convert_run(run, art, formats=["tflite-int8", "onnx-fp32", "onnx-int8"], calib_count=30)
-    assert all(a.status == "ok" for a in manifest.artifacts)
+    assert run_cli(["convert", str(tiny_run), "--to", "tflite-int8,onnx-fp32,onnx-int8", "--calib-data", str(black),
+                    "-o", str(art), "--no-progress"]) == 0
+    assert "--calib-data" in json.loads((art / "manifest.json").read_text())["calibration"]["source"]
     return art
 
 

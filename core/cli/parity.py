@@ -80,8 +80,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "by the format's near_tie_max_margin, counts as agreement; Δaccuracy always counts all)")
     p.add_argument("--triage", action=argparse.BooleanOptionalAction, default=True,
                    help="per-layer quantization error for failing int8 artifacts (default on)")
-    p.add_argument("--fix", action="store_true", help="with triage: re-export failing int8 artifacts with the "
-                   "worst layers kept float / int16x8 activations into REPORT_DIR/fixed and compare")
+    p.add_argument("--fix", action="store_true", help="with triage: re-export each failing int8 artifact with variants "
+                   "in order of cost (calibration; the lowest-SNR tensors int16 then float; int16x8; the named layers "
+                   "float) into REPORT_DIR/fixed, stopping at the first that passes; before/after side by side")
     p.add_argument("--promote", action="store_true",
                    help="with --fix: put the first passing fix in place of the artifact (atomically, recipe recorded in "
                         "manifest.json, the replaced file kept beside it as <name>.replaced-<time>); the gate then "
