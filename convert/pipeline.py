@@ -285,8 +285,8 @@ def _convert_locked(run, out_dir: Path, options: ConvertOptions, progress: Progr
                     on_result: Callable[[ArtifactResult], None] | None) -> Manifest:
     """convert_run's work, with the lock on `out_dir` held."""
     from edgeproof.convert.calibration import calibration_batch, describe
-    from edgeproof.convert.onnx_export import check_opset
     from edgeproof.convert.keras_model import source_sha256
+    from edgeproof.convert.onnx_export import check_opset
     from edgeproof.train.tf_quiet import import_tensorflow
 
     import_tensorflow("edgeproof convert")
