@@ -209,7 +209,8 @@ BACKENDS: dict[str, Backend] = {
         Backend("openvino", "edgeproof.runtime.backends.openvino:OpenVINOBackend", "any", "openvino",
                 "pip install 'edgeproof[openvino]'", skips=("edgetpu",)),
         Backend("litert-compiled", "edgeproof.runtime.backends.litert_compiled:LiteRTCompiledBackend", "tflite",
-                "ai_edge_litert", "pip install 'ai-edge-litert>=2'", skips=("edgetpu",)),
+                "ai_edge_litert", "pip install 'ai-edge-litert>=2'",
+                skips=("edgetpu", "tflite-int16x8")),  # CompiledModel buffers: 'Unsupported dtype: int16'
     )
 }
 
