@@ -64,3 +64,26 @@ def test_black_calibration_fails_naming_artifact_and_metric_and_promoted_fix_pas
 def test_promote_needs_fix(tiny_run, capsys):
     assert run_cli(["parity", str(tiny_run), "--promote", "--no-progress"]) == 2
     assert "--fix --promote" in capsys.readouterr().err
+
+
+def test_convert_auto_fix_promotes_a_passing_fix(tiny_run, tmp_path, capsys):
+    import cv2
+
+    black = tmp_path / "black"
+    black.mkdir()
+    for i in range(30):
+        cv2.imwrite(str(black / f"b{i:02d}.png"), np.zeros((32, 32, 3), np.uint8))
+    import shutil
+
+    run = tmp_path / "run"  # auto-fix writes its report into RUN/parity: a copy, not the shared fixture
+    shutil.copytree(tiny_run, run)
+    art = tmp_path / "art"
+    code = run_cli(["convert", str(run), "--to", "tflite-int8", "--calib-data", str(black), "-o", str(art),
+                    "--auto-fix", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "auto-fix: promoted calibration" in err
+    assert len(list(art.glob("model.tflite-int8.tflite.replaced-*"))) == 1
+    entry = json.loads((art / "manifest.json").read_text())["artifacts"]["tflite-int8"]
+    assert entry["options"]["promoted"]["variant"].startswith("calibration")
+    assert (run / "parity" / "parity.md").is_file()
