@@ -34,7 +34,8 @@ FORMAT_VERSION = 1
 # (out_dir, data_dir: the data is compared by content) may differ on --resume.
 CONFIG_FLAGS = {"model": "--model", "img_size": "--img-size", "epochs": "--epochs", "batch_size": "--batch-size",
                 "lr": "--lr", "seed": "--seed", "alpha": "--alpha", "patience": "--patience",
-                "augment": "augment", "interpolation": "interpolation", "deterministic": "deterministic"}
+                "augment": "augment", "interpolation": "interpolation", "deterministic": "deterministic",
+                "phases": "phases", "weights": "--weights"}
 
 
 def partial_dir(out: Path) -> Path:
@@ -48,8 +49,17 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def resume_config(cfg: Any) -> dict[str, Any]:
+    """The options a resumed run must share with its checkpoint (JSON-shaped). The worker count is not
+    one of them: the global batch, hence the training, is the same on any number of workers."""
     d = asdict(cfg)
-    return {k: d[k] for k in CONFIG_FLAGS}
+    out = {k: d[k] for k in CONFIG_FLAGS if k in d}
+    phases = out.pop("phases", None)
+    if phases:  # absent when there are none, as in checkpoints written before phases existed
+        out["phases"] = json.loads(json.dumps([{k: v for k, v in p.items() if k != "select"} for p in phases],
+                                              default=str))
+    if out.get("weights", "none") == "none":  # likewise (checkpoints from before --weights)
+        out.pop("weights", None)
+    return out
 
 
 def data_fingerprint(data: Any) -> dict[str, Any]:
@@ -115,7 +125,7 @@ class State:
 
 def config_differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     return [f"{CONFIG_FLAGS[k]} {now.get(k)!r} (checkpoint: {saved.get(k)!r})"
-            for k in CONFIG_FLAGS if saved.get(k) != now.get(k)]
+            for k in CONFIG_FLAGS if saved.get(k) != now.get(k)]  # phases: absent on both sides unless used
 
 
 def data_differences(saved: dict[str, Any], now: dict[str, Any]) -> str | None:

@@ -254,35 +254,50 @@ def load_data(root: str | Path, pp: Preprocess, seed: int = 0,
 
 # ---------------------------------------------------------------- TensorFlow side
 
-def make_tf_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, *, augment: bool, seed: int):
+def make_tf_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, *, augment: bool, seed: int,
+                    shard: tuple[int, int] = (0, 1)):
     """uint8 arrays -> shuffled, batched float32 tf.data of raw 0..255 pixels, for training.
 
     Training batches are all full (the shuffled remainder is dropped, a different one each epoch).
     Augmentation (random horizontal flip, brightness +-10 %, contrast 0.9-1.1) is seeded and
     deterministic per epoch; it lives here, never in the saved model.
+
+    `batch_size` is the global batch. With `shard=(k, n)` (worker k of n) every worker builds the same
+    shuffled stream, each element already paired with its own augmentation seed, keeps the k-th of the
+    n equal slices of every global batch and augments only those: the n workers together see exactly
+    the batches, and the augmentations, that one worker would. tf.distribute's auto-sharding is off
+    (set explicitly) because this is the sharding.
     """
     import tensorflow as tf
 
+    index, count = shard
+    batch = min(batch_size, len(images))
+    local = batch // count
     ds = tf.data.Dataset.from_tensor_slices((images, labels))
     ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    if augment:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds))
+    if count > 1:
+        full = len(images) // batch * batch  # whole global batches only, so every worker gets as many
+        ds = ds.take(full).enumerate().filter(lambda i, _: (i // local) % count == index).map(lambda i, e: e)
     if not augment:
         ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y))
-        return ds.batch(min(batch_size, len(images)), drop_remainder=True).prefetch(2)
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-    ds = tf.data.Dataset.zip((ds, seeds))
+    else:
+        def jitter(pair, s):
+            x, y = pair
+            x = tf.cast(x, tf.float32)
+            s = tf.cast(s % (2**31), tf.int32)
+            x = tf.image.stateless_random_flip_left_right(x, seed=s)
+            x = tf.image.stateless_random_contrast(x, 0.9, 1.1, seed=s[::-1])
+            delta = tf.random.stateless_uniform([], seed=s + 1, minval=-25.5, maxval=25.5)
+            return tf.clip_by_value(x + delta, 0.0, 255.0), y
 
-    def augment(pair, s):
-        x, y = pair
-        x = tf.cast(x, tf.float32)
-        s = tf.cast(s % (2**31), tf.int32)
-        x = tf.image.stateless_random_flip_left_right(x, seed=s)
-        x = tf.image.stateless_random_contrast(x, 0.9, 1.1, seed=s[::-1])
-        delta = tf.random.stateless_uniform([], seed=s + 1, minval=-25.5, maxval=25.5)
-        return tf.clip_by_value(x + delta, 0.0, 255.0), y
-
-    ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.map(jitter, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     # Full batches only: one input shape means one trace of the train step (a second costs seconds).
-    return ds.batch(min(batch_size, len(images)), drop_remainder=True).prefetch(2)
+    return ds.batch(local, drop_remainder=True).prefetch(2).with_options(options)
 
 
 def load_image_tf(path: str | Path, height: int, width: int, interpolation: str = "bilinear") -> np.ndarray:

@@ -29,22 +29,20 @@ from edgeproof.train import run_dir
 from edgeproof.train.checkpoint import (
     STATE_FILE,
     Checkpoints,
-    EarlyStop,
     State,
     config_differences,
     data_differences,
     data_fingerprint,
-    epoch_seed,
     partial_dir,
     resume_config,
 )
+from edgeproof.train.distributed import DEFAULT_TIMEOUT, Topology
+from edgeproof.train.loop import Phase
+from edgeproof.train.session import Session
 
 log = logging.getLogger(__name__)
 
 DEFAULT_EPOCHS = 12
-# Training images used to re-estimate the BatchNorm statistics after each epoch; EarlyStopping then
-# restores the best epoch's weights and statistics together, so the saved model is the one validated.
-EPOCH_RECALIBRATION = 512
 DEFAULT_IMG_SIZE = 64
 
 
@@ -64,8 +62,25 @@ class TrainConfig:
     augment: bool = True
     interpolation: str = "bilinear"
     deterministic: bool = True  # tf.config.experimental.enable_op_determinism during training
+    # Training phases (transfer learning: frozen backbone, then fine-tuning); empty: one phase of
+    # `epochs` at `lr` training every layer. Their epochs must add up to `epochs`. See train.loop.Phase.
+    phases: tuple[Phase, ...] = ()
 
-    def validate(self) -> None:
+    def schedule(self) -> tuple[Phase, ...]:
+        """The phases this run trains through: `phases` when given, else the model's transfer plan
+        (models.transfer_plan: one phase, or a pretrained backbone frozen, then its top fine-tuned)."""
+        if self.phases:
+            return tuple(self.phases)
+        from functools import partial
+
+        from edgeproof.train.models import set_trainable, transfer_plan
+
+        plan = transfer_plan(self.model, self.weights, int(self.epochs), float(self.lr))
+        ends = [p.first_epoch for p in plan[1:]] + [int(self.epochs)]
+        return tuple(Phase(end - p.first_epoch, p.lr, select=partial(set_trainable, phase=p))
+                     for p, end in zip(plan, ends, strict=True))
+
+    def validate(self, workers: int = 1) -> None:
         from edgeproof.train.models import MAX_SIZE, MIN_SIZE, MODELS
 
         if self.model not in MODELS:
@@ -88,6 +103,28 @@ class TrainConfig:
         from edgeproof.train.models import check_weights
 
         check_weights(self.model, self.weights)  # before the data is read: a bad --weights fails at once
+        if int(self.batch_size) % workers:
+            raise UsageError(f"--batch-size {self.batch_size} does not split evenly over {workers} workers (the "
+                             f"global batch is divided among them); use a multiple of {workers}")
+        _check_phases(self.phases, int(self.epochs))
+
+
+def _check_phases(phases: tuple[Phase, ...], epochs: int) -> None:
+    import re
+
+    if not phases:
+        return
+    for i, p in enumerate(phases, start=1):
+        if int(p.epochs) < 1 or not 0 < float(p.lr) < 10:
+            raise UsageError(f"phase {i}: {p.epochs} epochs at lr {p.lr}; use 1 or more epochs and a positive "
+                             "learning rate")
+        try:
+            re.compile(p.trainable or "")
+        except re.error as exc:
+            raise UsageError(f"phase {i}: trainable '{p.trainable}' is not a valid regular expression ({exc})") from None
+    total = sum(int(p.epochs) for p in phases)
+    if total != epochs:
+        raise UsageError(f"the phases add up to {total} epochs but epochs is {epochs}; make them equal")
 
 
 def check_out_dir(out: Path) -> None:
@@ -133,61 +170,6 @@ def _disable_determinism() -> None:
         pass
 
 
-def _predictor(model, size: int):
-    """A traced-once inference function over uint8/float batches (model.predict retraces per shape)."""
-    import tensorflow as tf
-
-    fn = tf.function(lambda x: model(x, training=False),
-                     input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32)])
-
-    def predict(images: np.ndarray) -> np.ndarray:
-        outs = [fn(tf.constant(images[i:i + 256], tf.float32)).numpy() for i in range(0, len(images), 256)]
-        return np.concatenate(outs) if outs else np.zeros((0, model.output_shape[-1]), np.float32)
-
-    return predict
-
-
-def _validation_callback(keras, predict, train_images, val_images, val_labels, seed: int):
-    """At each epoch end: recalibrate BatchNorm statistics, then put val_loss/val_accuracy in the logs.
-
-    Runs before EarlyStopping (which then restores the best weights, statistics included) and
-    before History. Recalibrating never changes training itself, which uses batch statistics.
-    """
-    from edgeproof.train.models import recalibrate_batchnorm
-
-    class Validate(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            recalibrate_batchnorm(self.model, train_images, max_images=EPOCH_RECALIBRATION, seed=seed)
-            probs = predict(val_images)
-            p_true = np.clip(probs[np.arange(len(val_labels)), val_labels], 1e-7, 1.0)
-            if logs is not None:
-                logs["val_loss"] = float(-np.log(p_true).mean())
-                logs["val_accuracy"] = float((probs.argmax(axis=1) == val_labels).mean())
-
-    return Validate()
-
-
-def _progress_callback(keras, prog, epochs: int, steps: int, start: int):
-    """One bar over every epoch (a resumed run starts it at its first new epoch); fit runs per epoch."""
-    task = prog.add_task(f"training epoch {start + 1}/{epochs}", total=epochs * steps, completed=start * steps)
-
-    class EpochProgress(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            prog.advance(task)
-
-        def on_epoch_end(self, epoch, logs=None):
-            logs = logs or {}
-            prog.update(task, completed=(epoch + 1) * steps, description=(
-                f"epoch {epoch + 1}/{epochs} loss {logs.get('loss', 0):.3f} "
-                f"acc {logs.get('accuracy', 0):.3f} "
-                f"val_loss {logs.get('val_loss', 0):.3f} val_acc {logs.get('val_accuracy', 0):.3f}"))
-
-        def finish(self) -> None:
-            prog.update(task, total=prog.completed(task))
-
-    return EpochProgress()
-
-
 def _resume_state(ckpts: Checkpoints, cfg: TrainConfig, resume: bool) -> State | None:
     """The checkpoint to continue from (--resume), after checking it was made with the same options."""
     if not resume:
@@ -212,19 +194,24 @@ def _resume_state(ckpts: Checkpoints, cfg: TrainConfig, resume: bool) -> State |
 
 
 def train(cfg: TrainConfig, progress: ProgressCallback | bool | None = None, resume: bool = False,
-          checkpoint: bool = True) -> Path:
+          checkpoint: bool = True, topology: Topology | None = None, timeout: float = DEFAULT_TIMEOUT) -> Path:
     """Train per `cfg` and write a complete run folder at cfg.out_dir; return its path.
 
     After every epoch a checkpoint is committed next to the destination (see train.checkpoint) unless
     `checkpoint` is False; `resume` continues from it. The checkpoint is removed once the run folder is
-    in place. `progress`: a callback for progress events (edgeproof.progress).
+    in place. `progress`: a callback for progress events (edgeproof.progress). With a multi-worker `topology` (train.distributed) every worker calls this; only the
+    chief touches cfg.out_dir and its checkpoint, the others write nothing.
     """
     from edgeproof.atomic import clean_stale
     from edgeproof.train.data import scan
 
-    cfg.validate()
+    topo = topology or Topology()
+    cfg.validate(topo.count)
     out = Path(cfg.out_dir)
     scanned = scan(cfg.data_dir)  # bad data fails here: before TensorFlow's import and any progress bar
+    if not topo.is_chief:
+        _train(cfg, out, scanned, None, None, False, False, topo, timeout)
+        return out
     check_out_dir(out)
     for line in clean_stale(out.parent, out.name):  # temp folders of a killed earlier run
         log.info("note: %s", line)
@@ -232,7 +219,7 @@ def train(cfg: TrainConfig, progress: ProgressCallback | bool | None = None, res
         with Checkpoints(out) as ckpts:
             try:
                 state = _resume_state(ckpts, cfg, resume)
-                _train(cfg, out, scanned, ckpts, state, progress, checkpoint)
+                _train(cfg, out, scanned, ckpts, state, progress, checkpoint, topo, timeout)
             except BaseException:
                 ckpts.remove_if_empty()  # a committed checkpoint stays for --resume
                 raise
@@ -256,9 +243,9 @@ def _no_space_error(out: Path, exc: BaseException) -> EdgeproofError:
                           f"space or choose another -o, {then}; '{out}' is as before this run")
 
 
-def _train(cfg: TrainConfig, out: Path, scanned: tuple, ckpts: Checkpoints, state: State | None,
-           progress: ProgressCallback | bool | None, save: bool) -> None:
-    from edgeproof.train.data import load_data, make_tf_dataset
+def _train(cfg: TrainConfig, out: Path, scanned: tuple, ckpts: Checkpoints | None, state: State | None,
+           progress: ProgressCallback | bool | None, save: bool, topo: Topology, timeout: float) -> None:
+    from edgeproof.train.data import load_data
     from edgeproof.train.tf_quiet import import_tensorflow
 
     import_tensorflow("edgeproof train")
@@ -266,7 +253,8 @@ def _train(cfg: TrainConfig, out: Path, scanned: tuple, ckpts: Checkpoints, stat
     import tensorflow as tf
 
     from edgeproof.train import report
-    from edgeproof.train.models import build_model, in_graph_preprocess, phase_at, set_trainable, transfer_plan
+    from edgeproof.train.distributed import make_strategy, stop_health_checks
+    from edgeproof.train.models import in_graph_preprocess
 
     t0 = time.perf_counter()
     size = int(cfg.img_size)
@@ -283,72 +271,38 @@ def _train(cfg: TrainConfig, out: Path, scanned: tuple, ckpts: Checkpoints, stat
         if differs:
             raise UsageError(f"--resume: the data in '{cfg.data_dir}' is not what the checkpoint was trained on: "
                              f"{differs}; train without --resume to start over")
-    if data.skipped:
+    if data.skipped and topo.is_chief:
         summary = ", ".join(f"{n} {r}" for r, n in data.skipped_summary().items())
         log.warning(f"skipped {len(data.skipped)} file(s) that are not usable images: {summary} "
                      f"(list in {run_dir.SPLIT_FILE} and {run_dir.METRICS_FILE})")
     t_load = time.perf_counter() - t0
 
+    strategy = make_strategy(topo, timeout)  # before any other TensorFlow work (a tf.distribute rule)
     seed = int(cfg.seed)
     keras.utils.set_random_seed(seed)
     was_deterministic = _determinism_enabled()
     if cfg.deterministic and not was_deterministic:
         tf.config.experimental.enable_op_determinism()
     try:
-        if state is None:
-            model = build_model(cfg.model, size, len(data.classes), float(cfg.alpha), cfg.weights)
-            model.compile(optimizer=keras.optimizers.Adam(float(cfg.lr)),
-                          loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-            state = State(epoch=0, history={}, early=EarlyStop(int(cfg.patience)), config=resume_config(cfg),
-                          data=fingerprint)
-            best_weights = None
-        else:  # the model with its optimizer state, as it was after the checkpoint's epoch
-            model = keras.saving.load_model(str(ckpts.model_path(state)), compile=True)
-            best_weights = ckpts.best_weights(state)
-            log.info(f"resuming '{out}' after epoch {state.epoch}/{cfg.epochs}")
+        session = Session(cfg, strategy, topo, data, ckpts if save else None, progress)
+        state = session.start(state, fingerprint, ckpts)
         resumed_at = state.epoch
-        tr, va = data.splits["train"], data.splits["val"]
-        train_images = tf.constant(tr.images)  # one copy for every epoch's dataset
-        predict = _predictor(model, size)
-        steps = max(1, len(tr.labels) // int(cfg.batch_size))  # full batches only
-        validate = _validation_callback(keras, predict, tr.images, va.images, va.labels, seed)
-        t1 = time.perf_counter() - state.train_seconds
-        with Progress(progress) as prog:
-            bar = _progress_callback(keras, prog, int(cfg.epochs), steps, state.epoch)
-            plan, applied = transfer_plan(cfg.model, cfg.weights, int(cfg.epochs), float(cfg.lr)), None
-            for epoch in range(state.epoch, int(cfg.epochs)):
-                if state.early.stopped:
-                    break
-                if len(plan) > 1 and phase_at(plan, epoch) != applied:  # transfer learning: frozen, then fine-tune
-                    applied = phase_at(plan, epoch)
-                    set_trainable(model, applied)
-                    model.compile(optimizer=keras.optimizers.Adam(applied.lr),
-                                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-                # Each epoch's shuffle and augmentation depend on (seed, epoch) only: resumable exactly.
-                ds = make_tf_dataset(train_images, tr.labels, int(cfg.batch_size), augment=cfg.augment,
-                                     seed=epoch_seed(seed, epoch))
-                hist = model.fit(ds, initial_epoch=epoch, epochs=epoch + 1, verbose=0, shuffle=False,
-                                 callbacks=[validate, bar])
-                for k, vals in hist.history.items():
-                    state.history.setdefault(k, []).extend(float(v) for v in vals)
-                improved = state.early.update(epoch, state.history["val_loss"][-1])
-                if improved:
-                    best_weights = model.get_weights()
-                state.epoch, state.train_seconds = epoch + 1, time.perf_counter() - t1
-                if save:
-                    ckpts.save(model, state, best_weights if improved else None)
-            bar.finish()
-        if best_weights is not None:  # EarlyStopping(restore_best_weights=True) does this at train end
-            model.set_weights(best_weights)
-        t_train = time.perf_counter() - t1
-        history = state.history
+        if state.epoch and topo.is_chief:
+            log.info(f"resuming '{out}' after epoch {state.epoch}/{cfg.epochs}")
+        session.fit(state)
+        stop_health_checks(strategy)
+        if not topo.is_chief:
+            return
+        model, history, t_train = session.model, state.history, session.seconds
+        if session.best_weights is not None:  # EarlyStopping(restore_best_weights=True) does this at train end
+            model.set_weights(session.best_weights)
         val_losses = history.get("val_loss") or [0.0]
         best_epoch = int(np.argmin(val_losses)) + 1
 
         t2 = time.perf_counter()
         splits = {}
         for name, split in data.splits.items():
-            probs = predict(split.images)
+            probs = session.predict(split.images)
             splits[name] = report.split_metrics(split.labels, probs, data.classes)
         t_eval = time.perf_counter() - t2
     finally:
@@ -367,7 +321,9 @@ def _train(cfg: TrainConfig, out: Path, scanned: tuple, ckpts: Checkpoints, stat
         "skipped": {"total": len(data.skipped), "by_reason": data.skipped_summary(),
                     "files": [[p, r] for p, r in data.skipped]},
         "seconds": {"load": round(t_load, 2), "train": round(t_train, 2), "evaluate": round(t_eval, 2)},
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+        "distributed": {**topo.describe(), "global_batch": session.global_batch,
+                        "per_worker_batch": session.global_batch // topo.count},
+        "config": json.loads(json.dumps(asdict(cfg), default=str)),  # paths (and any phase's select) as text
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
     }
     _write_run(out, model, data, pp, metrics, history, best_epoch, seed, t0)

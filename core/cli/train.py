@@ -8,6 +8,7 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:
     from edgeproof.train.datasets import DATASETS  # registries: no heavy imports at module level
+    from edgeproof.train.distributed import DEFAULT_TIMEOUT
     from edgeproof.train.models import MODELS
     from edgeproof.train.trainer import DEFAULT_EPOCHS, DEFAULT_IMG_SIZE
 
@@ -24,7 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "  edgeproof train --dataset shapes --epochs 3 -o runs/x --resume   # after a kill or power cut\n"
         "  edgeproof train --data photos/ --model mobilenet_v2_tiny --alpha 0.5 --img-size 96\n"
         "  edgeproof train --data photos/ --model mobilenet_v3_small --weights imagenet --img-size 96\n"
-        "  edgeproof train --data photos/ --model efficientnet_b0 --weights backbone.weights.h5",
+        "  edgeproof train --data photos/ --model efficientnet_b0 --weights backbone.weights.h5\n"
+        "  edgeproof train --dataset shapes --workers 2 -o runs/x        # 2 local workers (tf.distribute)\n"
+        "  edgeproof train --data /shared/photos --cluster cluster.json --task-index 1   # one machine of a cluster\n"
+        "multi-worker training: docs/scale-out.md",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group()
     src.add_argument("--data", metavar="DIR",
@@ -53,6 +57,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted run for -o from its last per-epoch checkpoint (kept in "
                    ".NAME.partial/ next to the run folder; same data and options required)")
+    dist = p.add_argument_group("multi-worker training (tf.distribute.MultiWorkerMirroredStrategy; see docs/scale-out.md)")
+    dist.add_argument("--workers", type=int, default=1, metavar="N",
+                      help="start N local worker processes on 127.0.0.1 (default: 1, this process alone); "
+                      "--batch-size is the global batch, split among them")
+    dist.add_argument("--cluster", metavar="FILE",
+                      help="join a cluster described by a TF_CONFIG-style JSON file (TF_CONFIG in the environment "
+                      "works too); run the same command on every machine")
+    dist.add_argument("--task-index", type=int, metavar="I",
+                      help="this machine's index in the cluster file's worker list (when the file has no \"task\")")
+    dist.add_argument("--worker-timeout", type=float, default=DEFAULT_TIMEOUT, metavar="S",
+                      help=f"seconds to wait for the cluster to assemble and for any one collective step "
+                      f"(default: {DEFAULT_TIMEOUT:g})")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -86,20 +102,87 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"{source}-{args.model}"
     cfg = TrainConfig(data_dir=data_dir, out_dir=out, model=args.model, img_size=args.img_size,
                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                      alpha=args.alpha, patience=args.patience, augment=not args.no_augment, weights=args.weights)
-    run_path = train(cfg, progress=console.progress_bars(not args.no_progress), resume=args.resume)
+                      alpha=args.alpha, patience=args.patience, augment=not args.no_augment,
+                      weights=args.weights)
+    if args.workers != 1:
+        return _launch(args, cfg)
+    from edgeproof.train.distributed import WorkerLost, resolve_topology
+
+    topo = resolve_topology(args.cluster, args.task_index)
+    try:
+        run_path = train(cfg, progress=console.progress_bars(not args.no_progress), resume=args.resume,
+                         topology=topo, timeout=args.worker_timeout)
+    except WorkerLost as exc:
+        launched = os.environ.get("EDGEPROOF_LAUNCH_DIR")
+        if not launched:
+            raise
+        from edgeproof.train.launch import ERROR_FILE
+
+        Path(launched, ERROR_FILE.format(rank=topo.rank)).write_text(str(exc) + "\n")  # the launcher says it
+        return exc.exit_code
+    if not topo.is_chief:
+        if not os.environ.get("EDGEPROOF_LAUNCH_DIR"):
+            console.info(f"worker {topo.rank} of {topo.count}: done; the chief ({topo.workers[0]}) wrote the run "
+                         "folder")
+        return 0
     summary = _summary(run_path)
     if args.json:
         console.print_json(summary)
     else:
         acc = summary["accuracy"]
+        workers = f" on {topo.count} workers" if topo.count > 1 else ""
         console.info(
-            f"[bold green]trained[/] {console.safe(summary['model'])} on {console.safe(summary['data_root'])}: accuracy train "
+            f"[bold green]trained[/] {console.safe(summary['model'])} on {console.safe(summary['data_root'])}"
+            f"{workers}: accuracy train "
             f"{_pct(acc['train'])} / val {_pct(acc['val'])} / test {_pct(acc['test'])}, "
             f"{summary['epochs_run']} epochs (best {summary['best_epoch']}), "
             f"{summary['seconds']['total']:.1f} s", markup=True)
         console.info(f"run folder: {run_path}")
     return 0
+
+
+def _launch(args: argparse.Namespace, cfg) -> int:
+    """--workers N: check the input once here, then start N local workers (train/launch.py)."""
+    import os
+
+    from edgeproof.errors import UsageError
+    from edgeproof.train.checkpoint import Checkpoints, partial_dir
+    from edgeproof.train.data import scan
+    from edgeproof.train.distributed import WorkerLost
+    from edgeproof.train.launch import launch_local
+    from edgeproof.train.trainer import check_out_dir
+
+    if args.workers < 1:
+        raise UsageError(f"--workers {args.workers}: use 1 or more")
+    if args.cluster or os.environ.get("TF_CONFIG", "").strip():
+        raise UsageError("--workers starts a local cluster; it cannot be combined with --cluster or TF_CONFIG "
+                         "(unset TF_CONFIG, or drop --workers to join that cluster)")
+    cfg.validate(args.workers)
+    scan(cfg.data_dir)
+    out = Path(cfg.out_dir)
+    check_out_dir(out)
+    argv = ["train", "--data", str(Path(cfg.data_dir).resolve()), "--model", cfg.model, "--alpha", repr(cfg.alpha),
+            "--img-size", str(cfg.img_size), "--epochs", str(cfg.epochs), "--patience", str(cfg.patience),
+            "--batch-size", str(cfg.batch_size), "--lr", repr(cfg.lr), "--seed", str(cfg.seed),
+            "-o", str(out.absolute()), "--worker-timeout", repr(args.worker_timeout),
+            "--weights", cfg.weights if cfg.weights in ("imagenet", "none") else str(Path(cfg.weights).resolve())]
+    argv += [flag for flag, on in (("--no-augment", not cfg.augment), ("--resume", args.resume),
+                                   ("--json", args.json), ("--no-progress", args.no_progress)) if on]
+
+    def resume_hint() -> str:
+        try:
+            state = Checkpoints(out).load()
+        except UsageError:
+            state = None
+        if state is None:
+            return f"'{out}' is as before this run; run the command again"
+        return (f"'{out}' is as before this run; add --resume to continue after epoch {state.epoch} (checkpoint "
+                f"in '{partial_dir(out)}')")
+
+    result = launch_local(argv, args.workers, resume_hint)
+    if result.error:
+        raise WorkerLost(result.error)
+    return result.exit_code
 
 
 def _pct(v: float | None) -> str:
