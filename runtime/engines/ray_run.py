@@ -172,7 +172,7 @@ def run_on_ray(spec: LoadSpec, source: FileSource, on_result: Callable[[Result],
     rows = [{"seq": i, "path": str(p), "error": source.errors.get(p, "")} for i, p in enumerate(source.paths)]
     summary = Summary(source=source.spec, kind=source.kind)
     per_worker: dict[str, WorkerStats] = {}
-    with ray_session(address, num_cpus=(workers or os.cpu_count() or 1) * cpus_per_actor) as session:
+    with ray_session(address, num_cpus=workers * cpus_per_actor if workers else os.cpu_count()) as session:
         actors = workers or max(1, session.cpus // cpus_per_actor)
         actors = max(1, min(actors, math.ceil(len(rows) / ROWS_PER_TASK)))
         ds = map_on_actors(ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / ROWS_PER_TASK)),
