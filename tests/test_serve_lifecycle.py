@@ -149,3 +149,54 @@ def test_without_the_serve_extra_it_says_the_pip_line(models):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "pip install 'edgeproof[serve]'" in out.stderr
+
+
+def _with_manifest(folder, parity=None):
+    import json
+
+    from _runtime_models import color_onnx
+
+    from edgeproof.runtime.integrity import sha256_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = color_onnx(folder / "model.onnx-fp32.onnx", size=32)
+    entry = {"format": "onnx-fp32", "path": path.name, "status": "ok", "sha256": sha256_file(path)}
+    if parity:
+        entry["parity"] = parity
+    (folder / "manifest.json").write_text(json.dumps({"artifacts": {"onnx-fp32": entry}}))
+    return path
+
+
+def test_the_manifest_sha256_is_checked_like_run_and_its_verdict_shown(tmp_path):
+    path = _with_manifest(tmp_path / "out", parity={"verdict": "pass", "top1_agreement": 1.0})
+    with running(path) as s, httpx.Client(base_url=s.url) as c:
+        card = c.get("/v1/model").json()
+        assert card["integrity"]["sha256_verified"] is True
+        assert card["parity"]["verdict"] == "pass" and card["parity"]["source"] == "manifest.json"
+    import onnx
+
+    m = onnx.load(str(path))
+    m.doc_string = "edited after convert"  # loads as before, other bytes
+    onnx.save(m, str(path))
+    out = _cli(str(path))
+    assert out.returncode == 2 and "does not match its manifest" in out.stderr and "Traceback" not in out.stderr
+    assert "--no-verify" in out.stderr
+
+
+def test_the_parity_verdict_of_a_run_folder_names_each_backend(tmp_path):
+    import json
+
+    from edgeproof.runtime.serve.card import parity_verdict
+
+    path = _with_manifest(tmp_path / "run" / "artifacts")
+    (tmp_path / "run" / "parity").mkdir()
+    (tmp_path / "run" / "parity" / "parity.json").write_text(json.dumps({"passed": False, "images": {"n": 40}, "results": [
+        {"path": str(path), "backend": "onnxruntime", "metrics": {"verdict": "pass", "top1_agreement": 1.0}},
+        {"path": str(path), "backend": "opencv", "metrics": {"verdict": "fail", "top1_agreement": 0.8},
+         "failures": [{"message": "top-1 agreement 80.0% < 99%"}]},
+        {"path": "other.tflite", "backend": "litert", "metrics": {"verdict": "pass"}}]}))
+    v = parity_verdict(path)
+    assert v["verdict"] == "fail" and v["source"] == "../parity/parity.json" and v["images"] == 40
+    assert [(b["backend"], b["verdict"]) for b in v["backends"]] == [("onnxruntime", "pass"), ("opencv", "fail")]
+    assert v["backends"][1]["failures"] == ["top-1 agreement 80.0% < 99%"]
+    assert parity_verdict(tmp_path / "elsewhere.onnx") is None

@@ -55,13 +55,13 @@ def parity_verdict(model_path: Path) -> dict | None:
         found = _from_parity_json(_read_json(candidate), name, shown)
         if found:
             return found
-    manifest = _read_json(here / "manifest.json")
-    if isinstance(manifest, dict):
-        for entry in manifest.get("artifacts") or []:
-            if isinstance(entry, dict) and entry.get("path") == name and isinstance(entry.get("parity"), dict):
-                p = entry["parity"]
-                return {"verdict": str(p.get("verdict", "unknown")), "source": "manifest.json",
-                        **{k: v for k, v in p.items() if k != "verdict"}}
+    from edgeproof.runtime.integrity import manifest_entry
+
+    entry = manifest_entry(model_path)[0]  # the lookup the sha256 check uses (symlinks included)
+    if isinstance(entry, dict) and isinstance(entry.get("parity"), dict):
+        p = entry["parity"]
+        return {"verdict": str(p.get("verdict", "unknown")), "source": "manifest.json",
+                **{k: v for k, v in p.items() if k != "verdict"}}
     return None
 
 
