@@ -10,11 +10,23 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator
+
+# fd 2 is process-wide: two threads swapping it at once (a video opened in a source's reader thread while a
+# model loads elsewhere) could restore each other's buffer and leave stderr captured for good.
+_FD2_LOCK = threading.RLock()
 
 
 @contextlib.contextmanager
 def filtered_stderr(keep: Callable[[str], bool]) -> Iterator[None]:
+    with _FD2_LOCK:
+        with _filtered_stderr(keep):
+            yield
+
+
+@contextlib.contextmanager
+def _filtered_stderr(keep: Callable[[str], bool]) -> Iterator[None]:
     try:
         sys.stderr.flush()
         saved = os.dup(2)
