@@ -49,7 +49,7 @@ def test_call_bounded_returns_raises_and_times_out():
     assert time.monotonic() - t < 1.5
 
 
-def test_an_endless_onnx_loop_is_a_timeout_row_and_is_cancelled(tmp_path):
+def test_an_endless_onnx_loop_is_a_timeout_row_and_is_cancelled(tmp_path, capfd):
     import threading
 
     from edgeproof.formats import FORMATS
@@ -70,6 +70,7 @@ def test_an_endless_onnx_loop_is_a_timeout_row_and_is_cancelled(tmp_path):
     while threading.active_count() > before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert threading.active_count() <= before  # ONNX Runtime's terminate flag ended the Loop: no thread left
+    assert "[E:onnxruntime" not in capfd.readouterr().err  # its error log line (red) stays off the terminal
 
 
 @pytest.mark.slow
