@@ -13,7 +13,8 @@ from pathlib import Path
 
 # (image size, images per class, epochs). The twelve-class textures set is meant to be imperfect (about 90 %
 # float test accuracy: measured 90.5 % full, 86.5 % --fast), so the parity report has flips and near-ties to
-# show; the full variant trains in about a minute on 2 CPU cores, --fast is for tests and a quick look.
+# show. The whole full demo used 90 s of CPU time (train 179 s wall on the shared 2-core machine at load ~10);
+# --fast is for tests and a quick look.
 FULL = {"image_size": 64, "per_class": 100, "epochs": 12}
 FAST = {"image_size": 32, "per_class": 60, "epochs": 10}
 
