@@ -40,9 +40,13 @@ def _has_vulkan() -> bool:
     return True
 
 
-def test_it_runs_every_tflite_format_but_the_edge_tpu_one():
+def test_it_runs_every_tflite_format_its_row_does_not_skip():
+    from edgeproof.formats import BACKENDS
+
+    skips = BACKENDS[NAME].skips
+    assert "edgetpu" in skips  # the Edge TPU's custom op needs the libedgetpu delegate (backend litert)
     assert [f for f, fmt in FORMATS.items() if NAME in fmt.backends] == \
-        [f for f, fmt in FORMATS.items() if fmt.family == "tflite" and f != "edgetpu"]
+        [f for f, fmt in FORMATS.items() if fmt.family == "tflite" and f not in skips]
 
 
 @pytest.mark.slow
@@ -52,7 +56,7 @@ def test_same_scores_as_the_interpreter_and_batches(tm, key):
         x, _, skipped = load_batch(tm.images, ref.preprocess)
         assert not skipped
         assert m.backend_name == NAME and m.input_spec == ref.input_spec and m.labels == ref.labels
-        assert m.backend.batch_ok  # a dynamic batch: resized once, not looped image by image
+        assert not m.backend.batch_ok  # one image per call: resizing aborted LiteRT on some models
         np.testing.assert_allclose(m.predict(x), ref.predict(x), atol=1e-6)
         np.testing.assert_allclose(m.predict(x[:1]), ref.predict(x[:1]), atol=1e-6)
 
