@@ -124,7 +124,13 @@ def _build_tflite(fmt: Format, job: _Job) -> tuple[bytes, bytes, dict[str, Any]]
     from edgeproof.convert.tflite import to_tflite
 
     if fmt.recipe.compiler == "edgetpu":
-        return make_edgetpu(job.saved_model(), job.calib, fmt.name)
+        from edgeproof.convert import quant_search
+
+        built = make_edgetpu(job.saved_model(), job.calib, fmt.name)
+        opts = fmt.recipe.options(job.int8_io)
+        job.chosen[fmt.name] = (opts, quant_search.unsearched("tflite-converter", opts, len(job.calib),
+                                                              quant_search.EDGETPU_NOTE))
+        return built
     if fmt.calibrated:  # the most faithful int8 recipe on held-out calibration images (convert.quant_search)
         from edgeproof.convert import int8_recipes, quant_search
 

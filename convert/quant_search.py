@@ -90,6 +90,16 @@ class SearchResult:
                 f"(others: {rest}; search {self.seconds:.1f}s)")
 
 
+EDGETPU_NOTE = ("edgetpu keeps converter PTQ: its uint8 I/O contract and edgetpu_compiler are not verified with the "
+                "LiteRT Quantizer's output")
+
+
+def unsearched(name: str, options: dict, calibrated_on: int, note: str) -> SearchResult:
+    """The record of a recipe used without a search (one eligible recipe)."""
+    t = Trial(name, options)
+    return SearchResult(t, [t], calibrated_on, 0, 0.0, note)
+
+
 def split(calib: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(fit, held out): every HOLDOUT_EVERY-th image held out, so both stay class-balanced."""
     idx = np.arange(len(calib))
