@@ -8,6 +8,7 @@ import csv
 import json
 import os
 import socket
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -81,6 +82,43 @@ def test_bad_multi_worker_options_are_one_line_before_any_worker_starts(shapes_d
     assert run_cli([*base, "--workers", "2"]) == 2
     assert "cannot be combined with --cluster or TF_CONFIG" in capsys.readouterr().err
     assert not started and not (tmp_path / "r").exists()
+
+
+_HOOK = """
+    import json, os, signal, sys, time
+    task = json.loads(os.environ.get("TF_CONFIG") or "{}").get("task", {})
+    if os.environ.get("HOOK") == "kill-1" and task.get("index") == 1:
+        os.kill(os.getpid(), signal.SIGKILL)  # a worker dying at start-up
+    if os.environ.get("HOOK") == "kill-1" and task.get("index") == 0:
+        time.sleep(120)  # the chief, busy training: the launcher must stop it
+"""
+
+
+def test_launcher_reaps_every_worker_and_names_the_dead_one(tmp_path, monkeypatch):
+    """No TensorFlow: workers that exit, a chief that fails on its own, a worker killed while the chief runs."""
+    from edgeproof.train.launch import launch_local
+
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(textwrap.dedent(_HOOK))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]))
+    scratch = set(Path(tempfile.gettempdir()).glob("edgeproof-workers-*"))
+    ok = launch_local(["--version"], 2, lambda: "hint")
+    assert ok.exit_code == 0 and ok.error is None and ok.returncodes == [0, 0]
+    _nothing_left(ok)
+
+    bad = launch_local(["train", "--data", str(tmp_path / "missing")], 2, lambda: "hint")
+    assert bad.exit_code == 2 and bad.error is None  # the chief printed its own one line
+
+    monkeypatch.setenv("HOOK", "kill-1")
+    t0 = time.monotonic()
+    dead = launch_local(["--version"], 2, lambda: "add --resume")
+    assert time.monotonic() - t0 < 30  # the chief was stopped, not waited for
+    assert dead.exit_code == 3 and dead.returncodes[1] == -9
+    assert dead.error == (f"worker 1 of 2 (pid {dead.pids[1]}) died: killed by SIGKILL; stopped the other workers; "
+                          "add --resume")
+    _nothing_left(dead)
+    assert set(Path(tempfile.gettempdir()).glob("edgeproof-workers-*")) == scratch  # the workers' logs are gone
 
 
 def test_shards_are_exactly_the_slices_of_the_one_worker_global_batches():

@@ -47,7 +47,7 @@ class Launch:
     def exit_code(self) -> int:
         if self.error is not None:
             return WorkerLost.exit_code
-        return next((rc for rc in self.returncodes if rc), 0) or 0
+        return self.returncodes[0] or 0 if self.returncodes else 0  # the chief's (it printed any error)
 
 
 def free_ports(n: int) -> list[int]:
@@ -156,12 +156,13 @@ def _watch(procs: list[subprocess.Popen], logs: list[Path | None], scratch: Path
         time.sleep(0.5)  # a moment for a peer that died at the same time to show its own exit code
         codes = [p.poll() for p in procs]
         _stop(procs)
+        killed = [i for i, rc in enumerate(codes) if rc is not None and rc < 0]
         crashed = [i for i, rc in enumerate(codes) if rc not in (None, 0, WorkerLost.exit_code)]
         lost = [i for i, rc in enumerate(codes) if rc == WorkerLost.exit_code]
-        if crashed == [0] and codes[0] > 0:
+        if not killed and codes[0] not in (None, 0, WorkerLost.exit_code):
             return None  # the chief stopped on its own error (bad input, a full disk): its line is printed
-        if crashed:
-            i = crashed[0]
+        if killed or crashed:
+            i = (killed or crashed)[0]
             role = " (the chief)" if i == 0 else ""
             said = _last_line(logs[i]) if logs[i] else ""
             said = f" (its last line: {said})" if said and codes[i] > 0 else ""
