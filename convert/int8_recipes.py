@@ -113,8 +113,10 @@ def onnx_candidates(fmt_name: str, fp32_path: Path, variants=ONNX_VARIANTS) -> l
     return [onnx_candidate(fp32_path, replace(base, calibrate_method=m, per_channel=pc)) for m, pc in variants]
 
 
-def keras_reference(model):
-    """x -> the Keras model's probabilities (the search's reference on the held-out images)."""
+def keras_reference(model, head: str | None = None):
+    """x -> the Keras model's class scores (the search's reference on the held-out images), through the same
+    head rule as the runtime: without it a binary sigmoid's (N, 1) output was compared with the artifact's
+    (N, 2) scores, and every recipe scored chance."""
     from edgeproof.parity.reference import predict
 
-    return lambda x: predict(model, x)
+    return lambda x: predict(model, x, head=head)

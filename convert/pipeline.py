@@ -138,8 +138,8 @@ def _build_tflite(fmt: Format, job: _Job) -> tuple[bytes, bytes, dict[str, Any]]
             if job.int8_search and int8_recipes.litert_recipe(fmt.name, job.int8_io) else None
         cands = int8_recipes.tflite_candidates(fmt.name, job.saved_model(), fp32, job.int8_io)
         cands = cands if job.int8_search else cands[:1]
-        chosen, path, result = quant_search.search(cands, job.calib, int8_recipes.keras_reference(job.model),
-                                                   job.tmp / f"search-{fmt.name}")
+        chosen, path, result = quant_search.search(cands, job.calib, int8_recipes.keras_reference(job.model, job.run.head),
+                                                   job.tmp / f"search-{fmt.name}", fmt.backends)
         job.chosen[fmt.name] = (chosen.options, result)
         data = path.read_bytes()
         return data, data, {}
@@ -213,8 +213,8 @@ def _write_onnx(fmt: Format, job: _Job, dest: Path, source_sha: str, calib_sha: 
 
         cands = int8_recipes.onnx_candidates(fmt.name, job.onnx_fp32)
         cands = cands if job.int8_search else cands[:1]
-        chosen, q, result = quant_search.search(cands, job.calib, int8_recipes.keras_reference(job.model),
-                                                job.tmp / f"search-{fmt.name}")
+        chosen, q, result = quant_search.search(cands, job.calib, int8_recipes.keras_reference(job.model, job.run.head),
+                                                job.tmp / f"search-{fmt.name}", fmt.backends)
         job.chosen[fmt.name] = (chosen.options, result)
         proto = onnx.load(str(q))
     ispec, ospec = onnx_specs(proto)

@@ -124,11 +124,31 @@ def predict_file(path: Path, x: np.ndarray) -> np.ndarray:
         return m.predict(x)
 
 
+def unreadable_by(path: Path, backends: tuple[str, ...], x: np.ndarray) -> str | None:
+    """The first installed backend of the format's row that cannot load and run this file, with why; else None.
+
+    A recipe is only eligible when every listed backend runs its output: OpenVINO, for one, cannot read the
+    LiteRT Quantizer's files, and a search that picked one would turn a passing row into a failing one."""
+    from edgeproof.formats import backend_installed
+    from edgeproof.runtime import load
+
+    for name in backends[1:]:  # the first (preferred) backend already ran it in predict_file
+        if not backend_installed(name):
+            continue
+        try:
+            with load(path, backend=name, verify=False) as m:
+                m.predict(x)
+        except Exception as exc:  # noqa: BLE001 - any refusal makes the recipe ineligible, with its reason
+            return f"{name} cannot run it ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})"
+    return None
+
+
 def search(candidates: list[Candidate], calib: np.ndarray, reference: Callable[[np.ndarray], np.ndarray],
-           tmp: Path) -> tuple[Candidate, Path, SearchResult]:
+           tmp: Path, backends: tuple[str, ...] = ()) -> tuple[Candidate, Path, SearchResult]:
     """Build every candidate on the fit part, judge it on the held-out part; return the best, its file, the record.
 
     With fewer than MIN_FOR_SEARCH calibration images, or one candidate, only the first is built, on all images.
+    `backends` (the format's row): a candidate that one of them cannot run is out of the race.
     """
     t0 = time.perf_counter()
     tmp.mkdir(parents=True, exist_ok=True)
@@ -148,6 +168,8 @@ def search(candidates: list[Candidate], calib: np.ndarray, reference: Callable[[
         try:
             t.artifact = cand.build(fit, tmp / f"cand-{i}")
             t.agree, t.snr_db, t.mean_abs = judge(ref, predict_file(t.artifact, held))
+            if i and (why := unreadable_by(t.artifact, backends, held[:1])):  # the table's recipe (i=0) is the fallback
+                t.error = why
         except Exception as exc:  # noqa: BLE001 - a recipe that fails is out of the race, not the end of it
             t.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
         t.seconds = time.perf_counter() - t1

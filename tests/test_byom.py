@@ -67,7 +67,7 @@ def images(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tutorial_h5(images, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("h5") / "image_classification_model.h5"
-    _fit(_tutorial_binary(SIZE), images, 1 / 255).save(path)
+    _fit(_tutorial_binary(SIZE), images, 1 / 255, epochs=40).save(path)  # confident outputs: 3 epochs left p≈0.43–0.57
     return path
 
 
