@@ -97,6 +97,14 @@ class LiteRTCompiledBackend(Backend):
         return Trial(cls.name, "LiteRT CompiledModel", getattr(ai_edge_litert, "__version__", "?"), TRIAL)
 
     @classmethod
+    def inspect_load(cls, path, report) -> None:
+        """The guarded child compiles and runs it (its verdict is the answer): inspect builds no CompiledModel
+        in its own process (a full-suite run segfaulted there once)."""
+        from edgeproof.runtime.guard import guarded_load
+
+        guarded_load(path, cls.trial(), "tflite", None, None)
+
+    @classmethod
     def bare_loop(cls, path, threads, x, model=None):
         """CompiledModel.from_file on the CPU: TensorBuffer.write / run_by_index / read (the documented loop)."""
         from edgeproof.runtime.bench.baselines import Baseline, native_input, quantizing_loop
