@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from edgeproof.cli.console import error_line, info, print_json
+    from edgeproof.cli.console import info, print_json
     from edgeproof.cli.parity_table import print_table
     from edgeproof.errors import UsageError
     from edgeproof.parity import report as report_mod
@@ -180,19 +180,26 @@ def run(args: argparse.Namespace) -> int:
             info(f"end-to-end: {rep.e2e['verdict']}")
         print_triage(rep)
         info(f"report: {rep.files.get('markdown')}  {rep.files.get('json')}")
-    if not rep.passed:
-        for line in report_mod.failure_lines(rep):
-            error_line(f"parity failed: {line}")
-        return 1
-    return 0
+    return gate_exit(rep)
+
+
+def gate_exit(rep) -> int:
+    """The gate's exit code: 0 when every row passed, else 1 after one 'parity failed:' line per failure."""
+    from edgeproof.cli.console import error_line
+    from edgeproof.parity import report as report_mod
+
+    if rep.passed:
+        return 0
+    for line in report_mod.failure_lines(rep):
+        error_line(f"parity failed: {line}")
+    return 1
 
 
 def auto_fix(run_dir, artifacts_dir, progress: bool = True) -> int:
     """`convert --auto-fix`: parity --fix --promote on the run's test split; 0 when everything in place passes."""
     from pathlib import Path
 
-    from edgeproof.cli.console import error_line, info
-    from edgeproof.parity import report as report_mod
+    from edgeproof.cli.console import info
     from edgeproof.parity import run_parity
     from edgeproof.stderr_filter import library_output_to
 
@@ -203,11 +210,7 @@ def auto_fix(run_dir, artifacts_dir, progress: bool = True) -> int:
     for p in rep.promoted:
         info(f"auto-fix: promoted {p['variant']} -> {p['path']} (replaced file kept as {p['replaced']})")
     info(f"auto-fix: parity report {rep.files.get('markdown')}")
-    if not rep.passed:
-        for line in report_mod.failure_lines(rep):
-            error_line(f"parity failed: {line}")
-        return 1
-    return 0
+    return gate_exit(rep)
 
 
 def print_triage(rep) -> None:
