@@ -66,23 +66,24 @@ def test_caffe_preprocessing_equals_keras_preprocess_input():
 
 
 def test_transfer_plan_freezes_then_fine_tunes_top_layers():
-    from edgeproof.train.models import build_model, phase_at, set_trainable, transfer_plan
+    from edgeproof.train.loop import phase_of
+    from edgeproof.train.models import build_model, transfer_plan
 
-    assert [p.trainable for p in transfer_plan("mobilenet_v3_small", "none", 4, 1e-3)] == ["all"]
-    assert [p.trainable for p in transfer_plan("tiny_cnn", "none", 4, 1e-3)] == ["all"]
+    assert [(p.epochs, p.label) for p in transfer_plan("mobilenet_v3_small", "none", 4, 1e-3)] == [(4, "all")]
+    assert [p.label for p in transfer_plan("tiny_cnn", "none", 4, 1e-3)] == ["all"]
     plan = transfer_plan("mobilenet_v3_small", "imagenet", 4, 1e-3)
-    assert [(p.first_epoch, p.trainable) for p in plan] == [(0, "head"), (2, "top")]
+    assert [(p.epochs, p.label) for p in plan] == [(2, "head"), (2, "top")]
     assert plan[1].lr == pytest.approx(1e-4)
-    assert phase_at(plan, 1) is plan[0] and phase_at(plan, 3) is plan[1]
+    assert phase_of(plan, 1) == 0 and phase_of(plan, 3) == 1
     assert len(transfer_plan("resnet50", "w.h5", 1, 1e-3)) == 1  # one epoch: the head only
 
     import keras
 
     model = build_model("mobilenet_v3_small", 32, 3, alpha=0.75)
-    n_head = set_trainable(model, plan[0])
+    n_head = plan[0].select(model)
     trainable = [layer.name for layer in model.layers if layer.trainable and layer.weights]
     assert n_head == 1 and trainable == ["probs"]  # only the new head (dropout and GAP have no weights)
-    n_top = set_trainable(model, plan[1])
+    n_top = plan[1].select(model)
     layers = [layer for layer in model.layers if layer.weights]
     assert 1 < n_top < len(layers)
     assert not any(layer.trainable for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization))

@@ -55,7 +55,7 @@ def resume_config(cfg: Any) -> dict[str, Any]:
     out = {k: d[k] for k in CONFIG_FLAGS if k in d}
     phases = out.pop("phases", None)
     if phases:  # absent when there are none, as in checkpoints written before phases existed
-        out["phases"] = json.loads(json.dumps([{k: v for k, v in p.items() if k != "select"} for p in phases],
+        out["phases"] = json.loads(json.dumps([{k: v for k, v in p.items() if k not in ("select", "label")} for p in phases],
                                               default=str))
     if out.get("weights", "none") == "none":  # likewise (checkpoints from before --weights)
         out.pop("weights", None)

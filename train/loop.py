@@ -46,6 +46,7 @@ class Phase:
     # Instead of `trainable`: a function that sets the layers' flags itself (models.set_trainable for the
     # keras.applications transfer plan). Not part of the resume check: it follows from the model and weights.
     select: Callable[[Any], Any] | None = field(default=None, compare=False, repr=False)
+    label: str = field(default="", compare=False)  # what trains, in words ("all", "head", "top")
 
 
 def phase_bounds(phases: Sequence[Phase]) -> list[tuple[int, int]]:

@@ -17,9 +17,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeproof.errors import UsageError
+
+if TYPE_CHECKING:
+    from edgeproof.train.loop import Phase
 
 INPUT_NAME = "image"
 MIN_SIZE, MAX_SIZE = 16, 512
@@ -280,33 +283,28 @@ def in_graph_preprocess(name: str) -> dict[str, Any]:
     return {"rescaling": {"scale": scale, "offset": offset}}
 
 
-@dataclass(frozen=True)
-class Phase:
-    """From `first_epoch` on: train `trainable` ("all", "head" or "top") at learning rate `lr`."""
-
-    first_epoch: int
-    lr: float
-    trainable: str
-
-
-def transfer_plan(name: str, weights: str, epochs: int, lr: float) -> list[Phase]:
+def transfer_plan(name: str, weights: str, epochs: int, lr: float) -> tuple[Phase, ...]:
     """One phase (everything trains) unless a backbone starts from pretrained weights: then the head
     alone first (half the epochs, at least one), then the backbone's top layers too at lr / 10."""
+    from functools import partial
+
+    from edgeproof.train.loop import Phase
+
+    def phase(n: int, rate: float, part: str) -> Phase:
+        return Phase(n, float(rate), label=part, select=partial(set_trainable, part=part))
+
     if MODELS[name].backbone is None or weights == "none":
-        return [Phase(0, float(lr), "all")]
+        return (phase(int(epochs), lr, "all"),)
     head_epochs = max(1, int(epochs) // 2)
-    plan = [Phase(0, float(lr), "head")]
+    plan = [phase(head_epochs, lr, "head")]
     if int(epochs) > head_epochs:
-        plan.append(Phase(head_epochs, float(lr) * FINE_TUNE_LR_FACTOR, "top"))
-    return plan
+        plan.append(phase(int(epochs) - head_epochs, float(lr) * FINE_TUNE_LR_FACTOR, "top"))
+    return tuple(plan)
 
 
-def phase_at(plan: list[Phase], epoch: int) -> Phase:
-    return [p for p in plan if p.first_epoch <= epoch][-1]
-
-
-def set_trainable(model, phase: Phase) -> int:
-    """Freeze/unfreeze the backbone for `phase`; returns how many layers train."""
+def set_trainable(model, part: str) -> int:
+    """Train `part` of the model: "all", "head" (the new head only) or "top" (the head and the backbone's top
+    FINE_TUNE_FRACTION of layers, BatchNorm excluded); returns how many layers with weights train."""
     import keras
 
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
@@ -315,10 +313,10 @@ def set_trainable(model, phase: Phase) -> int:
     for layer in layers:
         if layer.name.startswith("pre_"):
             layer.trainable = False  # fixed preprocessing
-        elif layer.name in HEAD_LAYERS or phase.trainable == "all":
+        elif layer.name in HEAD_LAYERS or part == "all":
             layer.trainable = True
         else:  # the Keras guide: BatchNorm stays in inference mode while fine-tuning
-            layer.trainable = phase.trainable == "top" and id(layer) in top \
+            layer.trainable = part == "top" and id(layer) in top \
                 and not isinstance(layer, keras.layers.BatchNormalization)
     return sum(1 for layer in layers if layer.trainable and layer.weights)
 

@@ -71,14 +71,9 @@ class TrainConfig:
         (models.transfer_plan: one phase, or a pretrained backbone frozen, then its top fine-tuned)."""
         if self.phases:
             return tuple(self.phases)
-        from functools import partial
+        from edgeproof.train.models import transfer_plan
 
-        from edgeproof.train.models import set_trainable, transfer_plan
-
-        plan = transfer_plan(self.model, self.weights, int(self.epochs), float(self.lr))
-        ends = [p.first_epoch for p in plan[1:]] + [int(self.epochs)]
-        return tuple(Phase(end - p.first_epoch, p.lr, select=partial(set_trainable, phase=p))
-                     for p, end in zip(plan, ends, strict=True))
+        return transfer_plan(self.model, self.weights, int(self.epochs), float(self.lr))
 
     def validate(self, workers: int = 1) -> None:
         from edgeproof.train.models import MAX_SIZE, MIN_SIZE, MODELS
