@@ -174,6 +174,14 @@ def _write_tflite(fmt: Format, job: _Job, dest: Path, source_sha: str, calib_sha
     extra = {"options": _options(fmt, job), "calibration_sha256": calib_sha if fmt.calibrated else None}
     if compiler:
         extra[compiler] = info
+    if fmt.calibrated:
+        from edgeproof.convert.tflite import float_ops
+
+        if floats := float_ops(ready):  # the recipe's float fallback: never silent
+            extra["float_ops"] = floats
+            notes.append(f"{sum(floats.values())} op(s) compute in float: "
+                         + ", ".join(f"{n} x{c}" for n, c in sorted(floats.items()))
+                         + f" (no kernel for them in {fmt.recipe.ops}; the rest is quantized)")
     notes += _compat_notes(ready)
     meta = _meta(fmt, job, source_sha, ispec, ospec, extra)
     with atomic_path(dest) as tmp:

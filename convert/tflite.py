@@ -6,6 +6,7 @@ Also the re-export hooks parity triage uses: `denylisted_nodes` keeps named tens
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -16,6 +17,9 @@ import numpy as np
 from edgeproof.convert.options import IO_TYPES  # what --int8-io may ask for
 from edgeproof.errors import UsageError
 from edgeproof.formats import FORMATS, INT16X8_RECIPE, TFLiteRecipe
+
+log = logging.getLogger(__name__)
+UNSUPPORTED_OP = "not yet supported for op"  # the converter's words for an op without a kernel in the ops set
 
 
 def _tf_dtype(tf, name: str):
@@ -75,7 +79,8 @@ def recipe_for(fmt_name: str, int16x8: bool = False) -> TFLiteRecipe:
     recipe = fmt.recipe
     if int16x8:
         _full_integer_only(recipe, fmt_name)
-        recipe = replace(recipe, ops=INT16X8_RECIPE.ops, io_types=INT16X8_RECIPE.io_types)
+        recipe = replace(recipe, ops=INT16X8_RECIPE.ops, io_types=INT16X8_RECIPE.io_types,
+                         float_fallback=INT16X8_RECIPE.float_fallback)
     return recipe
 
 
@@ -132,7 +137,26 @@ def convert_with_recipe(model: Any, recipe: TFLiteRecipe, calib: np.ndarray | No
     if io is not None:
         conv.inference_input_type = conv.inference_output_type = _tf_dtype(tf, io)
     with _quiet_quantizer():
-        return conv.convert()
+        try:
+            return conv.convert()
+        except Exception as exc:
+            if not (recipe.float_fallback and UNSUPPORTED_OP in str(exc)):
+                raise
+            log.info("%s; converting again with TFLITE_BUILTINS so that op stays float", " ".join(str(exc).split()))
+            conv.target_spec.supported_ops = [getattr(tf.lite.OpsSet, recipe.ops), tf.lite.OpsSet.TFLITE_BUILTINS]
+            return conv.convert()
+
+
+def float_ops(model_bytes: bytes) -> dict[str, int]:
+    """{op name: count} of the ops that compute in float in a quantized flatbuffer (QUANTIZE/DEQUANTIZE aside)."""
+    it = _bare_interpreter(model_bytes)
+    found: dict[str, int] = {}
+    for op in it._get_ops_details():
+        if op["op_name"] in ("QUANTIZE", "DEQUANTIZE"):
+            continue
+        if any(np.dtype(t) in (np.float32, np.float16) for t in op.get("result_types") or ()):
+            found[op["op_name"]] = found.get(op["op_name"], 0) + 1
+    return found
 
 
 def _quiet_quantizer():

@@ -62,6 +62,11 @@ class TFLiteRecipe:
     # tflite-runtime wheel (2.14) cannot load; per-tensor dense weights keep it loadable everywhere.
     dense_per_tensor: bool = False
     compiler: str | None = None  # a post-conversion compiler step ("edgetpu": edgetpu_compiler when on PATH)
+    # When `ops` has no kernel for an op (the converter says "not yet supported for op"), convert again with
+    # TFLITE_BUILTINS added, so that op alone stays float between QUANTIZE/DEQUANTIZE; convert's notes and the
+    # artifact's metadata ("float_ops") name them. TensorFlow documents this for 16x8 (HARD_SWISH has no 16x8
+    # kernel, for one).
+    float_fallback: bool = False
 
     def io_type(self, requested: str) -> str | None:
         """The I/O type used when the run asks for `requested` (e.g. --int8-io): requested if this
@@ -85,6 +90,8 @@ class TFLiteRecipe:
             out["dense_weights"] = "per-tensor (tflite-runtime 2.14 compatible)"
         if self.compiler:
             out["compiler"] = self.compiler
+        if self.float_fallback:
+            out["float_fallback"] = "TFLITE_BUILTINS for ops without a kernel in 'ops' (named in the notes)"
         return out
 
 
@@ -116,7 +123,7 @@ INT8_RECIPE = TFLiteRecipe(optimizations=("DEFAULT",), ops="TFLITE_BUILTINS_INT8
 # int16 activations / int8 weights (reference kernels; the triage re-export and a tflite-int16x8 row).
 INT16X8_RECIPE = TFLiteRecipe(optimizations=("DEFAULT",),
                               ops="EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8",
-                              io_types=("int16", "float32"), calibrated=True)
+                              io_types=("int16", "float32"), calibrated=True, float_fallback=True)
 
 
 @dataclass(frozen=True)
