@@ -207,7 +207,8 @@ def _write_onnx(fmt: Format, job: _Job, dest: Path, source_sha: str, calib_sha: 
     import onnx
 
     from edgeproof.convert.onnx_export import to_onnx
-    from edgeproof.convert.verify import onnx_specs, verify_onnx
+    from edgeproof.convert.verify import verify_onnx
+    from edgeproof.runtime.backends.onnx_graph import proto_io
     from edgeproof.runtime.metadata import set_onnx_metadata
 
     quantized = fmt.recipe.quant_format is not None
@@ -225,7 +226,7 @@ def _write_onnx(fmt: Format, job: _Job, dest: Path, source_sha: str, calib_sha: 
                                                 job.tmp / f"search-{fmt.name}", fmt.backends)
         job.chosen[fmt.name] = (chosen.options, result)
         proto = onnx.load(str(q))
-    ispec, ospec = onnx_specs(proto)
+    ispec, ospec = (spec.to_dict() for spec in proto_io(proto))
     extra = {"options": _options(fmt, job), "calibration_sha256": calib_sha if fmt.calibrated else None}
     meta = _meta(fmt, job, source_sha, ispec, ospec, extra)
     set_onnx_metadata(proto, meta)

@@ -54,19 +54,6 @@ def verify_tflite(path: Path, meta: ArtifactMeta, sample: np.ndarray, compiled_e
     return []
 
 
-def onnx_specs(proto) -> tuple[dict, dict]:
-    """(input, output) specs of an onnx.ModelProto: name, shape (None for symbolic), dtype."""
-    from onnx import helper
-
-    def spec(v) -> dict:
-        t = v.type.tensor_type
-        shape = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
-        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type)).name
-        return {"name": v.name, "shape": shape, "dtype": dtype, "scale": None, "zero_point": None}
-
-    return spec(proto.graph.input[0]), spec(proto.graph.output[0])
-
-
 def verify_onnx(path: Path, meta: ArtifactMeta, sample: np.ndarray) -> list[str]:
     from edgeproof.runtime.backends.onnxrt import OnnxRuntimeBackend
     from edgeproof.runtime.metadata import read_onnx_metadata

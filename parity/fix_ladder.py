@@ -158,13 +158,12 @@ def _write_with_meta(built: Path, dest: Path, source_artifact: Path, v: Variant)
     if dest.suffix == ".onnx":
         import onnx
 
-        from edgeproof.convert.verify import onnx_specs
+        from edgeproof.runtime.backends.onnx_graph import proto_io
         from edgeproof.runtime.metadata import set_onnx_metadata
 
         proto = onnx.load(str(built))
         if meta is not None:
-            ispec, ospec = onnx_specs(proto)
-            meta.input, meta.output = TensorSpec(**ispec), TensorSpec(**ospec)
+            meta.input, meta.output = proto_io(proto)
             set_onnx_metadata(proto, meta)
         return write_bytes(dest, proto.SerializeToString())
     from edgeproof.convert.tflite import read_specs

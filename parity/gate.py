@@ -75,6 +75,15 @@ def override(tol: Tolerance, max_abs: float | None = None, min_agreement: float 
     return replace(tol, **changes) if changes else tol
 
 
+def pct_apart(value: float, limit: float) -> str:
+    """value as a percentage with enough decimals not to read as the limit (98.96 %, not 99.0 % < 99.0 %)."""
+    for digits in range(1, 5):
+        text = f"{value:.{digits}%}"
+        if text != f"{limit:.{digits}%}":
+            return text
+    return text
+
+
 def check(tensor: TensorMetrics, task: TaskMetrics, tol: Tolerance, flips: FlipStats | None = None) -> list[Failure]:
     """Every limit the artifact violates. Near-tie flips (flips.py) count as agreement, nothing else does."""
     out: list[Failure] = []
@@ -89,7 +98,8 @@ def check(tensor: TensorMetrics, task: TaskMetrics, tol: Tolerance, flips: FlipS
         counted = f", {task.top1_agree_count + excused}/{task.n} counting near-ties as agreeing" if excused else ""
         out.append(Failure(
             "top1_agreement", agree, tol.min_top1_agreement,
-            f"top-1 agreement {task.top1_agree_count}/{task.n} ({task.top1_agreement:.1%}{counted}) < "
+            f"top-1 agreement {task.top1_agree_count}/{task.n} ({pct_apart(task.top1_agreement, tol.min_top1_agreement)}"
+            f"{counted}) < "
             f"{tol.min_top1_agreement:.1%} (needs >= {need}/{task.n}: {changed})"))
     if tol.max_delta_acc_pp is not None and task.delta_acc_pp is not None \
             and abs(task.delta_acc_pp) > tol.max_delta_acc_pp + 1e-9:

@@ -107,3 +107,15 @@ def test_markdown_and_contact_sheet_show_the_flips(tmp_path):
     png = plot_contact_sheet(report, tmp_path / "sheet.png")
     assert png is not None and png.stat().st_size > 1000
     assert cv2.imread(str(png)) is not None
+
+
+def test_agreement_just_under_the_limit_does_not_read_as_the_limit():
+    """190/192 is 98.96 %: the message must not say '99.0% < 99.0%'."""
+    ref = _probs(192, seed=3)
+    cand = ref.copy()
+    confident = np.argsort(-(np.sort(ref, 1)[:, -1] - np.sort(ref, 1)[:, -2]))[:2]  # flip two confident rows
+    for i in confident:
+        cand[i] = np.roll(ref[i], 1)
+    c = compare(ref, cand, None, override(INT8, strict_ties=True))
+    msg = next(f.message for f in c.failures if f.metric == "top1_agreement")
+    assert "190/192 (98.96%) < 99.0%" in msg, msg

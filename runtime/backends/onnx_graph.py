@@ -39,6 +39,11 @@ def graph_inputs(model: Any) -> list[Any]:
     return [v for v in model.graph.input if v.name not in init]
 
 
+def proto_io(model: Any) -> tuple[TensorSpec, TensorSpec]:
+    """(first fed input, first output) specs of an onnx.ModelProto, without running it."""
+    return value_spec(graph_inputs(model)[0]), value_spec(model.graph.output[0])
+
+
 def plain_session(path: str | Path, optimize: bool = False) -> Any:
     """An onnxruntime CPU session (no graph optimizations unless asked; logging at errors only)."""
     import onnxruntime as ort
@@ -61,7 +66,7 @@ def read_io(path: str | Path) -> tuple[TensorSpec, TensorSpec, dict[str, str]]:
                 dict(sess.get_modelmeta().custom_metadata_map))
     onnx = require("onnx", None, "reading ONNX input shapes")
     m = onnx.load(str(path), load_external_data=False)
-    return value_spec(graph_inputs(m)[0]), value_spec(m.graph.output[0]), {p.key: p.value for p in m.metadata_props}
+    return (*proto_io(m), {p.key: p.value for p in m.metadata_props})
 
 
 def read_props(path: str | Path) -> dict[str, str]:
