@@ -55,7 +55,28 @@ def to_onnx(model: Any, opset: int = DEFAULT_OPSET):
     unsupported = [m for m in errors.messages if "is not supported" in m or "Unsupported ops" in m]
     if unsupported:  # tf2onnx only logs these and returns a model no runtime can load
         raise CheckFailed(_unsupported_reason(unsupported, opset))
+    _inline_captured_constants(proto, serve.get_concrete_function())
     return proto
+
+
+def _inline_captured_constants(proto: Any, concrete: Any) -> None:
+    """Turn graph inputs that are tensors the tf.function captured into initializers.
+
+    tf2onnx freezes captured variables but leaves captured constant tensors as graph inputs: a
+    `Normalization(mean=..., variance=...)` layer (EfficientNet's own preprocessing, DenseNet's torch
+    preprocessing) gave an ONNX model with three inputs that no runtime can feed.
+    """
+    from onnx import numpy_helper
+
+    values = {inner.name: outer for outer, inner in concrete.graph.captures
+              if outer.dtype.name != "resource" and hasattr(outer, "numpy")}
+    extra = [i for i in proto.graph.input if i.name in values]
+    for inp in extra:
+        proto.graph.initializer.append(numpy_helper.from_array(values[inp.name].numpy(), inp.name))
+        proto.graph.input.remove(inp)
+    if extra:
+        logging.getLogger(__name__).info("inlined %d captured constant(s) as initializers: %s", len(extra),
+                                         ", ".join(i.name for i in extra))
 
 
 class _ErrorLog(logging.Handler):
