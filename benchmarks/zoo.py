@@ -101,7 +101,7 @@ def train_model(name: str, arch: Arch, data: Path, run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-def run_architecture(name: str, arch: Arch, data: Path, work: Path) -> dict:
+def run_architecture(name: str, arch: Arch, data: Path, work: Path, fix: bool = True) -> dict:
     """Train (weights=None), copy model.keras out of the run folder, then convert and judge it as a
     bring-your-own model (module docstring: convert, fix on val/, parity on test/)."""
     from edgeproof.convert import convert_run
@@ -143,7 +143,8 @@ def run_architecture(name: str, arch: Arch, data: Path, work: Path) -> dict:
     judge = dict(artifacts_dir=art, triage=False, e2e=False, progress=False)
     report = run_parity(model, data_dir=data / "test", out_dir=root / "parity", **judge)
     fixed: dict = {}
-    if not report.passed:  # repair on val/, then judge again on test/
+    entry["fix_tried"] = fix and not report.passed
+    if entry["fix_tried"]:  # repair on val/, then judge again on test/
         fix = run_parity(model, artifacts_dir=art, data_dir=data / "val", triage=True, fix=True, promote=True,
                          e2e=False, progress=False, out_dir=root / "fix")
         fixed = {p["artifact"]: p for p in fix.promoted}
@@ -250,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", default="/tmp/edgeproof-zoo", help="where run folders and artifacts go")
     p.add_argument("--keep", action="store_true", help="keep results of architectures not in --only")
     p.add_argument("--md-only", action="store_true", help="rewrite ZOO.md from zoo.json, run nothing")
+    p.add_argument("--no-fix", action="store_true", help="skip the parity --fix --promote repair on val/ (it re-exports "
+                   "each failing int8 artifact up to 8 times: minutes on the 25 M-parameter backbones)")
     args = p.parse_args(argv)
     if args.md_only:
         write_md(json.loads(RESULTS.read_text())["architectures"])
@@ -268,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         archs = [a for a in json.loads(RESULTS.read_text())["architectures"] if a["name"] not in names]
     for name in names:
         print(f"[zoo] {name}: training, converting, parity ...", file=sys.stderr, flush=True)
-        entry = run_architecture(name, ZOO[name], data, Path(args.work))
+        entry = run_architecture(name, ZOO[name], data, Path(args.work), fix=not args.no_fix)
         archs.append(entry)
         archs.sort(key=lambda a: list(ZOO).index(a["name"]))
         write_json(archs, started)
