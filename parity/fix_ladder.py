@@ -9,7 +9,7 @@
 4. float layers — the layers triage named (QuantizationDebugger / QDQ pair error) kept in float.
 Each variant is written to REPORT_DIR/fixed/ and judged exactly like the original (same images, backend,
 tolerance). For edgetpu only the calibration variants keep every op int8, i.e. fully on the Edge TPU: float or
-int16 ops run on the CPU.
+int16 ops run on the CPU, so `--promote` never puts such a variant in place of the edgetpu artifact.
 """
 
 from __future__ import annotations

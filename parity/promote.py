@@ -9,6 +9,7 @@ folder lock as convert: a convert writing there at the same moment makes promote
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from datetime import datetime, timezone
@@ -16,6 +17,8 @@ from pathlib import Path
 
 from edgeproof.errors import UsageError
 from edgeproof.formats import FORMATS, artifact_filename
+
+log = logging.getLogger(__name__)
 
 
 def promote(fixed_path: Path, fmt_name: str, artifacts_dir: Path, variant: str, recipe: dict) -> dict:
@@ -66,6 +69,11 @@ def promote_passing(report, artifacts_dir: Path, rerun) -> list[dict]:
     for t in report.triage:
         last = t.fixes[-1] if t.fixes else None
         if last is None or last.status != "pass":
+            continue
+        if FORMATS[t.format].recipe.compiler == "edgetpu" and not getattr(last, "edgetpu_full", True):
+            log.warning("%s: not promoted: the passing fix (%s) keeps ops in float or int16, which the Edge TPU "
+                        "cannot run, so the file would no longer be Edge TPU-ready; it is kept at %s", t.artifact,
+                        getattr(last, "variant", "?"), last.path)
             continue
         info = promote(last.path, t.format, artifacts_dir, getattr(last, "variant", ""), getattr(last, "recipe", {}))
         new_rows = rerun([(Path(info["path"]), FORMATS[t.format])])

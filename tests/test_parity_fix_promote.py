@@ -87,3 +87,21 @@ def test_convert_auto_fix_promotes_a_passing_fix(tiny_run, tmp_path, capsys):
     entry = json.loads((art / "manifest.json").read_text())["artifacts"]["tflite-int8"]
     assert entry["options"]["promoted"]["variant"].startswith("calibration")
     assert (run / "parity" / "parity.md").is_file()
+
+
+def test_edgetpu_is_never_promoted_to_a_fix_the_edge_tpu_cannot_run(tmp_path, caplog):
+    """A passing int16x8 / float-layers fix of the edgetpu artifact is not Edge TPU-ready: it stays a suggestion."""
+    from types import SimpleNamespace
+
+    from edgeproof.parity.promote import promote_passing
+
+    original = tmp_path / "model.edgetpu.tflite"
+    original.write_bytes(b"original")
+    fix = SimpleNamespace(status="pass", edgetpu_full=False, variant="int16x8: tflite-converter int16x8",
+                          path=tmp_path / "fixed" / "model-fix-3-int16x8.edgetpu.tflite")
+    report = SimpleNamespace(triage=[SimpleNamespace(format="edgetpu", artifact=original.name, fixes=[fix])], rows=[])
+    reran = []
+    with caplog.at_level("WARNING", logger="edgeproof.parity.promote"):
+        done = promote_passing(report, tmp_path, lambda items: reran.append(items) or [])
+    assert done == [] and reran == [] and original.read_bytes() == b"original"
+    assert "not promoted" in caplog.text and "Edge TPU" in caplog.text
