@@ -219,3 +219,20 @@ def test_bench_bare_openvino_loop_on_int8_tflite(tiny_artifacts):
     assert out.shape == m.predict(x).shape and np.abs(out - m.predict(x)).max() < 1e-5
     bare.call()
     m.close()
+
+
+def test_a_file_that_crashes_openvino_is_one_error_not_a_dead_process(linear_onnx, tmp_path, monkeypatch):
+    """OpenVINO's CPU plugin SIGSEGVs on some valid files (the zoo's NASNetMobile onnx-int8): load() compiles and runs
+    the file in a guarded child first, so the crash is an InvalidModel line (convert's search then skips the recipe)."""
+    import edgeproof.runtime.backends.openvino as ov_backend
+    from edgeproof.runtime.model_check import InvalidModel
+
+    path, _ = linear_onnx
+    monkeypatch.setenv("EDGEPROOF_CACHE", str(tmp_path / "cache"))  # the crash verdict is cached by sha256
+    monkeypatch.setattr(ov_backend, "OPENVINO_TRIAL", "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n")
+    with pytest.raises(InvalidModel, match="crashed the OpenVINO importer \\(SIGSEGV\\)"):
+        load(path, backend="openvino")
+    monkeypatch.setenv("EDGEPROOF_CACHE", str(tmp_path / "cache2"))
+    monkeypatch.setattr(ov_backend, "OPENVINO_TRIAL", "import sys\nassert sys.argv[1].endswith('.onnx')\n")
+    with load(path, backend="openvino") as m:  # the real file runs once the trial says it is safe
+        assert m.backend_name == "openvino"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -133,9 +134,23 @@ class OpenVINOBackend(Backend):
                         call_user=quantizing_loop(run, xf, native, ospec))
 
     @classmethod
+    def trial(cls):
+        """What runtime.guard runs in a child first: OpenVINO's CPU plugin can SIGSEGV on a valid file (the zoo's
+        NASNetMobile onnx-int8 QDQ graph killed convert and `edgeproof run` with it)."""
+        import openvino as ov
+
+        from edgeproof.runtime import guard
+
+        return guard.Trial(cls.name, "OpenVINO", ov.__version__.split("-")[0], OPENVINO_TRIAL)
+
+    @classmethod
     def inspect_load(cls, path, report) -> None:
         import openvino as ov
 
+        from edgeproof.formats import family_of
+        from edgeproof.runtime.guard import guarded_load
+
+        guarded_load(path, cls.trial(), family_of(Path(path)), None, None)
         core = ov.Core()
         with _quiet_frontends():
             model = core.read_model(str(path))
@@ -158,6 +173,7 @@ class OpenVINOBackend(Backend):
         if len(model.inputs) != 1:
             raise EdgeproofError(f"'{self.path.name}' has {len(model.inputs)} inputs; edgeproof runs "
                                  "single-input image classifiers")
+        self._guarded_trial(model)
         self._check_device(core)
         if self.device.startswith("NPU") and model.inputs[0].get_partial_shape().is_dynamic:
             # The NPU compiles static shapes only: fix the dynamic batch to 1 (Model loops over items).
@@ -181,6 +197,17 @@ class OpenVINOBackend(Backend):
         self._quant_fixup()
         self.batch_ok = compiled.inputs[0].get_partial_shape()[0].is_dynamic
         self.placement = self._placement()
+
+    def _guarded_trial(self, model: Any) -> None:
+        """Compile and run the file once on zeros in a child (cached by sha256): a crash there is one line here."""
+        from edgeproof.formats import family_of
+        from edgeproof.runtime.guard import guarded_load
+
+        ps = model.inputs[0].get_partial_shape()
+        shape = [d.get_length() if d.is_static else 1 for d in ps] if ps.rank.is_static else None
+        dtype = {"u8": "uint8", "i8": "int8", "i16": "int16"}.get(model.inputs[0].get_element_type().get_type_name(),
+                                                                  "float32")
+        guarded_load(self.path, self.trial(), family_of(self.path), self.verified_sha256, shape, dtype)
 
     def _check_device(self, core: Any) -> None:
         if self.device in ("CPU", "AUTO"):
@@ -302,6 +329,18 @@ def _quiet_frontends():
     from edgeproof.stderr_filter import filtered_stderr
 
     return filtered_stderr(lambda line: not _ABSL_LINE.match(line))
+
+
+OPENVINO_TRIAL = """
+import json, sys
+import numpy as np
+import openvino as ov
+core = ov.Core()
+compiled = core.compile_model(core.read_model(sys.argv[1]), "CPU", {"INFERENCE_NUM_THREADS": 1})
+shape, dtype = json.loads(sys.argv[2])
+if shape:
+    compiled(np.zeros(shape, dtype))
+"""
 
 
 def _first_line(exc: BaseException) -> str:
