@@ -70,7 +70,7 @@ def promote_passing(report, artifacts_dir: Path, rerun) -> list[dict]:
         last = t.fixes[-1] if t.fixes else None
         if last is None or last.status != "pass":
             continue
-        if FORMATS[t.format].recipe.compiler == "edgetpu" and not getattr(last, "edgetpu_full", True):
+        if getattr(FORMATS[t.format].recipe, "compiler", None) == "edgetpu" and not getattr(last, "edgetpu_full", True):
             log.warning("%s: not promoted: the passing fix (%s) keeps ops in float or int16, which the Edge TPU "
                         "cannot run, so the file would no longer be Edge TPU-ready; it is kept at %s", t.artifact,
                         getattr(last, "variant", "?"), last.path)
