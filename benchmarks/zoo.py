@@ -221,6 +221,7 @@ def write_md(archs: list[dict]) -> None:
         rows.append([head] + ([_cell_text(a["formats"][f]) if f in a.get("formats", {}) else a.get("error", "")
                                for f in FORMATS]))
     ratios = [(a["name"], a["int8_fp32_size_ratio"]) for a in archs if "int8_fp32_size_ratio" in a]
+    nofix = [a["name"] for a in archs if a.get("fix_tried") is False]
     marker = "<!-- analysis below is kept when zoo.py rewrites the table -->"
     kept = ZOO_MD.read_text().split(marker, 1)[1] if ZOO_MD.exists() and marker in ZOO_MD.read_text() else "\n"
     text = (
@@ -232,7 +233,8 @@ def write_md(archs: list[dict]) -> None:
         "bring-your-own-model path as a user's file: `edgeproof convert model.keras --to all --labels ... "
         f"--calib-data train/` (int8 calibrated on {CALIB} training images); when an artifact fails, `edgeproof "
         "parity --fix --promote` repairs it on the val split; the verdict is `edgeproof parity model.keras --data "
-        "test/` (192 images) on every installed backend (litert, litert-compiled, onnxruntime, opencv, openvino). "
+        "test/` (192 images) on every installed backend (litert, litert-compiled, onnxruntime, opencv, openvino)"
+        + (f" (run with `--no-fix`, so no repair was tried: {', '.join(nofix)})" if nofix else "") + ". "
         "A cell passes when every backend that ran the artifact passed its format's gate (\"fixed\": after the "
         "named repair); size is the artifact, p50 the first passing backend's latency (1 image, this 2-core "
         "machine).\n\n"
