@@ -20,13 +20,14 @@ SIZE = 16
 CLASSES = ["a", "b", "c"]
 
 
-def _hard_swish_model():
+def _model(activation: str = "hard_swish"):
+    """Rescaling, one Conv2D with `activation`, global pool, softmax."""
     import keras
 
     keras.utils.set_random_seed(0)
     return keras.Sequential([
         keras.Input((SIZE, SIZE, 3)), keras.layers.Rescaling(1 / 255.0),
-        keras.layers.Conv2D(8, 3, padding="same"), keras.layers.Activation("hard_swish"),
+        keras.layers.Conv2D(8, 3, padding="same"), keras.layers.Activation(activation),
         keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(len(CLASSES), activation="softmax"),
     ])
 
@@ -40,7 +41,7 @@ def test_strict_16x8_refuses_hard_swish_and_the_fallback_keeps_only_it_in_float(
 
     from edgeproof.convert.tflite import UNSUPPORTED_OP, float_ops, to_tflite
 
-    model = _hard_swish_model()
+    model = _model()
     x = _calib()
     conv = tf.lite.TFLiteConverter.from_keras_model(model)  # what the recipe asks for, without the fallback
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -63,26 +64,15 @@ def test_strict_16x8_refuses_hard_swish_and_the_fallback_keeps_only_it_in_float(
         it.invoke()
         out.append(it.get_tensor(it.get_output_details()[0]["index"])[0])
     np.testing.assert_allclose(np.stack(out), model.predict(x[:4], verbose=0), atol=2e-3)
-    plain = to_tflite(_plain_model(), "tflite-int16x8", calib=x, io_type="float32")
+    plain = to_tflite(_model("relu"), "tflite-int16x8", calib=x, io_type="float32")
     assert float_ops(plain) == {}  # no fallback where every op has its kernel
-
-
-def _plain_model():
-    import keras
-
-    keras.utils.set_random_seed(0)
-    return keras.Sequential([
-        keras.Input((SIZE, SIZE, 3)), keras.layers.Rescaling(1 / 255.0),
-        keras.layers.Conv2D(8, 3, padding="same", activation="relu"),
-        keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(len(CLASSES), activation="softmax"),
-    ])
 
 
 def test_convert_names_the_float_ops_in_notes_and_metadata(tmp_path, capsys):
     from edgeproof.runtime.metadata import read_metadata
 
     model_path = tmp_path / "hs.keras"
-    _hard_swish_model().save(model_path)
+    _model().save(model_path)
     write_images(tmp_path / "calib", 6, CLASSES, SIZE)
     out = tmp_path / "art"
     rc = run_cli(["convert", str(model_path), "--to", "tflite-int16x8", "--labels", ",".join(CLASSES),
