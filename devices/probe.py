@@ -105,7 +105,9 @@ def probe_openvino(importer: Callable[[str], Any] = importlib.import_module) -> 
         return None, []
     version = str(getattr(ov, "__version__", "") or "unknown")
     try:
-        devices = list(ov.Core().available_devices)
+        from edgeproof.runtime.backends.openvino import shared_core
+
+        devices = list(shared_core(ov).available_devices)
     except Exception as exc:  # a broken plugin must not break detection
         return version, [f"error: {exc}"]
     return version, devices

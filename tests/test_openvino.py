@@ -14,7 +14,7 @@ from edgeproof.formats import FORMATS
 ov = pytest.importorskip("openvino", reason="needs edgeproof[openvino]")
 
 from edgeproof.runtime import load
-from edgeproof.runtime.backends.openvino import OpenVINOBackend
+from edgeproof.runtime.backends.openvino import OpenVINOBackend, shared_core
 
 H, W, C = 8, 8, 3  # the shape _tiny_onnx builds
 OV_FORMATS = [name for name, f in FORMATS.items() if "openvino" in f.backends]
@@ -69,7 +69,7 @@ def test_auto_device_keeps_f32(linear_onnx, batch):
 
 
 def test_missing_gpu_is_an_error_unless_fallback(linear_onnx, batch, capsys):
-    if any(d.startswith("GPU") for d in ov.Core().available_devices):
+    if any(d.startswith("GPU") for d in shared_core(ov).available_devices):
         pytest.skip("this host has an OpenVINO GPU")
     path, ref = linear_onnx
     with pytest.raises(EdgeproofError) as exc:
@@ -90,7 +90,7 @@ class FakeCore:
     compiled_for: ClassVar[list] = []
 
     def __init__(self):
-        self._core = ov.Core()
+        self._core = shared_core(ov)
         self.available_devices = ["CPU", "GPU", "NPU"]
 
     def read_model(self, path):
@@ -236,3 +236,36 @@ def test_a_file_that_crashes_openvino_is_one_error_not_a_dead_process(linear_onn
     monkeypatch.setattr(ov_backend, "OPENVINO_TRIAL", "import sys\nassert sys.argv[1].endswith('.onnx')\n")
     with load(path, backend="openvino") as m:  # the real file runs once the trial says it is safe
         assert m.backend_name == "openvino"
+
+
+_TWO_MODELS_THEN_SIGTERM = r'''
+import signal, sys
+sys.path.insert(0, sys.argv[1])
+from _tiny_onnx import build_linear_onnx
+from edgeproof.runtime import load
+from edgeproof.runtime.stop_signals import Terminated, terminate_as_interrupt
+from pathlib import Path
+
+path, _ = build_linear_onnx(Path(sys.argv[2]))
+first, second = load(path, backend="openvino"), load(path, backend="openvino")
+first.close()   # closed in load order, not the reverse: what parity and serve do with several artifacts
+second.close()
+try:
+    with terminate_as_interrupt():
+        signal.raise_signal(signal.SIGTERM)
+except Terminated:
+    print("stopped cleanly")
+'''
+
+
+def test_sigterm_after_two_openvino_models_stops_cleanly_not_with_sigsegv(tmp_path):
+    """Each openvino.Core's CPU plugin installs an alternate signal stack and unmaps it when destroyed; two Cores
+    destroyed out of order left the main thread's stack unmapped, and SIGTERM or Ctrl-C then died with SIGSEGV
+    (rc -11; it killed the suite). edgeproof uses one shared Core, so the signal is handled."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    r = subprocess.run([sys.executable, "-c", _TWO_MODELS_THEN_SIGTERM, str(Path(__file__).parent),
+                        str(tmp_path / "linear.onnx")], capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0 and r.stdout.strip() == "stopped cleanly", (r.returncode, r.stderr[-2000:])

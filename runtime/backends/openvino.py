@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,25 @@ DEVICE_INSTALL = {
 _OV_DTYPES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16", "f64": "float64", "i8": "int8",
               "u8": "uint8", "i16": "int16", "i32": "int32", "i64": "int64", "boolean": "bool"}
 _NOT_LAYERS = {"Input", "Output", "Const", "Parameter", "Result", "Constant"}
+_CORES: dict[int, tuple[Any, Any]] = {}  # id(openvino module) -> (module, its Core): both live until exit
+_CORES_LOCK = threading.Lock()
+
+
+def shared_core(ov: Any) -> Any:
+    """The process's one `ov.Core()` (per openvino module), kept until exit; every edgeproof caller uses it.
+
+    OpenVINO's CPU plugin gives each Core an alternate signal stack (sigaltstack) on the thread that first
+    uses it, and when that Core is destroyed it unmaps the stack and puts back the one it found. Two Cores
+    destroyed in any order but the reverse one leave the thread's alternate stack pointing at unmapped
+    memory (seen on 2026.4.1), and the next signal Python handles on that thread -- Ctrl-C, SIGTERM --
+    kills the process with SIGSEGV instead of stopping it cleanly. One Core that lives as long as the
+    process never unmaps a stack in use. OpenVINO recommends one Core per application anyway; it is
+    thread-safe, and every compile_model call passes its own properties, so nothing per-run is shared.
+    """
+    with _CORES_LOCK:
+        if id(ov) not in _CORES:
+            _CORES[id(ov)] = (ov, ov.Core())
+        return _CORES[id(ov)][1]
 
 
 class OpenVINOBackend(Backend):
@@ -40,7 +60,7 @@ class OpenVINOBackend(Backend):
     takes = frozenset({"providers"})  # one OpenVINO device
     providers_label = "OpenVINO device"
     cpu_label = "OpenVINO CPU"
-    # Tests swap in a fake Core (e.g. one that lists a GPU that fails to compile); None: openvino.Core.
+    # Tests swap in a fake Core (e.g. one that lists a GPU that fails to compile); None: shared_core(openvino).
     core_factory: Any = None
 
     def __init__(self, *args: Any, precision: str | None = None, **kwargs: Any) -> None:
@@ -100,7 +120,7 @@ class OpenVINOBackend(Backend):
         t0 = time.perf_counter()
         import openvino as ov
 
-        core = ov.Core()
+        core = shared_core(ov)
         precision = getattr(getattr(model, "backend", None), "precision", None) or "f32"
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
         if threads:
@@ -151,7 +171,7 @@ class OpenVINOBackend(Backend):
         from edgeproof.runtime.guard import guarded_load
 
         guarded_load(path, cls.trial(), family_of(Path(path)), None, None)
-        core = ov.Core()
+        core = shared_core(ov)
         with _quiet_frontends():
             model = core.read_model(str(path))
         core.compile_model(model, "CPU")
@@ -160,7 +180,7 @@ class OpenVINOBackend(Backend):
     def load(self) -> None:
         ov = require("openvino", "openvino", "the openvino backend")
         self._ov = ov
-        core = (self.core_factory or ov.Core)()
+        core = self.core_factory() if self.core_factory else shared_core(ov)
         try:
             with _quiet_frontends():
                 model = core.read_model(str(self.path))
