@@ -132,6 +132,42 @@ def test_npu_gets_a_static_batch(linear_onnx, fake_core, batch):
     assert np.abs(m.predict(batch) - ref(batch)).max() < 1e-5  # Model feeds one image at a time
 
 
+class DynamicBatchBugCore(FakeCore):
+    """OpenVINO 2026.4's CPU plugin on EfficientNet's quantized TFLite files: the dynamic batch fails to compile
+    ('[TransposeToReshape] ... FullyConnectedCompressed'), batch 1 compiles."""
+
+    def compile_model(self, model, device, config):
+        if model.inputs[0].get_partial_shape().is_dynamic:
+            FakeCore.compiled_for.append((device, "dynamic: failed"))
+            raise RuntimeError("Exception from src/plugins/intel_cpu/src/graph.cpp:1:\n[TransposeToReshape] END: node: "
+                               "opset1::Transpose (ie_internal_opset::FullyConnectedCompressed f32[?,10])\n")
+        return super().compile_model(model, device, config)
+
+
+def test_a_dynamic_batch_the_cpu_plugin_rejects_is_compiled_at_batch_one_with_a_warning(linear_onnx, batch, capsys,
+                                                                                       monkeypatch):
+    path, ref = linear_onnx
+    FakeCore.compiled_for = []
+    monkeypatch.setattr(OpenVINOBackend, "core_factory", DynamicBatchBugCore)
+    m = load(path, backend="openvino")
+    assert FakeCore.compiled_for == [("CPU", "dynamic: failed"), ("CPU", "[1,8,8,3]")]
+    err = " ".join(capsys.readouterr().err.split())
+    assert "cannot compile 'linear.onnx' with a dynamic batch ([TransposeToReshape]" in err
+    assert "compiled it for batch 1" in err
+    assert m.backend.batch_ok is False
+    assert np.abs(m.predict(batch) - ref(batch)).max() < 1e-5  # all 5 images, one at a time
+
+
+def test_a_file_the_cpu_plugin_rejects_at_every_batch_is_one_error(linear_onnx, monkeypatch):
+    class AlwaysFails(FakeCore):
+        def compile_model(self, model, device, config):
+            raise RuntimeError("Exception from src/core.cpp:1:\n[CPU] unsupported op Foo\n")
+
+    monkeypatch.setattr(OpenVINOBackend, "core_factory", AlwaysFails)
+    with pytest.raises(UsageError, match=r"^OpenVINO cannot compile 'linear.onnx' for CPU: \[CPU\] unsupported op Foo;"):
+        load(linear_onnx[0], backend="openvino")
+
+
 def test_bad_device_and_unreadable_file(linear_onnx, tmp_path):
     path, _ = linear_onnx
     with pytest.raises(UsageError, match="one OpenVINO device"):

@@ -23,7 +23,7 @@ import numpy as np
 
 from edgeproof.contract import TensorSpec
 from edgeproof.errors import EdgeproofError, UsageError, require
-from edgeproof.runtime.backends.base import Backend
+from edgeproof.runtime.backends.base import Backend, warn
 from edgeproof.runtime.backends.tflite_interpreter import io_quantization
 
 DEVICE_RE = re.compile(r"^(CPU|GPU|NPU|AUTO)(\.\d+)?$")
@@ -125,7 +125,7 @@ class OpenVINOBackend(Backend):
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
-        compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        compiled, _ = compile_on_cpu(core, core.read_model(str(path)), config)
         req = compiled.create_infer_request()
         load_s = time.perf_counter() - t0
         try:  # what the plugin really compiled with, as the record says (not just what was asked)
@@ -195,19 +195,16 @@ class OpenVINOBackend(Backend):
                                  "single-input image classifiers")
         self._guarded_trial(model)
         self._check_device(core)
-        if self.device.startswith("NPU") and model.inputs[0].get_partial_shape().is_dynamic:
-            # The NPU compiles static shapes only: fix the dynamic batch to 1 (Model loops over items).
-            shape = model.inputs[0].get_partial_shape()
-            shape[0] = 1
-            model.reshape({model.inputs[0]: shape})
+        if self.device.startswith("NPU"):
+            batch_of_one(model)  # the NPU compiles static shapes only (Model loops over items)
+        compiled = None
         try:
-            compiled = core.compile_model(model, self.device, self._config(core, self.device))
+            if self.device != "CPU":
+                compiled = core.compile_model(model, self.device, self._config(core, self.device))
         except Exception as exc:
-            if self.device == "CPU":
-                raise UsageError(f"OpenVINO cannot compile '{self.path.name}' for CPU: {_first_line(exc)}; the file "
-                                 "may be damaged, or use another backend") from None
             self._device_failed(f"compiling '{self.path.name}' for {self.device} failed: {_first_line(exc)}")
-            compiled = core.compile_model(model, "CPU", self._config(core, "CPU"))
+        if compiled is None:
+            compiled = self._compile_on_cpu(core, model)
         self._compiled = compiled
         self._request = compiled.create_infer_request()
         self.model_ops = sum(1 for op in model.get_ops() if op.get_type_name() not in _NOT_LAYERS)
@@ -217,6 +214,17 @@ class OpenVINOBackend(Backend):
         self._quant_fixup()
         self.batch_ok = compiled.inputs[0].get_partial_shape()[0].is_dynamic
         self.placement = self._placement()
+
+    def _compile_on_cpu(self, core: Any, model: Any) -> Any:
+        try:
+            compiled, forced = compile_on_cpu(core, model, self._config(core, "CPU"))
+        except Exception as exc:
+            raise UsageError(f"OpenVINO cannot compile '{self.path.name}' for CPU: {_first_line(exc)}; the file "
+                             "may be damaged, or use another backend") from None
+        if forced is not None:
+            warn(f"OpenVINO {self._ov.__version__.split('-')[0]} cannot compile '{self.path.name}' with a dynamic "
+                 f"batch ({_first_line(forced)[:160]}); compiled it for batch 1, so a batch runs one image at a time")
+        return compiled
 
     def _guarded_trial(self, model: Any) -> None:
         """Compile and run the file once on zeros in a child (cached by sha256): a crash there is one line here."""
@@ -340,6 +348,32 @@ class OpenVINOBackend(Backend):
         self._compiled = None
 
 
+def batch_of_one(model: Any) -> bool:
+    """Make the input's dynamic batch dimension a static 1, in place; False when there is none to fix."""
+    shape = model.inputs[0].get_partial_shape()
+    if not shape.rank.is_static or shape.rank.get_length() == 0 or not shape[0].is_dynamic:
+        return False
+    shape[0] = 1
+    model.reshape({model.inputs[0]: shape})
+    return True
+
+
+def compile_on_cpu(core: Any, model: Any, config: dict[str, Any]) -> tuple[Any, Exception | None]:
+    """compile_model on CPU -> (compiled, None); where that fails on a dynamic batch, once more at batch 1 ->
+    (compiled, the first error). The CPU plugin rejects some graphs with a dynamic batch that it compiles at
+    batch 1 (OpenVINO 2026.4 on EfficientNet's quantized TFLite files: '[TransposeToReshape] ...
+    FullyConnectedCompressed'). When batch 1 fails too, the first error is raised."""
+    try:
+        return core.compile_model(model, "CPU", config), None
+    except Exception as exc:
+        if not batch_of_one(model):
+            raise
+        try:
+            return core.compile_model(model, "CPU", config), exc
+        except Exception:
+            raise exc from None
+
+
 _ABSL_LINE = re.compile(r"^[EWIF]\d{4} |^WARNING: All log messages before absl::InitializeLog")
 
 
@@ -355,8 +389,9 @@ OPENVINO_TRIAL = """
 import json, sys
 import numpy as np
 import openvino as ov
+from edgeproof.runtime.backends.openvino import compile_on_cpu
 core = ov.Core()
-compiled = core.compile_model(core.read_model(sys.argv[1]), "CPU", {"INFERENCE_NUM_THREADS": 1})
+compiled, _ = compile_on_cpu(core, core.read_model(sys.argv[1]), {"INFERENCE_NUM_THREADS": 1})
 shape, dtype = json.loads(sys.argv[2])
 if shape:
     compiled(np.zeros(shape, dtype))
