@@ -208,6 +208,8 @@ def _triage(rows, keras_model, run, art_dir, batches, ref, tol_flags, fix, out, 
     for r in todo:
         prog.update(task, description=f"triage {r.artifact}")
         tol = override(FORMATS[r.format].tolerance, **tol_flags)
-        results.append(triage_artifact(r, keras_model, run, art_dir, batches, ref, tol, fix, out))
+        also = tuple(x.backend for x in rows if x.artifact == r.artifact and x.backend != r.backend
+                     and x.status in ("pass", "fail"))  # the other backends that judged this artifact
+        results.append(triage_artifact(r, keras_model, run, art_dir, batches, ref, tol, fix, out, also))
         prog.advance(task)
     return results

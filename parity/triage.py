@@ -77,7 +77,8 @@ def _suspect_names(layers: list[LayerError]) -> list[str]:
 
 
 def triage_artifact(row, keras_model, run, artifacts_dir: Path, batches, reference: np.ndarray, tol: Tolerance,
-                    fix: bool, out_dir: Path) -> TriageResult:
+                    fix: bool, out_dir: Path, also: tuple[str, ...] = ()) -> TriageResult:
+    """Per-layer error of `row`'s artifact; with `fix`, the ladder (a fix must pass on row.backend and on `also`)."""
     fmt = FORMATS[row.format]
     res = TriageResult(artifact=row.artifact, format=fmt.name, before=row,
                        tool="tf.lite.experimental.QuantizationDebugger" if fmt.family == "tflite"
@@ -99,7 +100,8 @@ def triage_artifact(row, keras_model, run, artifacts_dir: Path, batches, referen
             res.notes.append("edgetpu: layers kept in float (denylist) or int16 run on the CPU, not the Edge TPU; "
                              "edgetpu_compiler maps only int8 ops")
         if fix and res.layers:
-            res.fixes = _fixes(row, fmt, keras_model, run, res, artifacts_dir, batches, reference, tol, out_dir)
+            res.fixes = _fixes(row, fmt, keras_model, run, res, artifacts_dir, batches, reference, tol, out_dir,
+                               also)
             if getattr(fmt.recipe, "compiler", None) == "edgetpu":
                 from edgeproof.parity.fix_ladder import edgetpu_line
 
@@ -112,7 +114,7 @@ def triage_artifact(row, keras_model, run, artifacts_dir: Path, batches, referen
 
 
 def _fixes(row, fmt, keras_model, run, res: TriageResult, artifacts_dir: Path, batches, reference, tol,
-           out_dir: Path) -> list:
+           out_dir: Path, also: tuple[str, ...]) -> list:
     """The fix ladder (parity.fix_ladder) on a fresh, larger calibration batch from the run's train split."""
     from edgeproof.convert.calibration import calibration_batch
     from edgeproof.parity import fix_ladder
@@ -127,7 +129,7 @@ def _fixes(row, fmt, keras_model, run, res: TriageResult, artifacts_dir: Path, b
         if not fp32.is_file():
             raise EdgeproofError(f"re-quantizing needs {fp32.name} next to {row.artifact}")
         variants = fix_ladder.onnx_variants(fmt, row.path, fp32, calib, names)
-    return fix_ladder.run_ladder(row, fmt, variants, calib, batches, reference, tol, out_dir)
+    return fix_ladder.run_ladder(row, fmt, variants, calib, batches, reference, tol, out_dir, also)
 
 
 def _io_type(path: Path) -> str:
