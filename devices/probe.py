@@ -105,7 +105,7 @@ def probe_openvino(importer: Callable[[str], Any] = importlib.import_module) -> 
         return None, []
     version = str(getattr(ov, "__version__", "") or "unknown")
     try:
-        from edgeproof.runtime.backends.openvino import shared_core
+        from edgeproof.runtime.backends.openvino_compile import shared_core
 
         devices = list(shared_core(ov).available_devices)
     except Exception as exc:  # a broken plugin must not break detection

@@ -14,7 +14,8 @@ from edgeproof.formats import FORMATS
 ov = pytest.importorskip("openvino", reason="needs edgeproof[openvino]")
 
 from edgeproof.runtime import load
-from edgeproof.runtime.backends.openvino import OpenVINOBackend, shared_core
+from edgeproof.runtime.backends.openvino import OpenVINOBackend
+from edgeproof.runtime.backends.openvino_compile import shared_core
 
 H, W, C = 8, 8, 3  # the shape _tiny_onnx builds
 OV_FORMATS = [name for name, f in FORMATS.items() if "openvino" in f.backends]

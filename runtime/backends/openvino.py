@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import numpy as np
 from edgeproof.contract import TensorSpec
 from edgeproof.errors import EdgeproofError, UsageError, require
 from edgeproof.runtime.backends.base import Backend, warn
+from edgeproof.runtime.backends.openvino_compile import batch_of_one, compile_on_cpu, shared_core
 from edgeproof.runtime.backends.tflite_interpreter import io_quantization
 
 DEVICE_RE = re.compile(r"^(CPU|GPU|NPU|AUTO)(\.\d+)?$")
@@ -34,27 +34,6 @@ DEVICE_INSTALL = {
 _OV_DTYPES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16", "f64": "float64", "i8": "int8",
               "u8": "uint8", "i16": "int16", "i32": "int32", "i64": "int64", "boolean": "bool"}
 _NOT_LAYERS = {"Input", "Output", "Const", "Parameter", "Result", "Constant"}
-_CORES: dict[int, tuple[Any, Any]] = {}  # id(openvino module) -> (module, its Core): both live until exit
-_CORES_LOCK = threading.Lock()
-
-
-def shared_core(ov: Any) -> Any:
-    """The process's one `ov.Core()` (per openvino module), kept until exit; every edgeproof caller uses it.
-
-    OpenVINO's CPU plugin gives each Core an alternate signal stack (sigaltstack) on the thread that first
-    uses it, and when that Core is destroyed it unmaps the stack and puts back the one it found. Two Cores
-    destroyed in any order but the reverse one leave the thread's alternate stack pointing at unmapped
-    memory (seen on 2026.4.1), and the next signal Python handles on that thread -- Ctrl-C, SIGTERM --
-    kills the process with SIGSEGV instead of stopping it cleanly. One Core that lives as long as the
-    process never unmaps a stack in use. OpenVINO recommends one Core per application anyway; it is
-    thread-safe, and every compile_model call passes its own properties, so nothing per-run is shared.
-    """
-    with _CORES_LOCK:
-        if id(ov) not in _CORES:
-            _CORES[id(ov)] = (ov, ov.Core())
-        return _CORES[id(ov)][1]
-
-
 class OpenVINOBackend(Backend):
     name = "openvino"
     takes = frozenset({"providers"})  # one OpenVINO device
@@ -174,7 +153,7 @@ class OpenVINOBackend(Backend):
         core = shared_core(ov)
         with _quiet_frontends():
             model = core.read_model(str(path))
-        core.compile_model(model, "CPU")
+        compile_on_cpu(core, model, {})
 
     # ---- loading -------------------------------------------------------------------------
     def load(self) -> None:
@@ -348,32 +327,6 @@ class OpenVINOBackend(Backend):
         self._compiled = None
 
 
-def batch_of_one(model: Any) -> bool:
-    """Make the input's dynamic batch dimension a static 1, in place; False when there is none to fix."""
-    shape = model.inputs[0].get_partial_shape()
-    if not shape.rank.is_static or shape.rank.get_length() == 0 or not shape[0].is_dynamic:
-        return False
-    shape[0] = 1
-    model.reshape({model.inputs[0]: shape})
-    return True
-
-
-def compile_on_cpu(core: Any, model: Any, config: dict[str, Any]) -> tuple[Any, Exception | None]:
-    """compile_model on CPU -> (compiled, None); where that fails on a dynamic batch, once more at batch 1 ->
-    (compiled, the first error). The CPU plugin rejects some graphs with a dynamic batch that it compiles at
-    batch 1 (OpenVINO 2026.4 on EfficientNet's quantized TFLite files: '[TransposeToReshape] ...
-    FullyConnectedCompressed'). When batch 1 fails too, the first error is raised."""
-    try:
-        return core.compile_model(model, "CPU", config), None
-    except Exception as exc:
-        if not batch_of_one(model):
-            raise
-        try:
-            return core.compile_model(model, "CPU", config), exc
-        except Exception:
-            raise exc from None
-
-
 _ABSL_LINE = re.compile(r"^[EWIF]\d{4} |^WARNING: All log messages before absl::InitializeLog")
 
 
@@ -389,7 +342,7 @@ OPENVINO_TRIAL = """
 import json, sys
 import numpy as np
 import openvino as ov
-from edgeproof.runtime.backends.openvino import compile_on_cpu
+from edgeproof.runtime.backends.openvino_compile import compile_on_cpu
 core = ov.Core()
 compiled, _ = compile_on_cpu(core, core.read_model(sys.argv[1]), {"INFERENCE_NUM_THREADS": 1})
 shape, dtype = json.loads(sys.argv[2])
