@@ -117,6 +117,6 @@ def keras_reference(model, head: str | None = None):
     """x -> the Keras model's class scores (the search's reference on the held-out images), through the same
     head rule as the runtime: without it a binary sigmoid's (N, 1) output was compared with the artifact's
     (N, 2) scores, and every recipe scored chance."""
-    from edgeproof.parity.reference import predict
+    from edgeproof.convert.keras_model import class_scores_of
 
-    return lambda x: predict(model, x, head=head)
+    return lambda x: class_scores_of(model, x, head or "probabilities")

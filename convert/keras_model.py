@@ -12,6 +12,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgeproof.errors import UsageError
 from edgeproof.train.run_dir import PREPROCESS_FILE
 
@@ -125,3 +127,18 @@ def source_sha256(path: str | Path) -> str:
     for p in sorted(q for q in path.rglob("*") if q.is_file()):
         h.update(str(p.relative_to(path)).encode() + b"\0" + bytes.fromhex(sha256_file(p)))
     return h.hexdigest()
+
+
+def class_scores_of(model, x: np.ndarray, head: str, batch_size: int = 64) -> np.ndarray:
+    """float32 (N, C) class scores of a loaded Keras model: the model called directly (no Keras predict-loop
+    overhead), its output turned into one score per class as the runtime does (contract.class_scores: softmax
+    of logits, a binary sigmoid's [1 - p, p]). Used by convert's int8 search and by parity's reference."""
+    from edgeproof.contract import class_scores
+
+    outs = [np.asarray(model(x[i:i + batch_size], training=False), dtype=np.float32)
+            for i in range(0, len(x), batch_size)]
+    out = np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
+    if out.ndim != 2:
+        out = out.reshape(len(x), -1)
+    return class_scores(out, head) if len(out) else out
+

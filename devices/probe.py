@@ -73,7 +73,7 @@ def probe_model(root: Path = Path("/")) -> str | None:
 
 def probe_cpu(root: Path = Path("/")) -> tuple[str | None, list[str]]:
     """(vendor, flags) from /proc/cpuinfo: x86 'vendor_id'/'flags', ARM 'CPU implementer'/'Features'."""
-    from edgeproof.runtime.bench.machine import parse_cpuinfo
+    from edgeproof.runtime.machine import parse_cpuinfo
 
     info = parse_cpuinfo(read_text(root / "proc/cpuinfo", limit=1 << 20) or "")
     return info["vendor"], info["flags"]

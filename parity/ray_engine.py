@@ -150,7 +150,7 @@ def predict_on_ray(run, images, artifacts, backends, verify: bool, e2e: bool, ad
     from edgeproof.parity.bounded import DEFAULT_TIMEOUT_S
     from edgeproof.parity.e2e import merge_pixel_stats
     from edgeproof.runtime import image_check
-    from edgeproof.runtime.engines.ray_cluster import (
+    from edgeproof.scaleout.ray_cluster import (
         ROWS_PER_TASK,
         engine_error,
         import_ray,

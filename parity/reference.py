@@ -21,19 +21,11 @@ def load_keras(path: str | Path, head: str = "probabilities"):
 
 
 def predict(model, x: np.ndarray, batch_size: int = 64, head: str | None = None) -> np.ndarray:
-    """float32 (N, C) class scores: the model called directly (no Keras predict-loop overhead), its output
-    turned into one score per class as the runtime does (contract.class_scores: softmax of logits, a
-    binary sigmoid's [1 - p, p]). head: the model's own (from load_keras) unless given."""
-    from edgeproof.contract import class_scores
+    """float32 (N, C) class scores of the reference (convert.keras_model.class_scores_of); head: the model's
+    own (from load_keras) unless given."""
+    from edgeproof.convert.keras_model import class_scores_of
 
-    head = head or getattr(model, HEAD_ATTR, "probabilities")
-    outs = []
-    for i in range(0, len(x), batch_size):
-        outs.append(np.asarray(model(x[i:i + batch_size], training=False), dtype=np.float32))
-    out = np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
-    if out.ndim != 2:
-        out = out.reshape(len(x), -1)
-    return class_scores(out, head) if len(out) else out
+    return class_scores_of(model, x, head or getattr(model, HEAD_ATTR, "probabilities"), batch_size)
 
 
 def latency_samples(model, x: np.ndarray, reps: int = 10) -> list[float]:

@@ -1,6 +1,6 @@
 """Parity report outputs: table cells, parity.json, parity.md, PNG plots (matplotlib imported lazily).
 
-The terminal table is drawn by the CLI (core/cli/parity_table.py) from `COLUMNS` and `row_cells`."""
+The terminal table is drawn by the CLI (edgeproof/cli/parity_table.py) from `COLUMNS` and `row_cells`."""
 
 from __future__ import annotations
 

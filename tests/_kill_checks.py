@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-TEMP = re.compile(r"^\..+\.\d+-[a-z0-9_]{8}\.(tmp|old|probe)(\.[a-z]+)?$")  # core/atomic.py's temp names
+TEMP = re.compile(r"^\..+\.\d+-[a-z0-9_]{8}\.(tmp|old|probe)(\.[a-z]+)?$")  # edgeproof/atomic.py's temp names
 # tiny_run's configuration (tests/conftest.py), so its model is the uninterrupted reference
 TINY = ["--img-size", "32", "--epochs", "4", "--batch-size", "32", "--lr", "3e-3", "--seed", "0", "--no-progress"]
 SMALL = ["--img-size", "16", "--epochs", "2", "--batch-size", "32", "--lr", "3e-3", "--seed", "0", "--no-progress"]

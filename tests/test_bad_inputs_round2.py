@@ -89,7 +89,7 @@ def _bench(env, *extra):
 @pytest.mark.parametrize("where, why", [("file", "is a file"), ("below-file", "cannot be created: '"),
                                         ("sys", "cannot write there (Operation not permitted)")])
 def test_bench_checks_its_output_folder_before_measuring(env, tmp_path, capsys, monkeypatch, where, why):
-    from edgeproof.runtime.bench import runner
+    from edgeproof.bench import runner
 
     (tmp_path / "f").write_text("a file")
     out = {"file": tmp_path / "f", "below-file": tmp_path / "f" / "sub", "sys": "/sys/edgeproof-bench"}[where]

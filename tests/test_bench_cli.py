@@ -150,8 +150,8 @@ def test_bench_relays_the_isolated_childs_warnings(tiny_onnx, tmp_path, capsys):
 
 
 def test_bench_modules_never_import_tensorflow():
-    code = ("import sys; import edgeproof.runtime.bench.runner, edgeproof.runtime.bench.report, "
-            "edgeproof.runtime.bench.baselines, edgeproof.runtime.bench.endtoend, edgeproof.cli.bench; "
+    code = ("import sys; import edgeproof.bench.runner, edgeproof.bench.report, "
+            "edgeproof.bench.baselines, edgeproof.bench.endtoend, edgeproof.cli.bench; "
             "print('tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from edgeproof.runtime.bench import stats
-from edgeproof.runtime.bench.machine import parse_cpuinfo
-from edgeproof.runtime.bench.summary import int8_vs_fp32, onnx_vs_tflite, overhead_summary, summarize_records
+from edgeproof.bench import stats
+from edgeproof.bench.summary import int8_vs_fp32, onnx_vs_tflite, overhead_summary, summarize_records
+from edgeproof.runtime.machine import parse_cpuinfo
 
 
 @pytest.mark.parametrize("n", [1, 2, 7, 200, 1001])
@@ -186,7 +186,7 @@ def test_summary_ratios_on_synthetic_records():
 
 
 def _doc():
-    from edgeproof.runtime.bench.machine import describe
+    from edgeproof.runtime.machine import describe
 
     return {"schema": 1, "created": "2026-01-01 00:00 UTC", "command": "edgeproof bench x",
             "machine": describe(),
@@ -196,7 +196,7 @@ def _doc():
 
 def test_report_writes_json_md_and_png(tmp_path):
     pytest.importorskip("matplotlib")
-    from edgeproof.runtime.bench.report import write_outputs
+    from edgeproof.bench.report import write_outputs
 
     paths = write_outputs(_doc(), tmp_path)
     assert paths["png_skipped"] is None and (tmp_path / "bench.png").stat().st_size > 1000
@@ -206,7 +206,7 @@ def test_report_writes_json_md_and_png(tmp_path):
 
 
 def test_report_without_matplotlib_says_why(tmp_path, monkeypatch):
-    from edgeproof.runtime.bench.report import write_outputs
+    from edgeproof.bench.report import write_outputs
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
     paths = write_outputs(_doc(), tmp_path)

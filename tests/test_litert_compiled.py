@@ -139,7 +139,7 @@ def test_bench_compares_it_with_its_bare_loop(tm, capsys):
 
 @pytest.mark.slow
 def test_bare_loop_matches_the_backend(tm):
-    from edgeproof.runtime.bench.baselines import bare_baseline
+    from edgeproof.bench.baselines import bare_baseline
 
     with load(tm.files["tflite-fp32"], backend=NAME, threads=1) as m:
         x = np.random.default_rng(0).random((1, *m._hw3), dtype=np.float32)

@@ -229,7 +229,7 @@ def test_openvino_parity_vs_keras(fmt, tiny_artifacts, keras_reference):
 def test_bench_bare_openvino_loop_compiles_f32_like_the_backend(linear_onnx, batch):
     """OpenVINO's CPU default is bf16 on CPUs with BF16/AMX: the bare loop must ask for f32 too,
     or the overhead ratio compares two precisions."""
-    from edgeproof.runtime.bench.baselines import bare_baseline
+    from edgeproof.bench.baselines import bare_baseline
 
     path, ref = linear_onnx
     m = load(path, backend="openvino", threads=1)
@@ -242,8 +242,8 @@ def test_bench_bare_openvino_loop_compiles_f32_like_the_backend(linear_onnx, bat
 @pytest.mark.slow
 def test_bench_bare_openvino_loop_on_int8_tflite(tiny_artifacts):
     """int8 I/O: the bare loop quantizes with the scale from the backend's input spec (OpenVINO hides it)."""
-    from edgeproof.runtime.bench.baselines import bare_baseline
-    from edgeproof.runtime.bench.runner import bench_input
+    from edgeproof.bench.baselines import bare_baseline
+    from edgeproof.bench.runner import bench_input
 
     path = tiny_artifacts / "model.tflite-int8.tflite"
     m = load(path, backend="openvino", threads=1)

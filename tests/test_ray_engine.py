@@ -185,7 +185,7 @@ def test_a_video_or_camera_stays_on_the_local_engine(folder, capsys):
 
 
 def test_a_bad_model_fails_before_ray_starts(folder, tmp_path, capsys, monkeypatch):
-    import edgeproof.runtime.engines.ray_cluster as cluster
+    import edgeproof.scaleout.ray_cluster as cluster
 
     monkeypatch.setattr(cluster, "ray_session", lambda *a, **k: pytest.fail("Ray started for a bad model"))
     bad = tmp_path / "bad.onnx"

@@ -94,9 +94,9 @@ def test_format_backends_come_from_the_backend_rows():
         assert [b for b in BACKENDS if BACKENDS[b].runs(fmt)] == list(fmt.backends)
 
 
-SEAM_FILES = ["runtime/model.py", "runtime/inspect.py", "runtime/guard.py", "runtime/bench/runner.py", "runtime/bench/baselines.py",
-              "runtime/bench/summary.py", "runtime/bench/report.py", "devices/profiles.py", "core/cli/devices.py",
-              "core/cli/bench.py", "core/cli/inspect.py"]
+SEAM_FILES = ["runtime/model.py", "runtime/inspect.py", "runtime/guard.py", "edgeproof/bench/runner.py", "edgeproof/bench/baselines.py",
+              "edgeproof/bench/summary.py", "edgeproof/bench/report.py", "devices/profiles.py", "edgeproof/cli/devices.py",
+              "edgeproof/cli/bench.py", "edgeproof/cli/inspect.py"]
 
 
 @pytest.mark.parametrize("rel", SEAM_FILES)

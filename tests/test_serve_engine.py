@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edgeproof.errors import UsageError
-from edgeproof.runtime.serve.engine import Engine, Unavailable
+from edgeproof.serve.engine import Engine, Unavailable
 
 
 class FakeModel:

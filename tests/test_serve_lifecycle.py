@@ -123,7 +123,7 @@ def test_a_port_in_use_is_one_line_and_exit_2(models):
 def test_serving_never_imports_tensorflow(models):
     code = f"""
 import os, signal, sys, threading, urllib.request
-from edgeproof.runtime.serve import ServeConfig, serve
+from edgeproof.serve import ServeConfig, serve
 
 def started(s):
     def go():
@@ -186,7 +186,7 @@ def test_the_manifest_sha256_is_checked_like_run_and_its_verdict_shown(tmp_path)
 def test_the_parity_verdict_of_a_run_folder_names_each_backend(tmp_path):
     import json
 
-    from edgeproof.runtime.serve.card import parity_verdict
+    from edgeproof.serve.card import parity_verdict
 
     path = _with_manifest(tmp_path / "run" / "artifacts")
     (tmp_path / "run" / "parity").mkdir()

@@ -13,7 +13,7 @@ pytest.importorskip("onnx", reason="the test models are built with onnx")
 from _serve_helpers import KEY, colour_model, png_bytes, running
 
 from edgeproof.errors import UsageError
-from edgeproof.runtime.serve.config import ServeConfig, is_loopback, parse_bytes
+from edgeproof.serve.config import ServeConfig, is_loopback, parse_bytes
 
 
 @pytest.fixture(scope="module")

@@ -63,7 +63,7 @@ class LiteRTBackend(Backend):
     @classmethod
     def bare_loop(cls, path, threads, x, model=None):
         """ai_edge_litert Interpreter: set_tensor / invoke / get_tensor."""
-        from edgeproof.runtime.bench.baselines import Baseline, native_input, quantizing_loop
+        from edgeproof.runtime.backends.bare_loop import Baseline, native_input, quantizing_loop
 
         t0 = time.perf_counter()
         from ai_edge_litert.interpreter import Interpreter

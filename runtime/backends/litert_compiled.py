@@ -107,7 +107,7 @@ class LiteRTCompiledBackend(Backend):
     @classmethod
     def bare_loop(cls, path, threads, x, model=None):
         """CompiledModel.from_file on the CPU: TensorBuffer.write / run_by_index / read (the documented loop)."""
-        from edgeproof.runtime.bench.baselines import Baseline, native_input, quantizing_loop
+        from edgeproof.runtime.backends.bare_loop import Baseline, native_input, quantizing_loop
 
         t0 = time.perf_counter()
         from ai_edge_litert.compiled_model import CompiledModel

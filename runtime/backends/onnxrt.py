@@ -66,7 +66,7 @@ class OnnxRuntimeBackend(Backend):
     @classmethod
     def bare_loop(cls, path, threads, x, model=None):
         """onnxruntime InferenceSession.run on the CPU execution provider."""
-        from edgeproof.runtime.bench.baselines import Baseline, to_layout
+        from edgeproof.runtime.backends.bare_loop import Baseline, to_layout
 
         t0 = time.perf_counter()
         import onnxruntime as ort

@@ -41,7 +41,7 @@ class OpenCVBackend(Backend):
     @classmethod
     def bare_loop(cls, path, threads, x, model=None):
         """cv2.dnn readNetFromONNX: setInput / forward."""
-        from edgeproof.runtime.bench.baselines import Baseline
+        from edgeproof.runtime.backends.bare_loop import Baseline
 
         t0 = time.perf_counter()
         import cv2

@@ -94,7 +94,7 @@ class OpenVINOBackend(Backend):
         the ratio measures the wrapper, not a precision change. Quantized inputs take the scale and
         zero point from the loaded edgeproof model (OpenVINO does not expose them).
         """
-        from edgeproof.runtime.bench.baselines import Baseline, native_input, quantizing_loop, to_layout
+        from edgeproof.runtime.backends.bare_loop import Baseline, native_input, quantizing_loop, to_layout
 
         t0 = time.perf_counter()
         import openvino as ov

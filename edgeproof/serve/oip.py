@@ -20,8 +20,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 import edgeproof
-from edgeproof.runtime.serve import oip_codec
-from edgeproof.runtime.serve.service import HttpError
+from edgeproof.serve import oip_codec
+from edgeproof.serve.service import HttpError
 
 EXTENSIONS = ["classification", "binary_tensor_data", "model_configuration"]
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeproof.bench import stats
 from edgeproof.errors import UsageError
-from edgeproof.runtime.bench import stats
 from edgeproof.runtime.sources import IMAGE_EXTS, VIDEO_EXTS
 
 # what counts as an image or a video is the runtime's (`edgeproof run`) own definition

@@ -32,7 +32,7 @@ def err_console():
 
 
 def safe(value: Any) -> str:
-    """A value shown through rich: control characters escaped (core/text.py) and rich markup inert (a path
+    """A value shown through rich: control characters escaped (edgeproof/text.py) and rich markup inert (a path
     holding '[/]' raised MarkupError, '[red]' restyled it)."""
     from rich.markup import escape
 

@@ -156,7 +156,7 @@ def run_on_ray(spec: LoadSpec, source: FileSource, on_result: Callable[[Result],
     Returns the Summary (the local engine's fields and meaning) and the engine's own figures: the cluster,
     the actor count, and count / busy seconds / images per second for each worker."""
     from edgeproof.runtime import image_check
-    from edgeproof.runtime.engines.ray_cluster import (
+    from edgeproof.scaleout.ray_cluster import (
         ROWS_PER_TASK,
         engine_error,
         import_ray,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import statistics
 
-from edgeproof.runtime.bench.stats import ratio
+from edgeproof.bench.stats import ratio
 
 OVERHEAD_GOAL = 1.03
 OVERHEAD_GOAL_US = 5.0  # and at most this many microseconds added per call

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgeproof.atomic import write_json, write_png, write_text
-from edgeproof.runtime.bench.machine import one_line
+from edgeproof.runtime.machine import one_line
 from edgeproof.tables import markdown_table
 
 COLUMNS = ["format", "backend", "thr", "batch", "size", "load ms", "1st ms", "p50 ms", "p90 ms", "p99 ms",

@@ -83,7 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def config_from(args: argparse.Namespace):
     from edgeproof.cli.run import pixel_limit
-    from edgeproof.runtime.serve.config import ServeConfig, parse_bytes, read_key
+    from edgeproof.serve.config import ServeConfig, parse_bytes, read_key
 
     try:
         max_body = parse_bytes(args.max_body)
@@ -119,14 +119,14 @@ def serve(args: argparse.Namespace) -> int:
     import os
 
     from edgeproof.cli.contract_flags import overrides_from
-    from edgeproof.runtime.serve.server import require_extra
-    from edgeproof.runtime.serve.server import serve as run_server
+    from edgeproof.serve.server import require_extra
+    from edgeproof.serve.server import serve as run_server
 
     require_extra()
     config = config_from(args)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("edgeproof serve: %(levelname)s: %(message)s"))
-    logger = logging.getLogger("edgeproof.runtime.serve")
+    logger = logging.getLogger("edgeproof.serve")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     load_options = {"backend": args.backend, "threads": args.threads, "device": args.device,

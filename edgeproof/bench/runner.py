@@ -2,7 +2,7 @@
 
 A fresh process per configuration makes peak RSS (VmHWM) belong to that one model and backend,
 and keeps one runtime's thread pools from disturbing the next. The child is this module:
-``python -m edgeproof.runtime.bench.runner`` reads a JSON spec on stdin and prints one result line.
+``python -m edgeproof.bench.runner`` reads a JSON spec on stdin and prints one result line.
 TensorFlow is imported only in a child benchmarking a .keras model.
 """
 
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeproof.bench import stats
 from edgeproof.errors import EdgeproofError, UsageError
 from edgeproof.formats import BACKENDS, SUFFIX_FAMILY, artifacts_in, backend_installed, backends_for, format_of
-from edgeproof.runtime.bench import stats
 
 RESULT_MARK = "EDGEPROOF_BENCH_RESULT "
 MODEL_SUFFIXES = tuple(SUFFIX_FAMILY)
@@ -179,7 +179,7 @@ def run_specs(specs: list[BenchSpec], isolate: bool = True, timeout_s: float = 6
 def run_in_subprocess(spec: BenchSpec, timeout_s: float = 600.0) -> list[dict]:
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    cmd = [sys.executable, "-m", "edgeproof.runtime.bench.runner"]
+    cmd = [sys.executable, "-m", "edgeproof.bench.runner"]
     try:
         proc = subprocess.run(cmd, input=json.dumps(asdict(spec)), capture_output=True, text=True,
                               timeout=timeout_s, env=env, check=False)
@@ -259,8 +259,8 @@ def run_spec(spec: BenchSpec) -> list[dict]:
 
 
 def _run_artifact(spec: BenchSpec) -> dict:
+    from edgeproof.bench.baselines import bare_baseline
     from edgeproof.runtime import load
-    from edgeproof.runtime.bench.baselines import bare_baseline
 
     rec = _base_record(spec)
     rec["rss_start_mib"] = peak_rss_mib()
@@ -319,7 +319,7 @@ def _run_artifact(spec: BenchSpec) -> dict:
         else:
             rec["baseline"], rec["overhead_ratio"] = None, None
         if spec.source:
-            from edgeproof.runtime.bench.endtoend import run_end_to_end
+            from edgeproof.bench.endtoend import run_end_to_end
 
             rec["end_to_end"] = run_end_to_end(model, spec.source, spec.runs, spec.batch, lat.throughput_ips)
         rec["peak_rss_total_mib"] = peak_rss_mib()
@@ -329,7 +329,7 @@ def _run_artifact(spec: BenchSpec) -> dict:
 
 
 def _run_keras(spec: BenchSpec) -> list[dict]:
-    from edgeproof.runtime.bench.baselines import keras_baselines
+    from edgeproof.bench.baselines import keras_baselines
 
     rss_start = peak_rss_mib()
     # The contract: Keras input is raw RGB pixels in [0, 255] (normalization is inside the graph).

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeproof.runtime.serve.config import MAX_IMAGES_PER_REQUEST
-from edgeproof.runtime.serve.images import BadImage, b64_image
-from edgeproof.runtime.serve.service import HttpError
+from edgeproof.serve.config import MAX_IMAGES_PER_REQUEST
+from edgeproof.serve.images import BadImage, b64_image
+from edgeproof.serve.service import HttpError
 
 HEADER = "inference-header-content-length"
 

@@ -33,7 +33,7 @@ def check_engine_flags(args: argparse.Namespace) -> None:
         if getattr(args, flag, None):
             raise UsageError(f"--{flag} needs the local engine (frames stay on the Ray workers); drop --{flag} or "
                              "--engine ray")
-    from edgeproof.runtime.engines.ray_cluster import import_ray
+    from edgeproof.scaleout.ray_cluster import import_ray
 
     import_ray("--engine ray")  # before any model or source work: one line with the pip command
 
@@ -42,7 +42,7 @@ def run_ray(args: argparse.Namespace, source, model, on_result):
     """`edgeproof run --engine ray`: the model was loaded here once (checked, and named in the summary); each
     Ray actor loads it again with the same options."""
     from edgeproof.cli.contract_flags import overrides_from
-    from edgeproof.runtime.engines.ray_run import LoadSpec, run_on_ray
+    from edgeproof.scaleout.ray_run import LoadSpec, run_on_ray
 
     spec = LoadSpec(str(model.path), backend=args.backend, threads=args.threads, device=args.device,
                     delegates=args.delegate, providers=args.provider, allow_fallback=args.allow_fallback,

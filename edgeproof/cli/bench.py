@@ -105,7 +105,7 @@ def _check(args: argparse.Namespace) -> None:
 
 def _check_source(source: str) -> None:
     """--source must be a folder with images, an image or a video: say so now, not per configuration."""
-    from edgeproof.runtime.bench.endtoend import IMAGE_SUFFIXES, VIDEO_SUFFIXES, image_files
+    from edgeproof.bench.endtoend import IMAGE_SUFFIXES, VIDEO_SUFFIXES, image_files
 
     if not os.path.exists(source):
         raise UsageError(f"--source '{source}' does not exist; give an image folder or a video file")
@@ -118,9 +118,10 @@ def _check_source(source: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edgeproof.bench import report, runner
+    from edgeproof.bench.summary import summarize_records
     from edgeproof.cli.console import info, print_json, progress, warn
-    from edgeproof.runtime.bench import machine, report, runner
-    from edgeproof.runtime.bench.summary import summarize_records
+    from edgeproof.runtime import machine
 
     _check(args)
     models, keras_model, source = list(args.models), args.keras, args.source
@@ -226,9 +227,9 @@ def print_table(doc: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from edgeproof.bench.report import COLUMNS, row
     from edgeproof.cli.console import safe
-    from edgeproof.runtime.bench.machine import one_line
-    from edgeproof.runtime.bench.report import COLUMNS, row
+    from edgeproof.runtime.machine import one_line
 
     t = Table(title=safe(f"edgeproof bench — {one_line(doc['machine'])}"), title_justify="left")
     for c in COLUMNS:

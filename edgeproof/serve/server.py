@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeproof.errors import UsageError, require
-from edgeproof.runtime.serve.config import ServeConfig, model_name
+from edgeproof.serve.config import ServeConfig, model_name
 
 log = logging.getLogger(__name__)
 WHAT = "edgeproof serve"
@@ -95,11 +95,11 @@ def serve(model_path: str | Path, config: ServeConfig, load_options: dict | None
     import uvicorn
 
     from edgeproof.runtime import load
-    from edgeproof.runtime.serve.app import build_app
-    from edgeproof.runtime.serve.card import model_card
-    from edgeproof.runtime.serve.engine import Engine
-    from edgeproof.runtime.serve.metrics import Metrics
-    from edgeproof.runtime.serve.service import Service
+    from edgeproof.serve.app import build_app
+    from edgeproof.serve.card import model_card
+    from edgeproof.serve.engine import Engine
+    from edgeproof.serve.metrics import Metrics
+    from edgeproof.serve.service import Service
 
     t0 = time.perf_counter()
     models = []

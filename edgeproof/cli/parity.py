@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 EPILOG = """\
-tolerances (core/formats.py, edgeproof.formats; --max-abs/--min-agreement/--max-delta-acc replace that field for
+tolerances (edgeproof/formats.py, edgeproof.formats; --max-abs/--min-agreement/--max-delta-acc replace that field for
 EVERY format):
 {tolerances}
 near-ties: a flip where Keras' own top-1 - top-2 margin is below the artifact's measured margin noise (p95 over

@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from edgeproof.errors import EdgeproofError, UsageError
-from edgeproof.runtime.serve.engine import Engine, Result, Unavailable
-from edgeproof.runtime.serve.images import BadImage, prepare_all
+from edgeproof.serve.engine import Engine, Result, Unavailable
+from edgeproof.serve.images import BadImage, prepare_all
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Entry point: parse_args(argv) / main(args) -> int, so every subcommand is testable in-process.
 
-Each subcommand lives in core/cli/<name>.py and exposes ``register(subparsers)``, which adds
+Each subcommand lives in edgeproof/cli/<name>.py and exposes ``register(subparsers)``, which adds
 its parser and sets ``func(args) -> int``. Subcommand modules import nothing heavy at top level.
 """
 

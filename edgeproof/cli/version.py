@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def installed_versions() -> dict[str, str]:
-    from edgeproof.runtime.bench.machine import package_versions
+    from edgeproof.runtime.machine import package_versions
 
     return package_versions(PACKAGES)
 

@@ -1,6 +1,6 @@
 """`edgeproof serve`: an HTTP inference API on the device (TF-free; needs the `edgeproof[serve]` extra).
 
-    from edgeproof.runtime.serve import ServeConfig, serve
+    from edgeproof.serve import ServeConfig, serve
     serve("model.tflite-int8.tflite", ServeConfig(port=8000, max_batch=8))
 
 Endpoints: POST /v1/classify, the Open Inference Protocol v2 under /v2, GET /metrics (Prometheus) and
@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgeproof.runtime.serve.config import ServeConfig
+from edgeproof.serve.config import ServeConfig
 
 __all__ = ["ServeConfig", "serve"]
 
 
 def __getattr__(name: str) -> Any:
     if name == "serve":
-        from edgeproof.runtime.serve.server import serve
+        from edgeproof.serve.server import serve
 
         return serve
-    raise AttributeError(f"module 'edgeproof.runtime.serve' has no attribute {name!r}")
+    raise AttributeError(f"module 'edgeproof.serve' has no attribute {name!r}")

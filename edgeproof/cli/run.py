@@ -198,7 +198,7 @@ def _run_checked(args: argparse.Namespace, source_spec: str, capture_factory, pi
     source = open_source(source_spec, capture_factory=capture_factory, picam_factory=picam_factory,
                          max_pixels=max_pixels, exclude=exclude)
     if args.engine == "ray":
-        from edgeproof.runtime.engines.ray_run import file_inputs
+        from edgeproof.scaleout.ray_run import file_inputs
 
         source = file_inputs(source)
     try:

@@ -16,9 +16,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from edgeproof.runtime.serve import classify, oip
-from edgeproof.runtime.serve.middleware import AuthMiddleware, BodyLimitMiddleware, MetricsMiddleware
-from edgeproof.runtime.serve.service import HttpError, Service
+from edgeproof.serve import classify, oip
+from edgeproof.serve.middleware import AuthMiddleware, BodyLimitMiddleware, MetricsMiddleware
+from edgeproof.serve.service import HttpError, Service
 
 STATIC = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
 PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
@@ -26,7 +26,7 @@ PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 's
 
 
 def _static_files() -> dict[str, bytes]:
-    root = resources.files("edgeproof.runtime.serve") / "static"
+    root = resources.files("edgeproof.serve") / "static"
     return {name: (root / name).read_bytes() for name in ("index.html", *STATIC)}
 
 

@@ -8,12 +8,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from edgeproof.runtime.serve.config import MAX_IMAGES_PER_REQUEST
-from edgeproof.runtime.serve.images import ACCEPTED, RAW_TYPES, media_type
+from edgeproof.serve.config import MAX_IMAGES_PER_REQUEST
+from edgeproof.serve.images import ACCEPTED, RAW_TYPES, media_type
 
 
 def parse_top_k(request: Request, default: int, n_classes: int) -> int:
-    from edgeproof.runtime.serve.service import HttpError
+    from edgeproof.serve.service import HttpError
 
     raw = request.query_params.get("top_k", request.query_params.get("k"))
     if raw is None:
@@ -30,7 +30,7 @@ def parse_top_k(request: Request, default: int, n_classes: int) -> int:
 
 async def read_images(request: Request) -> list[tuple[str, bytes]]:
     """[(what to call it in an error, bytes)] from a multipart form or a raw image body; 415 otherwise."""
-    from edgeproof.runtime.serve.service import HttpError
+    from edgeproof.serve.service import HttpError
 
     ctype = media_type(request.headers.get("content-type"))
     if ctype == "multipart/form-data":
