@@ -13,13 +13,14 @@ import numpy as np
 from edgeproof.formats import Tolerance
 from edgeproof.parity.flips import FlipStats, flip_stats, summary
 from edgeproof.parity.metrics import TaskMetrics, TensorMetrics, min_count_for, task_metrics, tensor_metrics
+from edgeproof.parity.significance import ALPHA, CONFIDENCE, AccuracyTest
 
 EPS = 1e-12
 
 
 @dataclass
 class Failure:
-    metric: str  # "max_abs", "top1_agreement", "delta_acc_pp", "load", "run"
+    metric: str  # "max_abs", "top1_agreement", "delta_acc_pp", "snr_db", "load", "run"
     value: float | str | None
     limit: float | str | None
     message: str
@@ -48,24 +49,39 @@ class Comparison:
         return not self.failures
 
     @property
+    def accuracy_test(self) -> AccuracyTest | None:
+        """The paired test of the accuracy change (None without ground-truth labels)."""
+        return accuracy_test(self.task)
+
+    @property
     def verdict(self) -> str:
         return "pass" if self.passed else "fail"
 
     def to_dict(self) -> dict:
         return {"verdict": self.verdict, **self.tensor.to_dict(), **self.task.to_dict(),
                 "flips": self.flips.to_dict() if self.flips is not None else None,
+                "accuracy_test": self.accuracy_test.to_dict() if self.accuracy_test is not None else None,
                 "tolerance": tolerance_dict(self.tolerance), "failures": [f.to_dict() for f in self.failures]}
+
+
+def accuracy_test(task: TaskMetrics) -> AccuracyTest | None:
+    if task.lost is None or task.gained is None:
+        return None
+    return AccuracyTest(task.n, task.lost, task.gained)
 
 
 def tolerance_dict(tol: Tolerance) -> dict:
     return {"max_abs": tol.max_abs, "min_top1_agreement": tol.min_top1_agreement,
-            "max_delta_acc_pp": tol.max_delta_acc_pp, "near_tie_max_margin": tol.near_tie_max_margin}
+            "max_delta_acc_pp": tol.max_delta_acc_pp, "delta_acc": "one-sided loss, exact paired test",
+            "alpha": ALPHA, "min_snr_db": tol.min_snr_db, "near_tie_max_margin": tol.near_tie_max_margin}
 
 
 def override(tol: Tolerance, max_abs: float | None = None, min_agreement: float | None = None,
-             max_delta_acc: float | None = None, strict_ties: bool = False) -> Tolerance:
+             max_delta_acc: float | None = None, strict_ties: bool = False, min_snr: float | None = None) -> Tolerance:
     """The format's tolerance with any flag the user gave replacing its field (strict_ties: every flip counts)."""
     changes: dict = {"near_tie_max_margin": None} if strict_ties else {}
+    if min_snr is not None:
+        changes["min_snr_db"] = min_snr
     if max_abs is not None:
         changes["max_abs"] = max_abs
     if min_agreement is not None:
@@ -85,7 +101,11 @@ def pct_apart(value: float, limit: float) -> str:
 
 
 def check(tensor: TensorMetrics, task: TaskMetrics, tol: Tolerance, flips: FlipStats | None = None) -> list[Failure]:
-    """Every limit the artifact violates. Near-tie flips (flips.py) count as agreement, nothing else does."""
+    """Every limit the artifact violates. Near-tie flips (flips.py) count as agreement, nothing else does.
+
+    Accuracy: a loss (never a gain) over max_delta_acc_pp fails only when the exact paired test on the images
+    that changed says it is not chance (parity.significance; p < ALPHA). The agreement and SNR floors are
+    absolute: they hold an artifact to the reference's answers and scores whatever the labels say."""
     out: list[Failure] = []
     if tol.max_abs is not None and not tensor.max_abs <= tol.max_abs:
         out.append(Failure("max_abs", tensor.max_abs, tol.max_abs,
@@ -101,12 +121,21 @@ def check(tensor: TensorMetrics, task: TaskMetrics, tol: Tolerance, flips: FlipS
             f"top-1 agreement {task.top1_agree_count}/{task.n} ({pct_apart(task.top1_agreement, tol.min_top1_agreement)}"
             f"{counted}) < "
             f"{tol.min_top1_agreement:.1%} (needs >= {need}/{task.n}: {changed})"))
-    if tol.max_delta_acc_pp is not None and task.delta_acc_pp is not None \
-            and abs(task.delta_acc_pp) > tol.max_delta_acc_pp + 1e-9:
-        out.append(Failure(
-            "delta_acc_pp", task.delta_acc_pp, tol.max_delta_acc_pp,
-            f"|Δaccuracy| {abs(task.delta_acc_pp):.2f} pp > {tol.max_delta_acc_pp:g} pp "
-            f"({task.correct}/{task.n} correct vs Keras {task.reference_correct}/{task.n})"))
+    test = accuracy_test(task)
+    if tol.max_delta_acc_pp is not None and test is not None:
+        loss = -test.delta_pp  # one-sided: a gain is never a failure
+        if loss > tol.max_delta_acc_pp + 1e-9 and test.significant_loss():
+            lo, hi = test.interval_pp()
+            out.append(Failure(
+                "delta_acc_pp", task.delta_acc_pp, tol.max_delta_acc_pp,
+                f"Δaccuracy {task.delta_acc_pp:+.2f} pp: a loss over {tol.max_delta_acc_pp:g} pp and not chance "
+                f"({test.lost} lost, {test.gained} gained among the images that changed: exact one-sided p = "
+                f"{test.p_value:.2g} < {ALPHA:g}; {CONFIDENCE:.0%} CI {lo:+.1f}…{hi:+.1f} pp; {task.correct}/{task.n} "
+                f"correct vs Keras {task.reference_correct}/{task.n})"))
+    if tol.min_snr_db is not None and not tensor.snr_db >= tol.min_snr_db:
+        out.append(Failure("snr_db", tensor.snr_db, tol.min_snr_db,
+                           f"SNR of probabilities {tensor.snr_db:.1f} dB < floor {tol.min_snr_db:g} dB (the scores "
+                           "are mostly quantization noise, whatever the top-1 says)"))
     return out
 
 

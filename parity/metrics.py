@@ -40,6 +40,8 @@ class TaskMetrics:
     correct: int | None
     reference_correct: int | None
     delta_acc_pp: float | None  # candidate - reference, percentage points
+    lost: int | None = None  # images Keras gets right and the candidate wrong (the paired test's losses)
+    gained: int | None = None  # images Keras gets wrong and the candidate right
 
     def to_dict(self) -> dict:
         return {k: json_float(v) for k, v in asdict(self).items()}
@@ -102,7 +104,7 @@ def task_metrics(reference: np.ndarray, candidate: np.ndarray,
     top1 = int(np.sum(ref_top1 == cand_top1))
     top5 = int(np.sum(np.any(cand_k == ref_top1[:, None], axis=1)))
     acc = ref_acc = delta = None
-    correct = ref_correct = None
+    correct = ref_correct = lost = gained = None
     if labels_true is not None:
         y = np.asarray(labels_true).astype(np.int64).reshape(-1)
         if y.shape[0] != n:
@@ -112,10 +114,12 @@ def task_metrics(reference: np.ndarray, candidate: np.ndarray,
         correct, ref_correct = int(np.sum(cand_top1 == y)), int(np.sum(ref_top1 == y))
         acc, ref_acc = correct / n, ref_correct / n
         delta = (correct - ref_correct) * 100.0 / n
+        lost = int(np.sum((ref_top1 == y) & (cand_top1 != y)))
+        gained = int(np.sum((ref_top1 != y) & (cand_top1 == y)))
     return TaskMetrics(n=n, top5_k=k, top1_agree_count=top1, top5_agree_count=top5,
                        top1_agreement=top1 / n, top5_agreement=top5 / n, accuracy=acc,
                        reference_accuracy=ref_acc, correct=correct, reference_correct=ref_correct,
-                       delta_acc_pp=delta)
+                       delta_acc_pp=delta, lost=lost, gained=gained)
 
 
 def min_count_for(fraction: float, n: int) -> int:

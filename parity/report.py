@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from edgeproof.atomic import write_json, write_png, write_text
+from edgeproof.parity.significance import ALPHA
 from edgeproof.tables import markdown_table
 
-COLUMNS = ["artifact", "backend", "status", "size", "top-1 acc", "Δacc pp", "top-1 agree", "top-5 agree",
-           "max|Δ|", "mean|Δ|", "cosine", "SNR dB", "p50 ms", "note"]
+COLUMNS = ["artifact", "backend", "status", "size", "top-1 acc", "Δacc pp", "Δacc 95% CI", "loss p", "top-1 agree",
+           "top-5 agree", "max|Δ|", "mean|Δ|", "cosine", "SNR dB", "p50 ms", "note"]
 
 
 def _size(n: int) -> str:
@@ -33,12 +34,15 @@ def row_cells(r) -> list[str]:
         reason = f"{c.flips.count} flipped ({ties})" + (f"; {reason}" if reason else "")
     note = (reason[:110] + "…") if len(reason) > 110 else reason
     if c is None:
-        return cells + [""] * 9 + [note]
-    t, k = c.tensor, c.task
+        return cells + [""] * (len(COLUMNS) - len(cells) - 1) + [note]
+    t, k, test = c.tensor, c.task, c.accuracy_test
     snr = "inf" if t.snr_db == float("inf") else f"{t.snr_db:.1f}"
+    lo, hi = test.interval_pp() if test is not None else (0.0, 0.0)
     return cells + [
         "" if k.accuracy is None else f"{k.accuracy:.1%}",
         "" if k.delta_acc_pp is None else f"{k.delta_acc_pp:+.2f}",
+        "" if test is None else f"{lo:+.1f}…{hi:+.1f}",
+        "" if test is None else f"{test.p_value:.2g}",
         f"{k.top1_agree_count}/{k.n}", f"{k.top5_agree_count}/{k.n} (k={k.top5_k})",
         f"{t.max_abs:.2e}", f"{t.mean_abs:.2e}", f"{t.cosine:.6f}", snr, _num(r.latency_p50_ms, ".3f"), note,
     ]
@@ -78,7 +82,11 @@ def markdown(report) -> str:
     lines += ["## Results", "", markdown_table(COLUMNS, [row_cells(r) for r in report.rows]), ""]
     lines += [("Status: pass/fail judged by the format's tolerance (formats.py, or the flags given); "
               "*error* = a backend listed for the format cannot load/run it (a failure); *unsupported* = a "
-              "backend not listed for the format cannot load it (not a failure); *skipped* = not installed."), ""]
+              "backend not listed for the format cannot load it (not a failure); *skipped* = not installed."), "",
+              ("Accuracy is judged one-sided (a gain never fails) against the size of the test set: *Δacc 95% CI* "
+               "and *loss p* are the exact paired test on the images where exactly one of Keras and the artifact is "
+               "right (McNemar, binomial on lost vs gained); a loss over the format's limit fails only when p < "
+               f"{ALPHA:g}. The agreement and SNR floors hold whatever the labels say."), ""]
     if report.failures:
         lines += ["## Failures", ""] + [f"- {ln}" for ln in failure_lines(report)] + [""]
     lines += flips_markdown(report)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 
 EPILOG = """\
-tolerances (edgeproof/formats.py, edgeproof.formats; --max-abs/--min-agreement/--max-delta-acc replace that field for
-EVERY format):
+tolerances (edgeproof/formats.py, edgeproof.formats; --max-abs/--min-agreement/--max-delta-acc/--min-snr replace
+that field for EVERY format):
 {tolerances}
+accuracy: one-sided (a gain never fails); a loss over the limit fails only when the exact paired test on the
+images that changed (McNemar, binomial on lost vs gained) gives p < {alpha:g}: two lost near-ties of 192 images
+are chance (p = 0.25), 14 lost are not (p = 6e-05). The p-value and the {conf:.0%} interval are in every report.
 near-ties: a flip where Keras' own top-1 - top-2 margin is below the artifact's measured margin noise (p95 over
 the images, capped by the value above) counts as agreement for the top-1 limit, never for |Δacc|;
 --strict-ties counts every flip. Flipped images are listed in parity.md/.json and pictured in contact_sheet.png.
@@ -47,10 +50,17 @@ def _tolerance_lines() -> str:
         t = f.tolerance
         parts = ([f"max|Δ| <= {t.max_abs:g}"] if t.max_abs is not None else []) + \
             [f"top-1 agreement >= {t.min_top1_agreement * 100:g} %"] + \
-            ([f"|Δacc| <= {t.max_delta_acc_pp:g} pp"] if t.max_delta_acc_pp is not None else []) + \
+            ([f"accuracy loss <= {t.max_delta_acc_pp:g} pp"] if t.max_delta_acc_pp is not None else []) + \
+            ([f"SNR >= {t.min_snr_db:g} dB"] if t.min_snr_db is not None else []) + \
             ([f"near-tie margin <= {t.near_tie_max_margin:g}"] if t.near_tie_max_margin is not None else [])
         out.append(f"  {f.name:15s} {', '.join(parts)}")
     return "\n".join(out)
+
+
+def _epilog() -> str:
+    from edgeproof.parity.significance import ALPHA, CONFIDENCE
+
+    return EPILOG.format(tolerances=_tolerance_lines(), alpha=ALPHA, conf=CONFIDENCE)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -60,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Run the Keras model and every artifact (every backend that can load it) on "
                        "the same held-out images; report tensor and task metrics, preprocessing drift, "
                        "quantization triage; exit 1 when any artifact is outside its tolerance.",
-                       epilog=EPILOG.format(tolerances=_tolerance_lines()), formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", metavar="MODEL", help="run folder from 'edgeproof train', or the .keras / .h5 / "
                    "SavedModel the artifacts were converted from (labels and contract are read from them)")
     p.add_argument("--artifacts", metavar="DIR", help="artifacts folder (default RUN_DIR/artifacts, or 'artifacts' "
@@ -73,7 +83,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-abs", type=_nonneg, metavar="X", help="override max |Δ| of probabilities, all formats")
     p.add_argument("--min-agreement", type=_fraction, metavar="X",
                    help="override minimum top-1 agreement (0..1 or NN%%), all formats")
-    p.add_argument("--max-delta-acc", type=_nonneg, metavar="PP", help="override max |Δaccuracy| in pp, all formats")
+    p.add_argument("--max-delta-acc", type=_nonneg, metavar="PP",
+                   help="override the largest accuracy loss in pp (one-sided, judged by the paired test), all formats")
+    p.add_argument("--min-snr", type=float, metavar="DB", help="override the SNR floor of the probabilities in dB, "
+                   "all formats (int8 formats: 12)")
     p.add_argument("--strict-ties", action="store_true",
                    help="every image whose top-1 changed counts against the agreement limit, near-ties too "
                         "(default: a flip where Keras' own margin is below the artifact's measured noise, capped "
@@ -128,7 +141,7 @@ def _run(args: argparse.Namespace):
     return run_parity(args.run_dir, artifacts_dir=args.artifacts, data_dir=args.data, split=args.split,
                       backends=_backends(args.backends),
                       tol_flags={"max_abs": args.max_abs, "min_agreement": args.min_agreement,
-                                 "max_delta_acc": args.max_delta_acc, "strict_ties": args.strict_ties or None},
+                                 "max_delta_acc": args.max_delta_acc, "min_snr": args.min_snr, "strict_ties": args.strict_ties or None},
                       triage=args.triage, fix=args.fix, promote=args.promote, out_dir=args.out, e2e=not args.no_e2e,
                       progress=progress_bars(not args.no_progress and not args.json),
                       verify=not args.no_verify,
