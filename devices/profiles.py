@@ -197,10 +197,10 @@ def _toml_loads(text: str) -> dict[str, Any]:
 
 def load_profile_file(path: str | Path) -> Profile:
     path = Path(path)
+    from edgeproof import user_files
+
     try:
-        data = _toml_loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UsageError(f"cannot read device profile '{path}': {exc.strerror or exc}") from None
+        data = _toml_loads(user_files.read_text(path, user_files.PROFILE))
     except ValueError as exc:  # tomllib.TOMLDecodeError is a ValueError
         raise UsageError(f"device profile '{path}' is not valid TOML: {exc}") from None
     return validate(data, where=str(path), stem=path.stem)

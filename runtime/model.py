@@ -63,21 +63,12 @@ def synthesize_meta(inp: TensorSpec, out: TensorSpec, fmt: str | None) -> Artifa
 
 
 def read_labels(path: str | Path) -> list[str]:
+    from edgeproof import user_files
     from edgeproof.contract import MAX_LABEL_CHARS, MAX_LABELS
 
     p = Path(path)
     hint = "give a UTF-8 text file, one label per line"
-    try:
-        if p.stat().st_size > MAX_LABELS * (MAX_LABEL_CHARS + 1):
-            raise UsageError(f"labels file '{p}' is {p.stat().st_size:,} bytes, too large for a labels file; {hint}")
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"cannot read labels file '{p}': {exc.strerror}; {hint}") from None
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"labels file '{p}' is not UTF-8 text (byte {exc.start} is 0x{exc.object[exc.start]:02x}; "
-                         f"a binary file?); {hint}") from None
-    if "\x00" in text:
-        raise UsageError(f"labels file '{p}' holds NUL bytes (a binary file?); {hint}")
+    text = user_files.read_text(p, user_files.LABELS)  # a regular file, bounded, UTF-8 without NUL bytes
     labels = [ln.strip() for ln in text.splitlines() if ln.strip()]
     if not labels:
         raise UsageError(f"labels file '{p}' has no labels; give one label per line")

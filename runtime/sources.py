@@ -332,10 +332,9 @@ def _folder_inputs(root: Path) -> tuple[list[Path], dict[Path, str]]:
 
 
 def _list_file(path: Path) -> list[Path]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read list file '{path}': {exc}; give a text file with one image path per line") from None
+    from edgeproof import user_files
+
+    text = user_files.read_text(path, user_files.LIST)  # a regular file, bounded: never a FIFO or a sparse 1.5 GB
     out = []
     for line in text.splitlines():
         line = line.strip()

@@ -101,14 +101,10 @@ def resolve_topology(cluster_file: str | Path | None = None, task_index: int | N
     """The topology from --cluster FILE, else TF_CONFIG, else a single process."""
     env = os.environ if environ is None else environ
     if cluster_file is not None:
+        from edgeproof import user_files
+
         path = Path(cluster_file)
-        try:
-            cfg = json.loads(path.read_text())
-        except OSError as exc:
-            raise UsageError(f"--cluster '{path}': cannot read it ({exc.strerror or exc}); give a JSON cluster "
-                             "file (see docs/scale-out.md)") from None
-        except ValueError as exc:
-            raise UsageError(f"--cluster '{path}' is not valid JSON ({exc}); see docs/scale-out.md") from None
+        cfg = user_files.read_json(path, user_files.CLUSTER, "--cluster")
         return _from_config(cfg, f"--cluster '{path}'", task_index)
     raw = env.get("TF_CONFIG", "").strip()
     if raw:

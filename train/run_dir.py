@@ -19,6 +19,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeproof import user_files
 from edgeproof.contract import Preprocess
 from edgeproof.errors import UsageError
 from edgeproof.runtime.model import read_labels  # one reader for labels files, TF-free
@@ -116,7 +117,7 @@ def load_run(path: str | Path) -> Run:
             "'edgeproof train --resume' and the same -o)"
         )
     try:
-        preprocess = Preprocess.from_dict(json.loads((root / PREPROCESS_FILE).read_text()))
+        preprocess = Preprocess.from_dict(user_files.read_json(root / PREPROCESS_FILE, user_files.PREPROCESS))
     except (ValueError, KeyError, TypeError) as exc:
         raise UsageError(f"'{root / PREPROCESS_FILE}' is not a valid preprocessing contract ({exc}); re-run training") from None
     labels = read_labels(root / LABELS_FILE)
@@ -145,9 +146,9 @@ def read_split(path: Path) -> tuple[list[str] | None, dict[str, list[tuple[str, 
                           "--data DIR to use a folder of class subfolders instead")
 
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise bad(f"{type(exc).__name__}: {str(exc)[:80]}") from None
+        data = user_files.read_json(path, user_files.SPLIT)
+    except user_files.UserFileError as exc:
+        raise bad(exc.reason) from None
     if not isinstance(data, dict):
         raise bad(f"a JSON {type(data).__name__}, not an object")
     classes = data.get("classes")

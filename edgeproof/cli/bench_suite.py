@@ -82,12 +82,13 @@ def _convert(run: Path, arts: Path, progress_enabled: bool) -> dict:
 
 
 def _keras_from_manifest(arts: Path) -> Path | None:
-    import json
+    from edgeproof import user_files
 
     try:
-        src = json.loads((arts / "manifest.json").read_text()).get("source")
-    except (OSError, ValueError):
+        src = user_files.read_json(arts / "manifest.json", user_files.JSON_REPORT)
+    except UsageError:
         return None
+    src = src.get("source") if isinstance(src, dict) else None
     if not src:
         return None
     p = Path(src)
@@ -97,14 +98,14 @@ def _keras_from_manifest(arts: Path) -> Path | None:
 
 def _test_folder(arts: Path, run: Path | None = None) -> str | None:
     """The run's test split folder (real images for the end-to-end figures), when it can be found."""
-    import json
+    from edgeproof import user_files
 
     run = run or (_keras_from_manifest(arts) or Path("/nonexistent")).parent
     try:
-        data = json.loads((run / "split.json").read_text())
-    except (OSError, ValueError):
+        data = user_files.read_json(run / "split.json", user_files.SPLIT)
+    except UsageError:
         return None
-    root = data.get("data_root")
+    root = data.get("data_root") if isinstance(data, dict) else None
     if root and (Path(root) / "test").is_dir():
         return str(Path(root) / "test")
     return None

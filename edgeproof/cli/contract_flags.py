@@ -8,7 +8,7 @@ Both read them through `overrides_from(args)` into the same dict (keys of runtim
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+import os
 
 from edgeproof.errors import UsageError
 
@@ -52,7 +52,7 @@ def parse_floats(flag: str, text: str) -> list[float]:
 
 def parse_labels(text: str) -> list[str] | str:
     """A labels file path (kept as a path: the runtime reads it) or the names of a comma-separated list."""
-    if Path(text).is_file():
+    if os.path.lexists(text):  # a path that exists is a file, whatever it is: read_labels refuses a FIFO or device
         return text
     if "," in text:
         names = [v.strip() for v in text.split(",")]
