@@ -32,7 +32,7 @@ class ParityBatch:
     def __init__(self, keras_path: str, pp, plan: list[tuple[int, str, str]], verify: bool, e2e: bool,
                  max_pixels: int, head: str = "probabilities", timeout_s: float | None = None) -> None:
         from edgeproof.parity import reference
-        from edgeproof.runtime import load
+        from edgeproof.runtime import LoadSpec, load
 
         self.max_pixels = max_pixels  # the driver's limit, not this node's environment
         self.keras = reference.load_keras(keras_path, head)
@@ -42,7 +42,7 @@ class ParityBatch:
         self.load_failures: dict[int, tuple[str, bool]] = {}
         for key, path, backend in plan:
             try:
-                self.models[key] = load(path, backend=backend, verify=verify)
+                self.models[key] = load(LoadSpec(path, backend=backend, verify=verify))
             except Exception as exc:  # noqa: BLE001 - a row of the report, as locally
                 self.load_failures[key] = runner.failure_of(exc)
         self.keys = [k for k, _, _ in plan]

@@ -131,10 +131,10 @@ def evaluate(path: Path, fmt: Format | None, backend: str, batches: Batches, ref
     whose load and inference take longer than `timeout_s` (default parity.bounded.DEFAULT_TIMEOUT_S).
     """
     from edgeproof.parity.bounded import DEFAULT_TIMEOUT_S, EvaluationTimeout, call_bounded
-    from edgeproof.runtime import load
+    from edgeproof.runtime import LoadSpec, load
 
     def work(register):
-        model = load(path, backend=backend, verify=verify)
+        model = load(LoadSpec(path, backend=backend, verify=verify))
         register(model)
         try:
             x = batches.get(model.preprocess)

@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from edgeproof.runtime.model import Model, load
+    from edgeproof.runtime.model import LoadSpec, Model, load
 
-__all__ = ["Model", "load"]
+__all__ = ["LoadSpec", "Model", "load"]
 
 
 def __getattr__(name: str) -> Any:

@@ -27,10 +27,10 @@ from edgeproof.runtime.model_check import (
     ort_reason,
     preflight,
 )
-from edgeproof.runtime.options import OVERRIDE_KEYS, LoadOptions, normalize_overrides
 from edgeproof.runtime.output_check import check_outputs, looks_like_probabilities
+from edgeproof.runtime.spec import OVERRIDE_KEYS, LoadSpec, normalize_overrides
 
-__all__ = ["OVERRIDE_KEYS", "LoadOptions", "Model", "apply_overrides", "load", "read_labels", "synthesize_meta"]
+__all__ = ["OVERRIDE_KEYS", "LoadSpec", "Model", "apply_overrides", "load", "read_labels", "synthesize_meta"]
 _QRANGE = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
 
 
@@ -80,7 +80,7 @@ def read_labels(path: str | Path) -> list[str]:
 
 def apply_overrides(meta: ArtifactMeta, inp: TensorSpec, overrides: dict[str, Any] | None) -> ArtifactMeta:
     """Flags beat the file: size (h, w), mean, std, scale, bgr, labels (list or file path); see
-    runtime.options.normalize_overrides for what each may be (already checked when LoadOptions was built)."""
+    runtime.spec.normalize_overrides for what each may be (already checked when the LoadSpec was built)."""
     ov = normalize_overrides(overrides)
     pp = meta.preprocess
     changes: dict[str, Any] = {}
@@ -307,35 +307,34 @@ def _choose_backend(path: Path, family: str, backend: str | None, profile) -> st
     return backends_for(family)[0]
 
 
-def load(path: str | Path, backend: str | None = None, threads: int | None = None, device: str | None = None,
-         delegates: list[str] | None = None, providers: list[str] | None = None, allow_fallback: bool = False,
-         overrides: dict[str, Any] | None = None, verify: bool = True, *,
-         options: LoadOptions | None = None) -> Model:
+def load(path: str | Path | LoadSpec, **options: Any) -> Model:
     """Open an artifact with the right backend; see the module docstring for what Model does.
 
-    The keyword arguments are those of runtime.options.LoadOptions (checked there, once); pass
-    `options=` instead to reuse an object already checked. verify: when a manifest.json beside the
-    file records its sha256, refuse a mismatch (IntegrityError) before any interpreter sees the bytes;
-    False skips that check (--no-verify).
+    `path` is a file with the keyword arguments of runtime.spec.LoadSpec (backend, threads, device,
+    delegates, providers, allow_fallback, overrides, verify; checked there, once), or a LoadSpec already
+    built. verify: when a manifest.json beside the file records its sha256, refuse a mismatch
+    (IntegrityError) before any interpreter sees the bytes; False skips that check (--no-verify).
     """
-    if options is None:
-        options = LoadOptions(backend=backend, threads=threads, device=device, delegates=delegates,
-                              providers=providers, allow_fallback=allow_fallback, overrides=overrides or {},
-                              verify=verify)
-    opts = options
-    path = Path(path)
+    if isinstance(path, LoadSpec):
+        if options:
+            raise TypeError(f"load() takes a LoadSpec alone; put {', '.join(sorted(options))} in it "
+                            "(dataclasses.replace(spec, ...))")
+        spec = path
+    else:
+        spec = LoadSpec(path, **options)
+    path = spec.path
     if path.is_dir():
         raise UsageError(f"model '{path}' is a folder; give a .tflite or .onnx file (edgeproof convert writes "
                          "e.g. RUN/artifacts/model.tflite-fp32.tflite)")
     family = family_of(path)
     if not path.is_file():
         raise UsageError(f"model file '{path}' not found; give a .tflite or .onnx file")
-    profile = _profile(opts.device) if opts.device else None
-    name = _choose_backend(path, family, opts.backend, profile)
+    profile = _profile(spec.device) if spec.device else None
+    name = _choose_backend(path, family, spec.backend, profile)
     cls = BACKENDS[name].load_class()
-    opts.check_backend(cls, path)
-    verified = preflight(path, opts.verify)
-    kwargs: dict[str, Any] = {"threads": opts.threads, "delegates": opts.delegates, "providers": opts.providers}
+    spec.check_backend(cls)
+    verified = preflight(path, spec.verify)
+    kwargs: dict[str, Any] = {"threads": spec.threads, "delegates": spec.delegates, "providers": spec.providers}
     if profile is not None:
         if kwargs["threads"] is None:
             kwargs["threads"] = getattr(profile, "threads", None)
@@ -343,7 +342,7 @@ def load(path: str | Path, backend: str | None = None, threads: int | None = Non
             if kwargs.get(key) is None:
                 kwargs[key] = value
         kwargs["install_hint"] = "; ".join(getattr(profile, "install", None) or []) or None
-    be: Backend = cls(path, allow_fallback=opts.allow_fallback, verified_sha256=verified,
+    be: Backend = cls(path, allow_fallback=spec.allow_fallback, verified_sha256=verified,
                       **{k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()})
     fmt = format_of(path)
     try:
@@ -364,11 +363,11 @@ def load(path: str | Path, backend: str | None = None, threads: int | None = Non
             warn(f"device profile '{profile.name}' prefers {', '.join(profile.artifacts)}; '{path.name}' is "
                  f"{fmt_name} and may run mostly on the CPU")
     try:
-        meta = apply_overrides(meta, be.input_spec, opts.overrides)
+        meta = apply_overrides(meta, be.input_spec, spec.overrides)
         n_out = be.output_spec.shape[-1] if be.output_spec.shape else None
         if isinstance(n_out, (int, np.integer)) and n_out > 0:
             n_out = n_classes(int(n_out), "sigmoid" if meta.output_kind == "auto" else meta.output_kind)
-        if opts.overrides.get("labels") is not None and isinstance(n_out, (int, np.integer)) and n_out > 0 \
+        if spec.overrides.get("labels") is not None and isinstance(n_out, (int, np.integer)) and n_out > 0 \
                 and len(meta.labels) != n_out:
             raise UsageError(f"--labels gives {len(meta.labels)} label(s) but '{path.name}' outputs {n_out} "
                              f"classes; give a labels file with {n_out} lines, one per class in output order")

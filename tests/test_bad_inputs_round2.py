@@ -42,7 +42,7 @@ def test_an_empty_source_is_an_error_not_the_working_directory(env, capsys, tmp_
 def test_threads_are_bounded_with_the_limit_and_the_core_count(env, capsys):
     import os
 
-    from edgeproof.runtime.options import MAX_THREADS
+    from edgeproof.runtime.spec import MAX_THREADS
 
     assert run_cli(["run", env["model"], env["image"], "--threads", "10000"]) == 2
     line = one_error_line_m(capsys.readouterr().err)

@@ -23,6 +23,7 @@ import numpy as np
 from edgeproof.bench import stats
 from edgeproof.errors import EdgeproofError, UsageError
 from edgeproof.formats import BACKENDS, SUFFIX_FAMILY, artifacts_in, backend_installed, backends_for, format_of
+from edgeproof.runtime.spec import LoadSpec
 
 RESULT_MARK = "EDGEPROOF_BENCH_RESULT "
 MODEL_SUFFIXES = tuple(SUFFIX_FAMILY)
@@ -52,6 +53,11 @@ class BenchSpec:
     def label(self) -> str:
         fmt = self.format_name()
         return f"{fmt} / {self.backend or 'default'} / {self.threads or 'default'} thr"
+
+    def load_spec(self) -> LoadSpec:
+        """How the child process opens this artifact (the bench flags that are load options)."""
+        return LoadSpec(self.model, backend=self.backend, threads=self.threads, device=self.device,
+                        allow_fallback=self.allow_fallback, verify=self.verify)
 
     def format_name(self) -> str:
         if self.kind == "keras":
@@ -269,8 +275,7 @@ def _run_artifact(spec: BenchSpec) -> dict:
         importlib.import_module(BACKENDS[spec.backend].package)
         rec["import_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    model = load(spec.model, backend=spec.backend, threads=spec.threads, device=spec.device,
-                 allow_fallback=spec.allow_fallback, verify=spec.verify)
+    model = load(spec.load_spec())
     rec["load_s"] = time.perf_counter() - t0
     try:
         rec["backend"] = model.backend_name

@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from edgeproof.cli.contract_flags import add_contract_flags, overrides_from
+from edgeproof.cli.contract_flags import add_contract_flags
 from edgeproof.errors import EdgeproofError, UsageError
 from edgeproof.formats import BACKENDS
 from edgeproof.text import printable
@@ -175,7 +175,8 @@ def _run(args: argparse.Namespace, capture_factory=None, picam_factory=None) -> 
 
 def _run_checked(args: argparse.Namespace, source_spec: str, capture_factory, picam_factory,
                  max_pixels: int | None = None) -> int:
-    from edgeproof.runtime.model import LoadOptions, load
+    from edgeproof.cli.load_flags import load_spec_from
+    from edgeproof.runtime.model import load
     from edgeproof.runtime.pipeline import run_pipeline
     from edgeproof.runtime.sources import open_source
 
@@ -184,10 +185,8 @@ def _run_checked(args: argparse.Namespace, source_spec: str, capture_factory, pi
         from edgeproof.runtime.annotate import Viewer
 
         viewer = Viewer()
-    # Every load option is checked here, once (LoadOptions), before the source is opened.
-    options = LoadOptions(backend=args.backend, threads=args.threads, device=args.device, delegates=args.delegate,
-                          providers=args.provider, allow_fallback=args.allow_fallback,
-                          overrides=overrides_from(args), verify=not args.no_verify)
+    # Every load option is checked here, once (the LoadSpec), before the source is opened.
+    spec = load_spec_from(args)
     # The source first: a missing camera is reported before any model loading. --save into the input folder:
     # an earlier --save's outputs there are not inputs.
     exclude = None
@@ -202,7 +201,7 @@ def _run_checked(args: argparse.Namespace, source_spec: str, capture_factory, pi
 
         source = file_inputs(source)
     try:
-        model = load(args.model, options=options)
+        model = load(spec)
     except BaseException:
         source.close()
         raise

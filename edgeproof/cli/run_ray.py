@@ -41,12 +41,10 @@ def check_engine_flags(args: argparse.Namespace) -> None:
 def run_ray(args: argparse.Namespace, source, model, on_result):
     """`edgeproof run --engine ray`: the model was loaded here once (checked, and named in the summary); each
     Ray actor loads it again with the same options."""
-    from edgeproof.cli.contract_flags import overrides_from
-    from edgeproof.scaleout.ray_run import LoadSpec, run_on_ray
+    from edgeproof.cli.load_flags import load_spec_from
+    from edgeproof.scaleout.ray_run import run_on_ray
 
-    spec = LoadSpec(str(model.path), backend=args.backend, threads=args.threads, device=args.device,
-                    delegates=args.delegate, providers=args.provider, allow_fallback=args.allow_fallback,
-                    overrides=overrides_from(args), verify=not args.no_verify)
+    spec = load_spec_from(args).with_path(model.path)
     model.close()
     return run_on_ray(spec, source, on_result, batch=args.batch, top_k=args.top_k, limit=args.limit,
                       workers=args.workers, address=args.address, infer_timeout=args.infer_timeout)

@@ -118,7 +118,7 @@ def serve(args: argparse.Namespace) -> int:
     import logging
     import os
 
-    from edgeproof.cli.contract_flags import overrides_from
+    from edgeproof.cli.load_flags import load_spec_from
     from edgeproof.serve.server import require_extra
     from edgeproof.serve.server import serve as run_server
 
@@ -129,10 +129,7 @@ def serve(args: argparse.Namespace) -> int:
     logger = logging.getLogger("edgeproof.serve")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
-    load_options = {"backend": args.backend, "threads": args.threads, "device": args.device,
-                    "delegates": args.delegate, "providers": args.provider, "allow_fallback": args.allow_fallback,
-                    "overrides": overrides_from(args), "verify": not args.no_verify}
-    started = run_server(args.model, config, load_options, on_started=lambda s: _announce(s, config))
+    started = run_server(load_spec_from(args), config, on_started=lambda s: _announce(s, config))
     hung = started.engine.hung > 0
     print(f"stopped serving {started.name}" + (" (an interpreter had hung; see the error above)" if hung else ""),
           file=sys.stderr, flush=True)

@@ -24,7 +24,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,30 +32,11 @@ import numpy as np
 from edgeproof.errors import UsageError
 from edgeproof.runtime.pipeline import Result, Summary, decode_item, stop_reason
 from edgeproof.runtime.sources import FileSource, Source, StopReason
+from edgeproof.runtime.spec import LoadSpec
 
 log = logging.getLogger(__name__)
 
 WORKER_DIED_EXIT = 70  # an actor whose inference outlived --infer-timeout ends itself with this code
-
-
-@dataclass(frozen=True)
-class LoadSpec:
-    """edgeproof.runtime.load's arguments, sent to every actor."""
-
-    path: str
-    backend: str | None = None
-    threads: int | None = None
-    device: str | None = None
-    delegates: list[str] | None = None
-    providers: list[str] | None = None
-    allow_fallback: bool = False
-    overrides: dict = field(default_factory=dict)
-    verify: bool = True
-
-    def load(self):
-        from edgeproof.runtime.model import load
-
-        return load(**asdict(self))
 
 
 @dataclass
@@ -77,10 +58,12 @@ class ClassifyBatch:
 
     def __init__(self, spec: LoadSpec, top_k: int, batch: int, max_pixels: int, infer_timeout: float) -> None:
         self.max_pixels = max_pixels  # the driver's limit (flag or env), not this node's env
-        self.model = spec.load()
+        from edgeproof.runtime.model import load
+
+        self.model = load(spec)
         self.top_k, self.batch = top_k, max(1, batch)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
-        self.watchdog = _actor_watchdog(infer_timeout, spec.path)
+        self.watchdog = _actor_watchdog(infer_timeout, str(spec.path))
 
     def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         t0 = time.perf_counter()
@@ -168,7 +151,7 @@ def run_on_ray(spec: LoadSpec, source: FileSource, on_result: Callable[[Result],
     if workers is not None and workers < 1:
         raise UsageError(f"--workers must be >= 1; got {workers}")
     cpus_per_actor = spec.threads or 1
-    spec = LoadSpec(**{**asdict(spec), "threads": cpus_per_actor})
+    spec = replace(spec, threads=cpus_per_actor)
     rows = [{"seq": i, "path": str(p), "error": source.errors.get(p, "")} for i, p in enumerate(source.paths)]
     summary = Summary(source=source.spec, kind=source.kind)
     per_worker: dict[str, WorkerStats] = {}

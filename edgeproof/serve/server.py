@@ -16,9 +16,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgeproof.errors import UsageError, require
 from edgeproof.serve.config import ServeConfig, model_name
+
+if TYPE_CHECKING:  # pragma: no cover
+    from edgeproof.runtime.spec import LoadSpec
 
 log = logging.getLogger(__name__)
 WHAT = "edgeproof serve"
@@ -88,9 +92,11 @@ def _make_server_class():
     return Server
 
 
-def serve(model_path: str | Path, config: ServeConfig, load_options: dict | None = None,
+def serve(model: str | Path | LoadSpec, config: ServeConfig,
           on_started: Callable[[Started], None] | None = None) -> Started:
-    """Load, bind, serve until SIGTERM/SIGINT; returns what ran (for the caller's exit code and summary)."""
+    """Load, bind, serve until SIGTERM/SIGINT; returns what ran (for the caller's exit code and summary).
+
+    `model`: a LoadSpec (each of config.workers loads it once), or a model file with the default options."""
     require_extra()
     import uvicorn
 
@@ -105,7 +111,7 @@ def serve(model_path: str | Path, config: ServeConfig, load_options: dict | None
     models = []
     try:
         for _ in range(config.workers):
-            models.append(load(model_path, **(load_options or {})))
+            models.append(load(model))
     except BaseException:
         for m in models:
             m.close()

@@ -1,9 +1,11 @@
-"""LoadOptions: every load option is checked once, at the library boundary, with the CLI's messages;
+"""LoadSpec: every load option is checked once, at the library boundary, with the CLI's messages;
 and the backend seam: load/inspect/bench/devices read backend facts from the backend classes."""
 
 from __future__ import annotations
 
+import pickle
 import re
+from dataclasses import FrozenInstanceError, replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,7 @@ from edgeproof.errors import UsageError
 from edgeproof.formats import BACKENDS, FORMATS, backend_class
 from edgeproof.runtime import load
 from edgeproof.runtime.backends.base import Backend
-from edgeproof.runtime.options import MAX_THREADS, LoadOptions
+from edgeproof.runtime.spec import MAX_THREADS, LoadSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,18 +37,20 @@ ROOT = Path(__file__).resolve().parents[1]
     ({"overrides": {"colour": "BGR"}}, r"unknown override\(s\) \['colour'\]"),
     ({"delegates": [""]}, "--delegate takes names"),
     ({"device": ""}, "--device takes a profile name"),
+    ({"path": ""}, "the model path takes a .tflite or .onnx file name; got ''"),
+    ({"path": None}, "the model path takes"),
 ])
 def test_bad_options_are_refused_when_built(kwargs, message):
     with pytest.raises(UsageError, match=message) as exc:
-        LoadOptions(**kwargs)
+        LoadSpec(**{"path": "m.tflite", **kwargs})
     assert "\n" not in str(exc.value) and exc.value.exit_code == 2
 
 
 def test_good_options_are_normalised():
-    o = LoadOptions(threads=2, delegates=["libedgetpu.so.1"], providers="CPUExecutionProvider",
+    o = LoadSpec("m.onnx", threads=2, delegates=["libedgetpu.so.1"], providers="CPUExecutionProvider",
                     overrides={"mean": [127.5], "std": (127.5, 127.5, 127.5), "size": ["32", 32], "bgr": 1,
                                "labels": ("a", "b"), "scale": None})
-    assert o.threads == 2 and o.delegates == ("libedgetpu.so.1",) and o.providers == ("CPUExecutionProvider",)
+    assert o.path == Path("m.onnx") and o.threads == 2 and o.delegates == ("libedgetpu.so.1",) and o.providers == ("CPUExecutionProvider",)
     assert o.overrides == {"mean": (127.5,) * 3, "std": (127.5,) * 3, "size": (32, 32), "bgr": True,
                            "labels": ["a", "b"]}
 
@@ -69,11 +73,27 @@ def test_an_option_the_chosen_backend_does_not_take_is_refused(linear_models):
         load(linear_models["onnx"], providers=["CUDA"])
 
 
-def test_load_accepts_a_checked_options_object(linear_models):
-    opts = LoadOptions(threads=1, overrides={"labels": ["a", "b", "c"]})
-    with load(linear_models["onnx"], options=opts) as m:
+def test_load_accepts_a_checked_spec(linear_models):
+    spec = LoadSpec(linear_models["onnx"], threads=1, overrides={"labels": ["a", "b", "c"]})
+    with load(spec) as m:
         assert m.labels == ["a", "b", "c"] and m.backend.threads == 1 and m.backend.verified_sha256 is None
         assert m.predict(np.zeros((1, 8, 8, 3), np.float32)).shape == (1, 3)
+    with pytest.raises(TypeError, match="takes a LoadSpec alone; put threads in it"):
+        load(spec, threads=2)
+
+
+def test_the_spec_is_frozen_and_survives_pickling_for_ray_and_worker_processes(linear_models):
+    spec = LoadSpec(str(linear_models["onnx"]), threads=1, providers=["CPUExecutionProvider"],
+                    overrides={"labels": ["a", "b", "c"], "mean": [0.5]}, verify=False)
+    with pytest.raises(FrozenInstanceError):
+        spec.threads = 4  # type: ignore[misc]
+    copy = pickle.loads(pickle.dumps(spec))
+    assert copy == spec and copy.overrides["mean"] == (0.5, 0.5, 0.5)
+    with load(copy) as m:  # what a Ray actor does with the driver's spec
+        assert m.labels == ["a", "b", "c"] and m.backend.threads == 1
+    assert replace(spec, threads=3).threads == 3 and spec.with_path("other.onnx").path == Path("other.onnx")
+    with pytest.raises(UsageError, match="--threads must be >= 1"):
+        replace(spec, threads=0)  # a changed copy is checked again
 
 
 # ---- the backend seam ----------------------------------------------------------------------------

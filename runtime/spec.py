@@ -1,16 +1,18 @@
-"""The validated options of one `edgeproof.runtime.load()` call, checked once at the library boundary.
+"""`LoadSpec`: the one specification of "load this model", checked once at the library boundary.
 
-`LoadOptions(...)` refuses bad values when it is built (UsageError, one line, the CLI's flag names), so
-the CLI builds one before it opens a camera, and `load()` builds one from its keyword arguments;
-nothing downstream checks them again. What depends on the file (which backend, whether that backend
-takes delegates or providers, whether --size fits the model) is checked by `load()` once it knows.
+`LoadSpec(path, ...)` refuses bad values when it is built (UsageError, one line, the CLI's flag names), so
+the CLI builds one before it opens a camera; `load(path, **kwargs)` builds one from its keyword arguments.
+It is frozen and picklable: `run`, `parity`, `bench`, `serve` and the Ray engine build one and pass it on
+(to every worker, every Ray actor), and nothing downstream checks its values again. What depends on the
+file (which backend, whether that backend takes delegates or providers, whether --size fits the model) is
+checked by `load()` once it has opened the file.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -80,9 +82,14 @@ def normalize_overrides(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class LoadOptions:
-    """How to open one model. Invalid values raise UsageError here, once."""
+class LoadSpec:
+    """Which model to open and how. Invalid values raise UsageError here, once.
 
+    The integrity policy is `verify`: True (the default) refuses a file whose sha256 differs from its
+    manifest.json entry before any interpreter reads it; False skips that check (--no-verify).
+    """
+
+    path: Path | str  # always a Path once built. The .tflite / .onnx file (its existence is checked by load(), after the source is opened)
     backend: str | None = None  # a name from edgeproof.formats.BACKENDS; None: from the format/device
     threads: int | None = None  # CPU threads for the runtime; None: the device profile's or the runtime's
     device: str | None = None  # a device profile name or .toml path
@@ -93,6 +100,9 @@ class LoadOptions:
     verify: bool = True  # refuse a file whose sha256 differs from its manifest.json entry
 
     def __post_init__(self) -> None:
+        if isinstance(self.path, bool) or not isinstance(self.path, (str, Path)) or not str(self.path).strip():
+            raise UsageError(f"the model path takes a .tflite or .onnx file name; got {self.path!r}")
+        object.__setattr__(self, "path", Path(self.path))
         if self.backend is not None:
             from edgeproof.formats import get_backend
 
@@ -116,8 +126,12 @@ class LoadOptions:
         object.__setattr__(self, "allow_fallback", bool(self.allow_fallback))
         object.__setattr__(self, "verify", bool(self.verify))
 
-    def check_backend(self, backend_cls: type, path: Path) -> None:
+    def check_backend(self, backend_cls: type) -> None:
         """The caller's delegates/providers must be ones the chosen backend takes (never silently ignored)."""
         why = backend_cls.check_options(list(self.delegates or []), list(self.providers or []))
         if why:
-            raise UsageError(f"'{path.name}' runs on backend '{backend_cls.name}': {why}")
+            raise UsageError(f"'{self.path.name}' runs on backend '{backend_cls.name}': {why}")
+
+    def with_path(self, path: str | Path) -> LoadSpec:
+        """The same options for another file (each artifact of a run folder, each Ray actor's copy)."""
+        return replace(self, path=path)
