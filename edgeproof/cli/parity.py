@@ -106,6 +106,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="seconds allowed per artifact x backend (load + inference + latency, default 600): one that "
                         "never returns (an endless ONNX Loop, a hung delegate) is a failed row and parity goes on")
     p.add_argument("--json", action="store_true", help="print parity.json's content on stdout")
+    p.add_argument("--wide", action="store_true", help="every column in the terminal table (default: the table fits "
+                   "the terminal, 120 columns when piped, dropping the least needed columns first; parity.md and "
+                   "parity.json always have every column)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-verify", action="store_true",
                    help="judge artifacts even when they differ from the sha256 in manifest.json (default: such an "
@@ -186,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(rep.to_dict())
     else:
-        print_table(rep)
+        print_table(rep, wide=args.wide)
         for line in report_mod.near_tie_lines(rep):
             info(line)
         if rep.e2e:
