@@ -59,6 +59,26 @@ HEADS = ("probabilities", "logits", "sigmoid", "sigmoid-logit")
 BINARY_HEADS = ("sigmoid", "sigmoid-logit")
 
 
+def score_units(shape: list[int | None] | tuple) -> int | None:
+    """Score units of a classifier output shape, or None when they are not known (a dynamic dim).
+
+    (N, C), (N, C, 1, 1) (ONNX exports of SqueezeNet, DenseNet) and (N, 1, 1, C) all score C classes:
+    singleton dims after the batch are not spatial. ValueError for a feature map, where more than one
+    dim after the batch is above 1 (N, C, H, W).
+    """
+    rest = list(shape)[1:]
+    if not rest:
+        return None
+    big = [d for d in rest if not (isinstance(d, int) and d == 1)]
+    if sum(1 for d in big if isinstance(d, int) and d > 1) > 1:
+        raise ValueError(f"shape {list(shape)} is a feature map, not class scores")
+    if len(big) > 1:  # one known dim above 1 and a dynamic one, or two dynamic: not decidable here
+        return None
+    if not big:
+        return 1
+    return big[0] if isinstance(big[0], int) and big[0] >= 0 else None  # -1: TFLite's dynamic dim
+
+
 def n_classes(output_units: int, head: str) -> int:
     """Classes a head of `output_units` units scores: a one-unit binary head scores two."""
     return 2 if head in BINARY_HEADS and output_units == 1 else int(output_units)

@@ -14,7 +14,15 @@ from typing import Any
 
 import numpy as np
 
-from edgeproof.contract import BINARY_HEADS, ArtifactMeta, Preprocess, TensorSpec, class_scores, n_classes
+from edgeproof.contract import (
+    BINARY_HEADS,
+    ArtifactMeta,
+    Preprocess,
+    TensorSpec,
+    class_scores,
+    n_classes,
+    score_units,
+)
 from edgeproof.errors import EdgeproofError, UsageError
 from edgeproof.formats import BACKENDS, backends_for, family_of, format_of, get_backend
 from edgeproof.runtime.backends.base import Backend, BatchUnsupported
@@ -55,7 +63,7 @@ def synthesize_meta(inp: TensorSpec, out: TensorSpec, fmt: str | None) -> Artifa
                          "with a 4-D input (N,H,W,C) or (N,C,H,W)")
     layout = guess_layout(shape)
     h, w = (shape[1], shape[2]) if layout == "NHWC" else (shape[2], shape[3])
-    n_cls = out.shape[-1] if out.shape and out.shape[-1] else 0
+    n_cls = _units(out) or 0
     n_cls = 2 if n_cls == 1 else n_cls  # one unit: a binary head (sigmoid or its logit, decided in predict)
     pp = Preprocess(height=h or 0, width=w or 0, layout=layout)
     return ArtifactMeta(labels=[f"class_{i}" for i in range(n_cls)], preprocess=pp, format=fmt,
@@ -190,7 +198,7 @@ class Model:
         elif out.dtype != np.float32:
             out = out.astype(np.float32)
         if out.ndim != 2:
-            if any(d > 1 for d in out.shape[1:-1]):  # a dynamic shape that turned out to be a feature map
+            if sum(d > 1 for d in out.shape[1:]) > 1:  # a dynamic shape that turned out to be a feature map
                 raise UsageError(f"'{self.path.name}' output has shape {list(out.shape)}: a feature map, not class "
                                  "scores [N, classes]; use a classifier, or export up to its logits")
             out = out.reshape(n, -1)
@@ -250,6 +258,15 @@ class Model:
 
     def __repr__(self) -> str:
         return f"Model({str(self.path)!r}, backend={self.backend_name!r}, format={self.format!r})"
+
+
+def _units(spec: TensorSpec) -> int | None:
+    """Score units the output declares ((N, C) or (N, C, 1, 1)); None when dynamic or a feature map (refused
+    by check_outputs with its own message)."""
+    try:
+        return score_units(list(spec.shape or []))
+    except ValueError:
+        return None
 
 
 def _refuse_non_finite_input(x: np.ndarray) -> None:
@@ -364,10 +381,10 @@ def load(path: str | Path | LoadSpec, **options: Any) -> Model:
                  f"{fmt_name} and may run mostly on the CPU")
     try:
         meta = apply_overrides(meta, be.input_spec, spec.overrides)
-        n_out = be.output_spec.shape[-1] if be.output_spec.shape else None
-        if isinstance(n_out, (int, np.integer)) and n_out > 0:
+        n_out = _units(be.output_spec)
+        if n_out is not None and n_out > 0:
             n_out = n_classes(int(n_out), "sigmoid" if meta.output_kind == "auto" else meta.output_kind)
-        if spec.overrides.get("labels") is not None and isinstance(n_out, (int, np.integer)) and n_out > 0 \
+        if spec.overrides.get("labels") is not None and n_out is not None and n_out > 0 \
                 and len(meta.labels) != n_out:
             raise UsageError(f"--labels gives {len(meta.labels)} label(s) but '{path.name}' outputs {n_out} "
                              f"classes; give a labels file with {n_out} lines, one per class in output order")

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeproof.contract import MAX_SIDE, TensorSpec  # MAX_SIDE: input height/width
+from edgeproof.contract import MAX_SIDE, TensorSpec, score_units  # MAX_SIDE: input height/width
 from edgeproof.errors import InvalidModel
 
 MAX_CLASSES = 1 << 20
@@ -314,6 +314,9 @@ def check_io(path: str | Path, family: str, inp: TensorSpec, out: TensorSpec, he
     if elems * 4 > MAX_TENSOR_BYTES:
         raise invalid(path, family, f"input '{inp.name}' declares shape {inp.shape} (preprocess {height}x{width}): "
                       f"{elems * 4 / 2**30:.3g} GiB per image as float32 (limit {MAX_TENSOR_BYTES >> 20} MiB)")
-    n_cls = out.shape[-1] if out.shape else None
+    try:
+        n_cls = score_units(list(out.shape or []))
+    except ValueError:  # a feature map: check_outputs refuses it with its own message
+        n_cls = None
     if isinstance(n_cls, int) and not 0 < n_cls <= MAX_CLASSES:
         raise invalid(path, family, f"output '{out.name}' declares {n_cls} classes (shape {out.shape})")

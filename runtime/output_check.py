@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from edgeproof.contract import ArtifactMeta, n_classes
+from edgeproof.contract import ArtifactMeta, n_classes, score_units
 from edgeproof.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -47,10 +47,12 @@ def check_outputs(path: Path, be, meta: ArtifactMeta) -> None:
                          "ArgMax?) or flags, not class scores; export the model without its final ArgMax so it "
                          "outputs one score per class")
     shape = list(spec.shape or [])
-    if len(shape) > 2 and any(isinstance(d, int) and d > 1 for d in shape[1:-1]):
+    try:
+        units = score_units(shape)
+    except ValueError:
         raise UsageError(f"'{path.name}' output '{spec.name}' has shape {shape}: a feature map, not class scores "
-                         "[N, classes]; use a classifier (pooling and a dense head), or export up to its logits")
-    units = shape[-1] if shape else None
+                         "[N, classes]; use a classifier (pooling and a dense head), or export up to its logits"
+                         ) from None
     n_cls = n_classes(units, meta.output_kind) if isinstance(units, int) and units > 0 else None
     if embedded and meta.labels and n_cls is not None and n_cls > 1 and len(meta.labels) != n_cls:
         raise UsageError(f"'{path.name}' embeds {len(meta.labels)} label(s) but outputs {n_cls} classes; "
