@@ -43,30 +43,35 @@ def model_kind(path: Path) -> str:
                      "(give the folder 'edgeproof train -o' wrote, or its model.keras)")
 
 
-def load_model(path: str | Path, kind: str, what: str = "this command"):
+def load_model(path: str | Path, kind: str, what: str = "this command", trust_model: bool = False):
     """A Keras model from a .keras/.h5 file or a SavedModel folder (wrapped in a one-input Keras model)."""
-    return load_with_ops(Path(path), kind, what)[0]
+    return load_with_ops(Path(path), kind, what, trust_model)[0]
 
 
-def load_with_ops(path: Path, kind: str, what: str) -> tuple[Any, list[str]]:
-    """(Keras model, op names of a SavedModel's graph: how its in-graph preprocessing is found)."""
-    from edgeproof.train.run_dir import load_keras_model
+def load_with_ops(path: Path, kind: str, what: str, trust_model: bool = False) -> tuple[Any, list[str]]:
+    """(Keras model, op names of a SavedModel's graph: how its in-graph preprocessing is found).
+
+    A model is a program: .keras/.h5 load in Keras' safe mode (no Lambda bytecode, no TFSMLayer) and a
+    SavedModel's graph is scanned before TensorFlow loads it (convert.saved_model_scan), unless trust_model."""
+    from edgeproof.train.run_dir import keras_load_reason, load_keras_model
     from edgeproof.train.tf_quiet import import_tensorflow
 
     if kind in ("run", "keras"):
-        return load_keras_model(path, what), []
+        return load_keras_model(path, what, trust_model), []
     import_tensorflow(what)
     import keras
 
     try:
         if kind == "h5":
-            return keras.saving.load_model(str(path), compile=False), []
+            return keras.saving.load_model(str(path), compile=False, safe_mode=not trust_model), []
+        from edgeproof.convert.saved_model_scan import check_saved_model
+
+        check_saved_model(path, trust_model)  # before tf.saved_model.load: loading already runs initializers
         return _wrap_saved_model(path)
     except UsageError:
         raise
     except Exception as exc:  # a damaged or foreign file: one line  # noqa: BLE001
-        raise UsageError(f"cannot load {kind} model '{path}': {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-                         f"; {GIVE}") from None
+        raise UsageError(f"cannot load {kind} model '{path}': {keras_load_reason(exc)}; {GIVE}") from None
 
 
 def _wrap_saved_model(path: Path) -> tuple[Any, list[str]]:

@@ -14,6 +14,7 @@ good file that the manifest makes the runtime refuse, nor a partial file at the 
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,31 @@ class Manifest:
     def entry_for(self, path: Path) -> ArtifactResult | None:
         """The entry whose artifact is the file `path` (by name), or None."""
         return next((a for a in self.artifacts if a.path is not None and a.path.name == Path(path).name), None)
+
+
+def refuse_foreign_files(out_dir: Path, filenames: dict[str, str]) -> None:
+    """Before convert writes into `out_dir`: a manifest.json edgeproof did not write, or a file at an artifact's
+    name that our manifest does not list, is the user's and would be replaced; refuse (UsageError), keep it.
+
+    filenames: {format name: the artifact's file name} of the formats about to be written."""
+    from edgeproof.errors import UsageError
+    from edgeproof.runtime.integrity import read_manifest
+
+    mpath = out_dir / MANIFEST_FILE
+    move = "move it away or choose another -o (an empty or new folder, e.g. RUN/artifacts)"
+    data, why = read_manifest(mpath)
+    ours = isinstance(data, dict) and isinstance(data.get("schema"), int) and isinstance(data.get("artifacts"), dict) \
+        and "source" in data
+    if os.path.lexists(mpath) and not ours:
+        what = why or f"{mpath} has no edgeproof schema, source and artifacts"
+        raise UsageError(f"'{mpath}' is not a manifest 'edgeproof convert' wrote ({what}); convert would replace "
+                         f"it: {move}")
+    listed = {fmt: Path(str(e.get("path") or "")).name for fmt, e in (data or {}).get("artifacts", {}).items()
+              if isinstance(e, dict)} if ours else {}
+    for fmt, name in filenames.items():
+        if os.path.lexists(out_dir / name) and listed.get(fmt) != name:
+            raise UsageError(f"'{out_dir / name}' exists and is not an artifact the manifest there lists; convert "
+                             f"would replace it with its {fmt} artifact: {move}")
 
 
 def load_manifest(out_dir: str | Path) -> Manifest:

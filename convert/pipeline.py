@@ -26,7 +26,7 @@ import numpy as np
 
 from edgeproof.atomic import Flock, atomic_path, clean_stale, no_space, scratch_dir, temp_dir_beside
 from edgeproof.contract import ArtifactMeta, TensorSpec
-from edgeproof.convert.manifest import MANIFEST_FILE, ArtifactResult, Manifest, load_manifest
+from edgeproof.convert.manifest import MANIFEST_FILE, ArtifactResult, Manifest, load_manifest, refuse_foreign_files
 from edgeproof.convert.options import DEFAULT_OPSET, ConvertOptions
 from edgeproof.convert.reasons import failure_reason
 from edgeproof.errors import EdgeproofError, UsageError
@@ -293,6 +293,8 @@ def convert_run(source: str | Path, out_dir: str | Path, formats: Iterable[str] 
         raise UsageError(f"'{mpath}' is not a file; remove or rename it (convert writes the artifacts' sha256 "
                          "there), or choose another -o")
     with lock:
+        # the user's own manifest.json or same-named files are kept: refused before anything is written
+        refuse_foreign_files(out_dir, {f.name: artifact_filename(f) for f in options.formats})
         return _convert_locked(run, out_dir, options, progress, on_result)
 
 

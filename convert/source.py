@@ -39,6 +39,7 @@ class ModelSource(Run):
     warnings: list[str] = field(default_factory=list)  # what was assumed (the CLI shows them as warnings)
     calib_dir: Path | None = None
     model: Any = field(default=None, repr=False)
+    trust_model: bool = False  # --trust-model: load the model even where it runs code (keras_model.load_with_ops)
 
     @property
     def bare(self) -> bool:
@@ -47,7 +48,7 @@ class ModelSource(Run):
     def keras_model(self, what: str = "this command"):
         """The Keras model (loaded once): the run's model.keras, or the bare model (SavedModel wrapped)."""
         if self.model is None:
-            self.model = load_model(self.model_path, self.kind, what)
+            self.model = load_model(self.model_path, self.kind, what, self.trust_model)
         return self.model
 
 
@@ -220,7 +221,7 @@ def calibration_items(folder: str | Path) -> list[tuple[str, int]]:
 
 
 def open_source(path: str | Path, overrides: dict | None = None, calib_data: str | Path | None = None,
-                what: str = "edgeproof convert") -> ModelSource:
+                what: str = "edgeproof convert", trust_model: bool = False) -> ModelSource:
     """MODEL as convert sees it: labels, contract, head, calibration images (see the module docstring)."""
     path = Path(path)
     ov = dict(overrides or {})
@@ -230,17 +231,17 @@ def open_source(path: str | Path, overrides: dict | None = None, calib_data: str
             raise UsageError(f"'{path}' is an edgeproof run: its labels and preprocessing contract come from the run "
                              f"folder; --{'/--'.join(sorted(ov))} apply to a bare .keras/.h5/SavedModel model")
         run = load_run(path)
-        src = ModelSource(**vars(run), kind="run")
+        src = ModelSource(**vars(run), kind="run", trust_model=trust_model)
     else:
-        src = _open_bare(path, kind, ov, what)
+        src = _open_bare(path, kind, ov, what, trust_model)
     if calib_data is not None:
         src.calib_dir = Path(calib_data)
         src.splits = {**src.splits, "train": calibration_items(calib_data)}
     return src
 
 
-def _open_bare(path: Path, kind: str, ov: dict, what: str) -> ModelSource:
-    model, graph_ops = load_with_ops(path, kind, what)
+def _open_bare(path: Path, kind: str, ov: dict, what: str, trust_model: bool = False) -> ModelSource:
+    model, graph_ops = load_with_ops(path, kind, what, trust_model)
     hw, units, _ = check_io(model, path)
     notes: list[str] = []
     warnings: list[str] = []
@@ -257,10 +258,11 @@ def _open_bare(path: Path, kind: str, ov: dict, what: str) -> ModelSource:
     labels = _labels(ov, n_classes(units, head), warnings)
     notes.append(f"output head: {head} ({units} unit(s), {len(labels)} classes)")
     return ModelSource(root=path.parent, model_path=path, labels=labels, preprocess=pp, splits={}, kind=kind,
-                       head=head, notes=notes, warnings=warnings, model=model)
+                       head=head, notes=notes, warnings=warnings, model=model, trust_model=trust_model)
 
 
-def open_for_parity(path: str | Path, artifacts_dir: str | Path | None = None) -> ModelSource:
+def open_for_parity(path: str | Path, artifacts_dir: str | Path | None = None,
+                    trust_model: bool = False) -> ModelSource:
     """MODEL as parity sees it: a run folder, or a bare model whose labels/contract/head come from the
     artifacts convert made from it (and whose calibration folder, for triage, from their manifest.json)."""
     from edgeproof.formats import artifacts_in
@@ -270,7 +272,7 @@ def open_for_parity(path: str | Path, artifacts_dir: str | Path | None = None) -
     path = Path(path)
     kind = model_kind(path)
     if kind == "run":
-        return ModelSource(**vars(load_run(path)), kind="run")
+        return ModelSource(**vars(load_run(path)), kind="run", trust_model=trust_model)
     art = Path(artifacts_dir) if artifacts_dir else path.parent / "artifacts"
     if not art.is_dir():
         raise UsageError(f"artifacts folder '{art}' does not exist; convert first with 'edgeproof convert {path} "
@@ -286,7 +288,8 @@ def open_for_parity(path: str | Path, artifacts_dir: str | Path | None = None) -
         raise UsageError(f"the artifacts in '{art}' were converted from another model than '{path}' (source sha256 "
                          f"{recorded[:12]} in manifest.json); give the model they came from or convert this one")
     src = ModelSource(root=path.parent, model_path=path, labels=list(meta.labels), preprocess=meta.preprocess,
-                      splits={}, kind=kind, head=meta.output_kind if meta.output_kind in HEADS else "probabilities")
+                      splits={}, kind=kind, head=meta.output_kind if meta.output_kind in HEADS else "probabilities",
+                      trust_model=trust_model)
     cal = manifest.get("calibration")
     folder = cal.get("folder") if isinstance(cal, dict) else None
     if isinstance(folder, str) and Path(folder).is_dir():  # triage recalibrates on the same images

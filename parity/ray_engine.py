@@ -30,19 +30,20 @@ class ParityBatch:
     """Ray Data callable class: Keras + every planned artifact x backend, loaded once per actor."""
 
     def __init__(self, keras_path: str, pp, plan: list[tuple[int, str, str]], verify: bool, e2e: bool,
-                 max_pixels: int, head: str = "probabilities", timeout_s: float | None = None) -> None:
+                 max_pixels: int, head: str = "probabilities", timeout_s: float | None = None,
+                 trust_model: bool = False) -> None:
         from edgeproof.parity import reference
         from edgeproof.runtime import LoadSpec, load
 
         self.max_pixels = max_pixels  # the driver's limit, not this node's environment
-        self.keras = reference.load_keras(keras_path, head)
+        self.keras = reference.load_keras(keras_path, head, trust_model)
         self.pp, self.e2e, self.timeout_s = pp, e2e, timeout_s
         self.hung: set[int] = set()  # over --timeout once: not called again (its call may still be running)
         self.models: dict[int, object] = {}
         self.load_failures: dict[int, tuple[str, bool]] = {}
         for key, path, backend in plan:
             try:
-                self.models[key] = load(LoadSpec(path, backend=backend, verify=verify))
+                self.models[key] = load(LoadSpec(path, backend=backend, verify=verify, trust_model=trust_model))
             except Exception as exc:  # noqa: BLE001 - a row of the report, as locally
                 self.load_failures[key] = runner.failure_of(exc)
         self.keys = [k for k, _, _ in plan]
@@ -142,7 +143,7 @@ class RayParity:
 
 
 def predict_on_ray(run, images, artifacts, backends, verify: bool, e2e: bool, address: str | None,
-                   workers: int | None, prog, timeout_s: float | None = None) -> RayParity:
+                   workers: int | None, prog, timeout_s: float | None = None, trust_model: bool = False) -> RayParity:
     """One Ray Data pass over the parity images: reference, every artifact x backend, the TF-decode side.
 
     timeout_s bounds each artifact's inference on each batch (parity --timeout; the local engine bounds its
@@ -172,7 +173,7 @@ def predict_on_ray(run, images, artifacts, backends, verify: bool, e2e: bool, ad
                            {"keras_path": str(run.model_path), "pp": run.preprocess, "head": run.head,
                             "plan": [(keys[(str(p.path), p.backend)], str(p.path), p.backend) for p in plan],
                             "verify": verify, "e2e": e2e, "max_pixels": image_check.max_pixels(),
-                            "timeout_s": limit})
+                            "timeout_s": limit, "trust_model": trust_model})
         task = prog.add_task(f"parity on Ray ({actors} actor(s))", total=len(rows))
         try:
             for out in ds.iter_batches(batch_size=None, batch_format="numpy"):

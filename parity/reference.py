@@ -10,12 +10,12 @@ import numpy as np
 HEAD_ATTR = "_edgeproof_head"  # how the loaded model carries its output head to predict (and Ray actors)
 
 
-def load_keras(path: str | Path, head: str = "probabilities"):
+def load_keras(path: str | Path, head: str = "probabilities", trust_model: bool = False):
     """The Keras reference: a run's model.keras, or a bare .keras/.h5/SavedModel, tagged with its head."""
     from edgeproof.convert.keras_model import load_model, model_kind
 
     path = Path(path)
-    model = load_model(path, model_kind(path), "parity (the Keras reference)")
+    model = load_model(path, model_kind(path), "parity (the Keras reference)", trust_model)
     object.__setattr__(model, HEAD_ATTR, head)  # a plain attribute: not tracked or saved by Keras
     return model
 

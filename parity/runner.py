@@ -123,7 +123,8 @@ def latency_p50_ms(model, x: np.ndarray, reps: int = LATENCY_REPS) -> float | No
 
 
 def evaluate(path: Path, fmt: Format | None, backend: str, batches: Batches, reference: np.ndarray,
-             tol: Tolerance, listed: bool, verify: bool = True, timeout_s: float | None = None) -> Row:
+             tol: Tolerance, listed: bool, verify: bool = True, timeout_s: float | None = None,
+             trust_model: bool = False) -> Row:
     """Load one artifact with one backend, run it on the parity images, judge it.
 
     An artifact that does not match its manifest's sha256 (verify) is a failed row ('integrity'),
@@ -134,7 +135,7 @@ def evaluate(path: Path, fmt: Format | None, backend: str, batches: Batches, ref
     from edgeproof.runtime import LoadSpec, load
 
     def work(register):
-        model = load(LoadSpec(path, backend=backend, verify=verify))
+        model = load(LoadSpec(path, backend=backend, verify=verify, trust_model=trust_model))
         register(model)
         try:
             x = batches.get(model.preprocess)

@@ -66,7 +66,7 @@ def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, dat
                triage: bool = True, fix: bool = False, out_dir: str | Path | None = None, e2e: bool = True,
                progress: ProgressCallback | bool | None = None, write: bool = True, verify: bool = True, engine: str = "local",
                address: str | None = None, workers: int | None = None,
-               timeout_s: float | None = None, promote: bool = False) -> ParityReport:
+               timeout_s: float | None = None, promote: bool = False, trust_model: bool = False) -> ParityReport:
     """Judge every artifact against the run's Keras model; write parity.json/.md and PNGs to out_dir.
 
     promote (with fix): the first passing fix of each failing int8 artifact replaces it (parity.promote).
@@ -77,7 +77,7 @@ def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, dat
     from edgeproof.parity import data, flips, reference, runner
 
     t0 = time.perf_counter()
-    run = open_for_parity(run_dir, artifacts_dir)  # a run folder, or a bare model with its artifacts' metadata
+    run = open_for_parity(run_dir, artifacts_dir, trust_model)  # a run folder, or a bare model with its artifacts' metadata
     art_dir = Path(artifacts_dir) if artifacts_dir else run.root / "artifacts"
     out = Path(out_dir) if out_dir else run.root / "parity"
     if write:  # before minutes of work, not after them
@@ -101,7 +101,7 @@ def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, dat
             from edgeproof.parity.ray_engine import predict_on_ray
 
             done = predict_on_ray(run, images, artifacts, backends, verify, e2e, address, workers, prog,
-                                  timeout_s=timeout_s)
+                                  timeout_s=timeout_s, trust_model=trust_model)
             ref, ref_lat, keras_model = done.reference, done.reference_latency_ms, None
             _check_classes(ref, run)
             rows = runner.run_matrix(artifacts, batches, ref, backends, tol_flags, prog, verify=verify,
@@ -109,7 +109,7 @@ def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, dat
             pre = done.preprocessing(rows) if e2e else None
         else:
             task = prog.add_task("Keras reference", total=2)
-            keras_model = reference.load_keras(run.model_path, run.head)
+            keras_model = reference.load_keras(run.model_path, run.head, trust_model)
             prog.advance(task)
             x_ref = batches.get(run.preprocess)
             ref = reference.predict(keras_model, x_ref)
@@ -117,7 +117,8 @@ def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, dat
             prog.advance(task)
             _check_classes(ref, run)
             rows = runner.run_matrix(artifacts, batches, ref, backends, tol_flags, prog, verify=verify,
-                                     evaluate_fn=functools.partial(runner.evaluate, timeout_s=timeout_s))
+                                     evaluate_fn=functools.partial(runner.evaluate, timeout_s=timeout_s,
+                                                                   trust_model=trust_model))
             pre = None
             if e2e:
                 from edgeproof.parity import e2e as e2e_mod
@@ -139,13 +140,14 @@ def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, dat
             report.e2e = {"preprocessing": pre, **e2e_mod.dominance(pre, rows)}
         if triage:
             if keras_model is None and _triage_todo(rows):  # Ray: the triage (and --fix) runs here
-                keras_model = reference.load_keras(run.model_path, run.head)
+                keras_model = reference.load_keras(run.model_path, run.head, trust_model)
             report.triage = _triage(rows, keras_model, run, art_dir, batches, ref, tol_flags, fix, out, prog)
         if promote and fix:  # a passing fix replaces its artifact; the gate then judges what is in place
             from edgeproof.parity.promote import promote_passing
 
             def rerun(arts):
-                new = runner.run_matrix(arts, batches, ref, backends, tol_flags, None, verify=verify)
+                new = runner.run_matrix(arts, batches, ref, backends, tol_flags, None, verify=verify,
+                                        evaluate_fn=functools.partial(runner.evaluate, trust_model=trust_model))
                 flips.attach(new, ref, images, list(run.labels))
                 return new
 

@@ -331,6 +331,8 @@ def load(path: str | Path | LoadSpec, **options: Any) -> Model:
     delegates, providers, allow_fallback, overrides, verify; checked there, once), or a LoadSpec already
     built. verify: when a manifest.json beside the file records its sha256, refuse a mismatch
     (IntegrityError) before any interpreter sees the bytes; False skips that check (--no-verify).
+    trust_model: run a model whose ops reach files, Python or the network (runtime.model_ops refuses it
+    otherwise; --trust-model).
     """
     if isinstance(path, LoadSpec):
         if options:
@@ -350,7 +352,7 @@ def load(path: str | Path | LoadSpec, **options: Any) -> Model:
     name = _choose_backend(path, family, spec.backend, profile)
     cls = BACKENDS[name].load_class()
     spec.check_backend(cls)
-    verified = preflight(path, spec.verify)
+    verified = preflight(path, spec.verify, spec.trust_model)
     kwargs: dict[str, Any] = {"threads": spec.threads, "delegates": spec.delegates, "providers": spec.providers}
     if profile is not None:
         if kwargs["threads"] is None:

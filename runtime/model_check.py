@@ -273,9 +273,10 @@ def check_file(path: str | Path, family: str) -> None:
     (check_tflite if family == "tflite" else check_onnx)(path)
 
 
-def preflight(path: str | Path, verify: bool = True) -> str | None:
-    """Before any runtime opens `path`: the manifest sha256 (verify), the structural check and, for an
-    unvouched TFLite file, the tensor sizes its input really gives (check_prepared_tflite; any backend).
+def preflight(path: str | Path, verify: bool = True, trust_model: bool = False) -> str | None:
+    """Before any runtime opens `path`: the manifest sha256 (verify), the structural check, the ops that run
+    more than tensor math (runtime.model_ops; skipped with trust_model) and, for a TFLite file, the tensor
+    sizes its input really gives (check_prepared_tflite; any backend).
 
     Returns the sha256 the manifest vouched for, or None (no manifest entry, or verify=False).
     """
@@ -285,6 +286,9 @@ def preflight(path: str | Path, verify: bool = True) -> str | None:
     verified = verify_manifest(path) if verify else None
     family = family_of(path)
     check_file(path, family)
+    from edgeproof.runtime.model_ops import check_ops
+
+    check_ops(path, family, trust_model)  # a model is a program: file, Python and network ops are refused
     if family == "tflite":  # vouched or not: a manifest proves integrity, never that the file is safe to run
         interpreter = light_tflite_interpreter()
         if interpreter is not None:

@@ -98,6 +98,7 @@ class LoadSpec:
     allow_fallback: bool = False  # a failed accelerator warns loudly and runs on the CPU instead of failing
     overrides: Mapping[str, Any] = field(default_factory=dict)  # see normalize_overrides
     verify: bool = True  # refuse a file whose sha256 differs from its manifest.json entry
+    trust_model: bool = False  # --trust-model: run a model whose ops reach files, Python or the network
 
     def __post_init__(self) -> None:
         if isinstance(self.path, bool) or not isinstance(self.path, (str, Path)) or not str(self.path).strip():
@@ -125,6 +126,7 @@ class LoadSpec:
         object.__setattr__(self, "overrides", normalize_overrides(self.overrides))
         object.__setattr__(self, "allow_fallback", bool(self.allow_fallback))
         object.__setattr__(self, "verify", bool(self.verify))
+        object.__setattr__(self, "trust_model", bool(self.trust_model))
 
     def check_backend(self, backend_cls: type) -> None:
         """The caller's delegates/providers must be ones the chosen backend takes (never silently ignored)."""

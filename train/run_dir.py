@@ -172,8 +172,30 @@ def read_split(path: Path) -> tuple[list[str] | None, dict[str, list[tuple[str, 
     return classes, splits
 
 
-def load_keras_model(path: str | Path, what: str = "this command"):
-    """The trained Keras model (TensorFlow imported quietly, on demand); a corrupt file is one clear line."""
+TRUST_HINT_MARK = "pass --trust-model"
+
+
+def keras_load_reason(exc: BaseException) -> str:
+    """Why Keras refused a model file, in one whole line (Keras' own text is several sentences on several lines).
+
+    Safe mode's refusal (a Lambda layer's Python bytecode, a TFSMLayer) gets edgeproof's wording: Keras'
+    advice to pass `safe_mode=False` is what --trust-model does."""
+    from edgeproof.model_trust import TRUST_FLAG
+
+    text = " ".join(str(exc).split())
+    if "safe_mode" in text or "unsafe" in text.lower():
+        which = "a Lambda layer" if "lambda" in text.lower() else "a TFSMLayer" if "TFSMLayer" in text else \
+            "a layer that deserializes Python code"
+        return (f"it holds {which}, whose code Keras would run to load it (Keras' safe mode refuses it); if you "
+                f"trust this model and its source, pass {TRUST_FLAG} to load it anyway")
+    first = text.split(". ")[0]  # the first whole sentence: no cut in the middle of a word
+    return f"{type(exc).__name__}: {first if len(first) <= 400 else first[:400].rsplit(' ', 1)[0] + ' ...'}"
+
+
+def load_keras_model(path: str | Path, what: str = "this command", trust_model: bool = False):
+    """The trained Keras model (TensorFlow imported quietly, on demand); a corrupt file is one clear line.
+
+    Keras' safe mode stays on (a Lambda layer's bytecode or a TFSMLayer is refused) unless trust_model."""
     import zipfile
 
     from edgeproof.train.tf_quiet import import_tensorflow
@@ -186,7 +208,10 @@ def load_keras_model(path: str | Path, what: str = "this command"):
     import keras
 
     try:
-        return keras.saving.load_model(str(path), compile=False)
+        return keras.saving.load_model(str(path), compile=False, safe_mode=not trust_model)
     except Exception as exc:  # a corrupt or foreign file: one line, not a traceback  # noqa: BLE001
-        raise UsageError(f"cannot load Keras model '{path}': {type(exc).__name__}: {str(exc)[:200]}; "
+        why = keras_load_reason(exc)
+        if TRUST_HINT_MARK in why:
+            raise UsageError(f"cannot load Keras model '{path}': {why}") from None
+        raise UsageError(f"cannot load Keras model '{path}': {why}; "
                          "give the model.keras of a complete 'edgeproof train' run") from None

@@ -25,8 +25,8 @@ def bare_baseline(backend: str, path: str | Path, threads: int | None, x: np.nda
     return backend_class(backend).bare_loop(path, threads, x, model)
 
 
-def keras_baselines(path: str | Path, threads: int | None, make_input: Callable[[int, int], np.ndarray]
-                    ) -> tuple[dict[str, Callable], dict, np.ndarray]:
+def keras_baselines(path: str | Path, threads: int | None, make_input: Callable[[int, int], np.ndarray],
+                    trust_model: bool = False) -> tuple[dict[str, Callable], dict, np.ndarray]:
     """Keras ``model(x)`` and ``model.predict(x)`` on a .keras model (imports TensorFlow here).
 
     ``make_input(height, width)`` builds the benchmark batch once the model's input size is known.
@@ -45,7 +45,7 @@ def keras_baselines(path: str | Path, threads: int | None, make_input: Callable[
 
     import_s = time.perf_counter() - t0
     t1 = time.perf_counter()
-    model = load_keras_model(path, "the Keras baseline")
+    model = load_keras_model(path, "the Keras baseline", trust_model)
     load_s = time.perf_counter() - t1
     shape = model.inputs[0].shape  # (None, H, W, 3)
     if len(shape) != 4 or shape[1] is None or shape[2] is None:

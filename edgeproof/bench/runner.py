@@ -49,6 +49,7 @@ class BenchSpec:
     source: str | None = None
     kind: str = "artifact"
     verify: bool = True  # check the sha256 in manifest.json before loading (--no-verify: False)
+    trust_model: bool = False  # --trust-model: run a model whose ops reach files, Python or the network
 
     def label(self) -> str:
         fmt = self.format_name()
@@ -57,7 +58,7 @@ class BenchSpec:
     def load_spec(self) -> LoadSpec:
         """How the child process opens this artifact (the bench flags that are load options)."""
         return LoadSpec(self.model, backend=self.backend, threads=self.threads, device=self.device,
-                        allow_fallback=self.allow_fallback, verify=self.verify)
+                        allow_fallback=self.allow_fallback, verify=self.verify, trust_model=self.trust_model)
 
     def format_name(self) -> str:
         if self.kind == "keras":
@@ -155,10 +156,11 @@ def preflight(specs: list[BenchSpec]) -> None:
     from edgeproof.runtime import load
     from edgeproof.runtime.model_check import preflight as check
 
-    for path, verify in dict.fromkeys((s.model, s.verify) for s in specs if s.kind == "artifact"):
-        check(path, verify)
+    for path, verify, trust in dict.fromkeys((s.model, s.verify, s.trust_model) for s in specs
+                                             if s.kind == "artifact"):
+        check(path, verify, trust)  # a refused op (a model is a program) refuses the whole benchmark too
         try:
-            load(path, verify=False).close()  # the sha256 was just checked
+            load(path, verify=False, trust_model=trust).close()  # the sha256 was just checked
         except (IntegrityError, InvalidModel):
             raise
         except EdgeproofError:
@@ -339,7 +341,7 @@ def _run_keras(spec: BenchSpec) -> list[dict]:
     rss_start = peak_rss_mib()
     # The contract: Keras input is raw RGB pixels in [0, 255] (normalization is inside the graph).
     fns, facts, x = keras_baselines(spec.model, spec.threads,
-                                    lambda h, w: bench_input(h, w, spec.batch, spec.seed, None))
+                                    lambda h, w: bench_input(h, w, spec.batch, spec.seed, None), spec.trust_model)
     first = {}
     for name, fn in fns.items():
         t0 = time.perf_counter()

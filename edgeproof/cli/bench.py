@@ -10,6 +10,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from edgeproof.cli.trust_flag import add_trust_flag
 from edgeproof.errors import UsageError
 
 
@@ -53,6 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-verify", action="store_true",
                    help="benchmark artifacts even when they differ from the sha256 in manifest.json "
                         "(default: refuse, exit 2)")
+    add_trust_flag(p)
     p.add_argument("--no-baseline", action="store_true", help="skip the bare-loop comparison")
     p.add_argument("--no-isolate", action="store_true",
                    help="run every configuration in this process (faster; peak RSS then not per model)")
@@ -151,7 +153,8 @@ def run(args: argparse.Namespace) -> int:
         ensure_writable_dir(out)
     common = {"batch": args.batch, "runs": args.runs, "warmup": args.warmup, "min_seconds": args.seconds,
               "seed": args.seed, "device": args.device, "allow_fallback": args.allow_fallback,
-              "baseline": not args.no_baseline, "source": source, "verify": not args.no_verify}
+              "baseline": not args.no_baseline, "source": source, "verify": not args.no_verify,
+              "trust_model": args.trust_model}
     specs, skipped = runner.plan(models + ([keras_model] if keras_model else []), backends, threads, **common)
     for s in specs:
         if s.kind == "keras":

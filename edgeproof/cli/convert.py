@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from edgeproof.cli.contract_flags import add_contract_flags, overrides_from
+from edgeproof.cli.trust_flag import add_trust_flag
 from edgeproof.formats import FORMATS, INT8_RECIPE
 
 
@@ -49,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--int8-io", choices=INT8_RECIPE.io_types, default="int8",
                    help="input/output type of tflite-int8 (default int8; edgetpu is always uint8)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    add_trust_flag(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration sample (default 0)")
     p.add_argument("--no-int8-search", action="store_true",
                    help="use the format table's int8 recipe as is (default: compare the int8 recipes on held-out "
@@ -104,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
 
     # TensorFlow/converter chatter (fd 1/2, print, warnings) goes to a temp log, kept only when a format failed
     with kept_library_log("convert") as log:
-        source = open_source(src, overrides_from(args), args.calib_data)
+        source = open_source(src, overrides_from(args), args.calib_data, trust_model=args.trust_model)
         if args.auto_fix and source.bare:
             raise UsageError(f"--auto-fix judges the fixes on a run's test split; '{src}' is a bare model: convert "
                              "it, then run 'edgeproof parity MODEL --artifacts OUT --data DIR --fix --promote'")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from edgeproof.cli.trust_flag import add_trust_flag
+
 EPILOG = """\
 tolerances (edgeproof/formats.py, edgeproof.formats; --max-abs/--min-agreement/--max-delta-acc/--min-snr replace
 that field for EVERY format):
@@ -113,6 +115,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-verify", action="store_true",
                    help="judge artifacts even when they differ from the sha256 in manifest.json (default: such an "
                         "artifact is a failed 'integrity' row)")
+    add_trust_flag(p)
     from edgeproof.cli.run_ray import add_engine_flags
 
     add_engine_flags(p, "decoding and inference over the images (Keras and every artifact)")
@@ -147,7 +150,7 @@ def _run(args: argparse.Namespace):
                                  "max_delta_acc": args.max_delta_acc, "min_snr": args.min_snr, "strict_ties": args.strict_ties or None},
                       triage=args.triage, fix=args.fix, promote=args.promote, out_dir=args.out, e2e=not args.no_e2e,
                       progress=progress_bars(not args.no_progress and not args.json),
-                      verify=not args.no_verify,
+                      verify=not args.no_verify, trust_model=args.trust_model,
                       engine=args.engine, address=args.address, workers=args.workers, timeout_s=args.timeout)
 
 

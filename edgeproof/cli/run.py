@@ -11,6 +11,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from edgeproof.cli.contract_flags import add_contract_flags
+from edgeproof.cli.trust_flag import add_trust_flag
 from edgeproof.errors import EdgeproofError, UsageError
 from edgeproof.formats import BACKENDS
 from edgeproof.text import printable
@@ -94,6 +95,7 @@ def _register(sub: argparse._SubParsersAction) -> None:
                         "OpenVINO device (CPU/GPU/NPU) with --backend openvino")
     p.add_argument("--no-verify", action="store_true",
                    help="load the model even if it does not match the sha256 in the manifest.json beside it")
+    add_trust_flag(p)
     p.add_argument("--max-image-pixels", metavar="N",
                    help="skip images whose header declares more than N pixels, e.g. 100M (default: "
                         "$EDGEPROOF_MAX_IMAGE_PIXELS or 100M)")

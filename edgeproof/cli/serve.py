@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from edgeproof.cli.contract_flags import add_contract_flags
+from edgeproof.cli.trust_flag import add_trust_flag
 from edgeproof.errors import UsageError
 from edgeproof.formats import BACKENDS
 
@@ -77,6 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="if a delegate/execution provider fails, warn loudly and run on the CPU instead of failing")
     m.add_argument("--no-verify", action="store_true",
                    help="load the model even if it does not match the sha256 in the manifest.json beside it")
+    add_trust_flag(m)
     add_contract_flags(p, "preprocessing overrides (for models without edgeproof metadata)")
     p.set_defaults(func=serve)
 
