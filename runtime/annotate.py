@@ -11,10 +11,14 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgeproof.errors import UsageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from edgeproof.runtime.pipeline import Result
 
 
 def draw(bgr: np.ndarray, topk: list[tuple[str, float]]) -> np.ndarray:
@@ -93,7 +97,10 @@ def saved_output_filter(out_dir: str | Path, source: str | Path | None = None) -
 
 
 class Saver:
-    """Writes annotated outputs into `out_dir`: images (file sources) or one video (capture sources)."""
+    """Writes annotated outputs into `out_dir`: images (file sources) or one video (capture sources).
+    A sink of runtime.session.run_session."""
+
+    wants_frames = True
 
     def __init__(self, out_dir: str | Path, video: bool, fps: float | None = None) -> None:
         self.dir = Path(out_dir)
@@ -119,10 +126,10 @@ class Saver:
         """True for a file an earlier `--save` into this folder wrote (see saved_output_filter)."""
         return _is_saved_output(self.dir, path)
 
-    def add(self, name: str, bgr: np.ndarray, topk: list[tuple[str, float]]) -> None:
+    def add(self, result: Result) -> None:
         import cv2
 
-        img = draw(bgr, topk)
+        name, img = result.name, draw(result.frame, result.topk)
         if self.video:
             if self._writer is None:
                 self._tmp = self.dir / ".annotated.partial.mp4"
@@ -166,7 +173,10 @@ class Saver:
 
 
 class Viewer:
-    """`--show`: an OpenCV window; errors up front when there is no display or no GUI support."""
+    """`--show`: an OpenCV window; errors up front when there is no display or no GUI support.
+    A sink of runtime.session.run_session."""
+
+    wants_frames = True
 
     def __init__(self, title: str = "edgeproof") -> None:
         import sys
@@ -183,11 +193,11 @@ class Viewer:
                              "pip install opencv-python, or use --save DIR") from None
         self.title = title
 
-    def add(self, bgr: np.ndarray, topk: list[tuple[str, float]]) -> bool:
+    def add(self, result: Result) -> bool:
         """Show the frame; False when the user pressed q or Esc."""
         import cv2
 
-        cv2.imshow(self.title, draw(bgr, topk))
+        cv2.imshow(self.title, draw(result.frame, result.topk))
         return (cv2.waitKey(1) & 0xFF) not in (ord("q"), 27)
 
     def close(self) -> None:

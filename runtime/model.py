@@ -126,6 +126,8 @@ class Model:
         self.input_spec: TensorSpec = backend.input_spec  # the live tensor (truth for quantization)
         self.output_spec: TensorSpec = backend.output_spec
         self.placement = backend.placement
+        if backend.degraded:  # what the backend could not read and replaced by a default, said where it runs
+            self.placement = {**(backend.placement or {}), "degraded": list(backend.degraded)}
         pp = meta.preprocess
         self._hw3 = (pp.height, pp.width, 3)
         self._nchw = pp.layout == "NCHW"

@@ -22,13 +22,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from edgeproof.runtime.preprocess import ImageReadError, prepare, read_image
+from edgeproof.runtime.per_image import Decoded, Session
 from edgeproof.runtime.running_stats import LogHistogram
 from edgeproof.runtime.sources import Item, Source, StopReason
 
@@ -68,6 +67,8 @@ class Summary:
     interrupted: bool = False
     terminated: bool = False  # the interruption was SIGTERM (runtime.stop_signals), not Ctrl-C
     source_lost: bool = False  # the run ended because the camera/stream died (not at a limit or by the user)
+    model: dict[str, Any] | None = None  # path, format, backend, placement (runtime.session.run_session)
+    engine: dict[str, Any] | None = None  # the figures of an engine other than the local one (Ray)
 
     @property
     def fps(self) -> float:
@@ -97,32 +98,13 @@ class Summary:
             "skipped": [{"input": n, "why": w} for n, w in self.skipped],
             "skipped_total": self.skipped_total, "skipped_by_reason": by_reason, "dropped": self.dropped,
             "stopped": self.stopped, "interrupted": self.interrupted, "source_lost": self.source_lost,
+            **({"engine": self.engine} if self.engine is not None else {}),
+            **({"model": self.model} if self.model is not None else {}),
         }
 
 
 def _r(v: float | None) -> float | None:
     return None if v is None else round(v, 3)
-
-
-_Decoded = tuple[Item, np.ndarray | None, np.ndarray | None, str | None, float]
-
-
-def decode_item(item: Item, pp, keep_frame: bool, max_pixels: int | None = None) -> _Decoded:
-    """One input -> (item, preprocessed x, kept frame, skip reason, decode+preprocess ms); never raises for a bad
-    file. The one per-image step of both engines (local threads here, Ray actors in runtime.engines)."""
-    if item.error is not None:  # the source already knows why this input cannot be delivered
-        return item, None, None, item.error, 0.0
-    t = time.perf_counter()
-    try:
-        bgr = item.frame if item.frame is not None else read_image(item.path, max_pixels)
-        x = prepare(bgr, pp)
-    except ImageReadError as exc:
-        return item, None, None, str(exc), 0.0
-    except Exception as exc:  # a corrupt frame or odd file must not kill the run
-        return item, None, None, f"{type(exc).__name__}: {exc}", 0.0
-    finally:
-        item.frame = None  # the captured frame lives on only as bgr, and only when kept
-    return item, x, (bgr if keep_frame else None), None, (time.perf_counter() - t) * 1e3
 
 
 _QUEUED, _DECODING, _DONE = 0, 1, 2
@@ -134,7 +116,7 @@ class _Entry:
     def __init__(self, item: Item) -> None:
         self.item: Item | None = item
         self.state = _QUEUED
-        self.out: _Decoded | None = None
+        self.out: Decoded | None = None
 
 
 class _Buffer:
@@ -178,12 +160,12 @@ class _Buffer:
                 self.cond.wait(0.1)
             return None
 
-    def done(self, entry: _Entry, out: _Decoded) -> None:
+    def done(self, entry: _Entry, out: Decoded) -> None:
         with self.cond:
             entry.out, entry.state, entry.item = out, _DONE, None
             self.cond.notify_all()
 
-    def take(self) -> _Decoded | None:
+    def take(self) -> Decoded | None:
         """Consumer: the next result in input order, or None at the end of the source."""
         with self.cond:
             while True:
@@ -222,7 +204,7 @@ def run_pipeline(model, source: Source, on_result: Callable[[Result], None], bat
     batch = max(1, int(batch))
     workers = workers or max(1, min(4, (os.cpu_count() or 2)))
     buf = _Buffer(queue_size or max(4, 2 * workers + batch), source.live)
-    pp = model.preprocess
+    session = Session(model, top_k, watchdog, source.max_pixels)
     summary = Summary(source=source.spec, kind=source.kind)
     failure: list[BaseException] = []
 
@@ -250,16 +232,16 @@ def run_pipeline(model, source: Source, on_result: Callable[[Result], None], bat
     def decode_loop() -> None:
         while (claimed := buf.claim()) is not None:
             entry, item = claimed
-            out: _Decoded = (item, None, None, "decode worker failed", 0.0)
+            out: Decoded = (item, None, None, "decode worker failed", 0.0)
             try:
-                out = decode_item(item, pp, keep_frames, source.max_pixels)
+                out = session.decode(item, keep_frames)
             finally:  # the consumer waits for this entry: it must be marked done whatever happened
                 buf.done(entry, out)
             del entry, item, claimed, out  # hold no frame while waiting for the next one
 
     if source.kind == "image":  # one image file: decode it in this thread, no producer or decode threads
-        decoded = (decode_item(item, pp, keep_frames, source.max_pixels) for item in source)
-        take: Callable[[], _Decoded | None] = lambda: next(decoded, None)
+        decoded = (session.decode(item, keep_frames) for item in source)
+        take: Callable[[], Decoded | None] = lambda: next(decoded, None)
         threads: list[threading.Thread] = []
         producer_done[0] = True  # the consumer releases the source
     else:
@@ -273,11 +255,7 @@ def run_pipeline(model, source: Source, on_result: Callable[[Result], None], bat
         if not pending:
             return
         x = np.stack([p[1] for p in pending]) if len(pending) > 1 else pending[0][1][None]
-        t = time.perf_counter()
-        with watchdog.watch(pending[0][0].name) if watchdog is not None else nullcontext():
-            scores = model.predict(x)
-        per = (time.perf_counter() - t) * 1e3 / len(pending)
-        tops = model.topk(scores, top_k)
+        scores, tops, per = session.classify(x, pending[0][0].name)
         done = list(pending)
         pending.clear()
         for (item, _, bgr), top, row in zip(done, tops, scores):

@@ -11,6 +11,7 @@ Capture objects are injectable (`capture_factory`, `picam_factory`) so tests nee
 from __future__ import annotations
 
 import glob as globlib
+import logging
 import os
 import re
 import time
@@ -22,11 +23,17 @@ from typing import Any
 import numpy as np
 
 from edgeproof.errors import EdgeproofError, UsageError
+from edgeproof.runtime.input_files import (  # noqa: F401 - IMAGE_EXTS/VIDEO_EXTS: this module's public names
+    IMAGE_EXTS,
+    LIST_EXTS,
+    VIDEO_EXTS,
+    _folder_inputs,
+    _list_file,
+    _wanted,
+)
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".pnm",
-              ".jp2", ".exr", ".hdr", ".sr", ".ras", ".pic", ".avif"}
-VIDEO_EXTS = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".gif"}
-LIST_EXTS = {".txt", ".lst", ".list"}
+log = logging.getLogger(__name__)
+
 URL_RE = re.compile(r"^(rtsp|rtsps|rtmp|http|https|udp|tcp|file)://", re.IGNORECASE)
 
 
@@ -146,6 +153,15 @@ class _GrabLoop(Source):
         super().__init__(spec)
         self.retries, self.backoff, self.max_backoff, self.sleep = retries, backoff, max_backoff, sleep
         self.retried = 0  # total failed grabs that were retried
+        self.grab_error: str | None = None  # the last exception a grab raised (named in the stop reason)
+
+    def _grab_failed(self, exc: Exception) -> None:
+        """A grab that raised (not one that returned no frame): logged, retried like a missing frame, and named
+        in the stop reason if the source is lost."""
+        cause = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        if cause != self.grab_error:
+            log.warning("%s: a frame grab raised %s; retrying", self.spec, cause)
+        self.grab_error = cause
 
     def _grab(self) -> np.ndarray | None:
         raise NotImplementedError
@@ -170,8 +186,9 @@ class _GrabLoop(Source):
                     self._recover()
                     frame = self._grab()
                 if frame is None:
+                    why = f"; the last raised {self.grab_error}" if self.grab_error else ""
                     self.stop_reason = (f"{fails + 1} consecutive frame grabs failed from '{self.spec}' "
-                                        f"(retried {fails}x, backoff {self.backoff:g}-{last:g} s); stopped")
+                                        f"(retried {fails}x, backoff {self.backoff:g}-{last:g} s{why}); stopped")
                     self.lost = True
                     return
             yield Item(n, f"{self.spec}#{n}", frame=frame)
@@ -217,8 +234,8 @@ class CaptureSource(_GrabLoop):
         try:
             fps = float(self.cap.get(5))  # cv2.CAP_PROP_FPS
             self.fps = fps if 0 < fps < 1000 else None
-        except Exception:
-            self.fps = None
+        except (AttributeError, TypeError, ValueError):  # an injected capture without get() or a number: unknown
+            self.fps = None  # (--save then writes its video at Saver's stated default rate)
 
     def _checked(self, check: Callable[[Any, int | None], None], arg: Any) -> None:
         from edgeproof.runtime.image_check import ImageReadError
@@ -245,7 +262,8 @@ class CaptureSource(_GrabLoop):
     def _grab(self) -> np.ndarray | None:
         try:
             ok, frame = self.cap.read()
-        except Exception:
+        except Exception as exc:  # noqa: BLE001 - OpenCV's or an injected capture's: logged, retried, named
+            self._grab_failed(exc)
             return None
         return frame if ok and frame is not None and getattr(frame, "size", 0) else None
 
@@ -253,8 +271,9 @@ class CaptureSource(_GrabLoop):
         if self.kind == "stream":  # network streams: reconnect
             try:
                 self.cap.release()
-            except Exception:
-                pass
+            except Exception as exc:  # noqa: BLE001 - the broken stream is replaced below whatever failed
+                log.warning("%s: releasing the stream before reconnecting raised %s: %s", self.spec,
+                            type(exc).__name__, exc)
             self.cap = self.factory(self.target)
 
     def close(self) -> None:
@@ -293,7 +312,8 @@ class PicamSource(_GrabLoop):
     def _grab(self) -> np.ndarray | None:
         try:
             frame = self.cam.capture_array()
-        except Exception:
+        except Exception as exc:  # noqa: BLE001 - picamera2/libcamera errors: logged, retried, named
+            self._grab_failed(exc)
             return None
         if frame is None:
             return None
@@ -303,45 +323,9 @@ class PicamSource(_GrabLoop):
         if self.cam is not None:
             try:
                 self.cam.stop()
-            except Exception:
-                pass
+            except Exception as exc:  # noqa: BLE001 - closing: the camera is dropped either way, said once
+                log.warning("picam: stopping the camera raised %s: %s", type(exc).__name__, exc)
             self.cam = None
-
-
-def _wanted(p: Path) -> bool:
-    return p.suffix.lower() in IMAGE_EXTS or p.suffix.lower() in VIDEO_EXTS
-
-
-def _folder_inputs(root: Path) -> tuple[list[Path], dict[Path, str]]:
-    """Image and video files under `root` (recursive, sorted); subfolders that cannot be listed are
-    inputs too, with {path: reason}."""
-    from edgeproof.runtime.image_check import DENIED
-
-    found: list[Path] = []
-    errors: dict[Path, str] = {}
-
-    def unlistable(exc: OSError) -> None:
-        p = Path(exc.filename)
-        errors[p] = DENIED if isinstance(exc, PermissionError) else f"unreadable ({exc.strerror or exc})"
-        found.append(p)
-
-    for dirpath, dirnames, filenames in os.walk(root, onerror=unlistable):
-        dirnames.sort()
-        found.extend(Path(dirpath, n) for n in filenames if _wanted(Path(n)))
-    return sorted(found), errors
-
-
-def _list_file(path: Path) -> list[Path]:
-    from edgeproof import user_files
-
-    text = user_files.read_text(path, user_files.LIST)  # a regular file, bounded: never a FIFO or a sparse 1.5 GB
-    out = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            p = Path(line).expanduser()
-            out.append(p if p.is_absolute() else path.parent / p)
-    return out
 
 
 def open_source(spec: str | int, capture_factory: Callable[[Any], Any] | None = None,

@@ -77,7 +77,7 @@ def check_capture_size(cap, limit: int | None = None) -> None:
     """ImageReadError when an opened capture reports a frame size over the pixel limit."""
     try:
         w, h = int(cap.get(3)), int(cap.get(4))  # CAP_PROP_FRAME_WIDTH, CAP_PROP_FRAME_HEIGHT
-    except Exception:  # an injected capture without get(): nothing reported, nothing to check
+    except (AttributeError, TypeError, ValueError):  # an injected capture without get(): no size to check
         return
     pixels = max_pixels(limit)
     if w > 0 and h > 0 and w * h > pixels:

@@ -344,13 +344,13 @@ def test_help_documents_exit_codes_and_summary_reports_drops(env, capsys):
     assert "exit codes:" in out and "  3    the run finished but some inputs were skipped" in out
     summary = Summary(source="0", kind="camera", count=4, seconds=1.0, dropped=7)
     summary.skip("0#2", "corrupt image")
-    run_cmd._report(argparse.Namespace(json=False), summary, None, None)
+    run_cmd._report(argparse.Namespace(json=False), summary, None)
     err = capsys.readouterr().err
     assert "skipped 1 (by reason: corrupt image: 1)" in err and "dropped 7 live frame(s)" in err
     assert run_cmd.exit_code(summary) == 3
     for i in range(11):
         summary.skip(f"0#{10 + i}", "corrupt image")
-    run_cmd._report(argparse.Namespace(json=False), summary, None, None)
+    run_cmd._report(argparse.Namespace(json=False), summary, None)
     err = capsys.readouterr().err
     assert "skipped 12 (by reason: corrupt image: 12)" in err and "  ... and 2 more (--json lists the first 12)" in err
     assert err.count(": corrupt image\n") == 10

@@ -163,30 +163,27 @@ def _run(args: argparse.Namespace, capture_factory=None, picam_factory=None) -> 
     if source_spec is None:
         raise UsageError("no source given; pass an image, folder, glob, list file, video, camera index, URL or "
                          "'picam' (e.g. edgeproof run MODEL photo.jpg)")
-    for flag, val in (("--top-k", args.top_k), ("--batch", args.batch), ("--limit", args.limit)):
-        if val is not None and val < 1:
-            raise UsageError(f"{flag} must be >= 1; got {val}")
-    if not args.infer_timeout >= 0 or args.infer_timeout == float("inf"):  # also NaN
-        raise UsageError(f"--infer-timeout must be a number of seconds >= 0 (0 = no limit); got {args.infer_timeout}")
+    from edgeproof.runtime.session import RunOptions
+
+    options = RunOptions(batch=args.batch, top_k=args.top_k, limit=args.limit, infer_timeout=args.infer_timeout)
     max_pixels = pixel_limit(args.max_image_pixels)
     from edgeproof.cli.run_ray import check_engine_flags
 
     check_engine_flags(args)
-    return _run_checked(args, source_spec, capture_factory, picam_factory, max_pixels)
+    return _run_checked(args, source_spec, options, capture_factory, picam_factory, max_pixels)
 
 
-def _run_checked(args: argparse.Namespace, source_spec: str, capture_factory, picam_factory,
+def _run_checked(args: argparse.Namespace, source_spec: str, options, capture_factory, picam_factory,
                  max_pixels: int | None = None) -> int:
     from edgeproof.cli.load_flags import load_spec_from
-    from edgeproof.runtime.model import load
-    from edgeproof.runtime.pipeline import run_pipeline
+    from edgeproof.runtime.session import run_session
     from edgeproof.runtime.sources import open_source
 
-    viewer = None
+    sinks: list = []
     if args.show:
         from edgeproof.runtime.annotate import Viewer
 
-        viewer = Viewer()
+        sinks.append(Viewer())
     # Every load option is checked here, once (the LoadSpec), before the source is opened.
     spec = load_spec_from(args)
     # The source first: a missing camera is reported before any model loading. --save into the input folder:
@@ -198,76 +195,74 @@ def _run_checked(args: argparse.Namespace, source_spec: str, capture_factory, pi
         exclude = saved_output_filter(args.save, source_spec)
     source = open_source(source_spec, capture_factory=capture_factory, picam_factory=picam_factory,
                          max_pixels=max_pixels, exclude=exclude)
+    engine = None
     if args.engine == "ray":
-        from edgeproof.scaleout.ray_run import file_inputs
+        from edgeproof.scaleout.ray_run import RayEngine, file_inputs
 
         source = file_inputs(source)
+        engine = RayEngine(workers=args.workers, address=args.address)
+    printer = _Printer(args)
+    saver = None
     try:
-        model = load(spec)
+        if args.save:
+            from edgeproof.runtime.annotate import Saver
+
+            saver = Saver(args.save, video=source.is_stream, fps=source.fps)
+            if source.excluded:
+                from edgeproof.cli.console import warn
+
+                warn(f"left out {len(source.excluded)} annotated output(s) of an earlier --save in '{saver.dir}' "
+                     f"(e.g. {source.excluded[0].name}); they are not inputs")
     except BaseException:
         source.close()
         raise
-    saver = None
-    if args.save:
-        from edgeproof.runtime.annotate import Saver
+    sinks = [printer, *([saver] if saver is not None else []), *sinks]
+    summary = run_session(spec, source, sinks, options=options, engine=engine, on_timeout=printer.on_timeout)
+    _report(args, summary, saver)
+    return exit_code(summary)
 
-        try:
-            saver = Saver(args.save, video=source.is_stream, fps=source.fps)
-        except BaseException:
-            model.close()
-            source.close()
-            raise
-        if source.excluded:
-            from edgeproof.cli.console import warn
 
-            warn(f"left out {len(source.excluded)} annotated output(s) of an earlier --save in '{saver.dir}' "
-                 f"(e.g. {source.excluded[0].name}); they are not inputs")
-    out = sys.stdout
-    if not args.json:
-        where = (model.placement or {}).get("where", "?")
-        print(printable(f"model: {model.path.name} ({model.format or 'no edgeproof metadata'}; "
-                        f"{model.backend_name}; {where})"), file=sys.stderr)
-        out.write(f"{'input':<{NAME_W}}  {'top-1':<16} {'score':>6}   top-{args.top_k}\n")
+class _Printer:
+    """The rows on stdout (aligned text, or JSON lines with --json) and the model line on stderr."""
 
-    def on_result(r) -> bool:
-        if args.json:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.json, self.top_k, self.out = args.json, args.top_k, sys.stdout
+        self.model = None
+
+    def start(self, model) -> None:
+        self.model = model
+        if not self.json:
+            where = (model.placement or {}).get("where", "?")
+            print(printable(f"model: {model.path.name} ({model.format or 'no edgeproof metadata'}; "
+                            f"{model.backend_name}; {where})"), file=sys.stderr)
+            self.out.write(f"{'input':<{NAME_W}}  {'top-1':<16} {'score':>6}   top-{self.top_k}\n")
+
+    def add(self, r) -> None:
+        if self.json:
             import json
 
-            out.write(json.dumps({"index": r.index, "input": r.name,
-                                  "top_k": [{"label": lb, "score": round(s, 6)} for lb, s in r.topk],
-                                  "latency_ms": round(r.latency_ms, 4)}) + "\n")
+            self.out.write(json.dumps({"index": r.index, "input": r.name,
+                                       "top_k": [{"label": lb, "score": round(s, 6)} for lb, s in r.topk],
+                                       "latency_ms": round(r.latency_ms, 4)}) + "\n")
         else:
             label, score = r.topk[0]  # labels and names come from files: control characters shown escaped
             rest = "  ".join(f"{printable(lb)} {s:.3f}" for lb, s in r.topk[1:])
-            out.write(f"{printable(_short(r.name)):<{NAME_W}}  {printable(label):<16} {score:6.3f}   {rest}\n")
-        out.flush()
-        if saver is not None:
-            saver.add(r.name, r.frame, r.topk)
-        if viewer is not None:
-            return viewer.add(r.frame, r.topk)
-        return True
+            self.out.write(f"{printable(_short(r.name)):<{NAME_W}}  {printable(label):<16} {score:6.3f}   {rest}\n")
+        self.out.flush()
 
-    if args.engine == "ray":
-        from edgeproof.cli.run_ray import run_ray
+    def on_timeout(self, what: str, limit: float) -> None:
+        """--infer-timeout: a native call cannot be interrupted, so the process ends (exit 2) after one line."""
+        import os
 
-        summary, engine = run_ray(args, source, model, on_result)
-        _report(args, summary, model, saver, engine=engine)
-        return exit_code(summary)
-    watchdog = _watchdog(args.infer_timeout, model)
-    try:
-        summary = run_pipeline(model, source, on_result, batch=args.batch, top_k=args.top_k,
-                               keep_frames=saver is not None or viewer is not None, limit=args.limit,
-                               watchdog=watchdog)
-    finally:
-        if watchdog is not None:
-            watchdog.close()
-        if saver is not None:
-            saver.close()
-        if viewer is not None:
-            viewer.close()
-        model.close()
-    _report(args, summary, model, saver)
-    return exit_code(summary)
+        from edgeproof.cli.console import error_line
+
+        m = self.model
+        sys.stdout.flush()
+        error_line(f"{m.path.name}: inference on {what} did not finish within {limit:g} s ({m.backend_name}); "
+                   "the model may loop forever (damaged or hostile file) or the accelerator hung; re-convert it, or "
+                   "raise --infer-timeout for a model that is really this slow")
+        sys.stderr.flush()
+        os._exit(2)  # the inference thread is stuck in native code: nothing else can stop it
 
 
 def exit_code(summary: Summary) -> int:
@@ -289,35 +284,12 @@ def exit_code(summary: Summary) -> int:
     return EXIT_SKIPPED if summary.skipped_total else 0
 
 
-def _watchdog(seconds: float, model):
-    """The --infer-timeout guard: a native call cannot be interrupted, so on timeout the process ends (exit 2)."""
-    if not seconds:
-        return None
-    import os
-
-    from edgeproof.cli.console import error_line
-    from edgeproof.runtime.watchdog import Watchdog
-
-    def on_timeout(what: str, limit: float) -> None:
-        sys.stdout.flush()
-        error_line(f"{model.path.name}: inference on {what} did not finish within {limit:g} s ({model.backend_name}); "
-                   "the model may loop forever (damaged or hostile file) or the accelerator hung; re-convert it, or "
-                   "raise --infer-timeout for a model that is really this slow")
-        sys.stderr.flush()
-        os._exit(2)  # the inference thread is stuck in native code: nothing else can stop it
-
-    return Watchdog(seconds, on_timeout)
-
-
-def _report(args, summary: Summary, model, saver, engine: dict | None = None) -> None:
+def _report(args, summary: Summary, saver) -> None:
     d = summary.to_dict()
-    if engine is not None:
-        d["engine"] = engine
+    engine = summary.engine
     if args.json:
         import json
 
-        d["model"] = {"path": str(model.path), "format": model.format, "backend": model.backend_name,
-                      "placement": model.placement}
         if saver is not None:
             d["saved"] = [str(p) for p in saver.written]
         sys.stdout.write(json.dumps({"summary": d}, default=str) + "\n")

@@ -1,4 +1,4 @@
-"""The --engine / --address / --workers flags shared by `run` and `parity`, and `run`'s Ray branch."""
+"""The --engine / --address / --workers flags shared by `run` and `parity`, and the engine lines of `run`'s summary."""
 
 from __future__ import annotations
 
@@ -36,18 +36,6 @@ def check_engine_flags(args: argparse.Namespace) -> None:
     from edgeproof.scaleout.ray_cluster import import_ray
 
     import_ray("--engine ray")  # before any model or source work: one line with the pip command
-
-
-def run_ray(args: argparse.Namespace, source, model, on_result):
-    """`edgeproof run --engine ray`: the model was loaded here once (checked, and named in the summary); each
-    Ray actor loads it again with the same options."""
-    from edgeproof.cli.load_flags import load_spec_from
-    from edgeproof.scaleout.ray_run import run_on_ray
-
-    spec = load_spec_from(args).with_path(model.path)
-    model.close()
-    return run_on_ray(spec, source, on_result, batch=args.batch, top_k=args.top_k, limit=args.limit,
-                      workers=args.workers, address=args.address, infer_timeout=args.infer_timeout)
 
 
 def engine_lines(engine: dict) -> list[str]:

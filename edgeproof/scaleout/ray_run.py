@@ -2,9 +2,10 @@
 
 The driver lists the inputs exactly as the local engine does (`open_source`: folder, glob, list file or
 image, with the same up-front errors), builds `ray.data.from_items` of their paths, and maps batches
-through `ClassifyBatch`, a callable class: each actor loads the model once (`edgeproof.runtime.load`) and
-runs the local pipeline's own functions on each input (`FileSource` for video expansion and known errors,
-`pipeline.decode_item` for the pre-decode check + decode + preprocess, `Model.predict`, `Model.topk`). Bad
+through `ClassifyBatch`, a callable class: each actor loads the model once from the driver's LoadSpec and
+runs the local pipeline's own per-image work on each input (`FileSource` for video expansion and known
+errors, `runtime.per_image.Session` for the pre-decode check + decode + preprocess and for classifying a
+batch under the watchdog). `RayEngine` is what `runtime.session.run_session(engine=)` takes. Bad
 files come back as rows with their skip reason, so no input can kill an actor. Ray Data runs with
 preserve_order, so rows come back in input order and the driver numbers them and builds the same Summary as
 the local engine; each row also names its worker, for throughput per worker.
@@ -30,7 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from edgeproof.errors import UsageError
-from edgeproof.runtime.pipeline import Result, Summary, decode_item, stop_reason
+from edgeproof.runtime.per_image import Session
+from edgeproof.runtime.pipeline import Result, Summary, stop_reason
+from edgeproof.runtime.session import RunOptions
 from edgeproof.runtime.sources import FileSource, Source, StopReason
 from edgeproof.runtime.spec import LoadSpec
 
@@ -57,25 +60,23 @@ class ClassifyBatch:
     One input row is one path; a video file gives one output row per frame (as locally)."""
 
     def __init__(self, spec: LoadSpec, top_k: int, batch: int, max_pixels: int, infer_timeout: float) -> None:
-        self.max_pixels = max_pixels  # the driver's limit (flag or env), not this node's env
         from edgeproof.runtime.model import load
 
-        self.model = load(spec)
-        self.top_k, self.batch = top_k, max(1, batch)
+        # max_pixels: the driver's limit (flag or env), not this node's env
+        self.session = Session(load(spec), top_k, _actor_watchdog(infer_timeout, str(spec.path)), max_pixels)
+        self.batch = max(1, batch)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
-        self.watchdog = _actor_watchdog(infer_timeout, str(spec.path))
 
     def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         t0 = time.perf_counter()
         names, whys, pre_ms, seqs = [], [], [], []
         ready: list[tuple[int, np.ndarray]] = []  # (output row, preprocessed input)
-        pp = self.model.preprocess
         for seq, path, error in zip(rows["seq"], rows["path"], rows["error"]):
             p = Path(str(path))
             source = FileSource(str(path), "folder", [p], errors={p: str(error)} if error else None,
-                                max_pixels=self.max_pixels)
+                                max_pixels=self.session.max_pixels)
             for item in source:  # the image itself, or each frame of a video, or the known error
-                item, x, _, why, ms = decode_item(item, pp, False, self.max_pixels)
+                item, x, _, why, ms = self.session.decode(item)
                 if why is None:
                     ready.append((len(names), x))
                 names.append(item.name)
@@ -87,15 +88,8 @@ class ClassifyBatch:
         latency = [0.0] * len(names)
         for i in range(0, len(ready), self.batch):
             chunk = ready[i:i + self.batch]
-            x = np.stack([c[1] for c in chunk])
-            t = time.perf_counter()
-            if self.watchdog is not None:
-                with self.watchdog.watch(names[chunk[0][0]]):
-                    out = self.model.predict(x)
-            else:
-                out = self.model.predict(x)
-            per = (time.perf_counter() - t) * 1e3 / len(chunk)
-            for (row, _), top, s in zip(chunk, self.model.topk(out, self.top_k), out):
+            out, tops_, per = self.session.classify(np.stack([c[1] for c in chunk]), names[chunk[0][0]])
+            for (row, _), top, s in zip(chunk, tops_, out):
                 tops[row] = json.dumps([[lb, float(v)] for lb, v in top])
                 scores[row] = np.asarray(s, np.float32).tobytes()
                 latency[row] = per
@@ -207,3 +201,17 @@ def run_on_ray(spec: LoadSpec, source: FileSource, on_result: Callable[[Result],
 
 class _LimitReached(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class RayEngine:
+    """`run_session(..., engine=RayEngine(workers, address))`: the per-image work on Ray Data actors."""
+
+    workers: int | None = None  # actors (default: one per CPU of the local Ray or the cluster)
+    address: str | None = None  # a cluster to join (default $RAY_ADDRESS, else a local Ray for this run)
+
+    def run(self, spec: LoadSpec, source, on_result: Callable[[Result], object],
+            options: RunOptions) -> tuple[Summary, dict]:
+        return run_on_ray(spec, file_inputs(source), on_result, batch=options.batch, top_k=options.top_k,
+                          limit=options.limit, workers=self.workers, address=self.address,
+                          infer_timeout=options.infer_timeout)

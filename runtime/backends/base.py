@@ -47,7 +47,9 @@ class Backend(ABC):
       input_spec / output_spec  TensorSpec of the first input/output (shape with None for dynamic
                                 dims, dtype name, quant scale/zero point for int8/uint8);
       batch_ok                  run() accepts any batch size N >= 1 (else Model loops one by one);
-      placement                 dict(accelerator=int, cpu=int, total=int, where=str, ...) or None.
+      placement                 dict(accelerator=int, cpu=int, total=int, where=str, ...) or None;
+      degraded                  what the runtime could not read or do and worked around (degrade()):
+                                load() adds it to the placement as "degraded", so run, bench and inspect show it.
     """
 
     name = "base"
@@ -79,8 +81,17 @@ class Backend(ABC):
         self.batch_ok = False
         self.placement: dict[str, Any] | None = None
         self.failed_accelerators: list[str] = []  # delegates/EPs skipped under allow_fallback
+        self.degraded: list[str] = []  # see degrade()
         # manifest.json vouches for these bytes (load() checked it): backends may skip a guarded trial
         self.verified_sha256 = verified_sha256
+
+    def degrade(self, what: str, exc: BaseException) -> None:
+        """A fact the runtime could not read, replaced by a stated default: one warning with the cause, and a
+        line in placement["degraded"] (never a silent default)."""
+        cause = " ".join(str(exc).split())[:200] or "no message"
+        line = f"{what} ({type(exc).__name__}: {cause})"
+        warn(f"{self.path.name}: {self.name}: {line}")
+        self.degraded.append(line)
 
     # ---- device profiles and callers' options ------------------------------------------------
     @classmethod

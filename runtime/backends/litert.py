@@ -162,7 +162,7 @@ class LiteRTBackend(Backend):
     def _node_count(it) -> int | None:
         try:
             return int(it._interpreter.NumNodes())
-        except Exception:  # private API absent in some runtime versions
+        except AttributeError:  # private API absent in some runtime versions: _placement() says so
             return None
 
     def _placement(self, n_user: int | None) -> dict[str, Any] | None:
@@ -187,7 +187,8 @@ class LiteRTBackend(Backend):
                     seen.add(p)
                     stack.extend(int(t) for t in raw.NodeInputs(p) if int(t) >= 0 and int(t) not in stop)
                 covered[d] = seen
-        except Exception:
+        except (AttributeError, RuntimeError, ValueError) as exc:  # the private node API of this LiteRT
+            self.degrade("the interpreter's node list is unreadable, so where the ops run is unknown", exc)
             return None
         total = first_delegate
         user_end = n_user if n_user is not None else first_delegate

@@ -147,13 +147,14 @@ class OnnxRuntimeBackend(Backend):
             f"ONNX Runtime execution provider(s) {', '.join(providers)} {why}; install: {'; '.join(lines)}",
             then="RUNNING WITHOUT IT")
 
-    @staticmethod
-    def _placement(sess, active: list[str]) -> dict[str, Any]:
+    def _placement(self, sess, active: list[str]) -> dict[str, Any]:
         by_ep: dict[str, int] = {}
         try:
             for sub in sess.get_provider_graph_assignment_info():
                 by_ep[sub.ep_name] = by_ep.get(sub.ep_name, 0) + len(sub.get_nodes())
-        except Exception:  # older onnxruntime: only the active provider list is known
+        except (AttributeError, RuntimeError) as exc:  # older onnxruntime: only the active provider list is known
+            self.degrade("no per-node provider assignment in this onnxruntime: the placement lists the active "
+                         "providers only", exc)
             return {"accelerator": None, "cpu": None, "total": None, "where": " > ".join(active),
                     "providers": active}
         total = sum(by_ep.values())

@@ -110,7 +110,7 @@ class OpenVINOBackend(Backend):
         try:  # what the plugin really compiled with, as the record says (not just what was asked)
             value = compiled.get_property("INFERENCE_PRECISION_HINT")
             precision = value.get_type_name() if hasattr(value, "get_type_name") else str(value)
-        except Exception:  # noqa: BLE001 - a device without the property: keep the requested one
+        except RuntimeError:  # a device without the property: the record keeps the requested one
             pass
         port = compiled.input(0)
         et = np.dtype(port.get_element_type().to_dtype())
@@ -243,7 +243,9 @@ class OpenVINOBackend(Backend):
                     "ENABLE_STARTUP_FALLBACK": False, "PERFORMANCE_HINT": "LATENCY"}
         try:
             supported = set(core.get_property(device, "SUPPORTED_PROPERTIES"))
-        except Exception:
+        except RuntimeError as exc:  # a plugin that cannot list them: compile with the device's defaults
+            self.degrade(f"{device} did not list its SUPPORTED_PROPERTIES, so threads/precision/latency hints "
+                         "were not set", exc)
             supported = set()
         config: dict[str, Any] = {}
         if "INFERENCE_PRECISION_HINT" in supported and self.precision:
@@ -287,7 +289,9 @@ class OpenVINOBackend(Backend):
         """Executed layers and the device(s) the compiled model runs on (EXECUTION_DEVICES)."""
         try:
             devices = [str(d) for d in self._compiled.get_property("EXECUTION_DEVICES")]
-        except Exception:
+        except RuntimeError as exc:
+            self.degrade(f"EXECUTION_DEVICES unreadable: placement names the requested device {self.device}, "
+                         "not the one that runs", exc)
             devices = [self.device]
         layers = 0
         try:
@@ -295,7 +299,8 @@ class OpenVINOBackend(Backend):
                 info = op.get_rt_info()
                 kind = info["layerType"].astype(str) if "layerType" in info else op.get_type_name()
                 layers += kind not in _NOT_LAYERS
-        except Exception:
+        except RuntimeError as exc:
+            self.degrade("the compiled runtime model is unreadable: layers counted from the source model", exc)
             layers = self.model_ops
         on_cpu = all(d.split(".")[0] == "CPU" for d in devices)
         mixed = len({d.split(".")[0] for d in devices}) > 1
@@ -303,7 +308,7 @@ class OpenVINOBackend(Backend):
         try:
             value = self._compiled.get_property("INFERENCE_PRECISION_HINT")
             precision = value.get_type_name() if hasattr(value, "get_type_name") else str(value)
-        except Exception:
+        except RuntimeError:  # a device without the hint (NPU, some GPUs): the precision is the device's own
             pass
         accel = 0 if on_cpu or mixed else layers
         where = f"OpenVINO {', '.join(devices)}: {layers} layers ({self.model_ops} model ops)"

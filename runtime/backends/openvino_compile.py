@@ -44,10 +44,10 @@ def compile_on_cpu(core: Any, model: Any, config: dict[str, Any]) -> tuple[Any, 
     FullyConnectedCompressed'). When batch 1 fails too, the first error is raised."""
     try:
         return core.compile_model(model, "CPU", config), None
-    except Exception as exc:
+    except RuntimeError as exc:  # OpenVINO's compile errors (its C++ exceptions)
         if not batch_of_one(model):
             raise
         try:
-            return core.compile_model(model, "CPU", config), exc
-        except Exception:
+            return core.compile_model(model, "CPU", config), exc  # the caller warns, naming exc
+        except RuntimeError:
             raise exc from None

@@ -1,0 +1,62 @@
+"""The per-image work every engine shares: decode + preprocess one input, classify a batch.
+
+The local pipeline's threads (runtime.pipeline), each Ray actor (edgeproof.scaleout.ray_run) and
+run_session's callers go through one `Session` over one loaded model, so a bad file gets the same skip
+reason and an image the same scores whichever engine ran it.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from edgeproof.runtime.preprocess import ImageReadError, prepare, read_image
+from edgeproof.runtime.sources import Item
+
+if TYPE_CHECKING:  # pragma: no cover
+    from edgeproof.runtime.model import Model
+    from edgeproof.runtime.watchdog import Watchdog
+
+Decoded = tuple[Item, np.ndarray | None, np.ndarray | None, str | None, float]
+
+
+def decode_item(item: Item, pp, keep_frame: bool, max_pixels: int | None = None) -> Decoded:
+    """One input -> (item, preprocessed x, kept frame, skip reason, decode+preprocess ms); never raises for a bad
+    file."""
+    if item.error is not None:  # the source already knows why this input cannot be delivered
+        return item, None, None, item.error, 0.0
+    t = time.perf_counter()
+    try:
+        bgr = item.frame if item.frame is not None else read_image(item.path, max_pixels)
+        x = prepare(bgr, pp)
+    except ImageReadError as exc:
+        return item, None, None, str(exc), 0.0
+    except Exception as exc:  # a corrupt frame or odd file must not kill the run
+        return item, None, None, f"{type(exc).__name__}: {exc}", 0.0
+    finally:
+        item.frame = None  # the captured frame lives on only as bgr, and only when kept
+    return item, x, (bgr if keep_frame else None), None, (time.perf_counter() - t) * 1e3
+
+
+class Session:
+    """One loaded model and the per-image work of every engine."""
+
+    def __init__(self, model: Model, top_k: int = 5, watchdog: Watchdog | None = None,
+                 max_pixels: int | None = None) -> None:
+        self.model, self.top_k, self.watchdog, self.max_pixels = model, top_k, watchdog, max_pixels
+
+    def decode(self, item: Item, keep_frame: bool = False) -> Decoded:
+        """(item, preprocessed x, kept frame, skip reason, decode+preprocess ms); never raises for a bad input."""
+        return decode_item(item, self.model.preprocess, keep_frame, self.max_pixels)
+
+    def classify(self, x: np.ndarray, what: str) -> tuple[np.ndarray, list[list[tuple[str, float]]], float]:
+        """A batch of preprocessed inputs -> (scores, top-k per row, inference ms per image); `what` names the
+        batch for the watchdog."""
+        t = time.perf_counter()
+        with self.watchdog.watch(what) if self.watchdog is not None else nullcontext():
+            scores = self.model.predict(x)
+        per = (time.perf_counter() - t) * 1e3 / len(x)
+        return scores, self.model.topk(scores, self.top_k), per
