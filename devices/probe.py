@@ -108,7 +108,7 @@ def probe_openvino(importer: Callable[[str], Any] = importlib.import_module) -> 
         from edgeproof.runtime.backends.openvino_compile import shared_core
 
         devices = list(shared_core(ov).available_devices)
-    except Exception as exc:  # a broken plugin must not break detection
+    except Exception as exc:  # noqa: BLE001 - a broken plugin must not break detection: listed as 'error: ...'
         return version, [f"error: {exc}"]
     return version, devices
 

@@ -187,7 +187,7 @@ def predict_on_ray(run, images, artifacts, backends, verify: bool, e2e: bool, ad
                     if out["info"][j]:
                         infos.append(json.loads(out["info"][j]))
                 prog.advance(task, len(out["seq"]))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every Ray failure becomes one line (engine_error)
             raise engine_error(exc, session) from None
     if skipped:
         raise runner.unreadable(skipped)

@@ -220,7 +220,7 @@ def embedded_labels(path: Path) -> list[str] | None:
 
     try:
         meta = read_metadata(path)
-    except Exception:  # noqa: BLE001 - the load already judged damaged metadata
+    except (EdgeproofError, OSError):  # damaged metadata: the load judged it already (its row says why)
         return None
     return list(meta.labels) if meta is not None and meta.labels else None
 
@@ -294,6 +294,6 @@ def _meta_format(path: Path) -> str | None:
 
     try:
         meta = read_metadata(path)
-    except Exception:  # noqa: BLE001 - unreadable metadata means "unknown"
+    except (EdgeproofError, OSError):  # damaged metadata: the format is unknown here, its row says why
         return None
     return meta.format if meta is not None and meta.format in FORMATS else None

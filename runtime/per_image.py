@@ -34,7 +34,7 @@ def decode_item(item: Item, pp, keep_frame: bool, max_pixels: int | None = None)
         x = prepare(bgr, pp)
     except ImageReadError as exc:
         return item, None, None, str(exc), 0.0
-    except Exception as exc:  # a corrupt frame or odd file must not kill the run
+    except Exception as exc:  # noqa: BLE001 - a corrupt frame or odd file is a skip with its reason
         return item, None, None, f"{type(exc).__name__}: {exc}", 0.0
     finally:
         item.frame = None  # the captured frame lives on only as bgr, and only when kept

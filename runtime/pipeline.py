@@ -219,7 +219,7 @@ def run_pipeline(model, source: Source, on_result: Callable[[Result], None], bat
             for item in source:
                 if not buf.put(item):
                     break
-        except BaseException as exc:  # surfaced in the consumer thread
+        except BaseException as exc:  # noqa: BLE001 - surfaced in the consumer thread
             failure.append(exc)
         finally:
             buf.finish()

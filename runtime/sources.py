@@ -296,7 +296,7 @@ def default_picam():
         # picamera2's "RGB888" is stored B,G,R in memory: what OpenCV calls BGR.
         cam.configure(cam.create_preview_configuration(main={"format": "RGB888", "size": (640, 480)}))
         cam.start()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - picamera2/libcamera errors: one error line naming them
         raise EdgeproofError(f"cannot open the Raspberry Pi camera (picam): {exc}; check the ribbon cable and "
                              "that no other program uses the camera (libcamera-hello --list-cameras)") from None
     return cam

@@ -141,7 +141,7 @@ def _session_dir(ray) -> str | None:
     """Where this Ray keeps its logs (for error lines); None where Ray does not say (e.g. Ray Client)."""
     try:
         return ray._private.worker.global_worker.node.get_session_dir_path()
-    except Exception:  # noqa: BLE001 - a private API: only a hint in messages
+    except (AttributeError, RuntimeError):  # a private API (absent under Ray Client): only a hint in messages
         return None
 
 

@@ -186,7 +186,7 @@ def run_on_ray(spec: LoadSpec, source: FileSource, on_result: Callable[[Result],
             pass
         except KeyboardInterrupt:
             summary.interrupted = True
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every Ray failure becomes one line (engine_error)
             raise engine_error(exc, session, infer_timeout) from None
         finally:
             close = getattr(batches, "close", None)

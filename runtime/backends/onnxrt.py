@@ -112,7 +112,7 @@ class OnnxRuntimeBackend(Backend):
             # enable_fallback=0: no 'EP Error ... Falling back' banner printed to stdout and no silent retry.
             sess = ort.InferenceSession(str(self.path), so, providers=wanted, enable_fallback=0,
                                         provider_options=[dict(self.provider_options.get(p, {})) for p in wanted])
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own Fail/InvalidGraph/... types
             from edgeproof.runtime.model_check import invalid, ort_reason
 
             raise invalid(self.path, "onnx", f"onnxruntime cannot load it ({ort_reason(exc)})") from None

@@ -163,7 +163,7 @@ class OpenVINOBackend(Backend):
         try:
             with _quiet_frontends():
                 model = core.read_model(str(self.path))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any reader error: an invalid-model error naming it
             from edgeproof.formats import family_of
             from edgeproof.runtime.model_check import invalid
 
@@ -180,7 +180,7 @@ class OpenVINOBackend(Backend):
         try:
             if self.device != "CPU":
                 compiled = core.compile_model(model, self.device, self._config(core, self.device))
-        except Exception as exc:
+        except RuntimeError as exc:  # OpenVINO's compile errors (its C++ exceptions)
             self._device_failed(f"compiling '{self.path.name}' for {self.device} failed: {_first_line(exc)}")
         if compiled is None:
             compiled = self._compile_on_cpu(core, model)
@@ -197,7 +197,7 @@ class OpenVINOBackend(Backend):
     def _compile_on_cpu(self, core: Any, model: Any) -> Any:
         try:
             compiled, forced = compile_on_cpu(core, model, self._config(core, "CPU"))
-        except Exception as exc:
+        except RuntimeError as exc:
             raise UsageError(f"OpenVINO cannot compile '{self.path.name}' for CPU: {_first_line(exc)}; the file "
                              "may be damaged, or use another backend") from None
         if forced is not None:
