@@ -10,11 +10,19 @@
 Each variant is written to REPORT_DIR/fixed/ and judged exactly like the original (same images, backend,
 tolerance). For edgetpu only the calibration variants keep every op int8, i.e. fully on the Edge TPU: float or
 int16 ops run on the CPU, so `--promote` never puts such a variant in place of the edgetpu artifact.
+
+A variant keeps its own format's name: the int16x8 step of a TFLite int8 format is a `tflite-int16x8` file
+(written as model-fix-N-int16x8.tflite-int16x8.tflite and, promoted, as model.tflite-int16x8.tflite); ONNX with
+int16 activations has no row in the format table, so its file names no format and it is never promoted. Every
+judged variant carries its p50 latency next to its fidelity and its ratio to the artifact it would replace
+(`latency_ratio`); `accept` (parity.promote.Preference) can turn down a passing variant, which then stays in the
+rows with `rejected` saying why, and the ladder goes on. convert climbs the same ladder on its held-out
+calibration images (parity.escalate), with its own `judge`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -28,15 +36,22 @@ PROTECT_K = 3
 STEPS = ("calibration", "protect", "int16x8", "float layers")
 
 
+NO_FORMAT = ""  # Variant.real_format of a file no format in the table describes (never promoted)
+
+
 @dataclass
 class Variant:
     step: str
     candidate: Candidate
     edgetpu_full: bool  # every op int8 (what edgetpu_compiler can map); meaningful for the edgetpu format
+    real_format: str | None = None  # the format the file really is; None: the ladder's own; NO_FORMAT: none
 
     @property
     def name(self) -> str:
         return f"{self.step}: {self.candidate.name}"
+
+    def format_of(self, fmt: Format) -> str:
+        return fmt.name if self.real_format is None else self.real_format
 
 
 def _worst(snr: dict[str, float], k: int = PROTECT_K) -> list[str]:
@@ -63,9 +78,9 @@ def tflite_variants(fmt: Format, keras_model, calib: np.ndarray, io_type: str, f
         elif worst:  # uint8/float I/O (edgetpu): the converter keeps them float
             yield Variant("protect", int8_recipes.converter_candidate(fmt.name, keras_model, io_type,
                                                                       denylisted_nodes=worst), False)
-    if not int16:
+    if not int16:  # a tflite-int16x8 file (reference kernels for int16 activations in LiteRT and OpenVINO)
         yield Variant("int16x8", int8_recipes.converter_candidate(fmt.name, keras_model, "float32", int16x8=True),
-                      False)
+                      False, real_format="tflite-int16x8")
     if float_layers:
         yield Variant("float layers", int8_recipes.converter_candidate(fmt.name, keras_model, io_type,
                                                                        denylisted_nodes=float_layers), False)
@@ -86,7 +101,8 @@ def onnx_variants(fmt: Format, artifact: Path, fp32_path: Path, calib: np.ndarra
         producers = _producers(artifact, worst)
         if producers:
             yield Variant("protect", int8_recipes.onnx_candidate(fp32_path, base, exclude=producers), False)
-    yield Variant("int16x8", int8_recipes.onnx_candidate(fp32_path, replace(base, activations="int16")), False)
+    yield Variant("int16x8", int8_recipes.onnx_candidate(fp32_path, replace(base, activations="int16")), False,
+                  real_format=NO_FORMAT)  # int16 activations: no ONNX row in the format table
     if float_nodes:
         yield Variant("float layers", int8_recipes.onnx_candidate(fp32_path, base, exclude=float_nodes), False)
 
@@ -100,18 +116,47 @@ def _producers(qdq_path: Path, tensors: list[str]) -> list[str]:
             and n.op_type not in ("QuantizeLinear", "DequantizeLinear")]
 
 
+def variant_path(fixed_dir: Path, fmt: Format, i: int, v: Variant) -> Path:
+    """REPORT_DIR/fixed/model-fix-<i>-<step>.<its real format><suffix>: the name never claims another format."""
+    stem = f"model-fix-{i}-{v.step.replace(' ', '-')}"
+    real = v.format_of(fmt)
+    return fixed_dir / (artifact_filename(FORMATS[real], stem=stem) if real else f"{stem}{fmt.suffix}")
+
+
+Judge = Callable[[Path, Format], object]  # (variant file, the format it is judged as) -> a runner.Row
+Accept = Callable[[object], str | None]  # a passing row -> None (take it) or why it is turned down
+
+
+def parity_judge(row, batches, reference, tol, also: tuple[str, ...] = ()) -> Judge:
+    """parity --fix's judge: the failing row's backend, then every backend in `also` (see run_ladder)."""
+    from edgeproof.parity.runner import evaluate
+
+    def judge(dest: Path, fmt: Format):
+        fixed = evaluate(dest, fmt, row.backend, batches, reference, tol, listed=True)
+        for other in also if fixed.status == "pass" else ():
+            judged = evaluate(dest, fmt, other, batches, reference, tol, listed=other in fmt.backends)
+            if judged.status != "pass":
+                return judged
+        return fixed
+
+    return judge
+
+
 def run_ladder(row, fmt: Format, variants: Iterator[Variant], calib: np.ndarray, batches, reference, tol,
-               out_dir: Path, also: tuple[str, ...] = ()) -> list:
-    """Build, label and judge variants in order; stop after the first that passes. Returns runner.Row's.
+               out_dir: Path, also: tuple[str, ...] = (), judge: Judge | None = None,
+               accept: Accept | None = None, source: str = "the run's train split, stratified (parity --fix)") -> list:
+    """Build, label and judge variants in order; stop after the first that passes (and `accept` takes).
+    Returns runner.Row's, each with variant, step, recipe, real_format, latency_ratio and rejected.
 
     A variant passes when it passes on the failing row's backend and then on every backend in `also` (the
     others that judged the original artifact): a fix that repairs one runtime and breaks another is no fix.
     The zoo's ResNet50 onnx-int8 with int16 activations agreed on 191/192 images in onnxruntime and on 131 in
-    OpenVINO. The row of a variant that fails elsewhere is that backend's row."""
-    from edgeproof.parity.runner import evaluate
-
+    OpenVINO. The row of a variant that fails elsewhere is that backend's row. `judge` replaces that rule
+    (convert judges on its held-out calibration images)."""
+    judge = judge or parity_judge(row, batches, reference, tol, also)
     fixed_dir = out_dir / "fixed"
     fixed_dir.mkdir(parents=True, exist_ok=True)
+    before_ms = getattr(row, "latency_p50_ms", None)
     out = []
     i = 0
     while True:
@@ -123,27 +168,29 @@ def run_ladder(row, fmt: Format, variants: Iterator[Variant], calib: np.ndarray,
             out.append(_error_row(row, fmt, fixed_dir / "(variants)", f"listing the next variants failed: {exc}"))
             break
         i += 1
-        dest = fixed_dir / artifact_filename(fmt, stem=f"model-fix-{i}-{v.step.replace(' ', '-')}")
+        dest = variant_path(fixed_dir, fmt, i, v)
+        judged_as = FORMATS.get(v.format_of(fmt)) or fmt
         try:
             built = v.candidate.build(calib, fixed_dir / f".build-{i}")
             _write_with_meta(built, dest, row.path, v)
             built.unlink(missing_ok=True)
-            fixed = evaluate(dest, fmt, row.backend, batches, reference, tol, listed=True)
-            for other in also if fixed.status == "pass" else ():
-                judged = evaluate(dest, fmt, other, batches, reference, tol, listed=other in fmt.backends)
-                if judged.status != "pass":
-                    fixed = judged
-                    break
+            fixed = judge(dest, judged_as)
         except Exception as exc:  # noqa: BLE001 - one failing variant must not hide the next
             fixed = _error_row(row, fmt, dest, f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}")
         fixed.variant = v.name  # type: ignore[attr-defined]
         fixed.step = v.step  # type: ignore[attr-defined]
+        fixed.real_format = v.format_of(fmt)  # type: ignore[attr-defined]
         fixed.recipe = {**v.candidate.options, "calibration_images": len(calib),  # type: ignore[attr-defined]
-                        "calibration_source": "the run's train split, stratified (parity --fix)"}
+                        "calibration_source": source}
         fixed.edgetpu_full = v.edgetpu_full  # type: ignore[attr-defined]
+        after_ms = getattr(fixed, "latency_p50_ms", None)
+        fixed.latency_ratio = after_ms / before_ms if after_ms and before_ms else None  # type: ignore[attr-defined]
+        fixed.rejected = None  # type: ignore[attr-defined]
         out.append(fixed)
         if fixed.status == "pass":
-            break
+            fixed.rejected = accept(fixed) if accept is not None else None  # type: ignore[attr-defined]
+            if fixed.rejected is None:
+                break
     return out
 
 
@@ -152,6 +199,7 @@ def _error_row(row, fmt: Format, dest: Path, why: str):
 
     r = Row(dest.name, dest, fmt.name, row.backend, "error", why)
     r.variant, r.step, r.recipe, r.edgetpu_full = "(none)", "", {}, False  # type: ignore[attr-defined]
+    r.real_format, r.latency_ratio, r.rejected = fmt.name, None, None  # type: ignore[attr-defined]
     return r
 
 
@@ -165,6 +213,8 @@ def _write_with_meta(built: Path, dest: Path, source_artifact: Path, v: Variant)
     fix = {"step": v.step, "variant": v.candidate.name}
     if meta is not None:
         meta.extra = {**meta.extra, "options": v.candidate.options, "triage_fix": fix}
+        if v.real_format:  # an int16x8 variant says so in its metadata too, not only in its name
+            meta.format = v.real_format
     if dest.suffix == ".onnx":
         import onnx
 
@@ -194,4 +244,5 @@ def edgetpu_line(fixes: list) -> str:
             "; partly on the CPU (float or int16 ops): " + (", ".join(cpu) or "none"))
 
 
-__all__ = ["FIX_CALIB_COUNT", "STEPS", "FORMATS", "Variant", "onnx_variants", "run_ladder", "tflite_variants"]
+__all__ = ["FIX_CALIB_COUNT", "STEPS", "FORMATS", "Variant", "onnx_variants", "parity_judge", "run_ladder",
+           "tflite_variants", "variant_path"]

@@ -130,12 +130,32 @@ def markdown(report) -> str:
             lines += ["", ("Fixes, in order of cost, stopping at the first that passes (re-exported into "
                            "REPORT_DIR/fixed/, judged the same way):"), "",
                       markdown_table(["variant"] + COLUMNS[2:], rows), ""]
-            lines += [f"- {getattr(r, 'variant', '')}: `{r.path}`" + (f" — {r.reason}" if r.reason else "")
+            lines += [f"- {getattr(r, 'variant', '')}: `{r.path}`" + _fix_facts(r) + (f" — {r.reason}" if r.reason else "")
                       for r in t.fixes] + [""]
     for p in getattr(report, "promoted", []) or []:
-        lines += [f"**Promoted** `{p['variant']}` to `{p['path']}` (recipe in manifest.json; the replaced file is "
-                  f"kept as `{p['replaced']}`); judged again: {'passes' if p['passes'] else 'still fails'}.", ""]
+        sbs = p.get("side_by_side_ms")
+        speed = f", p50 {sbs['after']:.3g} ms vs {sbs['before']:.3g} ms for the file it replaces" if sbs else ""
+        instead = f" in place of `{p['replaces']}` (a {p['format']} file, named as one)" \
+            if p.get("format") and p.get("format") != p.get("replaces") else ""
+        lines += [f"**Promoted** `{p['variant']}` to `{p['path']}`{instead}{speed} (recipe in manifest.json; the "
+                  f"replaced file is kept as `{p['replaced']}`); judged again: "
+                  f"{'passes' if p['passes'] else 'still fails'}." + (f" {p['note']}." if p.get("note") else ""), ""]
     return "\n".join(lines) + "\n"
+
+
+def _fix_facts(r) -> str:
+    """' (a tflite-int16x8 file; 66.0x slower side by side; rejected: ...)' for a fix of the ladder."""
+    facts = []
+    real = getattr(r, "real_format", None)
+    if real and real != r.format:
+        facts.append(f"a {real} file")
+    elif real == "":
+        facts.append("no format in the table describes it: never promoted")
+    if getattr(r, "latency_ratio", None) is not None:
+        facts.append(f"{r.latency_ratio:.1f}x the p50 of the file it would replace")
+    if getattr(r, "rejected", None):
+        facts.append(f"**rejected**: {r.rejected}")
+    return f" ({'; '.join(facts)})" if facts else ""
 
 
 def flips_markdown(report) -> list[str]:

@@ -66,16 +66,24 @@ def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, dat
                triage: bool = True, fix: bool = False, out_dir: str | Path | None = None, e2e: bool = True,
                progress: ProgressCallback | bool | None = None, write: bool = True, verify: bool = True, engine: str = "local",
                address: str | None = None, workers: int | None = None,
-               timeout_s: float | None = None, promote: bool = False, trust_model: bool = False) -> ParityReport:
+               timeout_s: float | None = None, promote: bool = False, trust_model: bool = False,
+               prefer: str = "balanced") -> ParityReport:
     """Judge every artifact against the run's Keras model; write parity.json/.md and PNGs to out_dir.
 
-    promote (with fix): the first passing fix of each failing int8 artifact replaces it (parity.promote).
+    promote (with fix): the first passing fix of each failing int8 artifact replaces it (parity.promote), under
+    its own format's name; prefer ("balanced", "fidelity", "speed"): what a fix more than 2x slower than the
+    artifact it would replace may do (parity.promote.acceptor).
     engine "ray": the per-image work (decode, Keras reference, every artifact x backend, the TF-decode side of
     the drift check) runs on Ray Data actors (parity.ray_engine); the judging, report and gate are these.
     progress: a callback for progress events (edgeproof.progress)."""
     from edgeproof.convert.source import open_for_parity
     from edgeproof.parity import data, flips, reference, runner
+    from edgeproof.parity.promote import PREFER
 
+    if prefer not in PREFER:
+        from edgeproof.errors import UsageError
+
+        raise UsageError(f"prefer {prefer!r} is not valid; give one of: {', '.join(PREFER)}")
     t0 = time.perf_counter()
     run = open_for_parity(run_dir, artifacts_dir, trust_model)  # a run folder, or a bare model with its artifacts' metadata
     art_dir = Path(artifacts_dir) if artifacts_dir else run.root / "artifacts"
@@ -141,7 +149,7 @@ def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, dat
         if triage:
             if keras_model is None and _triage_todo(rows):  # Ray: the triage (and --fix) runs here
                 keras_model = reference.load_keras(run.model_path, run.head, trust_model)
-            report.triage = _triage(rows, keras_model, run, art_dir, batches, ref, tol_flags, fix, out, prog)
+            report.triage = _triage(rows, keras_model, run, art_dir, batches, ref, tol_flags, fix, out, prog, prefer)
         if promote and fix:  # a passing fix replaces its artifact; the gate then judges what is in place
             from edgeproof.parity.promote import promote_passing
 
@@ -151,7 +159,7 @@ def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, dat
                 flips.attach(new, ref, images, list(run.labels))
                 return new
 
-            report.promoted = promote_passing(report, art_dir, rerun)
+            report.promoted = promote_passing(report, art_dir, rerun, prefer)
             report.unverified = _unverified(report.rows)
     report.seconds = time.perf_counter() - t0
     if write:
@@ -176,7 +184,7 @@ def _unverified(rows) -> list[Failure]:
         by_artifact.setdefault(r.artifact, []).append(r)
     out = []
     for name, rs in by_artifact.items():
-        if any(r.comparison is not None or r.failures for r in rs):
+        if any(r.comparison is not None or r.failures or r.status == "replaced" for r in rs):
             continue
         why = "; ".join(f"{r.backend}: {r.status} ({r.reason[:120]})" for r in rs)
         out.append(Failure("verified", "no backend ran it", "at least one backend", f"not verified: {why}",
@@ -197,7 +205,7 @@ def _triage_todo(rows) -> list:
     return todo
 
 
-def _triage(rows, keras_model, run, art_dir, batches, ref, tol_flags, fix, out, prog) -> list:
+def _triage(rows, keras_model, run, art_dir, batches, ref, tol_flags, fix, out, prog, prefer: str = "balanced") -> list:
     from edgeproof.formats import FORMATS
     from edgeproof.parity.gate import override
     from edgeproof.parity.triage import triage_artifact
@@ -212,6 +220,6 @@ def _triage(rows, keras_model, run, art_dir, batches, ref, tol_flags, fix, out, 
         tol = override(FORMATS[r.format].tolerance, **tol_flags)
         also = tuple(x.backend for x in rows if x.artifact == r.artifact and x.backend != r.backend
                      and x.status in ("pass", "fail"))  # the other backends that judged this artifact
-        results.append(triage_artifact(r, keras_model, run, art_dir, batches, ref, tol, fix, out, also))
+        results.append(triage_artifact(r, keras_model, run, art_dir, batches, ref, tol, fix, out, also, prefer))
         prog.advance(task)
     return results

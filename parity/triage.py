@@ -44,7 +44,11 @@ class TriageResult:
                 "worst": [le.label() for le in self.worst], "suspect_count": sum(le.suspect for le in self.layers),
                 "layers": [le.to_dict() for le in self.layers], "notes": self.notes,
                 "fixes": [dict(r.to_dict(), variant=getattr(r, "variant", ""), step=getattr(r, "step", ""),
-                               recipe=getattr(r, "recipe", {}), edgetpu_full=getattr(r, "edgetpu_full", None))
+                               recipe=getattr(r, "recipe", {}), edgetpu_full=getattr(r, "edgetpu_full", None),
+                               real_format=getattr(r, "real_format", None),
+                               latency_ratio=getattr(r, "latency_ratio", None),
+                               side_by_side_ms=getattr(r, "side_by_side_ms", None),
+                               rejected=getattr(r, "rejected", None))
                           for r in self.fixes]}
 
 
@@ -77,7 +81,7 @@ def _suspect_names(layers: list[LayerError]) -> list[str]:
 
 
 def triage_artifact(row, keras_model, run, artifacts_dir: Path, batches, reference: np.ndarray, tol: Tolerance,
-                    fix: bool, out_dir: Path, also: tuple[str, ...] = ()) -> TriageResult:
+                    fix: bool, out_dir: Path, also: tuple[str, ...] = (), prefer: str = "balanced") -> TriageResult:
     """Per-layer error of `row`'s artifact; with `fix`, the ladder (a fix must pass on row.backend and on `also`)."""
     fmt = FORMATS[row.format]
     res = TriageResult(artifact=row.artifact, format=fmt.name, before=row,
@@ -101,7 +105,7 @@ def triage_artifact(row, keras_model, run, artifacts_dir: Path, batches, referen
                              "edgetpu_compiler maps only int8 ops")
         if fix and res.layers:
             res.fixes = _fixes(row, fmt, keras_model, run, res, artifacts_dir, batches, reference, tol, out_dir,
-                               also)
+                               also, prefer)
             if getattr(fmt.recipe, "compiler", None) == "edgetpu":
                 from edgeproof.parity.fix_ladder import edgetpu_line
 
@@ -114,7 +118,7 @@ def triage_artifact(row, keras_model, run, artifacts_dir: Path, batches, referen
 
 
 def _fixes(row, fmt, keras_model, run, res: TriageResult, artifacts_dir: Path, batches, reference, tol,
-           out_dir: Path, also: tuple[str, ...]) -> list:
+           out_dir: Path, also: tuple[str, ...], prefer: str = "balanced") -> list:
     """The fix ladder (parity.fix_ladder) on a fresh, larger calibration batch from the run's train split."""
     from edgeproof.convert.calibration import calibration_batch
     from edgeproof.parity import fix_ladder
@@ -129,7 +133,10 @@ def _fixes(row, fmt, keras_model, run, res: TriageResult, artifacts_dir: Path, b
         if not fp32.is_file():
             raise EdgeproofError(f"re-quantizing needs {fp32.name} next to {row.artifact}")
         variants = fix_ladder.onnx_variants(fmt, row.path, fp32, calib, names)
-    return fix_ladder.run_ladder(row, fmt, variants, calib, batches, reference, tol, out_dir, also)
+    from edgeproof.parity.promote import acceptor
+
+    accept = acceptor(prefer, row.path, row.backend, batches.get)
+    return fix_ladder.run_ladder(row, fmt, variants, calib, batches, reference, tol, out_dir, also, accept=accept)
 
 
 def _io_type(path: Path) -> str:

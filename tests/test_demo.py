@@ -19,14 +19,19 @@ def test_demo_fast_end_to_end(tmp_path, capsys):
     captured = capsys.readouterr()
     assert code == 0, captured.err[-2000:]
     assert (out / "model.keras").is_file()
-    for fmt in FORMATS.values():
-        assert (out / "artifacts" / artifact_filename(fmt)).is_file()
+    entries = json.loads((out / "artifacts" / "manifest.json").read_text())["artifacts"]
+    for fmt in FORMATS.values():  # in place, or replaced by a promoted fix of another format, named as such
+        replaced_by = entries[fmt.name]["options"].get("replaced_by") if entries[fmt.name]["status"] == "replaced" \
+            else None
+        assert (out / "artifacts" / artifact_filename(FORMATS[replaced_by or fmt.name])).is_file(), fmt.name
     report = json.loads((out / "parity" / "parity.json").read_text())
     assert report["passed"] and report["images"]["n"] > 0
     assert {r["format"] for r in report["results"]} == set(FORMATS)
     assert (out / "parity" / "parity.md").is_file() and (out / "parity" / "accuracy_latency.png").is_file()
     assert "run folder" in captured.err and str(out / "parity" / "parity.md") in captured.err.replace("\n", "")
-    assert "model.tflite-int8.tflite on litert" in captured.err  # the TF-free runtime ran on sample images
+    assert " on litert:" in captured.err  # the TF-free runtime ran on sample images
+    for p in report["promoted"]:  # what was promoted is said, with its format and its speed
+        assert f"promoted: {p['variant']}" in captured.err.replace("\n", "")
 
 
 def test_demo_help_and_bad_output(tmp_path, capsys):

@@ -82,6 +82,16 @@ def test_matching_manifest_loads_and_mismatch_is_refused(tmp_path):
         assert m.predict(np.zeros((1, 8, 8, 3), np.float32)).shape == (1, 3)
 
 
+def test_an_artifact_that_missed_the_held_out_gate_is_still_verified(tmp_path):
+    path = color_onnx(tmp_path / "model.onnx-fp32.onnx")
+    (tmp_path / "manifest.json").write_text(json.dumps({"artifacts": {"onnx-fp32": {
+        "path": "model.onnx-fp32.onnx", "sha256": "0" * 64, "status": "failed",
+        "options": {"held_out_gate": {"status": "failed"}}}}}))
+    assert expected_sha256(path)[0] == "0" * 64
+    with pytest.raises(IntegrityError):
+        verify_manifest(path)
+
+
 @pytest.mark.parametrize("manifest", [
     None,  # no manifest at all
     "not json {",  # unreadable: warned, not verified

@@ -66,29 +66,6 @@ def test_promote_needs_fix(tiny_run, capsys):
     assert "--fix --promote" in capsys.readouterr().err
 
 
-def test_convert_auto_fix_promotes_a_passing_fix(tiny_run, tmp_path, capsys):
-    import cv2
-
-    black = tmp_path / "black"
-    black.mkdir()
-    for i in range(30):
-        cv2.imwrite(str(black / f"b{i:02d}.png"), np.zeros((32, 32, 3), np.uint8))
-    import shutil
-
-    run = tmp_path / "run"  # auto-fix writes its report into RUN/parity: a copy, not the shared fixture
-    shutil.copytree(tiny_run, run)
-    art = tmp_path / "art"
-    code = run_cli(["convert", str(run), "--to", "tflite-int8", "--calib-data", str(black), "-o", str(art),
-                    "--auto-fix", "--no-progress"])
-    err = capsys.readouterr().err
-    assert code == 0, err
-    assert "auto-fix: promoted calibration" in err
-    assert len(list(art.glob("model.tflite-int8.tflite.replaced-*"))) == 1
-    entry = json.loads((art / "manifest.json").read_text())["artifacts"]["tflite-int8"]
-    assert entry["options"]["promoted"]["variant"].startswith("calibration")
-    assert (run / "parity" / "parity.md").is_file()
-
-
 def test_edgetpu_is_never_promoted_to_a_fix_the_edge_tpu_cannot_run(tmp_path, caplog):
     """A passing int16x8 / float-layers fix of the edgetpu artifact is not Edge TPU-ready: it stays a suggestion."""
     from types import SimpleNamespace

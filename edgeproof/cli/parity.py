@@ -102,6 +102,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --fix: put the first passing fix in place of the artifact (atomically, recipe recorded in "
                         "manifest.json, the replaced file kept beside it as <name>.replaced-<time>); the gate then "
                         "judges the promoted file")
+    p.add_argument("--prefer", choices=("balanced", "fidelity", "speed"), default="balanced",
+                   help="with --fix: what a passing fix more than 2x slower than the artifact it would replace (p50 "
+                        "measured side by side) may do: balanced (default) tries the next variant and promotes the "
+                        "slow one only when nothing faster passes, saying so; fidelity promotes the first that passes; "
+                        "speed never promotes it. Turned-down fixes are listed with why")
     p.add_argument("--no-e2e", action="store_true", help="skip the TF-vs-OpenCV preprocessing drift check")
     p.add_argument("-o", "--out", metavar="REPORT_DIR", help="report folder (default RUN_DIR/parity)")
     p.add_argument("--timeout", type=float, default=600.0, metavar="S",
@@ -131,13 +136,20 @@ def _backends(text: str | None) -> list[str] | None:
 
 
 def _summary(r) -> str:
-    """agreement, accuracy, size, latency of one row (before/after lines of --fix)."""
+    """agreement, accuracy, size, latency of one row (before/after lines of --fix), and why a fix was turned down."""
     c = r.comparison
     if c is None:
         return r.reason
     acc = "" if c.task.accuracy is None else f", acc {c.task.accuracy:.1%} (Δ {c.task.delta_acc_pp:+.2f} pp)"
     lat = "" if r.latency_p50_ms is None else f", p50 {r.latency_p50_ms:.3f} ms"
-    return f"agreement {c.task.top1_agree_count}/{c.task.n}{acc}, {r.size_bytes / 1024:.1f} KiB{lat}"
+    sbs = getattr(r, "side_by_side_ms", None)
+    if sbs:
+        lat = f", p50 {sbs['after']:.3g} ms vs {sbs['before']:.3g} ms before ({r.latency_ratio:.1f}x, side by side)"
+    real = getattr(r, "real_format", None)
+    kind = f", a {real} file" if real and real != r.format else (", no format in the table" if real == "" else "")
+    why = f"; REJECTED: {r.rejected}" if getattr(r, "rejected", None) else ""
+    return (f"agreement {c.task.top1_agree_count}/{c.task.n}{acc}, SNR {c.tensor.snr_db:.1f} dB, "
+            f"{r.size_bytes / 1024:.1f} KiB{lat}{kind}{why}")
 
 
 def _run(args: argparse.Namespace):
@@ -148,7 +160,8 @@ def _run(args: argparse.Namespace):
                       backends=_backends(args.backends),
                       tol_flags={"max_abs": args.max_abs, "min_agreement": args.min_agreement,
                                  "max_delta_acc": args.max_delta_acc, "min_snr": args.min_snr, "strict_ties": args.strict_ties or None},
-                      triage=args.triage, fix=args.fix, promote=args.promote, out_dir=args.out, e2e=not args.no_e2e,
+                      triage=args.triage, fix=args.fix, promote=args.promote, prefer=args.prefer, out_dir=args.out,
+                      e2e=not args.no_e2e,
                       progress=progress_bars(not args.no_progress and not args.json),
                       verify=not args.no_verify, trust_model=args.trust_model,
                       engine=args.engine, address=args.address, workers=args.workers, timeout_s=args.timeout)
@@ -214,24 +227,6 @@ def gate_exit(rep) -> int:
     return 1
 
 
-def auto_fix(run_dir, artifacts_dir, progress: bool = True) -> int:
-    """`convert --auto-fix`: parity --fix --promote on the run's test split; 0 when everything in place passes."""
-    from pathlib import Path
-
-    from edgeproof.cli.console import info
-    from edgeproof.parity import run_parity
-    from edgeproof.stderr_filter import library_output_to
-
-    run_dir = Path(run_dir)
-    run_dir = run_dir.parent if run_dir.suffix == ".keras" else run_dir
-    with library_output_to(run_dir / "parity" / LIBRARY_LOG):
-        rep = run_parity(run_dir, artifacts_dir=artifacts_dir, fix=True, promote=True, e2e=False, progress=progress)
-    for p in rep.promoted:
-        info(f"auto-fix: promoted {p['variant']} -> {p['path']} (replaced file kept as {p['replaced']})")
-    info(f"auto-fix: parity report {rep.files.get('markdown')}")
-    return gate_exit(rep)
-
-
 def print_triage(rep) -> None:
     """Triage lines: worst layers, the fixes tried with before/after side by side, what was promoted."""
     from edgeproof.cli.console import info
@@ -250,5 +245,15 @@ def print_triage(rep) -> None:
             if note.startswith("edgetpu: fully"):
                 info(f"  {note}")
     for p in rep.promoted:
-        info(f"  promoted {p['variant']} -> {p['path']} (replaced file kept as {p['replaced']}); judged again: "
-             f"{'passes' if p['passes'] else 'still fails'}")
+        info(promoted_line(p))
+
+
+def promoted_line(p: dict) -> str:
+    """What was promoted, as what format, in place of what, at what speed, and whether it passes now."""
+    sbs = p.get("side_by_side_ms")
+    speed = f"; p50 {sbs['after']:.3g} ms vs {sbs['before']:.3g} ms for the file it replaces" if sbs else ""
+    what = p.get("format") or ""
+    instead = f" in place of {p['replaces']} (a {what} file, named as one)" if what and what != p.get("replaces") else ""
+    note = f"; {p['note']}" if p.get("note") else ""
+    return (f"  promoted {p['variant']} -> {p['path']}{instead}{speed} (replaced file kept as {p['replaced']}); "
+            f"judged again: {'passes' if p['passes'] else 'still fails'}{note}")

@@ -73,7 +73,8 @@ def print_table(report, wide: bool = False, width: int | None = None) -> None:
               box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     for c in keep:
         t.add_column(c, no_wrap=c != "note", overflow="fold")
-    styles = {"pass": "green", "fail": "bold red", "error": "bold red", "unsupported": "yellow", "skipped": "dim"}
+    styles = {"pass": "green", "fail": "bold red", "error": "bold red", "unsupported": "yellow", "skipped": "dim",
+              "replaced": "cyan"}
     at = {c: i for i, c in enumerate(COLUMNS)}
     for r, cells in rows:
         status = f"[{styles[r.status]}]{cells[2]}[/]" if r.status in styles else cells[2]
