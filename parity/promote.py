@@ -205,6 +205,9 @@ def promote_passing(report, artifacts_dir: Path, rerun, prefer: str = "balanced"
             rows = [r for r in report.rows if r.artifact != Path(info["path"]).name]  # the old file of that format
             at = max((i + 1 for i, r in enumerate(rows) if r.artifact == t.artifact), default=len(rows))
             report.rows = rows[:at] + new_rows + rows[at:]
+        c = getattr(fix, "comparison", None)
+        if c is not None:  # its fidelity, next to its speed
+            info.update(agreement=f"{c.task.top1_agree_count}/{c.task.n}", snr_db=round(min(c.tensor.snr_db, 999.0), 1))
         info.update(artifact=t.artifact, format=real, replaces=t.format, prefer=prefer, note=note,
                     latency_ratio=getattr(fix, "latency_ratio", None), side_by_side_ms=getattr(fix, "side_by_side_ms", None),
                     passes=all(r.status in ("pass", "unsupported", "skipped") for r in new_rows))

@@ -137,7 +137,8 @@ def markdown(report) -> str:
         speed = f", p50 {sbs['after']:.3g} ms vs {sbs['before']:.3g} ms for the file it replaces" if sbs else ""
         instead = f" in place of `{p['replaces']}` (a {p['format']} file, named as one)" \
             if p.get("format") and p.get("format") != p.get("replaces") else ""
-        lines += [f"**Promoted** `{p['variant']}` to `{p['path']}`{instead}{speed} (recipe in manifest.json; the "
+        fidelity = f", agreement {p['agreement']}, SNR {p['snr_db']} dB" if p.get("agreement") else ""
+        lines += [f"**Promoted** `{p['variant']}` to `{p['path']}`{instead}{fidelity}{speed} (recipe in manifest.json; the "
                   f"replaced file is kept as `{p['replaced']}`); judged again: "
                   f"{'passes' if p['passes'] else 'still fails'}." + (f" {p['note']}." if p.get("note") else ""), ""]
     return "\n".join(lines) + "\n"

@@ -255,5 +255,6 @@ def promoted_line(p: dict) -> str:
     what = p.get("format") or ""
     instead = f" in place of {p['replaces']} (a {what} file, named as one)" if what and what != p.get("replaces") else ""
     note = f"; {p['note']}" if p.get("note") else ""
-    return (f"  promoted {p['variant']} -> {p['path']}{instead}{speed} (replaced file kept as {p['replaced']}); "
+    fidelity = f"; agreement {p['agreement']}, SNR {p['snr_db']} dB" if p.get("agreement") else ""
+    return (f"  promoted {p['variant']} -> {p['path']}{instead}{fidelity}{speed} (replaced file kept as {p['replaced']}); "
             f"judged again: {'passes' if p['passes'] else 'still fails'}{note}")
