@@ -113,8 +113,12 @@ def build(root: Path) -> TinyModels:
     fn = tf.function(lambda t: model(t, training=False),
                      input_signature=[tf.TensorSpec((None, SIZE, SIZE, 3), tf.float32, name="image")])
 
-    def tflite(io_type=None):
+    def tflite(io_type=None, weights=None):
         conv = tf.lite.TFLiteConverter.from_keras_model(model)
+        if weights is not None:  # tflite-fp16 (float16 weights) or tflite-dynamic (int8 weights, float math)
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+            if weights == "fp16":
+                conv.target_spec.supported_types = [tf.float16]
         if io_type is not None:
             conv.optimizations = [tf.lite.Optimize.DEFAULT]
             conv.representative_dataset = lambda: ([x[i:i + 1]] for i in range(0, len(x), 2))
@@ -128,6 +132,12 @@ def build(root: Path) -> TinyModels:
         data = tflite(io)
         (root / f"bare.{key}.tflite").write_bytes(data)
         out.files[f"bare-{key}"] = root / f"bare.{key}.tflite"
+        ins, outs = _tflite_spec(data)
+        p = root / f"model.{fmt}.tflite"
+        p.write_bytes(tflite_with_metadata(data, _meta(fmt, ins, outs)))
+        out.files[fmt] = p
+    for fmt, weights in (("tflite-fp16", "fp16"), ("tflite-dynamic", "int8")):
+        data = tflite(weights=weights)
         ins, outs = _tflite_spec(data)
         p = root / f"model.{fmt}.tflite"
         p.write_bytes(tflite_with_metadata(data, _meta(fmt, ins, outs)))

@@ -40,18 +40,19 @@ def _has_vulkan() -> bool:
     return True
 
 
-def test_it_runs_every_tflite_format_its_row_does_not_skip():
-    from edgeproof.formats import BACKENDS
+# The formats LiteRT CompiledModel runs, as a person states them: every plain TFLite file; not the Edge TPU's
+# (its custom op needs the libedgetpu delegate of backend litert), not int16x8 (kernels CompiledModel lacks).
+RUNS = ["tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8"]
 
-    skips = BACKENDS[NAME].skips
-    assert "edgetpu" in skips  # the Edge TPU's custom op needs the libedgetpu delegate (backend litert)
-    assert [f for f, fmt in FORMATS.items() if NAME in fmt.backends] == \
-        [f for f, fmt in FORMATS.items() if fmt.family == "tflite" and f not in skips]
+
+def test_the_format_table_gives_it_the_plain_tflite_formats():
+    assert [f for f, fmt in FORMATS.items() if NAME in fmt.backends] == RUNS
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("key", ["tflite-fp32", "bare-fp32", "tflite-int8", "bare-int8", "bare-uint8"])
+@pytest.mark.parametrize("key", RUNS + ["bare-fp32", "bare-int8", "bare-uint8"])
 def test_same_scores_as_the_interpreter_and_batches(tm, key):
+    """Each format it is listed for, run on it and on the Interpreter (another runtime): the same scores."""
     with load(tm.files[key], backend="litert") as ref, load(tm.files[key], backend=NAME, threads=1) as m:
         x, _, skipped = load_batch(tm.images, ref.preprocess)
         assert not skipped
@@ -62,12 +63,17 @@ def test_same_scores_as_the_interpreter_and_batches(tm, key):
 
 
 @pytest.mark.slow
-def test_placement_comes_from_is_fully_accelerated(tm):
+def test_a_known_models_placement(tm):
+    """The tiny CNN (conv, pooling, dense, softmax: builtin ops XNNPACK takes) runs wholly on the CPU, and
+    its op count is the one the Interpreter, another runtime, reads from the same file."""
+    from edgeproof.runtime.backends.tflite_interpreter import bare_interpreter
+
+    ops = len(bare_interpreter(tm.files["tflite-fp32"])._get_ops_details())
     with load(tm.files["tflite-fp32"], backend=NAME) as m:
         pl = m.placement
-        assert pl["fully_accelerated"] is m.backend._cm.is_fully_accelerated()
-        assert pl["accelerators"] == ["CPU"] and pl["accelerator"] == 0 and pl["cpu"] == pl["total"] > 0
-        assert pl["where"].startswith("cpu (LiteRT CompiledModel") and not pl["fallback"]
+        assert pl["fully_accelerated"] is True and pl["accelerators"] == ["CPU"]
+        assert pl["accelerator"] == 0 and pl["cpu"] == pl["total"] == ops > 3
+        assert pl["where"] == "cpu (LiteRT CompiledModel, XNNPACK)" and not pl["fallback"]
 
 
 @pytest.mark.skipif(_has_vulkan(), reason="this host has a Vulkan loader: a WebGPU adapter may exist")
