@@ -119,8 +119,12 @@ def _preflight(c):
 def test_cors_is_off_by_default(model):
     with running(model) as s, httpx.Client(base_url=s.url) as c:
         assert "access-control-allow-origin" not in _preflight(c).headers
+        # a page elsewhere can send a CORS-simple POST without a preflight: refused, naming the way to allow it
         r = _classify(c, {"origin": "https://app.example.com"})
-        assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+        assert r.status_code == 403 and "access-control-allow-origin" not in r.headers
+        assert "--cors" in r.json()["error"]
+        assert _classify(c, {"origin": s.url}).status_code == 200  # the server's own page
+        assert _classify(c).status_code == 200  # curl and SDKs send no Origin
 
 
 def test_cors_origin_when_asked(model, key_file):
@@ -131,4 +135,4 @@ def test_cors_origin_when_asked(model, key_file):
         r = _classify(c, {"origin": "https://app.example.com", "authorization": f"Bearer {KEY}"})
         assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://app.example.com"
         r = _classify(c, {"origin": "https://evil.example.net", "authorization": f"Bearer {KEY}"})
-        assert "access-control-allow-origin" not in r.headers
+        assert r.status_code == 403 and "access-control-allow-origin" not in r.headers

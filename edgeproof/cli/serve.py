@@ -45,9 +45,24 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="allow browser pages from ORIGIN to call the API (repeatable; default: CORS off)")
     g.add_argument("--max-body", default="8M", metavar="SIZE", help="largest request body, e.g. 8M (default); "
                                                                     "bigger is refused with 413")
-    g.add_argument("--max-image-pixels", metavar="N", help="refuse images whose header declares more than N "
-                   "pixels with 400, e.g. 40M (default: $EDGEPROOF_MAX_IMAGE_PIXELS or 100M)")
-    g.add_argument("--access-log", action="store_true", help="log every request line on stderr")
+    g.add_argument("--max-image-pixels", metavar="N", help="refuse images that decode to more than N pixels "
+                   "with 400 (JPEGs count after reduced-size decoding), e.g. 40M (default: 256x the model's input "
+                   "pixels, at least 4M; a header declaring over $EDGEPROOF_MAX_IMAGE_PIXELS or 100M is refused too)")
+    g.add_argument("--max-inflight", default="256M", metavar="SIZE",
+                   help="request bodies and decoded pixels held at once across all requests (default 256M); "
+                        "more gets 503 with Retry-After")
+    g.add_argument("--max-connections", type=int, default=1000, metavar="N",
+                   help="open HTTP connections (default 1000); over it the oldest connection still sending its "
+                        "headers is closed, else the newcomer gets 503")
+    g.add_argument("--header-timeout", type=float, default=10.0, metavar="S",
+                   help="seconds a client has to send its request head (default 10; 408 after)")
+    g.add_argument("--body-timeout", type=float, default=30.0, metavar="S",
+                   help="seconds a client has to send its body once the head arrived (default 30)")
+    g.add_argument("--grpc-port", type=int, metavar="PORT",
+                   help="also serve the Open Inference Protocol v2 over gRPC on PORT, on the same --host "
+                        "(0 = any free port; needs 'edgeproof[serve-grpc]')")
+    g.add_argument("--access-log", action="store_true", help="log every request on stderr (control characters "
+                                                             "escaped)")
     b = p.add_argument_group("batching and concurrency")
     b.add_argument("--max-batch", type=int, default=8, metavar="N",
                    help="coalesce concurrent requests into inference calls of up to N images (default 8; 1 = off; "
@@ -91,6 +106,10 @@ def config_from(args: argparse.Namespace):
         max_body = parse_bytes(args.max_body)
     except ValueError:
         raise UsageError(f"--max-body '{args.max_body}' is not a size; give e.g. 8M, 512K or 1G") from None
+    try:
+        max_inflight = parse_bytes(args.max_inflight)
+    except ValueError:
+        raise UsageError(f"--max-inflight '{args.max_inflight}' is not a size; give e.g. 256M or 1G") from None
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be >= 1; got {args.threads}")
     return ServeConfig(host=args.host, port=args.port, api_key=read_key(args.api_key_file),
@@ -98,7 +117,9 @@ def config_from(args: argparse.Namespace):
                        batch_timeout_ms=args.batch_timeout_ms, workers=args.workers, max_queue=args.max_queue,
                        decode_threads=args.decode_threads, infer_timeout=args.infer_timeout, cors=list(args.cors),
                        top_k=args.top_k, name=args.name, access_log=args.access_log,
-                       max_pixels=pixel_limit(args.max_image_pixels))
+                       max_pixels=None if args.max_image_pixels is None else pixel_limit(args.max_image_pixels),
+                       header_timeout=args.header_timeout, body_timeout=args.body_timeout,
+                       max_connections=args.max_connections, max_inflight=max_inflight, grpc_port=args.grpc_port)
 
 
 def _announce(started, config) -> None:
@@ -111,6 +132,7 @@ def _announce(started, config) -> None:
                 if started.engine.max_batch > 1 else
                 "no batching (the model has a fixed batch size)" if not started.engine.can_batch else "no batching")
     lan = f" (phone: {started.lan_url}/)" if started.lan_url else ""
+    lan += f" and gRPC at {started.grpc_target}" if started.grpc_target else ""
     print(f"serving {m.path.name} as '{started.name}' at {started.url}/{lan}  [{m.format or 'no metadata'}; "
           f"{m.backend_name}; {pl.get('where', '?')}; {batching}; {len(started.engine.models)} worker(s); {auth}; "
           f"loaded in {started.load_s:.2f} s]", flush=True)
@@ -131,6 +153,12 @@ def serve(args: argparse.Namespace) -> int:
     logger = logging.getLogger("edgeproof.serve")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    logger.propagate = False  # one line per record: not again by the CLI's console handler
+    access = logging.getLogger("edgeproof.serve.access")  # one plain line per request (already escaped)
+    access_handler = logging.StreamHandler(sys.stderr)
+    access_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    access.addHandler(access_handler)
+    access.propagate = False
     started = run_server(load_spec_from(args), config, on_started=lambda s: _announce(s, config))
     hung = started.engine.hung > 0
     print(f"stopped serving {started.name}" + (" (an interpreter had hung; see the error above)" if hung else ""),

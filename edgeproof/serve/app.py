@@ -1,8 +1,10 @@
 """The Starlette app: routes, the page from the package, metrics, JSON errors, middleware order.
 
-Layers, outermost first: metrics + security headers, CORS (only with --cors), bearer auth (only
-with a key), body limit, then Starlette's router. The page and the health probes are public; the
-page asks for the key and sends it as a bearer token.
+Layers, outermost first: metrics + security headers + access log, host and origin guards, CORS
+(only with --cors), bearer auth (only with a key), body limit and in-flight budget, then Starlette's
+router. The page, the health probes and model readiness are public; the page asks for the key and
+sends it as a bearer token. Header size, read deadlines and the connection cap live one level down,
+in the HTTP protocol (protocol.py).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from edgeproof.serve import classify, oip
+from edgeproof.serve.config import is_loopback
+from edgeproof.serve.guards import GuardMiddleware
 from edgeproof.serve.middleware import AuthMiddleware, BodyLimitMiddleware, MetricsMiddleware
 from edgeproof.serve.service import HttpError, Service
 
@@ -69,7 +73,9 @@ async def _starlette_error(request: Request, exc: HTTPException) -> JSONResponse
 
 def build_app(svc: Service, lifespan=None) -> Starlette:
     cfg = svc.config
-    middleware = [Middleware(MetricsMiddleware, metrics=svc.metrics)]
+    middleware = [Middleware(MetricsMiddleware, metrics=svc.metrics, log_access=cfg.access_log),
+                  Middleware(GuardMiddleware, loopback_only=cfg.api_key is None and is_loopback(cfg.host),
+                             cors=list(cfg.cors))]
     if cfg.cors:
         from starlette.middleware.cors import CORSMiddleware
 
@@ -77,7 +83,7 @@ def build_app(svc: Service, lifespan=None) -> Starlette:
                                      allow_headers=["authorization", "content-type"], max_age=600))
     if cfg.api_key is not None:
         middleware.append(Middleware(AuthMiddleware, key=cfg.api_key))
-    middleware.append(Middleware(BodyLimitMiddleware, limit=cfg.max_body))
+    middleware.append(Middleware(BodyLimitMiddleware, limit=cfg.max_body, budget=svc.budget))
     routes = [*page_routes(svc), *classify.routes(svc), *oip.routes(svc)]
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
                      exception_handlers={HttpError: _http_error, HTTPException: _starlette_error})

@@ -19,6 +19,7 @@ KEY_ENV = "EDGEPROOF_API_KEY"
 MIN_KEY_CHARS = 16
 KEY_HINT = "generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > key.txt"
 DEFAULT_MAX_BODY = 8 * 2**20
+DEFAULT_MAX_INFLIGHT = 256 * 2**20
 MAX_IMAGES_PER_REQUEST = 64
 _UNITS = {"": 1, "B": 1, "K": 2**10, "KB": 2**10, "KIB": 2**10, "M": 2**20, "MB": 2**20, "MIB": 2**20,
           "G": 2**30, "GB": 2**30, "GIB": 2**30}
@@ -90,12 +91,20 @@ class ServeConfig:
     name: str | None = None  # the OIP model name (default: from the file name)
     access_log: bool = False
     graceful_timeout: float = 30.0
-    max_pixels: int | None = None  # images declaring more pixels are refused (400); None: the environment's limit
+    max_pixels: int | None = None  # images decoding to more pixels are refused (400); None: PIXELS_PER_INPUT x input
+    header_timeout: float = 10.0  # seconds for a request head to arrive (408 after)
+    body_timeout: float = 30.0  # seconds for a body to arrive once its head has
+    max_connections: int = 1000  # open HTTP connections; over it, stale half-open ones are evicted, else 503
+    max_header_bytes: int = 64 * 2**10  # request line + headers (431 over it)
+    max_inflight: int = DEFAULT_MAX_INFLIGHT  # bytes of bodies and decoded pixels in flight (503 over it)
+    grpc_port: int | None = None  # OIP v2 over gRPC on this port (same host); None: off
 
     def __post_init__(self) -> None:
         checks = (("--port", self.port, 0, 65535), ("--max-batch", self.max_batch, 1, 1024),
                   ("--workers", self.workers, 1, 64), ("--max-queue", self.max_queue, 1, 1_000_000),
-                  ("--decode-threads", self.decode_threads, 1, 64), ("--top-k", self.top_k, 1, 100_000))
+                  ("--decode-threads", self.decode_threads, 1, 64), ("--top-k", self.top_k, 1, 100_000),
+                  ("--max-connections", self.max_connections, 1, 1_000_000),
+                  ("--grpc-port", 0 if self.grpc_port is None else self.grpc_port, 0, 65535))
         for flag, value, lo, hi in checks:
             if not isinstance(value, int) or not lo <= value <= hi:
                 raise UsageError(f"{flag} must be an integer from {lo} to {hi}; got {value}")
@@ -103,6 +112,12 @@ class ServeConfig:
             raise UsageError(f"--batch-timeout-ms must be from 0 to 10000; got {self.batch_timeout_ms}")
         if not (0 <= self.infer_timeout < math.inf):
             raise UsageError(f"--infer-timeout must be seconds >= 0 (0 = no limit); got {self.infer_timeout}")
+        for flag, seconds in (("--header-timeout", self.header_timeout), ("--body-timeout", self.body_timeout)):
+            if not (0.1 <= seconds <= 3600):
+                raise UsageError(f"{flag} must be seconds from 0.1 to 3600; got {seconds}")
+        if self.max_inflight < self.max_body:
+            raise UsageError(f"--max-inflight ({self.max_inflight} bytes) must be at least --max-body "
+                             f"({self.max_body} bytes)")
         if self.max_body < 1024:
             raise UsageError(f"--max-body must be at least 1K; got {self.max_body} bytes")
         for origin in self.cors:

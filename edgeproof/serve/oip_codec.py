@@ -92,6 +92,11 @@ def parse(raw: bytes, header: str | None, model) -> Parsed:
     except (ValueError, RecursionError) as exc:
         raise HttpError(400, f"request body is not JSON ({str(exc)[:80]}); send an OIP v2 inference request "
                              '{"inputs": [{"name", "shape", "datatype", "data"}]}') from None
+    return from_request(req, binary, model, b"true" in head or b"false" in head)
+
+
+def from_request(req, binary: bytes, model, maybe_bool: bool = False) -> Parsed:
+    """A decoded request (JSON, or built from a gRPC ModelInferRequest with its raw contents in `binary`)."""
     inputs = req.get("inputs") if isinstance(req, dict) else None
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
         raise HttpError(400, f"an inference request needs \"inputs\" with exactly one tensor: {expected(model)}")
@@ -118,11 +123,8 @@ def parse(raw: bytes, header: str | None, model) -> Parsed:
             not 1 <= shape[0] <= MAX_IMAGES_PER_REQUEST:
         raise HttpError(400, f"input '{name}' is {dtype} {shape}; expected {expected(model)} "
                              f"with 1 <= N <= {MAX_IMAGES_PER_REQUEST}")
-    try:
-        x = np.frombuffer(chunk, "<f4") if chunk is not None and len(chunk) % 4 == 0 else \
-            np.asarray(inp.get("data") if chunk is None else [], dtype=np.float32)
-    except (ValueError, TypeError):
-        raise HttpError(400, f"input '{name}' data is not an array of numbers (FP32 {shape})") from None
+    x = np.frombuffer(chunk, "<f4") if chunk is not None and len(chunk) % 4 == 0 else \
+        _numbers(inp.get("data") if chunk is None else [], name, shape, maybe_bool)
     if x.size != math.prod(shape):
         held = f"{len(chunk)} binary bytes" if chunk is not None else f"{x.size} values"
         raise HttpError(400, f"input '{name}' has shape {shape} ({math.prod(shape)} values) but the data holds {held}")
@@ -130,6 +132,25 @@ def parse(raw: bytes, header: str | None, model) -> Parsed:
     if not np.isfinite(x).all():
         raise HttpError(400, f"input '{name}' holds NaN or infinite values; send finite FP32 values")
     return Parsed(req, x, None, outputs)
+
+
+def _numbers(data: list, name: str, shape: list[int], maybe_bool: bool) -> np.ndarray:
+    """JSON numbers only, as Triton takes them: true/false or strings in FP32 data are a 400, not 1.0/0.0."""
+    bad = HttpError(400, f"input '{name}' data must be JSON numbers only (FP32 {shape}); true/false, strings and "
+                         "null are not numbers")
+    try:
+        x = np.asarray(data)
+    except ValueError:  # ragged nesting
+        raise HttpError(400, f"input '{name}' data is not an array of numbers (FP32 {shape})") from None
+    if x.size and x.dtype.kind not in "iuf":
+        raise bad
+    if maybe_bool:  # [1.5, true] becomes float64 (and [1, true] int64) silently: look at the elements
+        flat = data
+        while flat and isinstance(flat[0], list):
+            flat = [v for row in flat for v in row]
+        if any(isinstance(v, bool) for v in flat):
+            raise bad
+    return x.astype(np.float32)
 
 
 def _bytes_input(name: str, shape: list[int], chunk: bytes | None, data) -> list[tuple[str, bytes]]:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from edgeproof.errors import UsageError, require
 from edgeproof.serve.config import ServeConfig, model_name
+from edgeproof.serve.limits import raise_fd_limit, tune_malloc
 
 if TYPE_CHECKING:  # pragma: no cover
     from edgeproof.runtime.spec import LoadSpec
@@ -30,7 +31,7 @@ WHAT = "edgeproof serve"
 
 def require_extra() -> None:
     """The serve extra's packages, or one error with the exact pip line."""
-    for module, package in (("starlette", "starlette"), ("uvicorn", "uvicorn"),
+    for module, package in (("starlette", "starlette"), ("uvicorn", "uvicorn"), ("httptools", "httptools"),
                             ("prometheus_client", "prometheus-client"), ("multipart", "python-multipart")):
         require(module, "serve", WHAT, package=package)
 
@@ -43,6 +44,7 @@ class Started:
     model: object
     engine: object
     load_s: float
+    grpc_target: str | None = None  # host:port of the gRPC service, when --grpc-port
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -105,6 +107,7 @@ def serve(model: str | Path | LoadSpec, config: ServeConfig,
     from edgeproof.serve.card import model_card
     from edgeproof.serve.engine import Engine
     from edgeproof.serve.metrics import Metrics
+    from edgeproof.serve.protocol import ConnectionLimits, make_protocol
     from edgeproof.serve.service import Service
 
     t0 = time.perf_counter()
@@ -133,13 +136,27 @@ def serve(model: str | Path | LoadSpec, config: ServeConfig,
         for m in models:
             m.close()
         raise
+    grpc_server = None
+    if config.grpc_port is not None:
+        from edgeproof.serve.grpc_server import GrpcServer
+
+        try:
+            grpc_server = GrpcServer(svc, config.host, config.grpc_port)
+        except BaseException:
+            sock.close()
+            for m in models:
+                m.close()
+            raise
     port = sock.getsockname()[1]
     lan = _lan_address() if config.host in ("0.0.0.0", "::") else None
-    started = Started(_url(config.host, port), _url(lan, port) if lan else None, name, models[0], engine, load_s)
+    started = Started(_url(config.host, port), _url(lan, port) if lan else None, name, models[0], engine, load_s,
+                      _url(config.host, grpc_server.port)[7:] if grpc_server else None)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         engine.start(asyncio.get_running_loop())
+        if grpc_server is not None:
+            grpc_server.start(asyncio.get_running_loop())
         metrics.ready.set(1)
         if on_started is not None:
             on_started(started)
@@ -147,11 +164,18 @@ def serve(model: str | Path | LoadSpec, config: ServeConfig,
             yield
         finally:
             metrics.ready.set(0)
+            if grpc_server is not None:  # its in-flight calls wait on this loop: stop it in a thread
+                await asyncio.get_running_loop().run_in_executor(None, grpc_server.stop, config.graceful_timeout)
             engine.stop()
             svc.close()
 
     app = build_app(svc, lifespan=lifespan)
-    ucfg = uvicorn.Config(app, log_level="warning", access_log=config.access_log, lifespan="on",
+    limits = ConnectionLimits(max_header_bytes=config.max_header_bytes, header_timeout=config.header_timeout,
+                              body_timeout=config.body_timeout, max_connections=raise_fd_limit(config.max_connections),
+                              drain_bytes=max(4 * config.max_body, 64 * 2**20))
+    tune_malloc()
+    # access lines come from MetricsMiddleware (escaped); uvicorn's own access logger stays off
+    ucfg = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", http=make_protocol(limits),
                           timeout_graceful_shutdown=config.graceful_timeout, server_header=False,
                           timeout_keep_alive=5)
     server = _make_server_class()(ucfg)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from edgeproof.errors import EdgeproofError, UsageError
 from edgeproof.serve.engine import Engine, Result, Unavailable
 from edgeproof.serve.images import BadImage, prepare_all
+from edgeproof.serve.limits import Budget, Busy
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,11 @@ class Service:
     name: str
     card: dict = field(default_factory=dict)
     pool: ThreadPoolExecutor | None = None
+    budget: Budget | None = None
 
     def __post_init__(self) -> None:
+        if self.budget is None:
+            self.budget = Budget(self.config.max_inflight)
         if self.pool is None:
             self.pool = ThreadPoolExecutor(self.config.decode_threads, thread_name_prefix="edgeproof-decode")
         m = self.model
@@ -46,8 +50,9 @@ class Service:
     async def classify(self, items: list[tuple[str, bytes]]) -> Result:
         """Encoded images -> probabilities: decoded and checked in the pool, then batched."""
         pp = self.model.preprocess
-        limit = self.config.max_pixels
-        return await self._call(self.engine.infer_from(len(items), lambda: prepare_all(items, pp, limit), self.pool))
+        limit, budget = self.config.max_pixels, self.budget
+        return await self._call(self.engine.infer_from(len(items), lambda: prepare_all(items, pp, limit, budget),
+                                                       self.pool))
 
     async def infer(self, x) -> Result:
         """A float32 batch already in model-input space -> probabilities."""
@@ -60,7 +65,7 @@ class Service:
             self.metrics.rejected.labels(exc.reason[:60]).inc()
             raise HttpError(400, f"{exc.which}: {exc.reason}; send a whole JPEG, PNG, WebP, BMP or TIFF "
                                  "image") from None
-        except Unavailable as exc:
+        except (Unavailable, Busy) as exc:
             raise HttpError(503, str(exc), {"retry-after": "1"}) from None
         except UsageError as exc:  # e.g. a bad EDGEPROOF_MAX_IMAGE_PIXELS met at the first image
             raise HttpError(400, str(exc)) from None
