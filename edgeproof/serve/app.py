@@ -22,7 +22,7 @@ from edgeproof.serve import classify, oip
 from edgeproof.serve.config import is_loopback
 from edgeproof.serve.guards import GuardMiddleware
 from edgeproof.serve.middleware import AuthMiddleware, BodyLimitMiddleware, MetricsMiddleware
-from edgeproof.serve.service import HttpError, Service
+from edgeproof.serve.service import HttpError, Service, forget_traceback
 
 STATIC = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
 PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
@@ -56,11 +56,13 @@ def page_routes(svc: Service) -> list[Route]:
 
 
 async def _http_error(request: Request, exc: HttpError) -> JSONResponse:
+    forget_traceback(exc)
     return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
 
 
 async def _starlette_error(request: Request, exc: HTTPException) -> JSONResponse:
     """404/405 and multipart parse errors: the same {"error": ...} shape as ours."""
+    forget_traceback(exc)
     detail = exc.detail if isinstance(exc.detail, str) else "bad request"
     if exc.status_code == 404:
         detail = f"no endpoint {request.url.path[:100]}; see GET / (page), POST /v1/classify, GET /v2, /metrics"

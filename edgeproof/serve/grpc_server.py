@@ -24,7 +24,7 @@ import edgeproof
 from edgeproof.serve import oip, oip_codec
 from edgeproof.serve.limits import Busy
 from edgeproof.serve.middleware import bearer_ok
-from edgeproof.serve.service import HttpError
+from edgeproof.serve.service import HttpError, forget_traceback
 
 log = logging.getLogger(__name__)
 GRPC_WORKERS = 8
@@ -92,6 +92,7 @@ def build_servicer(svc, loop: asyncio.AbstractEventLoop):
                 try:
                     return fn(request, context)
                 except HttpError as exc:
+                    forget_traceback(exc)
                     status = codes.get(exc.status, grpc.StatusCode.INTERNAL).name
                     context.abort(codes.get(exc.status, grpc.StatusCode.INTERNAL), exc.message)
                 except Exception:

@@ -17,12 +17,14 @@ import ctypes.util
 import logging
 import sys
 import threading
+from collections.abc import Callable
 from contextlib import contextmanager
 
 log = logging.getLogger(__name__)
 FD_RESERVE = 128  # fds kept for the model, the runtime's threads, log files, gRPC
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 MMAP_THRESHOLD = 256 * 2**10
+TRIM_AFTER = 16 * 2**20
 
 
 def raise_fd_limit(want: int) -> int:
@@ -47,18 +49,20 @@ def raise_fd_limit(want: int) -> int:
     return want
 
 
-def tune_malloc() -> bool:
-    """glibc only: a fixed mmap threshold, so freed request bodies go back to the system (see the module doc)."""
+def tune_malloc() -> Callable[[], None] | None:
+    """glibc only: a fixed mmap threshold, so freed request bodies go back to the system (see the module doc);
+    returns malloc_trim, for the budget to call when a burst is over (bodies arrive in 64 KiB pieces that live
+    in the heap), or None elsewhere."""
     if not sys.platform.startswith("linux"):
-        return False
+        return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        mallopt, malloc_trim = libc.mallopt, libc.malloc_trim
     except (OSError, AttributeError):  # musl and others have no mallopt
-        return False
-    ok = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+        return None
+    mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
     mallopt(M_TRIM_THRESHOLD, 2 * MMAP_THRESHOLD)
-    return ok
+    return lambda: malloc_trim(0)
 
 
 class Busy(Exception):
@@ -66,11 +70,12 @@ class Busy(Exception):
 
 
 class Budget:
-    """Bytes held by requests in flight (bodies, decoded pixels); thread-safe; one per server."""
+    """Bytes held by requests in flight (bodies, decoded pixels); thread-safe; one per server. When it empties
+    after holding TRIM_AFTER bytes or more, `trim` (malloc_trim) hands the freed heap back to the system."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
+    def __init__(self, limit: int, trim: Callable[[], None] | None = None) -> None:
+        self.limit, self.trim = limit, trim
+        self.used = self._high = 0
         self._lock = threading.Lock()
 
     def take(self, n: int, what: str) -> None:
@@ -82,7 +87,13 @@ class Budget:
 
     def give(self, n: int) -> None:
         with self._lock:
+            self._high = max(self._high, self.used)
             self.used -= n
+            trim = self.used == 0 and self._high >= TRIM_AFTER and self.trim is not None
+            if trim:
+                self._high = 0
+        if trim:
+            self.trim()
 
     @contextmanager
     def hold(self, n: int, what: str):

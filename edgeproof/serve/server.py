@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from edgeproof.errors import UsageError, require
 from edgeproof.serve.config import ServeConfig, model_name
-from edgeproof.serve.limits import raise_fd_limit, tune_malloc
+from edgeproof.serve.limits import Budget, raise_fd_limit, tune_malloc
 
 if TYPE_CHECKING:  # pragma: no cover
     from edgeproof.runtime.spec import LoadSpec
@@ -128,7 +128,7 @@ def serve(model: str | Path | LoadSpec, config: ServeConfig,
     metrics.load_seconds.labels(name).set(load_s)
     engine = Engine(models, max_batch=config.max_batch, batch_timeout_ms=config.batch_timeout_ms,
                     max_queue=config.max_queue, infer_timeout=config.infer_timeout, metrics=metrics)
-    svc = Service(engine, config, metrics, name)
+    svc = Service(engine, config, metrics, name, budget=Budget(config.max_inflight, tune_malloc()))
     svc.card = model_card(models[0], name, engine, config)
     try:
         sock = bind(config.host, config.port)
@@ -173,7 +173,6 @@ def serve(model: str | Path | LoadSpec, config: ServeConfig,
     limits = ConnectionLimits(max_header_bytes=config.max_header_bytes, header_timeout=config.header_timeout,
                               body_timeout=config.body_timeout, max_connections=raise_fd_limit(config.max_connections),
                               drain_bytes=max(4 * config.max_body, 64 * 2**20))
-    tune_malloc()
     # access lines come from MetricsMiddleware (escaped); uvicorn's own access logger stays off
     ucfg = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", http=make_protocol(limits),
                           timeout_graceful_shutdown=config.graceful_timeout, server_header=False,

@@ -25,6 +25,16 @@ class HttpError(Exception):
         self.status, self.message, self.headers = status, message, headers or {}
 
 
+def forget_traceback(exc: BaseException) -> None:
+    """Drop the frames an answered error holds: an exception that passed through an asyncio future is in a
+    reference cycle (exception -> traceback -> frame -> future -> exception) with the request body in those
+    frames, which only the cyclic GC frees, late: 40 concurrent 7 MiB bodies left ~43 MB held."""
+    seen = 0
+    while exc is not None and seen < 8:
+        exc.__traceback__ = None
+        exc, seen = exc.__context__ or exc.__cause__, seen + 1
+
+
 @dataclass
 class Service:
     engine: Engine
