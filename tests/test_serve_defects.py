@@ -87,3 +87,37 @@ def test_json_true_false_or_strings_in_fp32_data_is_400(model):
                     [None] + good[1:]):
             r = infer(bad)
             assert r.status_code == 400 and "JSON numbers only" in r.json()["error"], bad[:2]  # was 200
+
+
+def _serve_exit(model, *args: str, timeout: float = 30):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "edgeproof", "serve", str(model), "--port", "0", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_the_key_file_must_be_a_small_regular_file(model, tmp_path):
+    import os
+
+    fifo = tmp_path / "key.fifo"
+    os.mkfifo(fifo)
+    big = tmp_path / "big.txt"
+    big.write_text("k" * 100_000)
+    for path, why in (("/dev/zero", "not a regular file"), (str(fifo), "FIFO"), (str(big), "over the")):
+        out = _serve_exit(model, "--api-key-file", path, timeout=20)  # /dev/zero grew to 6.3 GB, a FIFO hung
+        assert out.returncode == 2 and why in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_a_key_file_others_can_read_is_served_with_a_warning(model, tmp_path):
+    kf = tmp_path / "key.txt"
+    kf.write_text(KEY)
+    kf.chmod(0o644)
+    with running(model, "--api-key-file", str(kf)) as s, httpx.Client(base_url=s.url) as c:
+        assert c.get("/v1/model", headers={"authorization": f"Bearer {KEY}"}).status_code == 200
+        _, _, err = s.stop()
+    assert f"chmod 600 {kf}" in err and KEY not in err
+    kf.chmod(0o600)
+    with running(model, "--api-key-file", str(kf)) as s:
+        _, _, err = s.stop()
+    assert "chmod" not in err

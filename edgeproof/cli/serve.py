@@ -22,9 +22,13 @@ endpoints:
   GET  /v2, /v2/health/live, /v2/health/ready, /v2/models/NAME[/ready], POST /v2/models/NAME/infer
                               the Open Inference Protocol v2 (KServe / Triton / OpenVINO Model Server)
   GET  /metrics               Prometheus metrics
+  gRPC (--grpc-port)          inference.GRPCInferenceService: the same protocol for tritonclient.grpc / KServe
 
 security: binds 127.0.0.1 by default; another --host needs an API key (--api-key-file or $EDGEPROOF_API_KEY,
-sent as 'Authorization: Bearer KEY') unless --insecure-no-auth. The page and /v2/health/* are public.
+sent as 'Authorization: Bearer KEY') unless --insecure-no-auth. Make a key file only you can read with
+  (umask 077; python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > key.txt)
+The page, /v2/health/* and /v2/models/NAME/ready are public. Keyless on loopback, only loopback Host names are
+answered (DNS rebinding); cross-origin writes are refused unless --cors names the origin.
 SIGTERM or SIGINT finishes in-flight requests and exits 0; a bad model or flag exits 2 before binding."""
 
 

@@ -7,6 +7,7 @@ API key unless the user says `insecure_no_auth` out loud. Sizes take `8M`/`512K`
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import os
 import socket
@@ -15,9 +16,11 @@ from pathlib import Path
 
 from edgeproof.errors import UsageError
 
+log = logging.getLogger(__name__)
 KEY_ENV = "EDGEPROOF_API_KEY"
 MIN_KEY_CHARS = 16
-KEY_HINT = "generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > key.txt"
+KEY_HINT = ("generate one with: (umask 077; python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > "
+            "key.txt)")
 DEFAULT_MAX_BODY = 8 * 2**20
 DEFAULT_MAX_INFLIGHT = 256 * 2**20
 MAX_IMAGES_PER_REQUEST = 64
@@ -52,16 +55,17 @@ def is_loopback(host: str) -> bool:
 
 
 def read_key(path: str | None) -> str | None:
-    """The API key from --api-key-file, else $EDGEPROOF_API_KEY, else None. Never echoed in any message."""
+    """The API key from --api-key-file, else $EDGEPROOF_API_KEY, else None. Never echoed in any message.
+
+    The file must be a small regular file (user_files: /dev/zero or a FIFO is refused unread); one that others
+    can read gets a warning naming the chmod that fixes it."""
     if path:
+        from edgeproof.user_files import KEY, read_text
+
         p = Path(path)
-        try:
-            key = p.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            why = getattr(exc, "strerror", None) or type(exc).__name__
-            raise UsageError(f"cannot read --api-key-file '{p}': {why}; give a text file holding the key "
-                             f"({KEY_HINT})") from None
+        key = read_text(p, KEY, "--api-key-file").strip()
         where = f"--api-key-file '{p}'"
+        _warn_if_shared(p)
     else:
         key = (os.environ.get(KEY_ENV) or "").strip()
         if not key:
@@ -71,6 +75,18 @@ def read_key(path: str | None) -> str | None:
         raise UsageError(f"the API key in {where} is too weak or malformed (it needs {MIN_KEY_CHARS}+ printable "
                          f"characters without spaces); {KEY_HINT}")
     return key
+
+
+def _warn_if_shared(p: Path) -> None:
+    try:
+        st = p.stat()
+    except OSError:
+        return
+    if os.name == "posix" and st.st_mode & 0o077:
+        log.warning("--api-key-file '%s' can be read by other users (mode %s); make it owner-only: chmod 600 %s",
+                    p, oct(st.st_mode & 0o777)[2:], p)
+    elif os.name == "posix" and hasattr(os, "getuid") and st.st_uid != os.getuid():
+        log.warning("--api-key-file '%s' belongs to another user (uid %d)", p, st.st_uid)
 
 
 @dataclass

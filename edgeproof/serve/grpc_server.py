@@ -134,8 +134,8 @@ def build_servicer(svc, loop: asyncio.AbstractEventLoop):
 
         @timed("grpc_model_ready")
         def ModelReady(request, context):  # noqa: N802 - the service's method names
-            check_model(context, request.name, request.version)
-            return pb.ModelReadyResponse(ready=ready())
+            known = request.name == name and request.version in ("", "1")  # Triton: unknown is ready=false
+            return pb.ModelReadyResponse(ready=known and ready())
 
         @timed("grpc_server")
         def ServerMetadata(request, context):  # noqa: N802
