@@ -51,7 +51,7 @@ class HeldOut:
         return {"status": self.status, "line": self.line, **self.figures,
                 "fixes": [{"variant": getattr(r, "variant", ""), "status": r.status, "format": getattr(r, "real_format", None),
                            "agreement": _agree(r), "snr_db": _snr(r), "latency_ratio": getattr(r, "latency_ratio", None),
-                           "rejected": getattr(r, "rejected", None)} for r in self.fixes]}
+                           "rejected": getattr(r, "rejected", None), "reason": r.reason or None} for r in self.fixes]}
 
 
 def _agree(r) -> str | None:
@@ -218,7 +218,7 @@ def _ladder(fmt: Format, path: Path, source, model, fit, held, ref, row, prefer:
 
         variants = fix_ladder.tflite_variants(fmt, model, fit, _io_type(path), [], tmp)
     else:
-        fp32 = path.parent / artifact_filename(FORMATS["onnx-fp32"])
+        fp32, probe = path.parent / artifact_filename(FORMATS["onnx-fp32"]), path
         if not fp32.is_file():
             import onnx
 
@@ -226,8 +226,13 @@ def _ladder(fmt: Format, path: Path, source, model, fit, held, ref, row, prefer:
 
             fp32 = tmp / "fp32.onnx"
             onnx.save(to_onnx(model), str(fp32))
-        variants = fix_ladder.onnx_variants(fmt, path, fp32, fit, [])
-    if fmt.recipe.compiler == "edgetpu":  # only all-int8 variants keep it Edge TPU-ready
+            # a second export in one process renames tensors (Conv__30 -> Conv__67): the protect step matches the
+            # int8 file's tensors with the fp32 one's by name, so it reads a quantization of this export instead
+            from edgeproof.convert.int8_recipes import onnx_candidate
+
+            probe = onnx_candidate(fp32, fmt.recipe).build(fit, tmp / "same-names")
+        variants = fix_ladder.onnx_variants(fmt, probe, fp32, fit, [])
+    if getattr(fmt.recipe, "compiler", None) == "edgetpu":  # only all-int8 variants keep it Edge TPU-ready
         variants = (v for v in variants if v.edgetpu_full)
 
     def judge(dest: Path, judged_as: Format):

@@ -40,10 +40,13 @@ def _black_fit_real_held_out(tiny_run: Path, base: Path) -> Path:
 def test_an_int8_artifact_that_misses_the_gate_on_held_out_images_fails_convert(tiny_run, tmp_path, capsys):
     calib = _black_fit_real_held_out(tiny_run, tmp_path)
     art = tmp_path / "art"
-    code = run_cli(["convert", str(tiny_run), "--to", "tflite-int8", "--calib-data", str(calib), "-o", str(art),
-                    "--no-progress"])
+    code = run_cli(["convert", str(tiny_run), "--to", "tflite-int8,onnx-int8", "--calib-data", str(calib), "-o",
+                    str(art), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 1, err
+    onnx = json.loads((art / "manifest.json").read_text())["artifacts"]["onnx-int8"]["options"]["held_out_gate"]
+    assert onnx["status"] == "failed" and [f["status"] for f in onnx["fixes"]].count("error") == 0, onnx["fixes"]
+    assert any(f["variant"].startswith("protect") for f in onnx["fixes"])  # the ladder got past calibration
     line = next(ln for ln in err.splitlines() if "misses the gate" in ln)
     assert line.startswith("edgeproof: error: tflite-int8: misses the gate on 10 held-out calibration images by ")
     assert "agreement" in line and "needs 10/10" in line  # by how much
