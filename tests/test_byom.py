@@ -336,10 +336,6 @@ def test_run_and_convert_share_one_contract_flag_definition():
     conv_args = parse_args(["convert", "m.keras", "--to", "tflite-fp32", *flags])
     assert contract_flags.overrides_from(run_args) == contract_flags.overrides_from(conv_args) == {
         "size": (32, 48), "mean": [1.0], "std": [2.0, 2.0, 2.0], "scale": 0.5, "bgr": True, "labels": ["a", "b"]}
-    import edgeproof.cli.convert as conv
-    import edgeproof.cli.run as run
-
-    assert run.overrides_from is conv.overrides_from is contract_flags.overrides_from
 
 
 def test_class_scores_binary_heads_are_exact():
