@@ -153,8 +153,9 @@ class Format:
 
     @property
     def backends(self) -> tuple[str, ...]:
-        """Backends able to load it, preferred first (BACKENDS order; each backend row says what it runs)."""
-        return tuple(b.name for b in BACKENDS.values() if b.runs(self))
+        """Backends able to load it, preferred first (BACKENDS order; each backend row says what it runs).
+        Opt-in backends (the browser ones) are left out: they run only where named."""
+        return tuple(b.name for b in BACKENDS.values() if b.runs(self) and not b.opt_in)
 
 
 FORMATS: dict[str, Format] = {
@@ -197,6 +198,8 @@ class Backend:
     package: str  # import name that must be present
     install: str  # pip line that provides it
     skips: tuple[str, ...] = ()  # formats of its family it cannot run
+    # Runs only where named (--backend/--backends), never by default: it starts a headless browser.
+    opt_in: bool = False
 
     def runs(self, fmt: Format) -> bool:
         return self.family in (fmt.family, "any") and fmt.name not in self.skips
@@ -228,6 +231,13 @@ BACKENDS: dict[str, Backend] = {
         Backend("litert-compiled", "edgeproof.runtime.backends.litert_compiled:LiteRTCompiledBackend", "tflite",
                 "ai_edge_litert", "pip install 'ai-edge-litert>=2'",
                 skips=("edgetpu", "tflite-int16x8")),  # CompiledModel buffers: 'Unsupported dtype: int16'
+        # In headless Chromium (runtime/web): JS tensors are float32/int32/uint8 only, so int8/int16 I/O cannot
+        # be fed ("Element type INT8 is not supported"); edgetpu's uint8 I/O can.
+        Backend("litertjs", "edgeproof.runtime.backends.litertjs:LiteRTJSBackend", "tflite", "selenium",
+                "pip install 'edgeproof[web]' (and Chromium + chromedriver)", skips=("tflite-int8", "tflite-int16x8"),
+                opt_in=True),
+        Backend("ort-web", "edgeproof.runtime.backends.ortweb:OrtWebBackend", "onnx", "selenium",
+                "pip install 'edgeproof[web]' (and Chromium + chromedriver)", opt_in=True),
     )
 }
 
@@ -310,7 +320,7 @@ def artifacts_in(folder: str | Path) -> list[Path]:
                    if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in SUFFIX_FAMILY), key=key)
 
 
-def backends_for(path_or_family: str | Path) -> list[str]:
-    """Backends able to read this file family, preferred first."""
+def backends_for(path_or_family: str | Path, opt_in: bool = False) -> list[str]:
+    """Backends able to read this file family, preferred first (opt_in: with the browser ones)."""
     fam = path_or_family if path_or_family in ("tflite", "onnx") else family_of(path_or_family)
-    return [b.name for b in BACKENDS.values() if b.family in (fam, "any")]
+    return [b.name for b in BACKENDS.values() if b.family in (fam, "any") and (opt_in or not b.opt_in)]

@@ -110,6 +110,10 @@ def markdown(report) -> str:
                       markdown_table(["artifact", "backend", "max|Δ|", "mean|Δ|", "top-1 changed"],
                                 [[e["artifact"], e["backend"], f"{e['max_abs']:.2e}", f"{e['mean_abs']:.2e}",
                                   f"{e['top1_changed']}/{e['n']}"] for e in pre["end_to_end"]]), ""]
+    if report.e2e and report.e2e.get("page_preprocessing"):
+        from edgeproof.parity.browser_pre import summary
+
+        lines += ["## In the browser: the page's own preprocessing", "", f"- {summary(report.e2e['page_preprocessing'])}", ""]
     for t in report.triage:
         lines += [f"## Quantization triage: {t.artifact}", "", f"Tool: {t.tool}."]
         if t.error:

@@ -252,12 +252,12 @@ class Planned:
 def plan_matrix(artifacts: list[tuple[Path, Format | None]], backends: list[str] | None) -> list[Planned]:
     plan = []
     for path, fmt in artifacts:
-        for b in backends_for(path):
+        for b in backends_for(path, opt_in=backends is not None):  # a browser backend only where named
             if backends is not None and b not in backends:
                 continue
             meta_fmt = fmt.name if fmt else _meta_format(path)
             entry = Planned(path, fmt, b, FORMATS[meta_fmt] if meta_fmt else None,
-                            listed=meta_fmt is not None and b in FORMATS[meta_fmt].backends)
+                            listed=meta_fmt is not None and BACKENDS[b].runs(FORMATS[meta_fmt]))
             if not backend_installed(b):
                 entry.skip = f"backend not installed: {BACKENDS[b].install}"
             elif meta_fmt is None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeproof.formats import BACKENDS
 from edgeproof.parity.gate import Failure
 from edgeproof.parity.metrics import percentile_ms
 from edgeproof.progress import Progress, ProgressCallback
@@ -146,6 +147,13 @@ def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, dat
             from edgeproof.parity import e2e as e2e_mod
 
             report.e2e = {"preprocessing": pre, **e2e_mod.dominance(pre, rows)}
+        if e2e and engine != "ray" and any(BACKENDS[b].opt_in for b in backends or ()):
+            from edgeproof.parity.browser_pre import page_preprocessing_drift
+
+            t = prog.add_task("preprocessing drift (the page's JavaScript vs OpenCV)", total=1)
+            report.e2e = {**(report.e2e or {}), "page_preprocessing": page_preprocessing_drift(
+                keras_model, images.paths, run.preprocess, x_ref, ref, y, [p for p, _ in artifacts])}
+            prog.advance(t)
         if triage:
             if keras_model is None and _triage_todo(rows):  # Ray: the triage (and --fix) runs here
                 keras_model = reference.load_keras(run.model_path, run.head, trust_model)

@@ -171,16 +171,7 @@ class Model:
             raise UsageError(f"predict got an array of shape {x.shape}; this model takes float32 "
                              f"(N, {self._hw3[0]}, {self._hw3[1]}, 3) NHWC (see edgeproof.runtime.preprocess.prepare)")
         x0 = x
-        if self._q_in is not None:
-            # Quantizing would silently turn NaN/inf into some in-range integer: refuse it first. One float32
-            # sum (half the cost of the quantize itself) is finite unless an element is, or huge values overflow.
-            if not np.isfinite(x.sum()):
-                _refuse_non_finite_input(x)
-            x = self._quantize(x)
-        elif self._cast_in:
-            x = x.astype(self._in_dtype)
-        if self._nchw:
-            x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        x = self.to_native(x)
         n = x.shape[0]
         try:
             if n == 1 or self.backend.batch_ok:
@@ -226,6 +217,20 @@ class Model:
             raise invalid(self.path, family_of(self.path), f"{self.backend_name} computed non-finite scores "
                           "(NaN/inf) from a finite input, so its weights are damaged")
         return out
+
+    def to_native(self, x: np.ndarray) -> np.ndarray:
+        """float32 NHWC (checked by predict) -> what the backend's run() takes: quantized, cast, laid out."""
+        if self._q_in is not None:
+            # Quantizing would silently turn NaN/inf into some in-range integer: refuse it first. One float32
+            # sum (half the cost of the quantize itself) is finite unless an element is, or huge values overflow.
+            if not np.isfinite(x.sum()):
+                _refuse_non_finite_input(x)
+            x = self._quantize(x)
+        elif self._cast_in:
+            x = x.astype(self._in_dtype)
+        if self._nchw:
+            x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        return x
 
     def _quantize(self, x: np.ndarray) -> np.ndarray:
         """round(x / scale + zero_point), saturated to the input dtype.

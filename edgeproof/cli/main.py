@@ -14,7 +14,8 @@ from collections.abc import Sequence
 import edgeproof
 from edgeproof.errors import EdgeproofError
 
-SUBCOMMANDS = ("demo", "train", "convert", "inspect", "run", "serve", "parity", "bench", "devices", "version")
+SUBCOMMANDS = ("demo", "train", "convert", "inspect", "run", "serve", "parity", "bench", "export", "devices",
+               "version")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

@@ -210,6 +210,10 @@ def run(args: argparse.Namespace) -> int:
             info(line)
         if rep.e2e:
             info(f"end-to-end: {rep.e2e['verdict']}")
+        if rep.e2e and rep.e2e.get("page_preprocessing"):
+            from edgeproof.parity.browser_pre import summary
+
+            info(f"in the browser: {summary(rep.e2e['page_preprocessing'])}")
         print_triage(rep)
         info(f"report: {rep.files.get('markdown')}  {rep.files.get('json')}")
     return gate_exit(rep)

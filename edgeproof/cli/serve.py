@@ -85,6 +85,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="an inference call over S seconds fails with 503 and marks the server not ready "
                         "(default 60; 0 = no limit)")
     m = p.add_argument_group("model")
+    m.add_argument("--web", metavar="SITE", help="also serve an 'edgeproof export web' folder at /web/ (the page "
+                   "links it: run on this device)")
     m.add_argument("--name", help="model name in the OIP v2 API (default: from the file name)")
     m.add_argument("--top-k", type=int, default=5, metavar="K", help="labels per image when the request gives no "
                                                                      "top_k (default 5)")
@@ -123,7 +125,17 @@ def config_from(args: argparse.Namespace):
                        top_k=args.top_k, name=args.name, access_log=args.access_log,
                        max_pixels=None if args.max_image_pixels is None else pixel_limit(args.max_image_pixels),
                        header_timeout=args.header_timeout, body_timeout=args.body_timeout,
-                       max_connections=args.max_connections, max_inflight=max_inflight, grpc_port=args.grpc_port)
+                       max_connections=args.max_connections, max_inflight=max_inflight, grpc_port=args.grpc_port,
+                       web_dir=_web_dir(args.web))
+
+
+def _web_dir(path: str | None) -> str | None:
+    from pathlib import Path
+
+    if path is not None and not (Path(path) / "models.json").is_file():
+        raise UsageError(f"--web '{path}' is not an 'edgeproof export web' folder (no models.json); make one with "
+                         "'edgeproof export web ARTIFACT... -o SITE'")
+    return path
 
 
 def _announce(started, config) -> None:

@@ -87,5 +87,12 @@ def build_app(svc: Service, lifespan=None) -> Starlette:
         middleware.append(Middleware(AuthMiddleware, key=cfg.api_key))
     middleware.append(Middleware(BodyLimitMiddleware, limit=cfg.max_body, budget=svc.budget))
     routes = [*page_routes(svc), *classify.routes(svc), *oip.routes(svc)]
+    if cfg.web_dir:  # the exported in-browser site (edgeproof.runtime.web), static files only
+        from starlette.responses import RedirectResponse
+        from starlette.routing import Mount
+        from starlette.staticfiles import StaticFiles
+
+        routes += [Route("/web", lambda request: RedirectResponse("/web/"), methods=["GET"]),
+                   Mount("/web", StaticFiles(directory=cfg.web_dir, html=True))]
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
                      exception_handlers={HttpError: _http_error, HTTPException: _starlette_error})

@@ -114,6 +114,7 @@ class ServeConfig:
     max_header_bytes: int = 64 * 2**10  # request line + headers (431 over it)
     max_inflight: int = DEFAULT_MAX_INFLIGHT  # bytes of bodies and decoded pixels in flight (503 over it)
     grpc_port: int | None = None  # OIP v2 over gRPC on this port (same host); None: off
+    web_dir: str | None = None  # an 'edgeproof export web' folder, served at /web/ (public, like the page)
 
     def __post_init__(self) -> None:
         checks = (("--port", self.port, 0, 65535), ("--max-batch", self.max_batch, 1, 1024),

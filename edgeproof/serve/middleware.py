@@ -53,7 +53,8 @@ async def send_json(send, status: int, body: dict, headers: list[tuple[bytes, by
 
 
 def is_public(path: str) -> bool:
-    return path in PUBLIC_PATHS or path.startswith("/static/") or bool(_PUBLIC_READY.match(path))
+    return path in PUBLIC_PATHS or path.startswith(("/static/", "/web/")) or path == "/web" \
+        or bool(_PUBLIC_READY.match(path))
 
 
 def escape(text: str, limit: int = 400) -> str:

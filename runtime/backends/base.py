@@ -12,6 +12,7 @@ Everything the rest of edgeproof needs to know about one backend is a hook on it
   bare_loop                                 the hand-written loop `bench` compares against
   inspect_load                              the trial load `inspect` reports
   placement (after load)                    where the model's ops run
+  time_inside (after load)                  latency the runtime measures itself (the browser page)
 """
 
 from __future__ import annotations
@@ -183,6 +184,11 @@ class Backend(ABC):
     def select_output(self, name: str) -> bool:
         """Use the output called `name` instead of the first; False when this backend cannot."""
         return False
+
+    def time_inside(self, x: np.ndarray, warmup: int, runs: int) -> dict[str, Any] | None:
+        """Per-inference latency the runtime measures itself ({"samples_ms", "timed_in", versions...}), for
+        `bench`: the browser backends time each run inside the page. None (default): bench times the calls."""
+        return None
 
     def cancel(self) -> bool:
         """Ask a run() in progress (in another thread) to stop; False when this runtime cannot be interrupted."""

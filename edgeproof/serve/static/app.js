@@ -157,6 +157,8 @@ async function classify(file) {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  // serve --web SITE: the exported in-browser site is at /web/ (the model runs on the phone, not here)
+  fetch("/web/models.json", { method: "HEAD" }).then((r) => { $("weblink").hidden = !r.ok; }, () => {});
   takeKeyFromFragment();
   $("file").addEventListener("change", (ev) => {
     const f = ev.target.files && ev.target.files[0];
