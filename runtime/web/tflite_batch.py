@@ -35,28 +35,26 @@ def _vector(buf: bytes | bytearray, pos: int) -> tuple[int, int]:
     return start + 4, _u32(buf, start)
 
 
+def _tables(buf: bytes | bytearray, table: int, index: int) -> list[int]:
+    """Positions of the tables in the vector field `index` of the table at `table` (none when absent)."""
+    pos = _field(buf, table, index)
+    if pos is None:
+        return []
+    first, n = _vector(buf, pos)
+    return [first + 4 * i + _u32(buf, first + 4 * i) for i in range(n)]
+
+
 def fix_batch(data: bytes) -> tuple[bytes, int]:
     """(the bytes with every tensor's leading -1 in shape_signature set to 1, how many tensors changed)."""
     buf = bytearray(data)
-    model = _u32(buf, 0)
-    subgraphs = _field(buf, model, _MODEL_SUBGRAPHS)
     changed = 0
-    if subgraphs is None:
-        return data, 0
-    first, n = _vector(buf, subgraphs)
-    for i in range(n):
-        sg = first + 4 * i + _u32(buf, first + 4 * i)
-        tensors = _field(buf, sg, _SUBGRAPH_TENSORS)
-        if tensors is None:
-            continue
-        t_first, t_n = _vector(buf, tensors)
-        for j in range(t_n):
-            t = t_first + 4 * j + _u32(buf, t_first + 4 * j)
-            sig = _field(buf, t, _TENSOR_SHAPE_SIGNATURE)
+    for subgraph in _tables(buf, _u32(buf, 0), _MODEL_SUBGRAPHS):
+        for tensor in _tables(buf, subgraph, _SUBGRAPH_TENSORS):
+            sig = _field(buf, tensor, _TENSOR_SHAPE_SIGNATURE)
             if sig is None:
                 continue
-            s_first, s_n = _vector(buf, sig)
-            if s_n and struct.unpack_from("<i", buf, s_first)[0] == -1:
-                struct.pack_into("<i", buf, s_first, 1)
+            first, n = _vector(buf, sig)
+            if n and struct.unpack_from("<i", buf, first)[0] == -1:
+                struct.pack_into("<i", buf, first, 1)
                 changed += 1
     return bytes(buf), changed
