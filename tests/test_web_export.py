@@ -32,6 +32,21 @@ def _photo(tmp: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="module", autouse=True)
+def runtimes():
+    """The pinned runtime tarballs in the cache (fetched from the npm registry once); skipped, saying why,
+    where they cannot be had."""
+    from edgeproof.errors import EdgeproofError
+    from edgeproof.runtime.web.assets import RUNTIME_PACKAGES, tarball
+
+    for packages in RUNTIME_PACKAGES.values():
+        for pkg in packages:
+            try:
+                tarball(pkg)
+            except EdgeproofError as exc:
+                pytest.skip(f"browser tests: {exc}")
+
+
 @pytest.fixture(scope="module")
 def site(tiny_artifacts, tmp_path_factory):
     from edgeproof.runtime.web.site import build
