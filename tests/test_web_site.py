@@ -83,3 +83,29 @@ def test_a_tarball_that_is_not_the_pinned_one_is_never_used(tmp_path, monkeypatc
     pkg = assets.NpmPackage("onnxruntime-web", "1.31.1", assets.ORT_WEB.integrity, "MIT", "", {})
     with pytest.raises(EdgeproofError, match="cannot fetch .* run 'npm pack onnxruntime-web@1.31.1'"):
         assets.tarball(pkg, npm_cache=tmp_path)
+
+
+def test_serve_web_mounts_an_exported_site_publicly_and_nothing_else(tmp_path):
+    pytest.importorskip("starlette", reason="needs edgeproof[serve]")
+    pytest.importorskip("onnx", reason="the test model is built with onnx")
+    import httpx
+    from _serve_helpers import KEY, colour_model, running
+
+    model = colour_model(tmp_path / "colour.onnx")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("<!doctype html><title>site</title>")
+    (site / "models.json").write_text("[]")
+    key = tmp_path / "key.txt"
+    key.write_text(KEY)
+    with running(model, "--api-key-file", str(key), "--web", str(site)) as s:
+        assert httpx.get(f"{s.url}/web/").text.startswith("<!doctype html>")  # public, like the page
+        assert httpx.head(f"{s.url}/web/models.json").status_code == 200
+        assert httpx.get(f"{s.url}/web", follow_redirects=False).headers["location"] == "/web/"
+        outside = httpx.get(f"{s.url}/web/%2e%2e/key.txt")  # the site's parent holds the key
+        assert outside.status_code == 404 and KEY not in outside.text
+        assert httpx.get(f"{s.url}/webx").status_code == 401  # the rest still needs the key
+        assert 'id="weblink"' in httpx.get(f"{s.url}/").text
+    from edgeproof.cli.main import run_cli
+
+    assert run_cli(["serve", str(model), "--web", str(tmp_path)]) == 2  # no models.json: one line, exit 2
