@@ -1,32 +1,91 @@
 """Prometheus metrics of one server, in its own registry (no process-wide state), via prometheus_client.
 
-Names follow what Triton and OpenVINO Model Server users already chart: request counts by endpoint
-and status, request latency, queue time, inference time per call, batch size, in-flight requests,
-model load time, readiness, watchdog timeouts and rejected images by reason.
+Two families:
+- Triton's names, where the meaning is the same, per model and version, so Triton dashboards work:
+  `nv_inference_request_success`, `nv_inference_request_failure{reason}`, `nv_inference_count` (images),
+  `nv_inference_exec_count` (inference calls), and the cumulative microsecond counters
+  `nv_inference_request_duration_us`, `nv_inference_queue_duration_us`, `nv_inference_compute_infer_duration_us`,
+  plus the gauge `nv_inference_pending_request_count`. They are written exactly as Triton writes them (no
+  `_total` suffix, which prometheus_client would add), by `TritonCounters`. A request counts once it reaches the
+  model (decode included); failures are REJECTED (busy: queue or in-flight budget full), BACKEND (the model
+  failed or hung) or OTHER (a bad image or tensor), as Triton's reasons.
+- edgeproof's own: histograms per model and version of request, queue and compute time and of batch size
+  (Triton has no histograms of these), HTTP and gRPC requests by endpoint and status with latency, in-flight
+  requests, images rejected by reason, model load time, readiness, watchdog timeouts, and the process's CPU and
+  memory (`process_cpu_seconds_total`, `process_resident_memory_bytes`, ...).
 """
 
 from __future__ import annotations
 
+import threading
+
 LATENCY_BUCKETS = (.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+FAILURE_REASONS = ("REJECTED", "BACKEND", "OTHER")
+_TRITON = {
+    "nv_inference_request_success": ("counter", "Number of successful inference requests, all batch sizes"),
+    "nv_inference_request_failure": ("counter", "Number of failed inference requests, all batch sizes"),
+    "nv_inference_count": ("counter", "Number of inferences performed (images; a batch of 4 counts 4)"),
+    "nv_inference_exec_count": ("counter", "Number of model executions performed (inference calls)"),
+    "nv_inference_request_duration_us": ("counter", "Cumulative inference request duration in microseconds "
+                                                    "(decode, queue and compute)"),
+    "nv_inference_queue_duration_us": ("counter", "Cumulative inference queuing duration in microseconds"),
+    "nv_inference_compute_infer_duration_us": ("counter", "Cumulative compute inference duration in microseconds"),
+    "nv_inference_pending_request_count": ("gauge", "Instantaneous number of pending requests awaiting execution"),
+}
+
+
+class TritonCounters:
+    """Triton's per-model counters and pending gauge, thread-safe, rendered in Triton's exposition format."""
+
+    def __init__(self, model: str, version: str = "1") -> None:
+        self.labels = f'model="{model}",version="{version}"'
+        self._lock = threading.Lock()
+        self.values = {name: 0.0 for name in _TRITON if name != "nv_inference_request_failure"}
+        self.failures = dict.fromkeys(FAILURE_REASONS, 0.0)
+
+    def add(self, name: str, value: float) -> None:
+        with self._lock:
+            self.values[name] += value
+
+    def fail(self, reason: str) -> None:
+        with self._lock:
+            self.failures[reason] += 1
+
+    def text(self) -> bytes:
+        with self._lock:
+            values, failures = dict(self.values), dict(self.failures)
+        out = []
+        for name, (kind, doc) in _TRITON.items():
+            out += [f"# HELP {name} {doc}", f"# TYPE {name} {kind}"]
+            if name == "nv_inference_request_failure":
+                out += [f'{name}{{{self.labels},reason="{r}"}} {v:g}' for r, v in failures.items()]
+            else:
+                out.append(f"{name}{{{self.labels}}} {values[name]:.17g}")
+        return ("\n".join(out) + "\n").encode()
 
 
 class Metrics:
-    def __init__(self, model_name: str) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+    def __init__(self, model_name: str, version: str = "1") -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
         self.registry = r = CollectorRegistry(auto_describe=True)
-        self.requests = Counter("edgeproof_requests", "HTTP requests by endpoint and status code",
+        ProcessCollector(registry=r)
+        self.model_name, self.version = model_name, version
+        self.triton = TritonCounters(model_name, version)
+        mv = ["model", "version"]
+        self.requests = Counter("edgeproof_requests", "HTTP and gRPC requests by endpoint and status",
                                 ["endpoint", "status"], registry=r)
-        self.request_seconds = Histogram("edgeproof_request_duration_seconds", "HTTP request latency, by endpoint",
+        self.request_seconds = Histogram("edgeproof_request_duration_seconds", "request latency, by endpoint",
                                          ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
         self.in_flight = Gauge("edgeproof_requests_in_flight", "HTTP requests being served", registry=r)
-        self.queue_seconds = Histogram("edgeproof_queue_duration_seconds",
-                                       "time a request waited for an interpreter", buckets=LATENCY_BUCKETS, registry=r)
-        self.inference_seconds = Histogram("edgeproof_inference_duration_seconds",
-                                           "time of one inference call (one batch)", buckets=LATENCY_BUCKETS,
-                                           registry=r)
-        self.batch_size = Histogram("edgeproof_batch_size", "images per inference call", buckets=BATCH_BUCKETS,
+        self.model_seconds = Histogram("edgeproof_model_request_duration_seconds", "inference request time per "
+                                       "model (decode, queue and compute)", mv, buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_seconds = Histogram("edgeproof_queue_duration_seconds", "time a request waited for an "
+                                       "interpreter", mv, buckets=LATENCY_BUCKETS, registry=r)
+        self.inference_seconds = Histogram("edgeproof_inference_duration_seconds", "time of one inference call "
+                                           "(one batch)", mv, buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram("edgeproof_batch_size", "images per inference call", mv, buckets=BATCH_BUCKETS,
                                     registry=r)
         self.images = Counter("edgeproof_images", "images classified", registry=r)
         self.rejected = Counter("edgeproof_images_rejected", "images refused before inference, by reason",
@@ -36,21 +95,36 @@ class Metrics:
         self.ready = Gauge("edgeproof_ready", "1 when the server accepts inference requests", registry=r)
         self.watchdog_timeouts = Counter("edgeproof_watchdog_timeouts", "inference calls over --infer-timeout",
                                          registry=r)
-        self.model_name = model_name
 
     def observe_batch(self, size: int, infer_s: float, queue_s: list[float]) -> None:
         """Called by the replica thread after each inference call (prometheus_client is thread-safe)."""
-        self.batch_size.observe(size)
-        self.inference_seconds.observe(infer_s)
+        mv = (self.model_name, self.version)
+        self.batch_size.labels(*mv).observe(size)
+        self.inference_seconds.labels(*mv).observe(infer_s)
         self.images.inc(size)
+        t = self.triton
+        t.add("nv_inference_exec_count", 1)
+        t.add("nv_inference_count", size)
+        t.add("nv_inference_compute_infer_duration_us", infer_s * 1e6)
+        queue = self.queue_seconds.labels(*mv)
         for q in queue_s:
-            self.queue_seconds.observe(q)
+            queue.observe(q)
+            t.add("nv_inference_queue_duration_us", q * 1e6)
 
-    def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
+    def observe_inference(self, seconds: float, failure: str | None) -> None:
+        """One inference request that reached the model, from decode to result; failure: a FAILURE_REASONS entry."""
+        if failure is None:
+            self.triton.add("nv_inference_request_success", 1)
+        else:
+            self.triton.fail(failure)
+        self.triton.add("nv_inference_request_duration_us", seconds * 1e6)
+        self.model_seconds.labels(self.model_name, self.version).observe(seconds)
+
+    def observe_request(self, endpoint: str, status: int | str, seconds: float) -> None:
         self.requests.labels(endpoint, str(status)).inc()
         self.request_seconds.labels(endpoint).observe(seconds)
 
     def exposition(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry) + self.triton.text(), CONTENT_TYPE_LATEST

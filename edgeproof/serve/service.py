@@ -8,6 +8,7 @@ a hung interpreter 503, a model that fails on a valid input 500. The server stay
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -69,19 +70,32 @@ class Service:
         return await self._call(self.engine.infer(x))
 
     async def _call(self, awaitable) -> Result:
+        t0, failure = time.perf_counter(), None
+        triton = self.metrics.triton
+        triton.add("nv_inference_pending_request_count", 1)
         try:
             return await awaitable
         except BadImage as exc:  # 400 with the runtime's reason, counted by reason
+            failure = "OTHER"
             self.metrics.rejected.labels(exc.reason[:60]).inc()
             raise HttpError(400, f"{exc.which}: {exc.reason}; send a whole JPEG, PNG, WebP, BMP or TIFF "
                                  "image") from None
         except (Unavailable, Busy) as exc:
+            failure = "REJECTED" if self.engine.ready else "BACKEND"
             raise HttpError(503, str(exc), {"retry-after": "1"}) from None
         except UsageError as exc:  # e.g. a bad EDGEPROOF_MAX_IMAGE_PIXELS met at the first image
+            failure = "OTHER"
             raise HttpError(400, str(exc)) from None
         except EdgeproofError as exc:
+            failure = "BACKEND"
             log.error("inference failed: %s", exc)
             raise HttpError(500, f"inference failed: {exc}") from None
+        except BaseException:  # cancelled (the client went away)
+            failure = "OTHER"
+            raise
+        finally:
+            triton.add("nv_inference_pending_request_count", -1)
+            self.metrics.observe_inference(time.perf_counter() - t0, failure)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
