@@ -12,6 +12,7 @@ import hashlib
 import random
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +44,21 @@ def stratified_order(items: list[tuple[str, int]], seed: int = 0) -> list[tuple[
     for i in range(depth):
         order.extend(q[i] for q in queues if i < len(q))
     return order
+
+
+def require_batch(fmt_name: str, calib: Any) -> None:
+    """UsageError unless `calib` is a non-empty float32 (N, H, W, 3) batch: what was received, what is valid,
+    what to do (the library's int8 converters take the batch; the CLI makes it from images)."""
+    if calib is None:
+        got = "none"
+    else:
+        arr = np.asarray(calib)
+        if arr.ndim == 4 and arr.shape[0] > 0 and np.issubdtype(arr.dtype, np.floating):
+            return
+        got = f"a {arr.dtype} batch of shape {tuple(arr.shape)}"
+    raise UsageError(f"{fmt_name} needs calibration images and got {got}; valid: a non-empty float batch "
+                     "(N, H, W, C) in model-input space; give it from convert.calibration.calibration_batch, "
+                     "or on the command line pass --calib-data DIR (or convert a run folder with a train split)")
 
 
 def calibration_batch(run, count: int, seed: int = 0) -> tuple[np.ndarray, str, list[tuple[str, str]]]:

@@ -79,8 +79,9 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, calib: np.ndarray
     if recipe.calibrate_method not in CALIBRATE_METHODS:
         raise UsageError(f"calibration method '{recipe.calibrate_method}' is not valid; valid: "
                          f"{', '.join(CALIBRATE_METHODS)}")
-    if calib is None or len(calib) == 0:
-        raise UsageError("onnx-int8 needs calibration images (a non-empty float32 NHWC batch)")
+    from edgeproof.convert.calibration import require_batch
+
+    require_batch("onnx-int8", calib)
     fp32_path = Path(fp32_path)
     src = onnx.load(str(fp32_path))
     exclude = [str(n) for n in (nodes_to_exclude or [])]

@@ -109,8 +109,10 @@ def to_tflite(model: Any, fmt_name: str, calib: np.ndarray | None = None, io_typ
     recipe = recipe_for(fmt_name, int16x8=int16x8)
     if denylist:
         _full_integer_only(recipe, fmt_name)
-    if recipe.calibrated and (calib is None or len(calib) == 0):
-        raise UsageError(f"{fmt_name} needs calibration images (a non-empty float32 NHWC batch)")
+    if recipe.calibrated:
+        from edgeproof.convert.calibration import require_batch
+
+        require_batch(fmt_name, calib)
     return convert_with_recipe(model, recipe, calib, io_type, denylist)
 
 

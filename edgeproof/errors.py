@@ -47,5 +47,10 @@ class IntegrityError(UsageError):
     """A file does not match the sha256 its manifest.json records (changed, corrupted or half-replaced)."""
 
 
+class UnsupportedModel(UsageError):
+    """A valid model file that this backend cannot run (e.g. a dtype its tensors cannot hold): say why, and
+    which backend can."""
+
+
 class InvalidModel(UsageError):
     """A model file that is not a valid TFLite/ONNX model (truncated, damaged, wrong type, absurd shapes)."""

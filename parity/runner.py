@@ -14,6 +14,7 @@ normalization baked into metadata shows up as a failure.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,8 +185,18 @@ def error_row(path: Path, fmt: Format | None, backend: str, failure: tuple[str, 
         row.failures = [Failure("load/run", why, "loads and runs", f"cannot load/run with listed backend "
                                 f"'{backend}': {why}", name, backend)]
     else:
-        row.status, row.reason = "unsupported", f"not in {row.format or 'this format'}'s backends; {why}"
+        row.status, row.reason = "unsupported", f"not in {row.format or 'this format'}'s backends: {short_reason(why)}"
     return row
+
+
+_BOILERPLATE = re.compile(r"^(?:\w+: )?(?:'[^']*' |\S+ is not a valid \w+ model: )?")
+
+
+def short_reason(why: str, limit: int = 90) -> str:
+    """The cause in one short phrase for an 'unsupported' row: no error type, file name, boilerplate or advice
+    ('InvalidModel: m.tflite is not a valid TFLite model: it loaded but ...; it may be truncated ...')."""
+    text = _BOILERPLATE.sub("", why, count=1).split("; ")[0].split(" (")[0].strip()
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
 
 
 def judge(path: Path, fmt: Format | None, backend: str, probs: np.ndarray, latency_ms: float | None,

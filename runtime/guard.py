@@ -6,6 +6,11 @@ check catches every such case. So the file is first loaded (and run once on zero
 (RLIMIT_AS). A child killed by a signal, out of memory or out of time -> InvalidModel naming the file,
 the runtime and what happened. The verdict is cached by sha256 (+ runtime version) under
 $EDGEPROOF_CACHE/trials (default ~/.cache/edgeproof), so loading the same file again costs one hash.
+
+A damaged file does not crash a runtime every time (LiteRT CompiledModel's child exited 0, -11, -11 on three
+tries of one file), so one lucky "ok" must not be kept: a crash or an out-of-memory is final at once, but
+"ok" and a clean "error" are cached only when AGREE children in a row gave the same verdict. Until then
+nothing is cached and the next load tries again.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from typing import Any
 TIMEOUT_S = 60.0
 MEMORY_BYTES = 4 << 30  # address space of the trial child (the runtime's mapped code counts too) ...
 MEMORY_PER_FILE_BYTE = 8  # ... or 2 GiB + 8x the file for a big model, whichever is more
+AGREE = 3  # children in a row that must agree before "ok" (or a clean "error") is cached
+FINAL = ("crash", "memory")  # a property of the file: final after one child
 
 OPENCV_TRIAL = """
 import json, sys
@@ -76,6 +83,23 @@ def run_trial(code: str, args: list[str], timeout: float = TIMEOUT_S, memory: in
     return {"verdict": "error", "detail": last[:300]}
 
 
+def agreed_trial(code: str, args: list[str], memory: int, agree: int = AGREE) -> tuple[dict[str, Any], bool]:
+    """(the verdict, whether it may be cached): up to `agree` children, stopping at the first crash or OOM
+    (final: cached) or the first verdict that differs (a flaky child: that verdict, never cached)."""
+    first = None
+    for _ in range(agree):
+        result = run_trial(code, args, memory=memory)
+        if result["verdict"] in FINAL:
+            return result, True
+        if result["verdict"] == "timeout":
+            return result, False
+        if first is None:
+            first = result
+        elif result["verdict"] != first["verdict"]:
+            return (result if result["verdict"] != "ok" else first), False
+    return first, True
+
+
 @dataclass(frozen=True)
 class Trial:
     """What a backend runs in the guarded child: `code` (python -c; argv: path, JSON [shape, dtype])."""
@@ -105,9 +129,9 @@ def guarded_load(path: str | Path, trial: Trial, family: str, sha256: str | None
         verdict = result["verdict"]
     except (OSError, ValueError, KeyError, TypeError):
         memory = max(MEMORY_BYTES, (2 << 30) + MEMORY_PER_FILE_BYTE * path.stat().st_size)
-        result = run_trial(trial.code, [str(path), json.dumps([shape, dtype])], memory=memory)
+        result, agreed = agreed_trial(trial.code, [str(path), json.dumps([shape, dtype])], memory)
         verdict = result["verdict"]
-        if verdict != "timeout":  # a slow machine may pass next time; crashes and OOMs are properties of the file
+        if agreed:  # a timeout is never kept: a slow machine may pass next time
             _store(entry, result)
     what = {"crash": f"it crashed the {trial.label} importer ({result['detail']})",
             "memory": f"loading it in {trial.label} {result['detail']}",

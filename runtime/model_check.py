@@ -198,7 +198,9 @@ def check_prepared_tflite(path: str | Path, interpreter_cls: Any, input_shape: l
     from the input's, so a file can declare small intermediates behind a huge input (a 117 KB model with
     its input patched to 9000x9000 made XNNPACK take 24 s and 14 GiB). Preparing it once without
     delegates sizes every tensor in about a millisecond without touching the memory. A file this
-    interpreter cannot even build is left to the real load (it reports its own error, e.g. a custom op).
+    interpreter cannot even build is refused here (InvalidModel with its reason), before any other runtime
+    sees it: LiteRT CompiledModel crashed (SIGSEGV) on such files where the Interpreter raises cleanly. Only
+    a custom op or a Flex op is left to the real load, which names it.
     `input_shape`: the shape the runtime will really feed (the metadata's or --size's preprocess size),
     when it differs from the declared one.
     """
@@ -210,15 +212,17 @@ def check_prepared_tflite(path: str | Path, interpreter_cls: Any, input_shape: l
     with quiet_runtime_info():
         try:
             it = interpreter_cls(model_path=str(path), experimental_op_resolver_type=resolver)
-        except Exception:  # noqa: BLE001 - the real load reports it
-            return
+        except Exception as exc:  # noqa: BLE001 - its reason is the answer
+            if _needs_other_kernels(exc):
+                return  # the real load names it (a custom op, or Flex ops that need the Flex delegate)
+            raise invalid(path, "tflite", f"the LiteRT interpreter cannot open it ({one_line(exc)})") from None
         n_graph = len(it.get_tensor_details())  # the file's tensors; Prepare adds kernel scratch (im2col) after
         try:
             if input_shape is not None:
                 it.resize_tensor_input(it.get_input_details()[0]["index"], list(input_shape))
             it.allocate_tensors()
         except Exception as exc:  # noqa: BLE001 - a builtin op cannot be prepared for these shapes
-            if "custom op" in str(exc).lower() or "Select TensorFlow op" in str(exc):
+            if _needs_other_kernels(exc):
                 return  # the real load names it (a custom op, or Flex ops that need the Flex delegate)
             raise invalid(path, "tflite", f"its operators cannot be prepared ({one_line(exc)})") from None
     try:
@@ -238,6 +242,12 @@ def check_prepared_tflite(path: str | Path, interpreter_cls: Any, input_shape: l
     if total > MAX_TOTAL_BYTES:
         raise invalid(path, "tflite", f"with its input {inp} its tensors need {total / 2**30:.3g} GiB "
                       f"(limit {MAX_TOTAL_BYTES >> 30} GiB)")
+
+
+def _needs_other_kernels(exc: BaseException) -> bool:
+    """The interpreter refused only because the file needs kernels it lacks: a custom op or Flex ops."""
+    text = str(exc)
+    return "custom op" in text.lower() or "Select TensorFlow op" in text or "Flex" in text
 
 
 def _describe_head(head: bytes) -> str:

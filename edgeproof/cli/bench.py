@@ -36,9 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seconds", type=float, default=0.0,
                    help="time budget: keep timing until this many seconds passed too (default 0)")
     p.add_argument("--warmup", type=int, default=20, help="untimed warm-up calls (default 20)")
-    p.add_argument("--backend", default=None,
+    p.add_argument("--backend", default=None, metavar="LIST",
                    help="comma-separated backends or 'all' (default: the format's preferred backend)")
-    p.add_argument("--device", default=None, help="device profile (see 'edgeproof devices')")
+    p.add_argument("--device", default=None, metavar="PROFILE", help="device profile (see 'edgeproof devices')")
     p.add_argument("--allow-fallback", action="store_true",
                    help="if the device's delegate / execution provider cannot load, benchmark on the CPU "
                    "with a loud warning (default: that configuration fails, naming the library)")

@@ -70,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "marked failed in manifest.json either way)")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_contract_flags(p, "bring-your-own model: labels and preprocessing contract (same flags as 'edgeproof run')")
+    add_contract_flags(p, "bring-your-own model: labels and preprocessing (the flags of 'edgeproof run')")
     p.set_defaults(func=run)
 
 

@@ -30,6 +30,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in (only,) if only else SUBCOMMANDS:
         importlib.import_module(f"edgeproof.cli.{name}").register(sub)
+    from edgeproof.cli.help_format import apply
+
+    apply(parser)  # help wraps at the terminal's width, keeping each command's own line breaks
     return parser
 
 

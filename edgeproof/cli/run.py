@@ -84,9 +84,10 @@ def _register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="the .tflite or .onnx file")
     p.add_argument("source", nargs="?", help="what to classify (same as --source)")
     p.add_argument("--source", dest="source_opt", metavar="S", help="what to classify (see above)")
-    p.add_argument("--backend", choices=list(BACKENDS), help="runtime to use (default: from the file type/format)")
+    p.add_argument("--backend", choices=list(BACKENDS), metavar="BACKEND",
+                   help=f"runtime to use: {', '.join(BACKENDS)} (default: from the file type/format)")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for the runtime")
-    p.add_argument("--device", metavar="NAME", help="device profile (see 'edgeproof devices'): backend, delegates, "
+    p.add_argument("--device", metavar="PROFILE", help="device profile (see 'edgeproof devices'): backend, delegates, "
                                                     "execution providers, threads")
     p.add_argument("--delegate", action="append", metavar="LIB",
                    help="TFLite delegate library to load, e.g. libedgetpu.so.1 (repeatable; overrides --device's)")

@@ -16,7 +16,9 @@ def add_engine_flags(p: argparse.ArgumentParser, work: str = "the per-image work
                    help="with --engine ray: join this Ray cluster ('auto', HOST:6379, or ray://HOST:10001); "
                         "default $RAY_ADDRESS, else a local Ray started for this run and stopped after it")
     g.add_argument("--workers", type=int, metavar="N",
-                   help="with --engine ray: Ray actors (default: one per CPU of the local Ray or the cluster)")
+                   help="with --engine ray: Ray actors, each a process with its own copy of the model (default: one "
+                        "per CPU of the local Ray or the cluster). (train --workers: training processes; serve "
+                        "--workers: interpreter threads)")
 
 
 def check_engine_flags(args: argparse.Namespace) -> None:

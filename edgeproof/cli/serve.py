@@ -75,8 +75,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="how long the first request of a batch may wait for more that are still being decoded "
                         "(default 0: batch what queued while the interpreter was busy; see benchmarks/RESULTS.md)")
     b.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="interpreters, each with its own thread (default 1); inference never runs concurrently on "
-                        "one interpreter")
+                   help="interpreter replicas in this server process: N copies of the model, each run by its own "
+                        "thread (default 1); inference never runs concurrently on one interpreter. (train --workers: "
+                        "training processes; run/parity --workers: Ray actors)")
     b.add_argument("--max-queue", type=int, default=256, metavar="N",
                    help="images waiting for an interpreter before new requests get 503 (default 256)")
     b.add_argument("--decode-threads", type=int, default=2, metavar="N",
@@ -90,7 +91,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--name", help="model name in the OIP v2 API (default: from the file name)")
     m.add_argument("--top-k", type=int, default=5, metavar="K", help="labels per image when the request gives no "
                                                                      "top_k (default 5)")
-    m.add_argument("--backend", choices=list(BACKENDS), help="runtime to use (default: from the file type/format)")
+    m.add_argument("--backend", choices=list(BACKENDS), metavar="BACKEND",
+                   help=f"runtime to use: {', '.join(BACKENDS)} (default: from the file type/format)")
     m.add_argument("--threads", type=int, metavar="N", help="CPU threads per interpreter")
     m.add_argument("--device", metavar="PROFILE", help="device profile (see 'edgeproof devices')")
     m.add_argument("--delegate", action="append", metavar="LIB", help="TFLite delegate library (repeatable)")

@@ -57,10 +57,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted run for -o from its last per-epoch checkpoint (kept in "
                    ".NAME.partial/ next to the run folder; same data and options required)")
-    dist = p.add_argument_group("multi-worker training (tf.distribute.MultiWorkerMirroredStrategy; see docs/scale-out.md)")
+    dist = p.add_argument_group("multi-worker training (MultiWorkerMirroredStrategy; docs/scale-out.md)")
     dist.add_argument("--workers", type=int, default=1, metavar="N",
-                      help="start N local worker processes on 127.0.0.1 (default: 1, this process alone); "
-                      "--batch-size is the global batch, split among them")
+                      help="training processes: start N local TensorFlow worker processes on 127.0.0.1 that train "
+                      "one model together (default: 1, this process alone); --batch-size is the global batch, "
+                      "split among them. (serve --workers: interpreter threads; run/parity --workers: Ray actors)")
     dist.add_argument("--cluster", metavar="FILE",
                       help="join a cluster described by a TF_CONFIG-style JSON file (TF_CONFIG in the environment "
                       "works too); run the same command on every machine")

@@ -23,11 +23,13 @@ from typing import Any
 import numpy as np
 
 from edgeproof.contract import TensorSpec
-from edgeproof.errors import EdgeproofError, MissingDependency, UsageError
+from edgeproof.errors import EdgeproofError, MissingDependency, UnsupportedModel, UsageError
 from edgeproof.runtime.backends.base import Backend, BatchUnsupported
 from edgeproof.runtime.backends.tflite_interpreter import bare_interpreter, tensor_spec
 
 ACCELERATORS = ("NPU", "GPU", "CPU")
+# what ai_edge_litert.TensorBuffer writes and reads; an int16x8 file's int16 I/O is not among them
+BUFFER_DTYPES = ("float32", "float16", "int32", "int8", "uint8", "bool")
 VULKAN_LIBRARY = "libvulkan.so.1"  # LiteRT's GPU accelerator is WebGPU (Dawn), on Vulkan under Linux
 INSTALL = {
     "GPU": "install the GPU's Vulkan driver and loader (Debian/Ubuntu: sudo apt-get install libvulkan1 "
@@ -35,23 +37,8 @@ INSTALL = {
     "NPU": "install the NPU vendor's LiteRT dispatch library and runtime (Qualcomm QNN, MediaTek NeuroPilot, "
            "Google Tensor, Intel OpenVINO); see ai.google.dev/edge/litert/next/npu",
 }
-# The guarded trial (runtime.guard): the fuzz test's damaged .tflite files SIGSEGV/SIGBUS CompiledModel where
-# the Interpreter (and so the structural preflight) raises cleanly, so an unknown file is compiled and run in a
-# child first; the verdict is cached per file and ai-edge-litert version.
-TRIAL = """
-import json, sys
-import numpy as np
-from ai_edge_litert.compiled_model import CompiledModel
-from ai_edge_litert.hardware_accelerator import HardwareAccelerator
-from ai_edge_litert.options import CpuOptions, Options
-for _ in range(2):  # a damaged file does not crash LiteRT every time: twice catches more of them
-    cm = CompiledModel.from_file(sys.argv[1], options=Options(hardware_accelerators=HardwareAccelerator.CPU,
-                                                              cpu_options=CpuOptions(num_threads=1)))
-    ib, ob = cm.create_input_buffers(0), cm.create_output_buffers(0)
-    d = ib[0].get_tensor_details()
-    ib[0].write(np.zeros(d["shape"], d["dtype"]))
-    cm.run_by_index(0, ib, ob)
-"""
+# The guarded trial (runtime.guard) runs this backend's own load path in a child first (litert_compiled_trial):
+# the fuzz test's damaged .tflite files SIGSEGV CompiledModel where the Interpreter raises cleanly.
 _LOCATION = re.compile(r"^(?:└\s*)?(?:ERROR|WARNING|INFO):\s*\[[^\]]*\]\s*")
 
 
@@ -89,12 +76,17 @@ class LiteRTCompiledBackend(Backend):
         return checks
 
     @classmethod
-    def trial(cls):
+    def trial(cls, threads: int | None = None, accelerators: tuple[str, ...] | list[str] = ("CPU",),
+              allow_fallback: bool = False):
+        """The guarded child: this backend's load with exactly these options (the cache key names them)."""
         import ai_edge_litert
 
+        from edgeproof.runtime.backends.litert_compiled_trial import code_for
         from edgeproof.runtime.guard import Trial
 
-        return Trial(cls.name, "LiteRT CompiledModel", getattr(ai_edge_litert, "__version__", "?"), TRIAL)
+        key = f"{cls.name}-t{int(threads or 0)}-{'+'.join(accelerators)}{'-fallback' if allow_fallback else ''}"
+        return Trial(key, "LiteRT CompiledModel", getattr(ai_edge_litert, "__version__", "?"),
+                     code_for(threads, list(accelerators), allow_fallback))
 
     @classmethod
     def inspect_load(cls, path, report) -> None:
@@ -138,20 +130,27 @@ class LiteRTCompiledBackend(Backend):
     # ---- loading -------------------------------------------------------------------------
     def load(self) -> None:
         try:
-            import ai_edge_litert
-            from ai_edge_litert.compiled_model import CompiledModel
-            from ai_edge_litert.hardware_accelerator import HardwareAccelerator
-            from ai_edge_litert.options import CpuOptions, Options
+            import ai_edge_litert  # noqa: F401 - the missing extra is named before any trial
         except ImportError:
             raise MissingDependency("ai-edge-litert", None, "the litert-compiled backend (LiteRT 2.x)") from None
         why = self.check_profile([], self.providers, {})
         if why:
             raise UsageError(why)
-        self.runtime = f"ai-edge-litert {getattr(ai_edge_litert, '__version__', '')}".strip()
-        self.requested = list(self.providers or ["CPU"])
         from edgeproof.runtime.guard import guarded_load
 
-        guarded_load(self.path, self.trial(), "tflite", self.verified_sha256, None)
+        guarded_load(self.path, self.trial(self.threads, list(self.providers or ["CPU"]), self.allow_fallback),
+                     "tflite", self.verified_sha256, None)
+        self.load_unguarded()
+
+    def load_unguarded(self) -> None:
+        """load() after its guarded trial; the trial's child calls exactly this (litert_compiled_trial)."""
+        import ai_edge_litert
+        from ai_edge_litert.compiled_model import CompiledModel
+        from ai_edge_litert.hardware_accelerator import HardwareAccelerator
+        from ai_edge_litert.options import CpuOptions, Options
+
+        self.runtime = f"ai-edge-litert {getattr(ai_edge_litert, '__version__', '')}".strip()
+        self.requested = list(self.providers or ["CPU"])
 
         def compile_for(names: list[str]) -> tuple[Any, str | None]:
             """(CompiledModel, None) or (None, why); LiteRT's native log stays off the terminal."""
@@ -209,6 +208,11 @@ class LiteRTCompiledBackend(Backend):
         it = bare_interpreter(self.path)
         self.input_spec = tensor_spec(it.get_input_details()[0])
         self.output_spec = tensor_spec(it.get_output_details()[0])
+        for what, spec in (("input", self.input_spec), ("output", self.output_spec)):
+            if np.dtype(spec.dtype).name not in BUFFER_DTYPES:  # TensorBuffer.write/read raise 'Unsupported dtype'
+                raise UnsupportedModel(f"'{self.path.name}' has an {np.dtype(spec.dtype).name} {what}, which LiteRT "
+                                       f"CompiledModel's tensor buffers cannot hold (they take "
+                                       f"{', '.join(BUFFER_DTYPES)}); run it with --backend litert or openvino")
         for what, spec, d in (("input", self.input_spec, next(iter(ins.values()))),
                               ("output", self.output_spec, next(iter(outs.values())))):
             if len(d["shape"]) != len(spec.shape) or any(s is not None and s != int(v)
