@@ -132,6 +132,26 @@ def test_page_stays_on_its_origin_and_works_offline(site, tmp_path):
         page.close()
 
 
+def test_live_camera_frames_are_classified(site):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from edgeproof.runtime.web.browser import Page
+
+    # Chromium's fake camera (a moving test pattern, 640x480) stands in for the phone's rear camera
+    page = Page(site.folder, "index.html?driver", ("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"))
+    try:
+        page.driver.find_element(By.ID, "camera").click()
+        WebDriverWait(page.driver, 30).until(lambda d: "frames/s" in d.find_element(By.ID, "timing").text)
+        assert page.driver.find_element(By.ID, "status").text.startswith("live camera")
+        labels = site.models[0]["labels"]
+        assert page.driver.execute_script("return document.body.dataset.top1") in labels
+        page.driver.find_element(By.ID, "camera").click()  # stops it
+        assert page.driver.execute_script("return document.getElementById('video').srcObject.active") is False
+    finally:
+        page.close()
+
+
 def test_parity_in_the_browser_adds_judged_rows(tiny_run, tiny_artifacts, tmp_path):
     from edgeproof.parity.session import run_parity
 

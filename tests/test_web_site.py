@@ -39,7 +39,7 @@ def test_batch_fix_changes_only_the_signature_and_not_the_answers(tiny_artifacts
 def test_export_refuses_what_the_page_cannot_run(tiny_artifacts, tmp_path):
     from edgeproof.runtime.web.site import build, model_entry
 
-    with pytest.raises(UsageError, match="int8 input; LiteRT.js 2.5.3 tensors are float32, int32, uint8"):
+    with pytest.raises(UsageError, match="int8 input, and LiteRT.js 2.5.3 tensors are float32, int32 or uint8 only"):
         model_entry(tiny_artifacts / "model.tflite-int8.tflite")
     with pytest.raises(UsageError, match="none of the artifacts"):
         build([tiny_artifacts / "model.tflite-int8.tflite"], tmp_path / "s", leave_out_unsupported=True)

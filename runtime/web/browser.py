@@ -80,8 +80,10 @@ class StaticServer:
         self._httpd.server_close()
 
 
-def start_chromium(width: int = 1000, height: int = 1000):
-    """A headless Chromium under chromedriver, with a throwaway profile; EdgeproofError saying why not."""
+def start_chromium(width: int = 1000, height: int = 1000, extra_args: tuple[str, ...] = ()):
+    """A headless Chromium under chromedriver, with a throwaway profile; EdgeproofError saying why not.
+
+    extra_args: more Chromium switches (e.g. the fake camera: --use-fake-device-for-media-stream)."""
     why = missing_browser()
     if why:
         raise EdgeproofError(why)
@@ -96,7 +98,7 @@ def start_chromium(width: int = 1000, height: int = 1000):
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 "--disable-dev-shm-usage", "--disable-features=OptimizationHints,Translate,MediaRouter",
-                f"--user-data-dir={profile}", f"--window-size={width},{height}"):
+                f"--user-data-dir={profile}", f"--window-size={width},{height}", *extra_args):
         opts.add_argument(arg)
     opts.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
     try:
@@ -120,11 +122,11 @@ def close_chromium(driver) -> None:
 class Page:
     """One exported site open in headless Chromium; `model` indexes models.json."""
 
-    def __init__(self, folder: Path, page: str = "index.html") -> None:
+    def __init__(self, folder: Path, page: str = "index.html", browser_args: tuple[str, ...] = ()) -> None:
         self.server = StaticServer(folder)
         self.driver = None
         try:
-            self.driver = start_chromium()
+            self.driver = start_chromium(extra_args=browser_args)
             self._urls: list[str] = []
             self.driver.get(self.server.url + page)
             self.call("await window.edgeproofReady; if (document.getElementById('error').textContent) "

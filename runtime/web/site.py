@@ -67,8 +67,9 @@ def model_entry(path: Path, runtime: str | None = None) -> dict:
         raise UsageError(f"'{path.name}' resizes with '{pp.interpolation}'; the page implements OpenCV's "
                          f"{' and '.join(PAGE_INTERPOLATIONS)} exactly, not that")
     if meta.input.dtype not in INPUT_DTYPES[runtime]:
-        raise UsageError(f"'{path.name}' takes {meta.input.dtype} input; {RUNTIME_NAME[runtime]} "
-                         f"{RUNTIME_VERSION[runtime]} tensors are {', '.join(INPUT_DTYPES[runtime])}")
+        raise UsageError(f"'{path.name}' takes {meta.input.dtype} input, and {RUNTIME_NAME[runtime]} "
+                         f"{RUNTIME_VERSION[runtime]} tensors are {', '.join(INPUT_DTYPES[runtime][:-1])} or "
+                         f"{INPUT_DTYPES[runtime][-1]} only")
     fmt = format_of(path)
     return {"file": f"models/{path.name}", "format": meta.format or (fmt.name if fmt else None), "runtime": runtime,
             "runtime_version": RUNTIME_VERSION[runtime], "labels": list(meta.labels),
@@ -93,6 +94,7 @@ def build(artifacts: list[Path], folder: Path, npm_cache: Path | None = None,
                          "the site keeps one models/ folder: rename one")
     entries, kept, left_out = [], [], []
     for p in map(Path, artifacts):
+        family_of(p)  # not a model file at all: refused whatever leave_out_unsupported says
         try:
             entries.append(model_entry(p, runtime))
             kept.append(p)

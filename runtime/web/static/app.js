@@ -60,6 +60,8 @@ async function startCamera() {
   await video.play();
   $("camera").textContent = "stop camera";
   let last = performance.now();
+  // once per new camera frame where the browser says when one arrives, else once per display frame
+  const next = video.requestVideoFrameCallback ? (f) => video.requestVideoFrameCallback(f) : requestAnimationFrame;
   const frame = async () => {
     if (!streaming) return;
     const bmp = await createImageBitmap(video);
@@ -69,9 +71,9 @@ async function startCamera() {
     show(result, now - last);
     last = now;
     $("status").textContent = "live camera (rear camera where there is one)";
-    requestAnimationFrame(frame);
+    next(frame);
   };
-  requestAnimationFrame(frame);
+  next(frame);
 }
 
 async function main() {
