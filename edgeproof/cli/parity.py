@@ -81,7 +81,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(DIR/<split>/<class>/*, DIR/<class>/* or unlabelled DIR/*)")
     p.add_argument("--split", default="test", help="which split of the run (default test)")
     p.add_argument("--backends", metavar="LIST", help=f"comma-separated subset of: {', '.join(BACKENDS)} "
-                   "(default all installed)")
+                   "(default all installed, except the browser ones, litertjs and ort-web, which run in headless "
+                   "Chromium only when named)")
     p.add_argument("--max-abs", type=_nonneg, metavar="X", help="override max |Δ| of probabilities, all formats")
     p.add_argument("--min-agreement", type=_fraction, metavar="X",
                    help="override minimum top-1 agreement (0..1 or NN%%), all formats")
