@@ -8,7 +8,6 @@ file, an entry without sha256 or one whose conversion failed -> nothing to check
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -27,6 +26,8 @@ _CHUNK = 1 << 20
 
 def sha256_file(path: str | Path) -> str:
     """Hex sha256 of a file, read in 1 MiB chunks (constant memory for any model size)."""
+    import hashlib  # here: a model without a manifest never pays for it (one-shot run)
+
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(_CHUNK), b""):

@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from edgeproof.errors import UsageError
 from edgeproof.progress import Progress, ProgressCallback
@@ -28,8 +28,24 @@ from edgeproof.runtime.pipeline import Result, Summary
 from edgeproof.runtime.sources import FileSource, Source
 from edgeproof.runtime.spec import LoadSpec
 
-if TYPE_CHECKING:  # pragma: no cover
+if TYPE_CHECKING:  # pragma: no cover (the protocols are for type checkers: a one-shot run never builds them)
+    from typing import Protocol
+
     from edgeproof.runtime.watchdog import Watchdog
+
+    class Sink(Protocol):
+        """Where results go. `add` gets each Result in input order (returning False stops the run);
+        `start(model)` and `close()` are optional. `wants_frames`: the original BGR frame rides on each Result."""
+
+        def add(self, result: Result) -> bool | None: ...
+
+    class Engine(Protocol):
+        """Schedules the per-image work elsewhere (edgeproof.scaleout's Ray engine): the model was checked on this
+        side; `run` returns the Summary and the engine's own figures (Summary.engine)."""
+
+        def run(self, spec: LoadSpec, source: FileSource, on_result: Callable[[Result], bool],
+                options: RunOptions) -> tuple[Summary, dict[str, Any]]: ...
+
 
 log = logging.getLogger(__name__)
 EXIT_INFER_TIMEOUT = 2  # the process's exit status when an inference call outlives RunOptions.infer_timeout
@@ -55,13 +71,6 @@ class RunOptions:
             raise UsageError(f"--infer-timeout must be a number of seconds >= 0 (0 = no limit); got {t!r}")
 
 
-class Sink(Protocol):
-    """Where results go. `add` gets each Result in input order (returning False stops the run);
-    `start(model)` and `close()` are optional. `wants_frames`: the original BGR frame rides on each Result."""
-
-    def add(self, result: Result) -> bool | None: ...
-
-
 def exit_on_timeout(model_path: Path | str) -> Callable[[str, float], None]:
     """The default reaction to an inference call that outlives its limit: a native call cannot be interrupted,
     so the process ends (status EXIT_INFER_TIMEOUT) after one error record naming the model and the input."""
@@ -81,14 +90,6 @@ def make_watchdog(seconds: float, on_timeout: Callable[[str, float], None]) -> W
     from edgeproof.runtime.watchdog import Watchdog
 
     return Watchdog(seconds, on_timeout)
-
-
-class Engine(Protocol):
-    """Schedules the per-image work elsewhere (edgeproof.scaleout's Ray engine): the model was checked on this
-    side; `run` returns the Summary and the engine's own figures (Summary.engine)."""
-
-    def run(self, spec: LoadSpec, source: FileSource, on_result: Callable[[Result], bool],
-            options: RunOptions) -> tuple[Summary, dict[str, Any]]: ...
 
 
 def run_session(spec: LoadSpec | str | Path, source: Source | str,
