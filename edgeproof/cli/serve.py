@@ -37,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                      "a phone page); no TensorFlow",
                        description="Serve a converted model over HTTP with dynamic batching (no TensorFlow).",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", help="the .tflite or .onnx file")
+    p.add_argument("model", help="the .tflite or .onnx file, or a model repository folder (NAME/VERSION/model.onnx, "
+                                 "as Triton lays it out; every model served under its folder's name)")
     g = p.add_argument_group("network and security")
     g.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     g.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 = any free port)")
@@ -88,7 +89,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     m = p.add_argument_group("model")
     m.add_argument("--web", metavar="SITE", help="also serve an 'edgeproof export web' folder at /web/ (the page "
                    "links it: run on this device)")
-    m.add_argument("--name", help="model name in the OIP v2 API (default: from the file name)")
+    m.add_argument("--name", help="model name in the OIP v2 API (default: from the file name; a repository uses "
+                                  "its folder names)")
+    m.add_argument("--max-models-loaded", type=int, metavar="N",
+                   help="a model repository: keep at most N models loaded; loading another unloads the least "
+                        "recently used (default: all)")
     m.add_argument("--top-k", type=int, default=5, metavar="K", help="labels per image when the request gives no "
                                                                      "top_k (default 5)")
     m.add_argument("--backend", choices=list(BACKENDS), metavar="BACKEND",
@@ -128,7 +133,7 @@ def config_from(args: argparse.Namespace):
                        max_pixels=None if args.max_image_pixels is None else pixel_limit(args.max_image_pixels),
                        header_timeout=args.header_timeout, body_timeout=args.body_timeout,
                        max_connections=args.max_connections, max_inflight=max_inflight, grpc_port=args.grpc_port,
-                       web_dir=_web_dir(args.web))
+                       web_dir=_web_dir(args.web), max_models_loaded=args.max_models_loaded)
 
 
 def _web_dir(path: str | None) -> str | None:
@@ -154,6 +159,13 @@ def _announce(started, config) -> None:
     print(f"serving {m.path.name} as '{started.name}' at {started.url}/{lan}  [{m.format or 'no metadata'}; "
           f"{m.backend_name}; {pl.get('where', '?')}; {batching}; {len(started.engine.models)} worker(s); {auth}; "
           f"loaded in {started.load_s:.2f} s]", flush=True)
+    if started.repository is not None:
+        ready = sorted({r["name"] for r in started.repository if r["state"] == "READY"})
+        names = sorted({r["name"] for r in started.repository})
+        print(f"model repository: {len(names)} model(s), {len(ready)} loaded: {', '.join(ready)}", flush=True)
+        for r in started.repository:
+            if r["state"] != "READY" and r["reason"] not in ("not loaded",):
+                print(f"  {r['name']} version {r['version']}: unavailable ({r['reason']})", flush=True)
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ from edgeproof.serve import classify, oip
 from edgeproof.serve.config import is_loopback
 from edgeproof.serve.guards import GuardMiddleware
 from edgeproof.serve.middleware import AuthMiddleware, BodyLimitMiddleware, MetricsMiddleware
-from edgeproof.serve.service import HttpError, Service, forget_traceback
+from edgeproof.serve.service import HttpError, forget_traceback
 
 STATIC = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
 PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
@@ -34,7 +34,7 @@ def _static_files() -> dict[str, bytes]:
     return {name: (root / name).read_bytes() for name in ("index.html", *STATIC)}
 
 
-def page_routes(svc: Service) -> list[Route]:
+def page_routes(repo) -> list[Route]:
     files = _static_files()
 
     async def page(request: Request) -> Response:
@@ -47,7 +47,7 @@ def page_routes(svc: Service) -> list[Route]:
         return serve_file
 
     async def metrics(request: Request) -> Response:
-        body, ctype = svc.metrics.exposition()
+        body, ctype = repo.metrics.exposition()
         return Response(body, media_type=ctype)
 
     return [Route("/", page, methods=["GET"]), Route("/index.html", page, methods=["GET"]),
@@ -73,9 +73,10 @@ async def _starlette_error(request: Request, exc: HTTPException) -> JSONResponse
     return JSONResponse({"error": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
 
-def build_app(svc: Service, lifespan=None) -> Starlette:
-    cfg = svc.config
-    middleware = [Middleware(MetricsMiddleware, metrics=svc.metrics, log_access=cfg.access_log),
+def build_app(repo, lifespan=None) -> Starlette:
+    """repo: the server's Repository (one model, or a model repository)."""
+    cfg = repo.config
+    middleware = [Middleware(MetricsMiddleware, metrics=repo.metrics, log_access=cfg.access_log),
                   Middleware(GuardMiddleware, loopback_only=cfg.api_key is None and is_loopback(cfg.host),
                              cors=list(cfg.cors))]
     if cfg.cors:
@@ -85,8 +86,8 @@ def build_app(svc: Service, lifespan=None) -> Starlette:
                                      allow_headers=["authorization", "content-type"], max_age=600))
     if cfg.api_key is not None:
         middleware.append(Middleware(AuthMiddleware, key=cfg.api_key))
-    middleware.append(Middleware(BodyLimitMiddleware, limit=cfg.max_body, budget=svc.budget))
-    routes = [*page_routes(svc), *classify.routes(svc), *oip.routes(svc)]
+    middleware.append(Middleware(BodyLimitMiddleware, limit=cfg.max_body, budget=repo.budget))
+    routes = [*page_routes(repo), *classify.routes(repo), *oip.routes(repo)]
     if cfg.web_dir:  # the exported in-browser site (edgeproof.runtime.web), static files only
         from starlette.responses import RedirectResponse
         from starlette.routing import Mount

@@ -49,11 +49,15 @@ async def read_images(request: Request) -> list[tuple[str, bytes]]:
     raise HttpError(415, f"Content-Type '{shown[:60]}' is not accepted here; send {ACCEPTED}")
 
 
-def routes(svc) -> list[Route]:
-    model = svc.model
+def routes(repo) -> list[Route]:
+    async def service(request: Request):
+        """?model=NAME (&version=V); without it the only model, or the first by name in a repository."""
+        return await repo.service(request.query_params.get("model"), request.query_params.get("version"))
 
     async def classify(request: Request) -> JSONResponse:
         t0 = time.perf_counter()
+        svc = await service(request)
+        model = svc.model
         top_k = parse_top_k(request, svc.config.top_k, len(model.labels) or 1)
         items = await read_images(request)
         res = await svc.classify(items)
@@ -70,6 +74,7 @@ def routes(svc) -> list[Route]:
         return JSONResponse(body)
 
     async def card(request: Request) -> JSONResponse:
+        svc = await service(request)
         return JSONResponse({**svc.card, "ready": svc.engine.ready, "not_ready_reason": svc.engine.not_ready_reason})
 
     return [Route("/v1/classify", classify, methods=["POST"]), Route("/v1/model", card, methods=["GET"])]

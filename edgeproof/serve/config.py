@@ -114,6 +114,7 @@ class ServeConfig:
     max_header_bytes: int = 64 * 2**10  # request line + headers (431 over it)
     max_inflight: int = DEFAULT_MAX_INFLIGHT  # bytes of bodies and decoded pixels in flight (503 over it)
     grpc_port: int | None = None  # OIP v2 over gRPC on this port (same host); None: off
+    max_models_loaded: int | None = None  # a model repository: at most this many loaded (LRU unloading)
     web_dir: str | None = None  # an 'edgeproof export web' folder, served at /web/ (public, like the page)
 
     def __post_init__(self) -> None:
@@ -121,7 +122,9 @@ class ServeConfig:
                   ("--workers", self.workers, 1, 64), ("--max-queue", self.max_queue, 1, 1_000_000),
                   ("--decode-threads", self.decode_threads, 1, 64), ("--top-k", self.top_k, 1, 100_000),
                   ("--max-connections", self.max_connections, 1, 1_000_000),
-                  ("--grpc-port", 0 if self.grpc_port is None else self.grpc_port, 0, 65535))
+                  ("--grpc-port", 0 if self.grpc_port is None else self.grpc_port, 0, 65535),
+                  ("--max-models-loaded", 1 if self.max_models_loaded is None else self.max_models_loaded, 1,
+                   100_000))
         for flag, value, lo, hi in checks:
             if not isinstance(value, int) or not lo <= value <= hi:
                 raise UsageError(f"{flag} must be an integer from {lo} to {hi}; got {value}")

@@ -21,7 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import edgeproof
-from edgeproof.serve import oip, oip_codec
+from edgeproof.serve import oip_codec
 from edgeproof.serve.limits import Busy
 from edgeproof.serve.middleware import bearer_ok
 from edgeproof.serve.service import HttpError, forget_traceback
@@ -62,14 +62,13 @@ def request_dict(req) -> tuple[dict, bytes]:
     return body, raw[0] if raw else b""
 
 
-def build_servicer(svc, loop: asyncio.AbstractEventLoop):
+def build_servicer(repo, loop: asyncio.AbstractEventLoop):
     grpc, pb, pb_grpc = require_grpc()
     codes = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
              404: grpc.StatusCode.NOT_FOUND, 413: grpc.StatusCode.RESOURCE_EXHAUSTED,
              503: grpc.StatusCode.UNAVAILABLE}
-    model, name = svc.model, svc.name
-    digest = hashlib.sha256(svc.config.api_key.encode()).digest() if svc.config.api_key else None
-    meta = oip.metadata(model, name)
+    cfg = repo.config
+    digest = hashlib.sha256(cfg.api_key.encode()).digest() if cfg.api_key else None
 
     def guard(context, public: bool = False) -> None:
         if digest is None or public:
@@ -78,12 +77,12 @@ def build_servicer(svc, loop: asyncio.AbstractEventLoop):
         if not bearer_ok(given, digest):
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "unauthorized")
 
-    def check_model(context, asked: str, version: str) -> None:
-        if asked != name:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"model '{asked[:80]}' not found; this server serves '{name}'")
-        if version not in ("", "1"):
-            context.abort(grpc.StatusCode.NOT_FOUND, f"model '{name}' has no version '{version[:20]}'; its only "
-                                                     "version is '1'")
+    def on_loop(coro, timeout: float | None = None):
+        """Run a coroutine on the server's event loop (where the batcher and the repository live); wait for it."""
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
+
+    def service(name: str, version: str):
+        return on_loop(repo.service(name, version or None))
 
     def timed(endpoint: str):
         def wrap(fn):
@@ -99,61 +98,83 @@ def build_servicer(svc, loop: asyncio.AbstractEventLoop):
                     status = (context.code() or grpc.StatusCode.UNKNOWN).name if hasattr(context, "code") else "ERROR"
                     raise
                 finally:
-                    svc.metrics.observe_request(endpoint, status, time.perf_counter() - t0)
+                    repo.metrics.observe_request(endpoint, status, time.perf_counter() - t0)
             return call
         return wrap
 
-    def ready() -> bool:
-        return svc.engine.ready
-
     def infer(request, context):
         guard(context)
-        check_model(context, request.model_name, request.model_version)
+        svc = service(request.model_name, request.model_version)
         body, binary = request_dict(request)
         charge = 2 * request.ByteSize()
         try:
-            svc.budget.take(charge, "this request")
+            repo.budget.take(charge, "this request")
         except Busy as exc:
             raise HttpError(503, str(exc)) from None
         try:
-            parsed = oip_codec.from_request(body, binary, model)
+            parsed = oip_codec.from_request(body, binary, svc.model)
             parsed.outputs = [(k, True) for k, _ in parsed.outputs]
-            coro = svc.classify(parsed.items) if parsed.items is not None else svc.infer(parsed.x)
-            res = asyncio.run_coroutine_threadsafe(coro, loop).result()
+            res = on_loop(svc.classify(parsed.items) if parsed.items is not None else svc.infer(parsed.x))
         finally:
-            svc.budget.give(charge)
-        tensors, blobs = oip_codec.encode(parsed, model, res.probs)
-        out = pb.ModelInferResponse(model_name=name, model_version="1", id=request.id, raw_output_contents=blobs)
+            repo.budget.give(charge)
+        tensors, blobs = oip_codec.encode(parsed, svc.model, res.probs)
+        out = pb.ModelInferResponse(model_name=svc.name, model_version=svc.version, id=request.id,
+                                    raw_output_contents=blobs)
         for t in tensors:
             out.outputs.add(name=t["name"], datatype=t["datatype"], shape=t["shape"])
         return out
 
+    def server_ready() -> bool:
+        loaded = [svc for e in repo.loaded() for svc in e.services.values()]
+        return bool(loaded) and all(svc.engine.ready for svc in loaded)
+
     class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         ServerLive = timed("grpc_live")(lambda r, c: pb.ServerLiveResponse(live=True))
-        ServerReady = timed("grpc_ready")(lambda r, c: pb.ServerReadyResponse(ready=ready()))
+        ServerReady = timed("grpc_ready")(lambda r, c: pb.ServerReadyResponse(ready=server_ready()))
 
         @timed("grpc_model_ready")
         def ModelReady(request, context):  # noqa: N802 - the service's method names
-            known = request.name == name and request.version in ("", "1")  # Triton: unknown is ready=false
-            return pb.ModelReadyResponse(ready=known and ready())
+            try:  # Triton: an unknown model is ready=false, not an error
+                svc = repo.loaded_service(request.name, request.version or None)
+            except HttpError:
+                svc = None
+            return pb.ModelReadyResponse(ready=svc is not None and svc.engine.ready)
 
         @timed("grpc_server")
         def ServerMetadata(request, context):  # noqa: N802
             guard(context)
             return pb.ServerMetadataResponse(name="edgeproof", version=edgeproof.__version__,
-                                             extensions=["classification"])
+                                             extensions=["classification", "model_repository"])
 
         @timed("grpc_model_metadata")
         def ModelMetadata(request, context):  # noqa: N802
             guard(context)
-            check_model(context, request.name, request.version)
+            meta = service(request.name, request.version).metadata
             tensor = pb.ModelMetadataResponse.TensorMetadata
             return pb.ModelMetadataResponse(
-                name=name, versions=meta["versions"], platform=meta["platform"],
+                name=meta["name"], versions=meta["versions"], platform=meta["platform"],
                 inputs=[tensor(name=t["name"], datatype=t["datatype"], shape=t["shape"]) for t in meta["inputs"]],
                 outputs=[tensor(name=t["name"], datatype=t["datatype"], shape=t["shape"]) for t in meta["outputs"]])
 
         ModelInfer = timed("grpc_infer")(infer)
+
+        @timed("grpc_repository_index")
+        def RepositoryIndex(request, context):  # noqa: N802
+            guard(context)
+            entry = pb.RepositoryIndexResponse.ModelIndex
+            return pb.RepositoryIndexResponse(models=[entry(**m) for m in repo.index()])
+
+        @timed("grpc_repository_load")
+        def RepositoryModelLoad(request, context):  # noqa: N802
+            guard(context)
+            on_loop(repo.load(request.model_name))
+            return pb.RepositoryModelLoadResponse()
+
+        @timed("grpc_repository_unload")
+        def RepositoryModelUnload(request, context):  # noqa: N802
+            guard(context)
+            on_loop(repo.unload(request.model_name))
+            return pb.RepositoryModelUnloadResponse()
 
     return Servicer()
 
@@ -161,10 +182,10 @@ def build_servicer(svc, loop: asyncio.AbstractEventLoop):
 class GrpcServer:
     """Bound at start-up (so a taken port is a clear error before serving), started with the event loop."""
 
-    def __init__(self, svc, host: str, port: int) -> None:
+    def __init__(self, repo, host: str, port: int) -> None:
         grpc, _, _ = require_grpc()
-        cfg = svc.config
-        self.svc = svc
+        cfg = repo.config
+        self.repo = repo
         self.server = grpc.server(
             ThreadPoolExecutor(GRPC_WORKERS, thread_name_prefix="edgeproof-grpc"),
             maximum_concurrent_rpcs=cfg.max_queue,
@@ -183,7 +204,7 @@ class GrpcServer:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         _, _, pb_grpc = require_grpc()
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(build_servicer(self.svc, loop), self.server)
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(build_servicer(self.repo, loop), self.server)
         self.server.start()
 
     def stop(self, grace: float) -> None:

@@ -35,14 +35,20 @@ _TRITON = {
 }
 
 
-class TritonCounters:
-    """Triton's per-model counters and pending gauge, thread-safe, rendered in Triton's exposition format."""
+class ModelMetrics:
+    """One model version's view: Triton's counters and pending gauge (thread-safe), and the shared histograms
+    with its labels. The engine and the Service of that model write here."""
 
-    def __init__(self, model: str, version: str = "1") -> None:
+    def __init__(self, parent: Metrics, model: str, version: str = "1") -> None:
+        self.parent, self.model_name, self.version = parent, model, version
         self.labels = f'model="{model}",version="{version}"'
         self._lock = threading.Lock()
         self.values = {name: 0.0 for name in _TRITON if name != "nv_inference_request_failure"}
         self.failures = dict.fromkeys(FAILURE_REASONS, 0.0)
+        self.triton = self  # what Service calls: metrics.triton.add(...)
+        self.rejected, self.watchdog_timeouts = parent.rejected, parent.watchdog_timeouts
+        self.ready = parent.model_ready.labels(model, version)
+        self.load_seconds = parent.load_seconds.labels(model)
 
     def add(self, name: str, value: float) -> None:
         with self._lock:
@@ -52,27 +58,61 @@ class TritonCounters:
         with self._lock:
             self.failures[reason] += 1
 
-    def text(self) -> bytes:
+    def snapshot(self) -> tuple[dict, dict]:
         with self._lock:
-            values, failures = dict(self.values), dict(self.failures)
-        out = []
-        for name, (kind, doc) in _TRITON.items():
-            out += [f"# HELP {name} {doc}", f"# TYPE {name} {kind}"]
+            return dict(self.values), dict(self.failures)
+
+    def observe_batch(self, size: int, infer_s: float, queue_s: list[float]) -> None:
+        """Called by the replica thread after each inference call (prometheus_client is thread-safe)."""
+        p, mv = self.parent, (self.model_name, self.version)
+        p.batch_size.labels(*mv).observe(size)
+        p.inference_seconds.labels(*mv).observe(infer_s)
+        p.images.inc(size)
+        self.add("nv_inference_exec_count", 1)
+        self.add("nv_inference_count", size)
+        self.add("nv_inference_compute_infer_duration_us", infer_s * 1e6)
+        queue = p.queue_seconds.labels(*mv)
+        for q in queue_s:
+            queue.observe(q)
+            self.add("nv_inference_queue_duration_us", q * 1e6)
+
+    def observe_inference(self, seconds: float, failure: str | None) -> None:
+        """One inference request that reached the model, from decode to result; failure: a FAILURE_REASONS entry."""
+        if failure is None:
+            self.add("nv_inference_request_success", 1)
+        else:
+            self.fail(failure)
+        self.add("nv_inference_request_duration_us", seconds * 1e6)
+        self.parent.model_seconds.labels(self.model_name, self.version).observe(seconds)
+
+    def observe_request(self, endpoint: str, status: int | str, seconds: float) -> None:
+        self.parent.observe_request(endpoint, status, seconds)
+
+
+def triton_text(models: list[ModelMetrics]) -> bytes:
+    """Triton's exposition: one HELP/TYPE per family, then a sample per model version (no _total suffix)."""
+    snaps = [(m.labels, *m.snapshot()) for m in models]
+    out = []
+    for name, (kind, doc) in _TRITON.items():
+        out += [f"# HELP {name} {doc}", f"# TYPE {name} {kind}"]
+        for labels, values, failures in snaps:
             if name == "nv_inference_request_failure":
-                out += [f'{name}{{{self.labels},reason="{r}"}} {v:g}' for r, v in failures.items()]
+                out += [f'{name}{{{labels},reason="{r}"}} {v:g}' for r, v in failures.items()]
             else:
-                out.append(f"{name}{{{self.labels}}} {values[name]:.17g}")
-        return ("\n".join(out) + "\n").encode()
+                out.append(f"{name}{{{labels}}} {values[name]:.17g}")
+    return ("\n".join(out) + "\n").encode()
 
 
 class Metrics:
-    def __init__(self, model_name: str, version: str = "1") -> None:
+    """The server's registry: what is shared by every model, and one ModelMetrics per model version."""
+
+    def __init__(self) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
         self.registry = r = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=r)
-        self.model_name, self.version = model_name, version
-        self.triton = TritonCounters(model_name, version)
+        self.models: dict[tuple[str, str], ModelMetrics] = {}
+        self._lock = threading.Lock()
         mv = ["model", "version"]
         self.requests = Counter("edgeproof_requests", "HTTP and gRPC requests by endpoint and status",
                                 ["endpoint", "status"], registry=r)
@@ -93,32 +133,17 @@ class Metrics:
         self.load_seconds = Gauge("edgeproof_model_load_seconds", "time to load the model (all replicas)",
                                   ["model"], registry=r)
         self.ready = Gauge("edgeproof_ready", "1 when the server accepts inference requests", registry=r)
+        self.model_ready = Gauge("edgeproof_model_ready", "1 when the model version is loaded and healthy", mv,
+                                 registry=r)
         self.watchdog_timeouts = Counter("edgeproof_watchdog_timeouts", "inference calls over --infer-timeout",
                                          registry=r)
 
-    def observe_batch(self, size: int, infer_s: float, queue_s: list[float]) -> None:
-        """Called by the replica thread after each inference call (prometheus_client is thread-safe)."""
-        mv = (self.model_name, self.version)
-        self.batch_size.labels(*mv).observe(size)
-        self.inference_seconds.labels(*mv).observe(infer_s)
-        self.images.inc(size)
-        t = self.triton
-        t.add("nv_inference_exec_count", 1)
-        t.add("nv_inference_count", size)
-        t.add("nv_inference_compute_infer_duration_us", infer_s * 1e6)
-        queue = self.queue_seconds.labels(*mv)
-        for q in queue_s:
-            queue.observe(q)
-            t.add("nv_inference_queue_duration_us", q * 1e6)
-
-    def observe_inference(self, seconds: float, failure: str | None) -> None:
-        """One inference request that reached the model, from decode to result; failure: a FAILURE_REASONS entry."""
-        if failure is None:
-            self.triton.add("nv_inference_request_success", 1)
-        else:
-            self.triton.fail(failure)
-        self.triton.add("nv_inference_request_duration_us", seconds * 1e6)
-        self.model_seconds.labels(self.model_name, self.version).observe(seconds)
+    def model(self, name: str, version: str = "1") -> ModelMetrics:
+        """This model version's metrics (made once; kept across unload and reload so counters never go back)."""
+        with self._lock:
+            if (name, version) not in self.models:
+                self.models[(name, version)] = ModelMetrics(self, name, version)
+            return self.models[(name, version)]
 
     def observe_request(self, endpoint: str, status: int | str, seconds: float) -> None:
         self.requests.labels(endpoint, str(status)).inc()
@@ -127,4 +152,6 @@ class Metrics:
     def exposition(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        return generate_latest(self.registry) + self.triton.text(), CONTENT_TYPE_LATEST
+        with self._lock:
+            models = list(self.models.values())
+        return generate_latest(self.registry) + triton_text(models), CONTENT_TYPE_LATEST

@@ -21,9 +21,8 @@ from starlette.routing import Route
 
 import edgeproof
 from edgeproof.serve import oip_codec
-from edgeproof.serve.service import HttpError
 
-EXTENSIONS = ["classification", "binary_tensor_data", "model_configuration"]
+EXTENSIONS = ["classification", "binary_tensor_data", "model_configuration", "model_repository"]
 
 
 def _platform(model) -> str:
@@ -31,9 +30,9 @@ def _platform(model) -> str:
     return f"{family}_{model.backend_name}"
 
 
-def metadata(model, name: str) -> dict:
+def metadata(model, name: str, versions: list[str] | None = None) -> dict:
     pp = model.preprocess
-    return {"name": name, "versions": ["1"], "platform": _platform(model),
+    return {"name": name, "versions": versions or ["1"], "platform": _platform(model),
             "inputs": [{"name": model.input_spec.name, "datatype": "FP32", "shape": [-1, pp.height, pp.width, 3]}],
             "outputs": [{"name": model.output_spec.name, "datatype": "FP32", "shape": [-1, len(model.labels)]}],
             "parameters": {"labels": list(model.labels), "format": model.format,
@@ -52,16 +51,9 @@ def config(model, name: str, max_batch: int, delay_ms: float) -> dict:
             **({"dynamic_batching": {"max_queue_delay_microseconds": int(delay_ms * 1000)}} if max_batch > 1 else {})}
 
 
-def routes(svc) -> list[Route]:
-    model, name = svc.model, svc.name
-
-    def check_name(request: Request) -> None:
-        asked = request.path_params["name"]
-        version = request.path_params.get("version")
-        if asked != name:
-            raise HttpError(404, f"model '{asked[:80]}' not found; this server serves '{name}'")
-        if version not in (None, "", "1"):
-            raise HttpError(404, f"model '{name}' has no version '{version[:20]}'; its only version is '1'")
+def routes(repo) -> list[Route]:
+    async def service(request: Request):
+        return await repo.service(request.path_params["name"], request.path_params.get("version"))
 
     async def server_meta(request: Request) -> JSONResponse:
         return JSONResponse({"name": "edgeproof", "version": edgeproof.__version__, "extensions": EXTENSIONS})
@@ -70,33 +62,36 @@ def routes(svc) -> list[Route]:
         return JSONResponse({"live": True})
 
     async def ready(request: Request) -> JSONResponse:
-        if not svc.engine.ready:
-            return JSONResponse({"ready": False, "error": svc.engine.not_ready_reason}, status_code=503)
+        loaded = [svc for e in repo.loaded() for svc in e.services.values()]
+        sick = [f"{svc.name}: {svc.engine.not_ready_reason}" for svc in loaded if not svc.engine.ready]
+        if sick or not loaded:
+            return JSONResponse({"ready": False, "error": "; ".join(sick) or "no model is loaded"}, status_code=503)
         return JSONResponse({"ready": True})
 
     async def model_meta(request: Request) -> JSONResponse:
-        check_name(request)
-        return JSONResponse(svc.metadata)
+        return JSONResponse((await service(request)).metadata)
 
     async def model_ready(request: Request) -> JSONResponse:
-        check_name(request)
-        if not svc.engine.ready:
-            return JSONResponse({"name": name, "ready": False, "error": svc.engine.not_ready_reason}, status_code=503)
+        name = request.path_params["name"]
+        svc = repo.loaded_service(name, request.path_params.get("version"))
+        if svc is None or not svc.engine.ready:
+            why = "not loaded" if svc is None else svc.engine.not_ready_reason
+            return JSONResponse({"name": name, "ready": False, "error": why}, status_code=503)
         return JSONResponse({"name": name, "ready": True})
 
     async def model_config(request: Request) -> JSONResponse:
-        check_name(request)
-        return JSONResponse(config(model, name, svc.engine.max_batch, svc.config.batch_timeout_ms))
+        svc = await service(request)
+        return JSONResponse(config(svc.model, svc.name, svc.engine.max_batch, svc.config.batch_timeout_ms))
 
     async def infer(request: Request) -> Response:
-        check_name(request)
+        svc = await service(request)
         raw = await request.body()
         loop = asyncio.get_running_loop()
         parsed = await loop.run_in_executor(svc.pool, oip_codec.parse, raw, request.headers.get(oip_codec.HEADER),
-                                            model)
+                                            svc.model)
         res = await (svc.classify(parsed.items) if parsed.items is not None else svc.infer(parsed.x))
-        tensors, blobs = oip_codec.encode(parsed, model, res.probs)
-        body = {"model_name": name, "model_version": "1", "outputs": tensors}
+        tensors, blobs = oip_codec.encode(parsed, svc.model, res.probs)
+        body = {"model_name": svc.name, "model_version": svc.version, "outputs": tensors}
         if "id" in parsed.req:
             body["id"] = parsed.req["id"]
         if not blobs:
@@ -105,10 +100,23 @@ def routes(svc) -> list[Route]:
         return Response(b"".join([head, *blobs]), media_type="application/octet-stream",
                         headers={"inference-header-content-length": str(len(head))})
 
-    svc.metadata = metadata(model, name)
+    async def index(request: Request) -> JSONResponse:
+        return JSONResponse(repo.index())
+
+    async def load(request: Request) -> JSONResponse:
+        await repo.load(request.path_params["name"])
+        return JSONResponse({})
+
+    async def unload(request: Request) -> JSONResponse:
+        await repo.unload(request.path_params["name"])
+        return JSONResponse({})
+
     r = []
     for base in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
         r += [Route(base, model_meta, methods=["GET"]), Route(base + "/ready", model_ready, methods=["GET"]),
               Route(base + "/config", model_config, methods=["GET"]), Route(base + "/infer", infer, methods=["POST"])]
     return [Route("/v2", server_meta, methods=["GET"]), Route("/v2/health/live", live, methods=["GET"]),
-            Route("/v2/health/ready", ready, methods=["GET"]), *r]
+            Route("/v2/health/ready", ready, methods=["GET"]), *r,
+            Route("/v2/repository/index", index, methods=["POST"]),
+            Route("/v2/repository/models/{name}/load", load, methods=["POST"]),
+            Route("/v2/repository/models/{name}/unload", unload, methods=["POST"])]

@@ -45,6 +45,7 @@ class Started:
     engine: object
     load_s: float
     grpc_target: str | None = None  # host:port of the gRPC service, when --grpc-port
+    repository: list[dict] | None = None  # the repository index at start (a models folder), else None
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -94,70 +95,115 @@ def _make_server_class():
     return Server
 
 
+def _builder(spec, config: ServeConfig, metrics, budget, pool, versions_of: Callable[[str], list[str]]):
+    """(name, version, path) -> a loaded, not yet started Service: config.workers interpreters of that file."""
+    from edgeproof.runtime import load
+    from edgeproof.serve import oip
+    from edgeproof.serve.card import model_card
+    from edgeproof.serve.engine import Engine
+    from edgeproof.serve.service import Service
+
+    def build(name: str, version: str, path: Path):
+        t0 = time.perf_counter()
+        models = []
+        try:
+            for _ in range(config.workers):
+                models.append(load(spec.with_path(path)))
+        except BaseException:
+            for m in models:
+                m.close()
+            raise
+        mm = metrics.model(name, version)
+        mm.load_seconds.set(time.perf_counter() - t0)
+        engine = Engine(models, max_batch=config.max_batch, batch_timeout_ms=config.batch_timeout_ms,
+                        max_queue=config.max_queue, infer_timeout=config.infer_timeout, metrics=mm)
+        svc = Service(engine, config, mm, name, pool=pool, budget=budget, version=version)
+        svc.card = model_card(models[0], name, engine, config)
+        svc.metadata = oip.metadata(models[0], name, versions_of(name))
+        return svc
+
+    return build
+
+
 def serve(model: str | Path | LoadSpec, config: ServeConfig,
           on_started: Callable[[Started], None] | None = None) -> Started:
     """Load, bind, serve until SIGTERM/SIGINT; returns what ran (for the caller's exit code and summary).
 
-    `model`: a LoadSpec (each of config.workers loads it once), or a model file with the default options."""
+    `model`: a LoadSpec (each of config.workers loads it once), or a model file with the default options. A
+    folder is a model repository (repository.py): every model in it is served under its folder's name, each
+    with the spec's options."""
     require_extra()
+    from concurrent.futures import ThreadPoolExecutor
+
     import uvicorn
 
-    from edgeproof.runtime import load
+    from edgeproof.runtime.preprocess import quiet_opencv
+    from edgeproof.runtime.spec import LoadSpec
     from edgeproof.serve.app import build_app
-    from edgeproof.serve.card import model_card
-    from edgeproof.serve.engine import Engine
     from edgeproof.serve.metrics import Metrics
     from edgeproof.serve.protocol import ConnectionLimits, make_protocol
-    from edgeproof.serve.service import Service
+    from edgeproof.serve.repository import Repository, scan
 
+    spec = model if isinstance(model, LoadSpec) else LoadSpec(model)
+    metrics = Metrics()
+    budget = Budget(config.max_inflight, tune_malloc())
+    pool = ThreadPoolExecutor(config.decode_threads, thread_name_prefix="edgeproof-decode")
+    is_repo = spec.path.is_dir()
+    if is_repo:
+        found = scan(spec.path)
+        if not found:
+            raise UsageError(f"'{spec.path}' holds no model folders; lay it out as NAME/VERSION/model.onnx (or "
+                             "NAME/model.tflite), as Triton does, or give one .tflite/.onnx file")
+    else:
+        found = {config.name or model_name(spec.path): {"1": spec.path}}
     t0 = time.perf_counter()
-    models = []
+    repo = Repository(found, None, config, metrics, budget, pool, max_loaded=config.max_models_loaded)
+    repo.build = _builder(spec, config, metrics, budget, pool, lambda n: list(repo.entries[n].versions))
     try:
-        for _ in range(config.workers):
-            models.append(load(model))
+        if is_repo:
+            for name in list(repo.entries)[:config.max_models_loaded or None]:
+                repo.load_blocking(name)
+            if not repo.loaded():
+                why = "; ".join(f"{e.name}: {r}" for e in repo.entries.values() for r in e.reasons.values())
+                raise UsageError(f"no model in '{spec.path}' could be loaded ({why[:600]})")
+        else:  # one model: its load error is the command's error (exit 2), as before
+            (name,) = repo.entries
+            repo.entries[name].services["1"] = repo.build(name, "1", spec.path)
     except BaseException:
-        for m in models:
-            m.close()
+        repo.close()
         raise
     load_s = time.perf_counter() - t0
-    from edgeproof.runtime.preprocess import quiet_opencv
-
     quiet_opencv()  # import OpenCV now, not in the first request
-    name = config.name or model_name(models[0].path)
-    metrics = Metrics(name)
-    metrics.load_seconds.labels(name).set(load_s)
-    engine = Engine(models, max_batch=config.max_batch, batch_timeout_ms=config.batch_timeout_ms,
-                    max_queue=config.max_queue, infer_timeout=config.infer_timeout, metrics=metrics)
-    svc = Service(engine, config, metrics, name, budget=Budget(config.max_inflight, tune_malloc()))
-    svc.card = model_card(models[0], name, engine, config)
+    first = repo.loaded()[0]
+    svc = next(iter(first.services.values()))
     try:
         sock = bind(config.host, config.port)
     except BaseException:
-        for m in models:
-            m.close()
+        repo.close()
         raise
     grpc_server = None
     if config.grpc_port is not None:
         from edgeproof.serve.grpc_server import GrpcServer
 
         try:
-            grpc_server = GrpcServer(svc, config.host, config.grpc_port)
+            grpc_server = GrpcServer(repo, config.host, config.grpc_port)
         except BaseException:
             sock.close()
-            for m in models:
-                m.close()
+            repo.close()
             raise
     port = sock.getsockname()[1]
     lan = _lan_address() if config.host in ("0.0.0.0", "::") else None
-    started = Started(_url(config.host, port), _url(lan, port) if lan else None, name, models[0], engine, load_s,
-                      _url(config.host, grpc_server.port)[7:] if grpc_server else None)
+    started = Started(_url(config.host, port), _url(lan, port) if lan else None, svc.name, svc.model, svc.engine,
+                      load_s, _url(config.host, grpc_server.port)[7:] if grpc_server else None)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        engine.start(asyncio.get_running_loop())
+        repo.start(asyncio.get_running_loop())
         if grpc_server is not None:
             grpc_server.start(asyncio.get_running_loop())
         metrics.ready.set(1)
+        if is_repo:
+            started.repository = repo.index()
         if on_started is not None:
             on_started(started)
         try:
@@ -166,10 +212,9 @@ def serve(model: str | Path | LoadSpec, config: ServeConfig,
             metrics.ready.set(0)
             if grpc_server is not None:  # its in-flight calls wait on this loop: stop it in a thread
                 await asyncio.get_running_loop().run_in_executor(None, grpc_server.stop, config.graceful_timeout)
-            engine.stop()
-            svc.close()
+            repo.close()
 
-    app = build_app(svc, lifespan=lifespan)
+    app = build_app(repo, lifespan=lifespan)
     limits = ConnectionLimits(max_header_bytes=config.max_header_bytes, header_timeout=config.header_timeout,
                               body_timeout=config.body_timeout, max_connections=raise_fd_limit(config.max_connections),
                               drain_bytes=max(4 * config.max_body, 64 * 2**20))

@@ -7,6 +7,7 @@ a hung interpreter 503, a model that fails on a valid input 500. The server stay
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -40,11 +41,15 @@ def forget_traceback(exc: BaseException) -> None:
 class Service:
     engine: Engine
     config: object  # ServeConfig
-    metrics: object  # Metrics
+    metrics: object  # ModelMetrics
     name: str
     card: dict = field(default_factory=dict)
     pool: ThreadPoolExecutor | None = None
     budget: Budget | None = None
+    version: str = "1"
+    metadata: dict = field(default_factory=dict)
+    active: int = 0  # requests inside classify/infer (event loop only)
+    closing: bool = False  # being unloaded: new requests get 503
 
     def __post_init__(self) -> None:
         if self.budget is None:
@@ -69,10 +74,21 @@ class Service:
         """A float32 batch already in model-input space -> probabilities."""
         return await self._call(self.engine.infer(x))
 
+    async def drain(self, timeout: float) -> None:
+        """Take no new requests; wait (up to `timeout` s) for those in flight, before the engine stops."""
+        self.closing = True
+        deadline = time.monotonic() + timeout
+        while self.active and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
     async def _call(self, awaitable) -> Result:
+        if self.closing:
+            awaitable.close()
+            raise HttpError(503, f"model '{self.name}' is being unloaded; retry shortly", {"retry-after": "1"})
         t0, failure = time.perf_counter(), None
         triton = self.metrics.triton
         triton.add("nv_inference_pending_request_count", 1)
+        self.active += 1
         try:
             return await awaitable
         except BadImage as exc:  # 400 with the runtime's reason, counted by reason
@@ -94,6 +110,7 @@ class Service:
             failure = "OTHER"
             raise
         finally:
+            self.active -= 1
             triton.add("nv_inference_pending_request_count", -1)
             self.metrics.observe_inference(time.perf_counter() - t0, failure)
 
