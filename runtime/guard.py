@@ -7,10 +7,12 @@ check catches every such case. So the file is first loaded (and run once on zero
 the runtime and what happened. The verdict is cached by sha256 (+ runtime version) under
 $EDGEPROOF_CACHE/trials (default ~/.cache/edgeproof), so loading the same file again costs one hash.
 
-A damaged file does not crash a runtime every time (LiteRT CompiledModel's child exited 0, -11, -11 on three
-tries of one file), so one lucky "ok" must not be kept: a crash or an out-of-memory is final at once, but
-"ok" and a clean "error" are cached only when AGREE children in a row gave the same verdict. Until then
-nothing is cached and the next load tries again.
+A damaged file does not crash every runtime every time: LiteRT CompiledModel's child exited 0, -11, -11 on three
+tries of one file, and its one lucky "ok" was cached for good. So a crash or an out-of-memory is final at once,
+while "ok" and a clean "error" are cached only when `Trial.agree` children in a row gave the same verdict (3 for
+CompiledModel, FLAKY_AGREE; 1 for OpenCV DNN and OpenVINO: no flaky child was seen there, and three children per
+unknown file tripled the fuzz test's OpenVINO time).
+A disagreement caches nothing, so the next load tries again.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 TIMEOUT_S = 60.0
 MEMORY_BYTES = 4 << 30  # address space of the trial child (the runtime's mapped code counts too) ...
 MEMORY_PER_FILE_BYTE = 8  # ... or 2 GiB + 8x the file for a big model, whichever is more
-AGREE = 3  # children in a row that must agree before "ok" (or a clean "error") is cached
+FLAKY_AGREE = 3  # children in a row that must agree before "ok" (or a clean "error") of a flaky runtime is cached
 FINAL = ("crash", "memory")  # a property of the file: final after one child
 
 OPENCV_TRIAL = """
@@ -83,7 +85,7 @@ def run_trial(code: str, args: list[str], timeout: float = TIMEOUT_S, memory: in
     return {"verdict": "error", "detail": last[:300]}
 
 
-def agreed_trial(code: str, args: list[str], memory: int, agree: int = AGREE) -> tuple[dict[str, Any], bool]:
+def agreed_trial(code: str, args: list[str], memory: int, agree: int = 1) -> tuple[dict[str, Any], bool]:
     """(the verdict, whether it may be cached): up to `agree` children, stopping at the first crash or OOM
     (final: cached) or the first verdict that differs (a flaky child: that verdict, never cached)."""
     first = None
@@ -108,6 +110,7 @@ class Trial:
     label: str  # how messages name it, e.g. "OpenCV DNN"
     version: str  # the runtime's version: a new version tries the file again
     code: str
+    agree: int = 1  # children in a row that must agree before "ok"/"error" is cached (FLAKY_AGREE if flaky)
 
 
 def guarded_load(path: str | Path, trial: Trial, family: str, sha256: str | None, shape: list[int] | None,
@@ -129,7 +132,7 @@ def guarded_load(path: str | Path, trial: Trial, family: str, sha256: str | None
         verdict = result["verdict"]
     except (OSError, ValueError, KeyError, TypeError):
         memory = max(MEMORY_BYTES, (2 << 30) + MEMORY_PER_FILE_BYTE * path.stat().st_size)
-        result, agreed = agreed_trial(trial.code, [str(path), json.dumps([shape, dtype])], memory)
+        result, agreed = agreed_trial(trial.code, [str(path), json.dumps([shape, dtype])], memory, trial.agree)
         verdict = result["verdict"]
         if agreed:  # a timeout is never kept: a slow machine may pass next time
             _store(entry, result)

@@ -75,7 +75,8 @@ def test_one_lucky_ok_from_a_flaky_child_is_not_kept(tmp_path, monkeypatch):
     from edgeproof.runtime import guard
 
     monkeypatch.setenv("EDGEPROOF_CACHE", str(tmp_path / "cache"))
-    trial = guard.Trial("flaky", "LiteRT CompiledModel", "1", _flaky(tmp_path, ["ok", "segv", "segv"]))
+    trial = guard.Trial("flaky", "LiteRT CompiledModel", "1", _flaky(tmp_path, ["ok", "segv", "segv"]),
+                        agree=guard.FLAKY_AGREE)
     with pytest.raises(InvalidModel, match=r"it crashed the LiteRT CompiledModel importer \(SIGSEGV\)"):
         guard.guarded_load(_model(tmp_path), trial, "tflite", None, None)
     kept = [json.loads(p.read_text()) for p in (tmp_path / "cache" / "trials").glob("flaky-*.json")]
@@ -87,10 +88,10 @@ def test_ok_is_kept_only_when_the_children_agree(tmp_path, monkeypatch):
 
     monkeypatch.setenv("EDGEPROOF_CACHE", str(tmp_path / "cache"))
     trials = tmp_path / "cache" / "trials"
-    flaky = guard.Trial("mixed", "X", "1", _flaky(tmp_path, ["ok", "error", "ok"]))
+    flaky = guard.Trial("mixed", "X", "1", _flaky(tmp_path, ["ok", "error", "ok"]), agree=guard.FLAKY_AGREE)
     guard.guarded_load(_model(tmp_path), flaky, "tflite", None, None)  # no crash: the real load decides
     assert not list(trials.glob("mixed-*.json"))  # disagreement: nothing kept, the next load tries again
-    steady = guard.Trial("steady", "X", "1", "pass")
+    steady = guard.Trial("steady", "X", "1", "pass", agree=guard.FLAKY_AGREE)
     guard.guarded_load(_model(tmp_path), steady, "tflite", None, None)
     assert [json.loads(p.read_text())["verdict"] for p in trials.glob("steady-*.json")] == ["ok"]
 

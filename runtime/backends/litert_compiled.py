@@ -82,11 +82,11 @@ class LiteRTCompiledBackend(Backend):
         import ai_edge_litert
 
         from edgeproof.runtime.backends.litert_compiled_trial import code_for
-        from edgeproof.runtime.guard import Trial
+        from edgeproof.runtime.guard import FLAKY_AGREE, Trial
 
         key = f"{cls.name}-t{int(threads or 0)}-{'+'.join(accelerators)}{'-fallback' if allow_fallback else ''}"
         return Trial(key, "LiteRT CompiledModel", getattr(ai_edge_litert, "__version__", "?"),
-                     code_for(threads, list(accelerators), allow_fallback))
+                     code_for(threads, list(accelerators), allow_fallback), agree=FLAKY_AGREE)
 
     @classmethod
     def inspect_load(cls, path, report) -> None:
@@ -201,9 +201,9 @@ class LiteRTCompiledBackend(Backend):
     def _read_specs(self) -> None:
         key = next(iter(self._cm.get_signature_list()))
         ins, outs = self._cm.get_input_tensor_details(key), self._cm.get_output_tensor_details(key)
-        if len(ins) != 1:
-            raise EdgeproofError(f"'{self.path.name}' has {len(ins)} inputs; edgeproof runs single-input image "
-                                 "classifiers")
+        from edgeproof.runtime.output_check import check_io_counts
+
+        check_io_counts(self.path, list(ins), list(outs))
         # CompiledModel shows neither the dynamic batch nor the quantization: the interpreter helper reads both.
         it = bare_interpreter(self.path)
         self.input_spec = tensor_spec(it.get_input_details()[0])

@@ -169,9 +169,12 @@ class OpenVINOBackend(Backend):
 
             raise invalid(self.path, family_of(self.path), f"OpenVINO {ov.__version__.split('-')[0]} cannot read "
                           f"it ({_first_line(exc)})") from None
-        if len(model.inputs) != 1:
-            raise EdgeproofError(f"'{self.path.name}' has {len(model.inputs)} inputs; edgeproof runs "
-                                 "single-input image classifiers")
+        from edgeproof.runtime.output_check import check_io_counts
+
+        # 0 or 2 inputs is bad input (UsageError, as on every backend): the fuzz test's header damage made a
+        # 0-input ONNX graph that reached the user as a bare EdgeproofError
+        check_io_counts(self.path, [_port_name(p, "input", i) for i, p in enumerate(model.inputs)],
+                        [_port_name(p, "output", i) for i, p in enumerate(model.outputs)])
         self._guarded_trial(model)
         self._check_device(core)
         if self.device.startswith("NPU"):
@@ -362,3 +365,10 @@ def _first_line(exc: BaseException) -> str:
     lines = [ln.strip() for ln in text.splitlines()
              if ln.strip() and not ln.strip().startswith(("Check '", "Exception from "))]
     return (lines[0] if lines else text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+def _port_name(port: Any, what: str, i: int) -> str:
+    try:
+        return str(port.get_any_name())
+    except Exception:  # noqa: BLE001 - an unnamed port (a damaged or hand-made graph)
+        return f"{what} {i}"
