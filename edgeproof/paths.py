@@ -1,4 +1,5 @@
-"""Where edgeproof keeps its caches: $EDGEPROOF_CACHE, default ~/.cache/edgeproof (datasets, trials, bench suite)."""
+"""Where edgeproof keeps its caches: $EDGEPROOF_CACHE, else $XDG_CACHE_HOME/edgeproof, else ~/.cache/edgeproof
+(datasets, trials, bench suite, emulated targets)."""
 
 from __future__ import annotations
 
@@ -7,5 +8,8 @@ from pathlib import Path
 
 
 def cache_dir(*parts: str) -> Path:
-    """$EDGEPROOF_CACHE/<parts...>, default ~/.cache/edgeproof/<parts...> (not created here)."""
-    return Path(os.environ.get("EDGEPROOF_CACHE") or "~/.cache/edgeproof").expanduser().joinpath(*parts)
+    """The cache folder <parts...> (not created here): $EDGEPROOF_CACHE, else $XDG_CACHE_HOME/edgeproof, else
+    ~/.cache/edgeproof."""
+    root = os.environ.get("EDGEPROOF_CACHE") or (Path(os.environ["XDG_CACHE_HOME"]) / "edgeproof"
+                                                 if os.environ.get("XDG_CACHE_HOME") else "~/.cache/edgeproof")
+    return Path(root).expanduser().joinpath(*parts)

@@ -63,6 +63,8 @@ class Row:
     preds: np.ndarray | None = None  # top-1 per image (for the confusion matrix)
     probs: np.ndarray | None = None  # kept for the end-to-end comparison (not written to JSON)
     flipped: list[dict] = field(default_factory=list)  # images whose top-1 changed (parity.flips.attach)
+    target: str | None = None  # the emulated target that ran it (parity.target_rows); None: this host
+    vs_host: dict | None = None  # a target row: max|Δ| against the host row of the same file and backend
 
     def to_dict(self) -> dict:
         d = {"artifact": self.artifact, "path": str(self.path), "format": self.format, "backend": self.backend,
@@ -73,6 +75,8 @@ class Row:
         d["failures"] = [f.to_dict() for f in self.failures]
         if self.comparison is not None:
             d["flipped_images"] = self.flipped
+        if self.target is not None:
+            d["target"], d["vs_host"] = self.target, self.vs_host
         return d
 
 

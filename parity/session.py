@@ -68,7 +68,7 @@ def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, dat
                progress: ProgressCallback | bool | None = None, write: bool = True, verify: bool = True, engine: str = "local",
                address: str | None = None, workers: int | None = None,
                timeout_s: float | None = None, promote: bool = False, trust_model: bool = False,
-               prefer: str = "balanced") -> ParityReport:
+               prefer: str = "balanced", target: str | None = None) -> ParityReport:
     """Judge every artifact against the run's Keras model; write parity.json/.md and PNGs to out_dir.
 
     promote (with fix): the first passing fix of each failing int8 artifact replaces it (parity.promote), under
@@ -76,6 +76,8 @@ def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, dat
     artifact it would replace may do (parity.promote.acceptor).
     engine "ray": the per-image work (decode, Keras reference, every artifact x backend, the TF-decode side of
     the drift check) runs on Ray Data actors (parity.ray_engine); the judging, report and gate are these.
+    target: also run each artifact's listed backends in that emulated target (edgeproof.targets), on the same
+    preprocessed tensors: rows `backend@TARGET`, judged by the same gate (parity.target_rows).
     progress: a callback for progress events (edgeproof.progress)."""
     from edgeproof.convert.source import open_for_parity
     from edgeproof.parity import data, flips, reference, runner
@@ -95,6 +97,7 @@ def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, dat
         ensure_writable_dir(out)
     tol_flags = {k: v for k, v in (tol_flags or {}).items() if v is not None}
     artifacts = runner.find_artifacts(art_dir)  # fail fast, before TensorFlow loads
+    sysroot = _open_target(target) if target else None
     if run.bare and not data_dir:
         from edgeproof.errors import UsageError
 
@@ -135,6 +138,11 @@ def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, dat
                 t = prog.add_task("preprocessing drift (TF vs OpenCV)", total=1)
                 pre = e2e_mod.preprocessing_drift(keras_model, images.paths, run.preprocess, x_ref, ref, y, rows)
                 prog.advance(t)
+        if sysroot is not None:
+            from edgeproof.parity.target_rows import interleave, target_rows
+
+            rows = interleave(rows, target_rows(sysroot, artifacts, batches, ref, backends, tol_flags, rows, prog,
+                                                verify, timeout_s))
         ref_info = {"model": str(run.model_path), "latency_p50_ms": ref_lat, "n": len(ref),
                     "accuracy": float(np.mean(ref.argmax(1) == y)) if y is not None else None,
                     "correct": int(np.sum(ref.argmax(1) == y)) if y is not None else None}
@@ -177,6 +185,18 @@ def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, dat
     return report
 
 
+def _open_target(name: str):
+    """The built sysroot of an emulated target, checked before minutes of work (UsageError when it cannot run)."""
+    from edgeproof.errors import UsageError
+    from edgeproof.targets.sysroot import emulation_problem, open_target
+
+    sysroot = open_target(name)
+    problem = emulation_problem()
+    if problem:
+        raise UsageError(f"--target {name}: {problem}")
+    return sysroot
+
+
 def _check_classes(ref: np.ndarray, run) -> None:
     if ref.shape[1] != len(run.labels):
         from edgeproof.errors import UsageError
@@ -207,7 +227,7 @@ def _triage_todo(rows) -> list:
     todo, seen = [], set()
     for r in rows:
         if r.status in ("fail", "error") and r.format in TRIAGE_FORMATS and r.artifact not in seen \
-                and r.comparison is not None:
+                and r.comparison is not None and r.target is None:  # triage runs on this host
             seen.add(r.artifact)
             todo.append(r)
     return todo
@@ -227,7 +247,7 @@ def _triage(rows, keras_model, run, art_dir, batches, ref, tol_flags, fix, out, 
         prog.update(task, description=f"triage {r.artifact}")
         tol = override(FORMATS[r.format].tolerance, **tol_flags)
         also = tuple(x.backend for x in rows if x.artifact == r.artifact and x.backend != r.backend
-                     and x.status in ("pass", "fail"))  # the other backends that judged this artifact
+                     and x.status in ("pass", "fail") and x.target is None)  # the other backends that judged it here
         results.append(triage_artifact(r, keras_model, run, art_dir, batches, ref, tol, fix, out, also, prefer))
         prog.advance(task)
     return results

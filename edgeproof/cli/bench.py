@@ -39,6 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default=None, metavar="LIST",
                    help="comma-separated backends or 'all' (default: the format's preferred backend)")
     p.add_argument("--device", default=None, metavar="PROFILE", help="device profile (see 'edgeproof devices')")
+    p.add_argument("--target", metavar="NAME", help="refused: an emulated target (see 'edgeproof targets') proves "
+                   "results, not speed; bench on the board itself")
     p.add_argument("--allow-fallback", action="store_true",
                    help="if the device's delegate / execution provider cannot load, benchmark on the CPU "
                    "with a loud warning (default: that configuration fails, naming the library)")
@@ -87,6 +89,11 @@ def usable_cpus() -> int:
 
 
 def _check(args: argparse.Namespace) -> None:
+    if args.target:
+        raise UsageError(f"bench --target {args.target}: timings under qemu emulation are not the board's speed (qemu "
+                         "translates every aarch64 instruction on this host), so edgeproof does not take them; run "
+                         "'edgeproof bench MODEL' on the board itself, and 'edgeproof parity RUN --target "
+                         f"{args.target}' here for its aarch64 results")
     for name in ("batch", "runs"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name} {getattr(args, name)} is not valid; give an integer >= 1")

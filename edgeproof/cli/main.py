@@ -15,7 +15,7 @@ import edgeproof
 from edgeproof.errors import EdgeproofError
 
 SUBCOMMANDS = ("demo", "train", "convert", "inspect", "run", "serve", "parity", "bench", "export", "devices",
-               "version")
+               "targets", "version")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -39,7 +39,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     argv = list(sys.argv[1:] if argv is None else argv)
     first = next((a for a in argv if not a.startswith("-")), None)
-    return build_parser(first if first in SUBCOMMANDS else None).parse_args(argv)
+    args = build_parser(first if first in SUBCOMMANDS else None).parse_args(argv)
+    args.argv = argv  # the command line as given (`run --target` hands it to the emulated edgeproof)
+    return args
 
 
 def main(args: argparse.Namespace) -> int:

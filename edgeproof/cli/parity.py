@@ -122,6 +122,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="judge artifacts even when they differ from the sha256 in manifest.json (default: such an "
                         "artifact is a failed 'integrity' row)")
     add_trust_flag(p)
+    p.add_argument("--target", metavar="NAME",
+                   help="also run every artifact in an emulated target (e.g. rpi5; see 'edgeproof targets'): rows "
+                        "'backend@NAME' on the host's preprocessed tensors, judged by the same gate, with max|Δ| vs "
+                        "the host row (kernel differences only); no latency (emulated)")
     from edgeproof.cli.run_ray import add_engine_flags
 
     add_engine_flags(p, "decoding and inference over the images (Keras and every artifact)")
@@ -165,7 +169,8 @@ def _run(args: argparse.Namespace):
                       e2e=not args.no_e2e,
                       progress=progress_bars(not args.no_progress and not args.json),
                       verify=not args.no_verify, trust_model=args.trust_model,
-                      engine=args.engine, address=args.address, workers=args.workers, timeout_s=args.timeout)
+                      engine=args.engine, address=args.address, workers=args.workers, timeout_s=args.timeout,
+                      target=args.target)
 
 
 def library_log(run_dir: str, out: str | None):

@@ -111,6 +111,8 @@ def _register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per line on stdout (last line: summary)")
     p.add_argument("--save", metavar="DIR", help="write annotated images (or annotated.mp4 for video/camera) to DIR")
     p.add_argument("--show", action="store_true", help="show annotated frames in a window (needs a display)")
+    p.add_argument("--target", metavar="NAME", help="run the whole runtime (decode, preprocess, infer) in an emulated "
+                   "target's aarch64 userland, e.g. rpi5 (see 'edgeproof targets'); same output as here")
     from edgeproof.cli.run_ray import add_engine_flags
 
     add_engine_flags(p)
@@ -171,6 +173,10 @@ def _run(args: argparse.Namespace, capture_factory=None, picam_factory=None) -> 
     from edgeproof.cli.run_ray import check_engine_flags
 
     check_engine_flags(args)
+    if args.target:
+        from edgeproof.cli.run_target import run_on_target
+
+        return run_on_target(args)
     return _run_checked(args, source_spec, options, capture_factory, picam_factory, max_pixels)
 
 
