@@ -142,7 +142,7 @@ def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, dat
             from edgeproof.parity.target_rows import interleave, target_rows
 
             rows = interleave(rows, target_rows(sysroot, artifacts, batches, ref, backends, tol_flags, rows, prog,
-                                                verify, timeout_s))
+                                                verify, timeout_s, trust_model))
         ref_info = {"model": str(run.model_path), "latency_p50_ms": ref_lat, "n": len(ref),
                     "accuracy": float(np.mean(ref.argmax(1) == y)) if y is not None else None,
                     "correct": int(np.sum(ref.argmax(1) == y)) if y is not None else None}

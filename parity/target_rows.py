@@ -27,7 +27,7 @@ def target_backends() -> tuple[str, ...]:
 
 def target_rows(sysroot, artifacts: list, batches: Batches, reference: np.ndarray, backends: list[str] | None,
                 tol_flags: dict, host_rows: list[Row], progress=None, verify: bool = True,
-                timeout_s: float | None = None) -> list[Row]:
+                timeout_s: float | None = None, trust_model: bool = False) -> list[Row]:
     """One row per artifact x listed backend that the target's runtime provides, in one emulated process."""
     from edgeproof.targets.remote import Job, run_jobs
 
@@ -44,13 +44,13 @@ def target_rows(sysroot, artifacts: list, batches: Batches, reference: np.ndarra
                             target=name))
             continue
         try:
-            x = batches.get(_preprocess_of(p.path, p.backend, verify))
+            x = batches.get(_preprocess_of(p.path, p.backend, verify, trust_model))
         except Exception as exc:  # noqa: BLE001 - the host cannot prepare its input: this row's error
             row = error_row(p.path, p.judged_as, label, failure_of(exc), True)
             row.target = name
             rows.append(row)
             continue
-        jobs.append(Job(p.path, p.backend, x, verify))
+        jobs.append(Job(p.path, p.backend, x, verify, trust_model))
         where.append((len(rows), p))
         rows.append(None)
     if jobs:
@@ -84,11 +84,11 @@ def interleave(host_rows: list[Row], rows: list[Row]) -> list[Row]:
     return out + [t for t in rows if id(t) not in placed]
 
 
-def _preprocess_of(path: Path, backend: str, verify: bool):
+def _preprocess_of(path: Path, backend: str, verify: bool, trust_model: bool):
     """The artifact's preprocessing contract as the host's runtime reads it (metadata, or its input tensor)."""
     from edgeproof.runtime import load
 
-    model = load(path, backend=backend, verify=verify)
+    model = load(path, backend=backend, verify=verify, trust_model=trust_model)
     try:
         return model.preprocess
     finally:

@@ -23,6 +23,7 @@ class Job:
     backend: str
     x: np.ndarray
     verify: bool = True
+    trust_model: bool = False
 
 
 @dataclass
@@ -58,7 +59,8 @@ def run_jobs(sysroot: Sysroot, jobs: list[Job], timeout_s: float) -> tuple[list[
         for i, j in enumerate(jobs):
             np.save(tmp / f"in{i}.npy", np.ascontiguousarray(j.x, dtype=np.float32))
             items.append({"path": str(Path(j.path).resolve()), "backend": j.backend, "input": str(tmp / f"in{i}.npy"),
-                          "output": str(tmp / f"out{i}.npy"), "verify": j.verify})
+                          "output": str(tmp / f"out{i}.npy"), "verify": j.verify,
+                          "trust_model": j.trust_model})
         (tmp / "job.json").write_text(json.dumps({"items": items, "result": str(tmp / "result.json")}))
         _emulated(sysroot, [str(tmp / "job.json")], timeout_s)
         done = json.loads((tmp / "result.json").read_text())

@@ -62,7 +62,8 @@ def run_job(job: dict) -> list[dict]:
     results = []
     for item in job["items"]:
         try:
-            model = load(item["path"], backend=item["backend"], verify=item.get("verify", True))
+            model = load(item["path"], backend=item["backend"], verify=item.get("verify", True),
+                         trust_model=item.get("trust_model", False))
             try:
                 probs = model.predict(np.load(item["input"]))
                 np.save(item["output"], probs)
