@@ -30,11 +30,12 @@ def test_targets_list_names_the_boards_and_their_cpus(capsys, tmp_path, monkeypa
     assert rows["rpi5"]["cpu"] == "cortex-a76" and rows["rpi4"]["cpu"] == "cortex-a72"
     assert "generic-aarch64" in rows
     assert rows["rpi5"]["state"].startswith("not built")
-    assert rows["rpi4-bullseye"]["state"].startswith("not supported") and "3.9" in rows["rpi4-bullseye"]["state"]
+    assert rows["rpi4-bullseye"]["state"].startswith("not supported") and "3.9" in rows["rpi4-bullseye"]["unsupported"]
 
 
 @pytest.mark.parametrize("argv, needle", [
     (["targets", "build", "rpi4-bullseye"], "Python is 3.9"),
+    (["targets", "show", "rpi4-bullseye"], "Python is 3.9"),
     (["targets", "show", "rpi5"], "edgeproof targets build rpi5"),
     (["targets", "build", "rpi9"], "valid targets: rpi5"),
     (["bench", "m.tflite", "--target", "rpi5"], "not the board's speed"),

@@ -49,10 +49,11 @@ def _list(args: argparse.Namespace) -> int:
     for t in TARGETS.values():
         manifest = target_dir(t.name) / "target.json"
         built = json.loads(manifest.read_text()) if manifest.is_file() else None
-        state = ("not supported: " + t.unsupported) if t.unsupported else \
+        state = f"not supported (edgeproof targets show {t.name})" if t.unsupported else \
             (f"built, {_size(built['size_bytes'])}" if built else f"not built (edgeproof targets build {t.name})")
         rows.append({"name": t.name, "description": t.description, "userland": f"Debian {t.suite}, Python {t.python}",
-                     "cpu": t.cpu.qemu, "state": state, "path": str(target_dir(t.name))})
+                     "cpu": t.cpu.qemu, "state": state, "path": str(target_dir(t.name)),
+                     **({"unsupported": t.unsupported} if t.unsupported else {})})
     if args.json:
         print_json(rows)
         return 0

@@ -221,8 +221,8 @@ def _wheels(target: Target, site: Path, scratch: Path) -> tuple[dict[str, str], 
           "--ignore-installed", "--target", str(site), *plat, *files], "pip install --target (aarch64 wheels)")
     installed = {}
     for info in sorted(site.glob("*.dist-info")):
-        meta = (info / "METADATA").read_text(errors="replace").splitlines()
-        fields = dict(ln.split(": ", 1) for ln in meta[:10] if ": " in ln)
+        head = (info / "METADATA").read_text(errors="replace").split("\n\n", 1)[0].splitlines()
+        fields = dict(ln.split(": ", 1) for ln in head if ": " in ln and not ln.startswith(" "))
         installed[fields.get("Name", info.name)] = fields.get("Version", "?")
     return installed, missing
 
