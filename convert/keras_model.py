@@ -99,7 +99,6 @@ def _wrap_saved_model(path: Path) -> tuple[Any, list[str]]:
     if spec.dtype != tf.float32:
         raise UsageError(f"SavedModel '{path}' input '{spec.name}' is {spec.dtype.name}; edgeproof feeds float32 "
                          "pixels (N, H, W, 3)")
-    image_shape(list(spec.shape), f"input '{spec.name}'", path)
     inp = keras.Input(tuple(spec.shape[1:]), name="image")
     out = keras.layers.TFSMLayer(str(path), call_endpoint=endpoint, name="saved_model")(inp)
     model = keras.Model(inp, out[out_key] if isinstance(out, dict) else out, name=re.sub(r"\W", "_", path.name))
@@ -113,12 +112,17 @@ def _graph_op_names(fn) -> list[str]:
     return names
 
 
-def image_shape(shape: list, what: str, path: Path) -> tuple[int | None, int | None]:
-    """(H, W) of an (N, H, W, 3) input, else one line naming the shape."""
-    if len(shape) != 4 or shape[-1] != 3:
-        raise UsageError(f"'{path.name}' {what} has shape {tuple(shape)}, which is not an image batch; edgeproof "
-                         "converts image classifiers with one (N, H, W, 3) RGB input")
-    return shape[1], shape[2]
+def image_shape(shape: list, what: str, path: Path, channels: int | None = None, layout: str | None = "NHWC"
+                ) -> tuple[int | None, int | None, int]:
+    """(H, W, C) of an (N, H, W, C) image input (C: 1 gray, 3 color, 4 color + alpha, or --channels `channels`),
+    else one line naming the shape (contract.image_layout says why)."""
+    from edgeproof.contract import image_layout
+
+    try:
+        _, h, w, c = image_layout(shape, channels, layout)
+    except ValueError as exc:
+        raise UsageError(f"'{path.name}' {what} {exc}, which is not an image batch edgeproof converts") from None
+    return h, w, c
 
 
 def source_sha256(path: str | Path) -> str:

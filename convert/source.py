@@ -5,10 +5,11 @@ its metadata comes from the file where the file has it and from the contract fla
 - labels: --labels FILE|a,b,c, else class_0..class_N-1 (one warning);
 - contract: Rescaling/Normalization layers inside the model (keras.applications' own
   preprocessing included) mean raw 0-255 RGB in; otherwise --scale/--mean/--std/--bgr/--size;
+- channels: read from the input (1 gray, 3 color, 4 color + alpha; more with --channels);
 - head: softmax probabilities, raw logits, or one sigmoid unit (binary: [1 - p, p]); N
   independent sigmoids (multi-label) are refused;
 - calibration: --calib-data DIR (class subfolders optional), never random data.
-The model must have one (N, H, W, 3) image input and one (N, units) output.
+The model must have one (N, H, W, C) image input and one (N, units) output.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from edgeproof.contract import HEADS, Preprocess, n_classes
+from edgeproof.contract import HEADS, Preprocess, n_classes, score_units
 from edgeproof.convert.keras_model import image_shape, load_model, load_with_ops, model_kind, source_sha256
 from edgeproof.errors import UsageError
 from edgeproof.train.run_dir import Run, load_run
 
+_CHANNEL_NAMES = {1: "gray: ITU-R BT.601 luma of color images", 4: "color + alpha: 255 for opaque images"}
 # A preprocessing layer inside a SavedModel's graph: '.../rescaling_1/mul' (not 'batch_normalization').
 _PRE_OP = re.compile(r"(?:^|/)(rescaling|normalization)(?:_\d+)?/")
 
@@ -52,24 +54,28 @@ class ModelSource(Run):
         return self.model
 
 
-def check_io(model, path: Path) -> tuple[tuple[int | None, int | None], int, str]:
-    """((H, W), output units, output name) of a one-image-input, one-output classifier."""
+def check_io(model, path: Path, channels: int | None = None) -> tuple[tuple[int | None, int | None, int], int, str]:
+    """((H, W, C), output units, output name) of a one-image-input, one-output classifier (`channels`:
+    --channels)."""
     ins, outs = list(model.inputs or []), list(model.outputs or [])
     if len(ins) != 1:
         names = ", ".join(getattr(t, "name", "?") for t in ins)
         raise UsageError(f"'{path.name}' has {len(ins)} inputs ({names}); edgeproof converts image classifiers "
-                         "with one (N, H, W, 3) image input")
+                         "with one (N, H, W, C) image input")
     if len(outs) != 1:
         names = ", ".join(getattr(t, "name", "?") for t in outs)
         raise UsageError(f"'{path.name}' has {len(outs)} outputs ({names}); edgeproof converts classifiers with "
                          "one (N, classes) output")
-    hw = image_shape(list(ins[0].shape), f"input '{ins[0].name}'", path)
+    hwc = image_shape(list(ins[0].shape), f"input '{ins[0].name}'", path, channels)
     oshape = list(outs[0].shape)
-    units = oshape[-1] if len(oshape) == 2 else None
+    try:
+        units = score_units(oshape)
+    except ValueError:
+        units = None
     if not isinstance(units, int) or units < 1:
         raise UsageError(f"'{path.name}' output has shape {tuple(oshape)}; edgeproof converts classifiers whose "
                          "output is (N, classes) scores, probabilities or one sigmoid unit")
-    return hw, units, _output_layer_name(model)
+    return hwc, units, _output_layer_name(model)
 
 
 def _output_layer(model):
@@ -155,9 +161,9 @@ def _num(v: Any) -> Any:
     return float(a[0]) if a.size == 1 else [round(float(x), 6) for x in a[:8]]
 
 
-def _contract(path: Path, hw: tuple, ov: dict, in_graph: dict, notes: list[str], warnings: list[str]
+def _contract(path: Path, hwc: tuple, ov: dict, in_graph: dict, notes: list[str], warnings: list[str]
               ) -> Preprocess:
-    h, w = hw
+    h, w, c = hwc
     if ov.get("size"):
         sh, sw = ov["size"]
         if (h is not None and h != sh) or (w is not None and w != sw):
@@ -165,7 +171,7 @@ def _contract(path: Path, hw: tuple, ov: dict, in_graph: dict, notes: list[str],
                              "the model's size")
         h, w = sh, sw
     if h is None or w is None:
-        raise UsageError(f"'{path.name}' takes any image size (input (N, None, None, 3)); pass --size HxW, the size "
+        raise UsageError(f"'{path.name}' takes any image size (input (N, None, None, {c})); pass --size HxW, the size "
                          "it was trained at")
     declared = any(k in ov for k in ("scale", "mean", "std", "bgr"))
     if in_graph and declared:
@@ -177,13 +183,16 @@ def _contract(path: Path, hw: tuple, ov: dict, in_graph: dict, notes: list[str],
         warnings.append("contract: raw 0-255 RGB pixels assumed (the model has no Rescaling/Normalization layer and "
                      "no --scale/--mean/--std was given); declare how it was trained, e.g. --scale 0.00392157")
 
-    def three(key: str, default: float) -> tuple[float, float, float]:
+    def per_channel(key: str, default: float) -> tuple[float, ...]:
         vals = [float(v) for v in ov.get(key) or [default]]
-        return tuple(vals * 3 if len(vals) == 1 else vals)  # type: ignore[return-value]
+        return tuple(vals * c if len(vals) == 1 else vals)
 
-    return Preprocess(height=int(h), width=int(w), color="BGR" if ov.get("bgr") else "RGB",
-                      scale=float(ov.get("scale", 1.0)), mean=three("mean", 0.0), std=three("std", 1.0),
-                      in_graph=in_graph)
+    try:
+        return Preprocess(height=int(h), width=int(w), color="BGR" if ov.get("bgr") else "RGB", channels=c,
+                          scale=float(ov.get("scale", 1.0)), mean=per_channel("mean", 0.0),
+                          std=per_channel("std", 1.0), in_graph=in_graph)
+    except UsageError as exc:
+        raise UsageError(f"{exc} ('{path.name}' takes {c} channel(s))") from None
 
 
 def _labels(ov: dict, classes: int, warnings: list[str]) -> list[str]:
@@ -242,14 +251,18 @@ def open_source(path: str | Path, overrides: dict | None = None, calib_data: str
 
 def _open_bare(path: Path, kind: str, ov: dict, what: str, trust_model: bool = False) -> ModelSource:
     model, graph_ops = load_with_ops(path, kind, what, trust_model)
-    hw, units, _ = check_io(model, path)
+    hwc, units, _ = check_io(model, path, ov.get("channels"))
     notes: list[str] = []
     warnings: list[str] = []
     in_graph = in_graph_preprocessing(model, graph_ops)
-    pp = _contract(path, hw, ov, in_graph, notes, warnings)
+    pp = _contract(path, hwc, ov, in_graph, notes, warnings)
+    if pp.channels != 3:
+        notes.append(f"input: {pp.channels} channel(s) ({_CHANNEL_NAMES.get(pp.channels, 'not an image file')}); "
+                     "the runtime converts every image to them")
+    shape = (pp.height, pp.width, pp.channels)
     rng = np.random.default_rng(0)  # random and flat images, dark to bright: a logit leaves [0, 1] on some
-    probe = np.concatenate([rng.uniform(0, 255, (4, pp.height, pp.width, 3)),
-                            np.linspace(0, 255, 4)[:, None, None, None] * np.ones((1, pp.height, pp.width, 3))])
+    probe = np.concatenate([rng.uniform(0, 255, (4, *shape)),
+                            np.linspace(0, 255, 4)[:, None, None, None] * np.ones((1, *shape))])
     probe = probe.astype(np.float32)
     from edgeproof.runtime.preprocess import normalize
 

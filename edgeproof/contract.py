@@ -2,8 +2,16 @@
 
 The Keras model takes raw RGB pixels in [0, 255] (rescale/normalization is a layer inside the
 graph), so the default contract is: decode -> RGB -> resize -> float32, scale 1, mean 0, std 1.
-Models made elsewhere can declare their own scale/mean/std/color order here.
+Models made elsewhere can declare their own scale/mean/std/color order/channel count here.
 The runtime computes:  x = (pixels * scale - mean) / std, then lays it out as `layout`.
+
+Channels (`Preprocess.channels`, read from the model's input): every image is converted to them after
+the resize (runtime.preprocess.to_channels):
+  1  gray: ITU-R BT.601 luma Y = 0.299 R + 0.587 G + 0.114 B (OpenCV's COLOR_BGR2GRAY; alpha dropped);
+  3  color in `color` order (a gray image is repeated into R = G = B; alpha dropped);
+  4  color in `color` order plus alpha: an image's own alpha is kept, an opaque image gets 255;
+  N  (more than 4, declared with --channels): no image file holds them; Model.predict takes such arrays.
+mean/std hold one value (every channel) or one per channel, in the model's channel order.
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ LAYOUTS = ("NHWC", "NCHW")
 MAX_SIDE = 16384  # the largest input height/width anything here accepts
 MAX_LABELS = 100_000  # ImageNet-21k has 21,843 classes
 MAX_LABEL_CHARS = 1024
+MAX_CHANNELS = 64  # a model input with more channels than this is not an image
+GRAY_FORMULA = "ITU-R BT.601 luma: Y = 0.299 R + 0.587 G + 0.114 B"
 MIN_STD = 1e-6  # below it, (pixel - mean) / std overflows float32 or divides by a float32 zero
 
 
@@ -32,11 +42,14 @@ def _number(name: str, value: Any) -> float:
     return float(value)
 
 
-def _numbers(name: str, values: Any) -> tuple[float, ...]:
+def _numbers(name: str, values: Any, channels: int) -> tuple[float, ...]:
     if isinstance(values, (int, float)) and not isinstance(values, bool):
         values = [values]
-    if not isinstance(values, (list, tuple)) or len(values) not in (1, 3):
-        raise ValueError(f"{name} {json.dumps(values, default=str)} is not 1 or 3 numbers")
+    if isinstance(values, (list, tuple)) and len(values) > 1 and len(set(map(repr, values))) == 1:
+        values = [values[0]] * channels  # one value given per channel, all alike: the same for any count
+    if not isinstance(values, (list, tuple)) or len(values) not in (1, channels):
+        what = "1 number" if channels == 1 else f"1 or {channels} numbers (one per channel)"
+        raise ValueError(f"{name} {json.dumps(values, default=str)} is not {what} for a {channels}-channel input")
     return tuple(_number(name, v) for v in values)
 
 
@@ -79,6 +92,62 @@ def score_units(shape: list[int | None] | tuple) -> int | None:
     return big[0] if isinstance(big[0], int) and big[0] >= 0 else None  # -1: TFLite's dynamic dim
 
 
+def _guess_layout(shape: list) -> str:
+    """NCHW when dim 1 looks like channels (1/3/4) and dim 3 does not; with neither, the layout whose other two
+    dims are a square (N, 8, 16, 16) is NCHW, else the one with the fewer channels; else NHWC."""
+    first, last = shape[1], shape[3]
+    image = (1, 3, 4)
+    if first in image and last not in image:
+        return "NCHW"
+    if first in image or last in image or not (isinstance(first, int) and isinstance(last, int)):
+        return "NHWC"
+    if shape[2] == last != first:
+        return "NCHW"
+    if shape[2] == first != last:
+        return "NHWC"
+    return "NCHW" if first < last else "NHWC"
+
+
+def image_layout(shape: list[int | None] | tuple, channels: int | None = None, layout: str | None = None
+                 ) -> tuple[str, int | None, int | None, int]:
+    """(layout, H, W, C) of a model's image input shape: (N, H, W, C) or (N, C, H, W), C read from the shape.
+
+    `channels` (--channels) says which dim holds them where the shape alone cannot (more than 4, or a
+    square 4x4x4 input); `layout` forces one (a Keras model is NHWC). ValueError saying why for a shape that
+    is not an image batch: rank != 4, more than 4 channels without `channels`, `channels` that fit no dim.
+    """
+    shape = list(shape)
+    if len(shape) != 4:
+        raise ValueError(f"has shape {shape}, a {len(shape)}-D input; an image batch is 4-D, (N, H, W, C) or "
+                         "(N, C, H, W)")
+    first, last = shape[1], shape[3]
+    if channels is not None:
+        fits = [lay for lay, d in (("NHWC", last), ("NCHW", first)) if d in (channels, None)]
+        fits = [lay for lay in fits if layout in (None, lay)]
+        if not fits:
+            raise ValueError(f"has shape {shape}, which does not take {channels} channel(s) (--channels {channels}) "
+                             f"in dim {'3' if layout == 'NHWC' else '1'}{'' if layout else ' or 3'}; give the "
+                             "model's own channel count or omit --channels")
+        exact = [lay for lay in fits if (last if lay == "NHWC" else first) == channels]
+        lay = (exact or fits)[0]
+    else:
+        lay = layout or _guess_layout(shape)
+    c = last if lay == "NHWC" else first
+    h, w = (shape[1], shape[2]) if lay == "NHWC" else (shape[2], shape[3])
+    if channels is None:
+        if not isinstance(c, int) or c < 1:
+            raise ValueError(f"has shape {shape} with no fixed channel count; pass --channels C (1 gray, 3 color, "
+                             "4 color + alpha)")
+        if c > 4:
+            raise ValueError(f"has shape {shape}: {c} channels in dim {'3' if lay == 'NHWC' else '1'}, more than an "
+                             f"image holds (1 gray, 3 color, 4 color + alpha); if it is an image input, pass "
+                             f"--channels {c}")
+    c = channels if channels is not None else c
+    if c > MAX_CHANNELS:
+        raise ValueError(f"has shape {shape}: {c} channels is over the limit of {MAX_CHANNELS}")
+    return lay, h, w, int(c)
+
+
 def n_classes(output_units: int, head: str) -> int:
     """Classes a head of `output_units` units scores: a one-unit binary head scores two."""
     return 2 if head in BINARY_HEADS and output_units == 1 else int(output_units)
@@ -111,9 +180,10 @@ class Preprocess:
     color: str = "RGB"
     interpolation: str = "bilinear"
     scale: float = 1.0
-    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)  # one value, or one per channel
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
     layout: str = "NHWC"
+    channels: int = 3  # the model input's channels: 1 gray, 3 color, 4 color + alpha, N (see the module doc)
     # Informational: what the graph does itself (e.g. Rescaling 1/127.5, offset -1).
     in_graph: dict[str, Any] = field(default_factory=dict)
 
@@ -134,9 +204,12 @@ class Preprocess:
                 if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SIDE:
                     raise ValueError(f"{side} {json.dumps(value, default=str)} is not a whole number of pixels "
                                      f"in 1..{MAX_SIDE}")
+            c = self.channels
+            if isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= MAX_CHANNELS:
+                raise ValueError(f"channels {json.dumps(c, default=str)} is not a whole number in 1..{MAX_CHANNELS}")
             self.scale = _number("scale", self.scale)
-            self.mean = _numbers("mean", self.mean)  # type: ignore[assignment]
-            self.std = _numbers("std", self.std)  # type: ignore[assignment]
+            self.mean = _numbers("mean", self.mean, c)  # type: ignore[assignment]
+            self.std = _numbers("std", self.std, c)  # type: ignore[assignment]
         except ValueError as exc:
             raise UsageError(f"preprocessing {exc}") from None
         if any(s == 0 for s in self.std):

@@ -13,9 +13,12 @@ import numpy as np
 from edgeproof.contract import Preprocess
 from edgeproof.parity.metrics import task_metrics, tensor_metrics
 
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # contract.GRAY_FORMULA, ITU-R BT.601
+
 
 def tf_batch(paths: list[str], pp: Preprocess) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
-    """The training pipeline's decode/resize, then the contract's colour order and normalization.
+    """The training pipeline's decode/resize, then the contract's channels (gray: contract.GRAY_FORMULA on TF's
+    RGB), colour order and normalization.
 
     Returns (batch, indices of the decoded paths, skipped [(path, why)]): TF cannot decode every
     file OpenCV can (e.g. TIFF), and such files are left out of the comparison, not fatal.
@@ -26,15 +29,17 @@ def tf_batch(paths: list[str], pp: Preprocess) -> tuple[np.ndarray, list[int], l
     out, used, skipped = [], [], []
     for i, p in enumerate(paths):
         try:
-            x = load_image_tf(p, pp.height, pp.width, pp.interpolation)  # RGB float32 0..255
+            x = load_image_tf(p, pp.height, pp.width, pp.interpolation, pp.channels)  # RGB(A) float32 0..255
         except Exception as exc:  # noqa: BLE001 - reported per file
             skipped.append((p, str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__))
             continue
-        if pp.color == "BGR":
-            x = x[..., ::-1]
+        if pp.channels == 1:
+            x = x @ _LUMA[:, None]
+        elif pp.color == "BGR":
+            x = np.concatenate([x[..., 2::-1], x[..., 3:]], axis=-1)
         out.append(normalize(x.astype(np.float32), pp))  # the runtime's own normalization
         used.append(i)
-    batch = np.stack(out) if out else np.zeros((0, pp.height, pp.width, 3), np.float32)
+    batch = np.stack(out) if out else np.zeros((0, pp.height, pp.width, pp.channels), np.float32)
     return batch, used, skipped
 
 

@@ -67,7 +67,7 @@ class Model:
         if backend.degraded:  # what the backend could not read and replaced by a default, said where it runs
             self.placement = {**(backend.placement or {}), "degraded": list(backend.degraded)}
         pp = meta.preprocess
-        self._hw3 = (pp.height, pp.width, 3)
+        self._hwc = (pp.height, pp.width, pp.channels)
         self._nchw = pp.layout == "NCHW"
         i, o = self.input_spec, self.output_spec
         self._in_dtype = np.dtype(i.dtype)
@@ -101,14 +101,15 @@ class Model:
         return self.meta.format
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """float32 (N,H,W,3) in model-input space -> float32 (N, C) probabilities."""
+        """float32 (N,H,W,C) in model-input space (C: the contract's channels) -> float32 (N, classes) scores."""
         if x.dtype != np.float32:
             x = np.asarray(x, np.float32)
         if x.ndim == 3:
             x = x[None]
-        if x.shape[1:] != self._hw3:
+        if x.shape[1:] != self._hwc:
+            h, w, c = self._hwc
             raise UsageError(f"predict got an array of shape {x.shape}; this model takes float32 "
-                             f"(N, {self._hw3[0]}, {self._hw3[1]}, 3) NHWC (see edgeproof.runtime.preprocess.prepare)")
+                             f"(N, {h}, {w}, {c}) NHWC (see edgeproof.runtime.preprocess.prepare)")
         x0 = x
         x = self._native(x, reuse=True)
         n = x.shape[0]
@@ -243,7 +244,7 @@ def _check_used_shapes(path: Path, family: str, be: Backend, meta: ArtifactMeta)
     shape = list(be.input_spec.shape)
     if family != "tflite" or len(shape) != 4:
         return
-    channels = (shape[3] if pp.layout == "NHWC" else shape[1]) or 3
+    channels = pp.channels
     used = [1, pp.height, pp.width, channels] if pp.layout == "NHWC" else [1, channels, pp.height, pp.width]
     if [d if isinstance(d, int) and d > 0 else -1 for d in shape[1:]] == used[1:]:
         return  # the declared shape: preflight prepared exactly this
@@ -319,7 +320,8 @@ def load(path: str | Path | LoadSpec, **options: Any) -> Model:
     fmt = format_of(path)
     try:
         be.load()
-        meta = be.read_meta() or synthesize_meta(be.input_spec, be.output_spec, fmt.name if fmt else None)
+        meta = be.read_meta() or synthesize_meta(be.input_spec, be.output_spec, fmt.name if fmt else None,
+                                                 spec.overrides.get("channels"))
         check_io(path, family, be.input_spec, be.output_spec, meta.preprocess.height, meta.preprocess.width)
     except EdgeproofError:
         be.close()

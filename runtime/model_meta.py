@@ -1,5 +1,5 @@
 """What a loaded model's contract is: the file's metadata, or one synthesized from its input tensor for a model
-made elsewhere, with the caller's overrides (--size, --mean, --std, --scale, --bgr, --labels) applied."""
+made elsewhere, with the caller's overrides (--size, --channels, --mean, --std, --scale, --bgr, --labels) applied."""
 
 from __future__ import annotations
 
@@ -7,29 +7,34 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from edgeproof.contract import ArtifactMeta, Preprocess, TensorSpec, score_units
+from edgeproof.contract import ArtifactMeta, Preprocess, TensorSpec, image_layout, score_units
 from edgeproof.errors import UsageError
 from edgeproof.runtime.spec import normalize_overrides
 
 
 def guess_layout(shape: list[int | None]) -> str:
-    """NCHW when dim 1 looks like channels (1/3/4) and the last dim does not; else NHWC."""
-    if len(shape) == 4 and shape[1] in (1, 3, 4) and shape[3] not in (1, 3, 4):
-        return "NCHW"
-    return "NHWC"
+    """The layout contract.image_layout reads from a 4-D input shape (NHWC for anything else)."""
+    try:
+        return image_layout(shape)[0]
+    except ValueError:
+        return "NHWC"
 
 
-def synthesize_meta(inp: TensorSpec, out: TensorSpec, fmt: str | None) -> ArtifactMeta:
-    """Metadata for a model made elsewhere: size/layout from the input tensor, class_i labels."""
-    shape = list(inp.shape)
-    if len(shape) != 4:
-        raise UsageError(f"model input '{inp.name}' has shape {shape}; edgeproof runs image classifiers "
-                         "with a 4-D input (N,H,W,C) or (N,C,H,W)")
-    layout = guess_layout(shape)
-    h, w = (shape[1], shape[2]) if layout == "NHWC" else (shape[2], shape[3])
+def input_layout(inp: TensorSpec, channels: int | None = None) -> tuple[str, int | None, int | None, int]:
+    """contract.image_layout of a model input, its ValueError as one UsageError line naming the input."""
+    try:
+        return image_layout(list(inp.shape), channels)
+    except ValueError as exc:
+        raise UsageError(f"model input '{inp.name}' {exc}; edgeproof runs image classifiers") from None
+
+
+def synthesize_meta(inp: TensorSpec, out: TensorSpec, fmt: str | None, channels: int | None = None) -> ArtifactMeta:
+    """Metadata for a model made elsewhere: size/layout/channels from the input tensor (`channels`: --channels),
+    class_i labels."""
+    layout, h, w, c = input_layout(inp, channels)
     n_cls = declared_units(out) or 0
     n_cls = 2 if n_cls == 1 else n_cls  # one unit: a binary head (sigmoid or its logit, decided in predict)
-    pp = Preprocess(height=h or 0, width=w or 0, layout=layout)
+    pp = Preprocess(height=h or 0, width=w or 0, layout=layout, channels=c)
     return ArtifactMeta(labels=[f"class_{i}" for i in range(n_cls)], preprocess=pp, format=fmt,
                         input=inp, output=out, output_kind="auto", extra={"synthesized": True})
 
@@ -68,8 +73,20 @@ def apply_overrides(meta: ArtifactMeta, inp: TensorSpec, overrides: dict[str, An
             changes[key] = ov[key]
     if "bgr" in ov:
         changes["color"] = "BGR" if ov["bgr"] else "RGB"
-    if changes:
-        meta = replace(meta, preprocess=Preprocess(**{**pp.to_dict(), **changes}))
+    shape = list(inp.shape)
+    live = (shape[3] if pp.layout == "NHWC" else shape[1]) if len(shape) == 4 else None
+    live = live if isinstance(live, int) and live > 0 else None
+    if "channels" in ov and ov["channels"] != (live or pp.channels):
+        raise UsageError(f"--channels {ov['channels']} does not fit '{inp.name}' {shape}, which takes "
+                         f"{live or pp.channels} channel(s); give that count or omit --channels")
+    if live is not None and live != pp.channels:
+        raise UsageError(f"the metadata's contract says {pp.channels} channel(s) but input '{inp.name}' is {shape}; "
+                         "re-convert it with 'edgeproof convert'")
+    try:
+        if changes:
+            meta = replace(meta, preprocess=Preprocess(**{**pp.to_dict(), **changes}))
+    except UsageError as exc:
+        raise UsageError(f"{exc} (the model takes {pp.channels} channel(s))") from None
     if "labels" in ov:
         labels = ov["labels"]
         meta = replace(meta, labels=read_labels(labels) if isinstance(labels, (str, Path)) else list(labels))

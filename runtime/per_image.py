@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgeproof.runtime.preprocess import ImageReadError, prepare, read_image
+from edgeproof.runtime.preprocess import ImageReadError, prepare, read_image, wants_alpha
 from edgeproof.runtime.sources import Item
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -30,8 +30,10 @@ def decode_item(item: Item, pp, keep_frame: bool, max_pixels: int | None = None)
         return item, None, None, item.error, 0.0
     t = time.perf_counter()
     try:
-        bgr = item.frame if item.frame is not None else read_image(item.path, max_pixels)
+        bgr = item.frame if item.frame is not None else read_image(item.path, max_pixels, wants_alpha(pp))
         x = prepare(bgr, pp)
+        if bgr.ndim == 3 and bgr.shape[2] == 4:  # a 4-channel model's alpha: the kept frame is drawn on as BGR
+            bgr = bgr[:, :, :3]
     except ImageReadError as exc:
         return item, None, None, str(exc), 0.0
     except Exception as exc:  # noqa: BLE001 - a corrupt frame or odd file is a skip with its reason

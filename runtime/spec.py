@@ -18,23 +18,27 @@ from typing import Any
 
 from edgeproof.errors import UsageError
 
-OVERRIDE_KEYS = ("size", "mean", "std", "scale", "bgr", "labels")
+OVERRIDE_KEYS = ("size", "mean", "std", "scale", "bgr", "labels", "channels")
 MAX_THREADS = 1024  # far beyond any edge device; a typo like 10000 would make the runtime spawn them all
 MAX_SIDE = 16384  # --size height/width (as runtime.model_check.MAX_SIDE)
 
 
-def _number_list(flag: str, values: Any) -> tuple[float, float, float]:
+def _number_list(flag: str, values: Any) -> tuple[float, ...]:
+    """1 number (every channel) or one per channel; whether the count fits the model's channels is checked by
+    load() (contract.Preprocess) once it knows them."""
+    from edgeproof.contract import MAX_CHANNELS
+
     try:
         vals = [float(v) for v in (values if isinstance(values, (list, tuple)) else [values])]
     except (TypeError, ValueError):
-        raise UsageError(f"{flag} takes 1 or 3 numbers (a,b,c); got {values!r}") from None
+        raise UsageError(f"{flag} takes 1 number or one per channel (a,b,c); got {values!r}") from None
     if len(vals) == 1:
-        vals *= 3
-    if len(vals) != 3:
-        raise UsageError(f"{flag} takes 1 or 3 numbers (a,b,c); got {len(vals)}")
+        vals *= 3  # every channel alike: contract.Preprocess fits such a list to any channel count
+    if not 1 <= len(vals) <= MAX_CHANNELS:
+        raise UsageError(f"{flag} takes 1 number or one per channel (a,b,c); got {len(vals)}")
     if not all(math.isfinite(v) for v in vals):
         raise UsageError(f"{flag} {','.join(f'{v:g}' for v in vals)} is not finite; give ordinary numbers")
-    return vals[0], vals[1], vals[2]
+    return tuple(vals)
 
 
 def _names(flag: str, values: Any) -> tuple[str, ...] | None:
@@ -47,8 +51,9 @@ def _names(flag: str, values: Any) -> tuple[str, ...] | None:
 
 
 def normalize_overrides(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Flags that beat the file's metadata, checked: size (h, w), mean/std (3 finite floats, std != 0),
-    scale (finite), bgr (bool), labels (a list of names or a labels file path)."""
+    """Flags that beat the file's metadata, checked: size (h, w), mean/std (1 or one finite float per channel,
+    std != 0), scale (finite), bgr (bool), labels (a list of names or a labels file path), channels (the model
+    input's channel count, 1..contract.MAX_CHANNELS)."""
     ov = {k: v for k, v in dict(overrides or {}).items() if v is not None}
     unknown = set(ov) - set(OVERRIDE_KEYS)
     if unknown:
@@ -76,6 +81,13 @@ def normalize_overrides(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
             raise UsageError(f"--scale {ov['scale']:g} is not finite; give an ordinary number, e.g. 0.00392")
     if "bgr" in ov:
         ov["bgr"] = bool(ov["bgr"])
+    if "channels" in ov:
+        from edgeproof.contract import MAX_CHANNELS
+
+        c = ov["channels"]
+        if isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= MAX_CHANNELS:
+            raise UsageError(f"--channels takes the model input's channel count, 1..{MAX_CHANNELS} (1 gray, 3 color, "
+                             f"4 color + alpha); got {c!r}")
     if "labels" in ov and not isinstance(ov["labels"], (str, Path)):
         ov["labels"] = [str(v) for v in ov["labels"]]
     return ov

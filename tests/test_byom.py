@@ -259,7 +259,7 @@ def _vector_input(tmp_path: Path) -> Path:
     ("text_h5", ["--to", "tflite-fp32"], ["is not an HDF5 file"]),
     ("two_inputs", ["--to", "tflite-fp32"], ["has 2 inputs", "left", "right"]),
     ("multi_label", ["--to", "tflite-fp32"], ["4 independent sigmoids", "multi-label", "layer 'tags'"]),
-    ("vector", ["--to", "tflite-fp32"], ["not an image batch", "(None, 10)"]),
+    ("vector", ["--to", "tflite-fp32"], ["not an image batch", "[None, 10], a 2-D input"]),
     ("calib_dir", ["--to", "tflite-int8", "--calib-data", "nowhere"], ["--calib-data 'nowhere' is not a folder"]),
 ])
 def test_bad_bring_your_own_inputs_exit_2_with_one_line(case, args, expect, softmax_keras, tmp_path, capsys,

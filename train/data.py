@@ -300,11 +300,13 @@ def make_tf_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, *, 
     return ds.batch(local, drop_remainder=True).prefetch(2).with_options(options)
 
 
-def load_image_tf(path: str | Path, height: int, width: int, interpolation: str = "bilinear") -> np.ndarray:
+def load_image_tf(path: str | Path, height: int, width: int, interpolation: str = "bilinear",
+                  channels: int = 3) -> np.ndarray:
     """The TensorFlow decode/resize path (as keras' image_dataset_from_directory does it).
 
-    float32 HxWx3 RGB in 0..255. Parity compares it with the OpenCV path to measure
-    preprocessing drift (no EXIF handling, different resize kernels, 16-bit scaling).
+    float32 HxWx3 RGB in 0..255 (HxWx4 RGBA with `channels=4`, alpha 255 where the file has none). Parity
+    compares it with the OpenCV path to measure preprocessing drift (no EXIF handling, different resize
+    kernels, 16-bit scaling).
     """
     from edgeproof.contract import INTERPOLATIONS
     from edgeproof.train.tf_quiet import import_tensorflow
@@ -315,7 +317,8 @@ def load_image_tf(path: str | Path, height: int, width: int, interpolation: str 
         raise UsageError(f"interpolation '{interpolation}' is not valid; valid: {', '.join(INTERPOLATIONS)}")
     try:
         raw = tf.io.read_file(str(path))
-        img = tf.io.decode_image(raw, channels=3, expand_animations=False)  # uint8 (16-bit scaled down)
+        img = tf.io.decode_image(raw, channels=4 if channels == 4 else 3,
+                                 expand_animations=False)  # uint8 (16-bit scaled down)
     except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as exc:
         raise UsageError(f"TensorFlow cannot decode '{path}': {exc.message.splitlines()[0]}") from None
     img = tf.image.resize(img, (height, width), method=interpolation)

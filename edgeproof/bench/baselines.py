@@ -25,11 +25,11 @@ def bare_baseline(backend: str, path: str | Path, threads: int | None, x: np.nda
     return backend_class(backend).bare_loop(path, threads, x, model)
 
 
-def keras_baselines(path: str | Path, threads: int | None, make_input: Callable[[int, int], np.ndarray],
+def keras_baselines(path: str | Path, threads: int | None, make_input: Callable[[int, int, int], np.ndarray],
                     trust_model: bool = False) -> tuple[dict[str, Callable], dict, np.ndarray]:
     """Keras ``model(x)`` and ``model.predict(x)`` on a .keras model (imports TensorFlow here).
 
-    ``make_input(height, width)`` builds the benchmark batch once the model's input size is known.
+    ``make_input(height, width, channels)`` builds the benchmark batch once the model's input size is known.
     Returns the callables, facts (import and load seconds, versions) and the input. Call only in a
     process that may import TensorFlow.
     """
@@ -53,7 +53,7 @@ def keras_baselines(path: str | Path, threads: int | None, make_input: Callable[
 
         raise UsageError(f"Keras model '{path}' has input shape {tuple(shape)}; the benchmark needs a fixed "
                          "(None, H, W, 3) image input")
-    x = make_input(int(shape[1]), int(shape[2]))
+    x = make_input(int(shape[1]), int(shape[2]), int(shape[3] or 3))
     xt = tf.constant(x)
 
     def call_model():

@@ -28,9 +28,10 @@ def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _frames_from_files(files: list[Path], count: int,
-                       skipped: list[str]) -> Iterator[tuple[np.ndarray, float]]:
-    """(BGR frame, decode seconds), cycling over the files until ``count`` frames were produced."""
+def _frames_from_files(files: list[Path], count: int, skipped: list[str],
+                       alpha: bool = False) -> Iterator[tuple[np.ndarray, float]]:
+    """(BGR frame, decode seconds), cycling over the files until ``count`` frames were produced (BGRA for a
+    4-channel model, `alpha`, when the file has one)."""
     from edgeproof.runtime.preprocess import ImageReadError, read_image
 
     produced = 0
@@ -41,7 +42,7 @@ def _frames_from_files(files: list[Path], count: int,
                 return
             t0 = time.perf_counter()
             try:
-                img = read_image(f)
+                img = read_image(f, alpha=alpha)
             except ImageReadError as exc:
                 if str(f) not in skipped:
                     skipped.append(f"{f}: {exc}")
@@ -82,7 +83,7 @@ def _frames_from_video(path: Path, count: int) -> Iterator[tuple[np.ndarray, flo
 
 def run_end_to_end(model, source: str, count: int, batch: int, infer_only_ips: float | None) -> dict:
     """Images/s for decode + preprocess + infer over ``count`` images from ``source``, with the split."""
-    from edgeproof.runtime.preprocess import prepare
+    from edgeproof.runtime.preprocess import prepare, wants_alpha
 
     src = Path(source)
     skipped: list[str] = []
@@ -90,12 +91,12 @@ def run_end_to_end(model, source: str, count: int, batch: int, infer_only_ips: f
         files = image_files(src)
         if not files:
             raise UsageError(f"--source folder '{src}' holds no images ({', '.join(IMAGE_SUFFIXES)})")
-        frames = _frames_from_files(files, count, skipped)
+        frames = _frames_from_files(files, count, skipped, wants_alpha(model.preprocess))
         kind = "folder"
     elif src.is_file() and src.suffix.lower() in VIDEO_SUFFIXES:
         frames, kind = _frames_from_video(src, count), "video"
     elif src.is_file() and src.suffix.lower() in IMAGE_SUFFIXES:
-        frames, kind = _frames_from_files([src], count, skipped), "image"
+        frames, kind = _frames_from_files([src], count, skipped, wants_alpha(model.preprocess)), "image"
     else:
         raise UsageError(f"--source '{source}' is not an image folder, image or video file "
                          f"(videos: {', '.join(VIDEO_SUFFIXES)})")

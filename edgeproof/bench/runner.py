@@ -241,10 +241,13 @@ def peak_rss_mib() -> float | None:
         return None
 
 
-def bench_input(height: int, width: int, batch: int, seed: int, preprocess=None) -> np.ndarray:
-    """Fixed-seed random pixels in [0, 255], normalized by the model's contract: NHWC float32."""
+def bench_input(height: int, width: int, batch: int, seed: int, preprocess=None, channels: int | None = None
+                ) -> np.ndarray:
+    """Fixed-seed random pixels in [0, 255], normalized by the model's contract: NHWC float32 with the
+    contract's channels (3 without one)."""
     rng = np.random.default_rng(seed)
-    x = rng.integers(0, 256, size=(batch, height, width, 3)).astype(np.float32)
+    channels = channels or (preprocess.channels if preprocess is not None else 3)
+    x = rng.integers(0, 256, size=(batch, height, width, channels)).astype(np.float32)
     if preprocess is not None:
         x = x * np.float32(preprocess.scale)
         x = (x - np.asarray(preprocess.mean, np.float32)) / np.asarray(preprocess.std, np.float32)
@@ -350,7 +353,8 @@ def _run_keras(spec: BenchSpec) -> list[dict]:
     rss_start = peak_rss_mib()
     # The contract: Keras input is raw RGB pixels in [0, 255] (normalization is inside the graph).
     fns, facts, x = keras_baselines(spec.model, spec.threads,
-                                    lambda h, w: bench_input(h, w, spec.batch, spec.seed, None), spec.trust_model)
+                                    lambda h, w, c: bench_input(h, w, spec.batch, spec.seed, None, c),
+                                    spec.trust_model)
     first = {}
     for name, fn in fns.items():
         t0 = time.perf_counter()

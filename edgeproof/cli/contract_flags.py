@@ -14,12 +14,17 @@ from edgeproof.errors import UsageError
 
 
 def add_contract_flags(parser: argparse.ArgumentParser, title: str) -> argparse._ArgumentGroup:
-    """--size/--mean/--std/--scale/--bgr/--labels in one argument group named `title`."""
+    """--size/--channels/--mean/--std/--scale/--bgr/--labels in one argument group named `title`."""
     g = parser.add_argument_group(title, "the runtime computes x = (pixels * scale - mean) / std on RGB "
-                                         "(or BGR with --bgr) pixels in 0-255, resized to --size")
+                                         "(or BGR with --bgr) pixels in 0-255, resized to --size and converted to "
+                                         "the model's channels (1: gray by ITU-R BT.601 luma, 3: color, 4: color + "
+                                         "alpha)")
     g.add_argument("--size", metavar="HxW", help="input size, e.g. 224x224 (or 224)")
-    g.add_argument("--mean", metavar="a,b,c", help="subtracted after scaling, e.g. 127.5 or 0.485,0.456,0.406")
-    g.add_argument("--std", metavar="a,b,c", help="divided by after the mean")
+    g.add_argument("--channels", type=int, metavar="C",
+                   help="the model input's channel count, read from the model; needed only for more than 4")
+    g.add_argument("--mean", metavar="a,b,c",
+                   help="subtracted after scaling: one value or one per channel, e.g. 127.5 or 0.485,0.456,0.406")
+    g.add_argument("--std", metavar="a,b,c", help="divided by after the mean: one value or one per channel")
     g.add_argument("--scale", type=float, metavar="s", help="pixels (0-255) are multiplied by s first, e.g. 0.00392")
     g.add_argument("--bgr", action="store_true", default=None, help="the model takes BGR channel order")
     g.add_argument("--labels", metavar="FILE|a,b,c",
@@ -45,8 +50,8 @@ def parse_floats(flag: str, text: str) -> list[float]:
         vals = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         vals = []
-    if len(vals) not in (1, 3):
-        raise UsageError(f"{flag} '{text}' is not valid; give one number or three comma-separated numbers (a,b,c)")
+    if not vals:
+        raise UsageError(f"{flag} '{text}' is not valid; give one number or one per channel, comma-separated (a,b,c)")
     return vals
 
 
@@ -68,6 +73,8 @@ def overrides_from(args: argparse.Namespace) -> dict:
     ov: dict = {}
     if args.size:
         ov["size"] = parse_size(args.size)
+    if getattr(args, "channels", None) is not None:
+        ov["channels"] = args.channels
     if args.mean:
         ov["mean"] = parse_floats("--mean", args.mean)
     if args.std:

@@ -76,7 +76,7 @@ def model_card(model, name: str, engine, config) -> dict:
         "backend": model.backend_name,
         "placement": model.placement,
         "labels": list(model.labels),
-        "preprocess": {"height": pp.height, "width": pp.width, "color": pp.color, "layout": pp.layout,
+        "preprocess": {"height": pp.height, "width": pp.width, "color": pp.color, "layout": pp.layout, "channels": pp.channels,
                        "interpolation": pp.interpolation, "scale": pp.scale, "mean": list(pp.mean),
                        "std": list(pp.std)},
         "input": model.input_spec.to_dict(),

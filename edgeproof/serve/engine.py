@@ -100,7 +100,7 @@ class Engine:
                 r.close()
 
     async def infer(self, x: np.ndarray) -> Result:
-        """x: float32 (n, H, W, 3) in model-input space -> probabilities, through the batcher."""
+        """x: float32 (n, H, W, C) in model-input space -> probabilities, through the batcher."""
         return await self.infer_from(len(x), lambda: x)
 
     async def infer_from(self, n: int, make_x, pool=None) -> Result:
@@ -250,7 +250,7 @@ class _Replica:
     def _warm_up(self) -> None:
         """One call on zeros before the first request (first calls allocate), under the watchdog like any call."""
         pp = self.model.preprocess
-        x = np.zeros((1, pp.height, pp.width, 3), np.float32)
+        x = np.zeros((1, pp.height, pp.width, pp.channels), np.float32)
         try:
             if self._dog is not None:
                 with self._dog.watch("the warm-up call"):

@@ -39,7 +39,7 @@ class BadImage(Exception):
 
 PIXELS_PER_INPUT = 256
 MIN_DEFAULT_PIXELS = 4_000_000
-BYTES_PER_DECODED_PIXEL = 6  # BGR, or 16-bit BGR before to_bgr8: what a decode is charged to the budget
+BYTES_PER_DECODED_PIXEL = 8  # BGR(A), or 16-bit BGR(A) before to_bgr8: what a decode is charged to the budget
 
 
 def pixel_cap(pp: Preprocess, configured: int | None) -> int:
@@ -57,17 +57,19 @@ def reduction(fmt: str, size: tuple[int, int] | None, pp: Preprocess) -> int:
 
 def _decode(data: bytes, pp: Preprocess, cap: int, budget) -> np.ndarray:
     from edgeproof.runtime.image_check import CORRUPT, OPENCV_TOO_LARGE, check_bytes, image_size
-    from edgeproof.runtime.preprocess import quiet_opencv, to_bgr8
+    from edgeproof.runtime.preprocess import quiet_opencv, to_bgr8, wants_alpha
 
     fmt = check_bytes(data)  # the environment's declared-size limit (100 MP) and every check `run` makes
     size = image_size(data)[1]
-    d = reduction(fmt, size, pp)
+    alpha = wants_alpha(pp)  # a 4-channel model: the image's own alpha is kept (no reduced decode keeps it)
+    d = 1 if alpha else reduction(fmt, size, pp)
     pixels = (size[0] // d) * (size[1] // d) if size else cap
     if pixels > cap:
         raise ImageReadError(f"image too large (over the {cap / 1e6:g} MP limit for this model)")
     cv2 = quiet_opencv()
-    flags = {1: cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
-             8: cv2.IMREAD_REDUCED_COLOR_8}[d]
+    flags = cv2.IMREAD_UNCHANGED if alpha else {1: cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH,
+                                                2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+                                                8: cv2.IMREAD_REDUCED_COLOR_8}[d]
     with budget.hold(pixels * BYTES_PER_DECODED_PIXEL, "decoding this image"):
         try:
             img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
@@ -75,11 +77,11 @@ def _decode(data: bytes, pp: Preprocess, cap: int, budget) -> np.ndarray:
             raise ImageReadError(OPENCV_TOO_LARGE if "CV_IO_MAX_IMAGE" in str(exc) else CORRUPT) from None
         if img is None or img.size == 0:
             raise ImageReadError(CORRUPT)
-        return to_bgr8(img)
+        return to_bgr8(img, alpha)
 
 
 def prepare_bytes(data: bytes, pp: Preprocess, max_pixels: int | None, budget) -> np.ndarray:
-    """Encoded image -> float32 HxWx3 in model-input space; ImageReadError with the runtime's reason."""
+    """Encoded image -> float32 HxWxC in model-input space; ImageReadError with the runtime's reason."""
     from edgeproof.runtime.preprocess import prepare
 
     return prepare(_decode(data, pp, pixel_cap(pp, max_pixels), budget), pp)

@@ -1,6 +1,6 @@
 """The Open Inference Protocol v2 over REST (KServe, Triton, OpenVINO Model Server): the routes.
 
-The model's input is offered in model-input space: FP32 [-1, H, W, 3] NHWC after the artifact's
+The model's input is offered in model-input space: FP32 [-1, H, W, C] NHWC after the artifact's
 own preprocessing (quantization and NCHW layout are applied by the runtime, as in Model.predict).
 An input of datatype BYTES carries encoded images instead (base64 text in JSON), shape [N] or [N, 1],
 decoded and preprocessed exactly like /v1/classify. The output is FP32 [N, C] probabilities; an
@@ -33,7 +33,8 @@ def _platform(model) -> str:
 def metadata(model, name: str, versions: list[str] | None = None) -> dict:
     pp = model.preprocess
     return {"name": name, "versions": versions or ["1"], "platform": _platform(model),
-            "inputs": [{"name": model.input_spec.name, "datatype": "FP32", "shape": [-1, pp.height, pp.width, 3]}],
+            "inputs": [{"name": model.input_spec.name, "datatype": "FP32",
+                        "shape": [-1, pp.height, pp.width, pp.channels]}],
             "outputs": [{"name": model.output_spec.name, "datatype": "FP32", "shape": [-1, len(model.labels)]}],
             "parameters": {"labels": list(model.labels), "format": model.format,
                            "bytes_input": "an input of datatype BYTES, shape [N], carries N encoded images "
@@ -45,7 +46,7 @@ def config(model, name: str, max_batch: int, delay_ms: float) -> dict:
     pp = model.preprocess
     return {"name": name, "platform": _platform(model), "backend": model.backend_name, "max_batch_size": max_batch,
             "input": [{"name": model.input_spec.name, "data_type": "TYPE_FP32", "format": "FORMAT_NHWC",
-                       "dims": [pp.height, pp.width, 3]}],
+                       "dims": [pp.height, pp.width, pp.channels]}],
             "output": [{"name": model.output_spec.name, "data_type": "TYPE_FP32", "dims": [len(model.labels)],
                         "label_filename": ""}],
             **({"dynamic_batching": {"max_queue_delay_microseconds": int(delay_ms * 1000)}} if max_batch > 1 else {})}

@@ -34,7 +34,7 @@ class Parsed:
 
 def expected(model) -> str:
     pp = model.preprocess
-    return (f"'{model.input_spec.name}' as FP32 [N, {pp.height}, {pp.width}, 3] (model-input space) or as "
+    return (f"'{model.input_spec.name}' as FP32 [N, {pp.height}, {pp.width}, {pp.channels}] (model-input space) or as "
             "BYTES [N] (encoded images)")
 
 
@@ -119,7 +119,7 @@ def from_request(req, binary: bytes, model, maybe_bool: bool = False) -> Parsed:
     if dtype == "BYTES":
         return Parsed(req, None, _bytes_input(name, shape, chunk, inp.get("data")), outputs)
     pp = model.preprocess
-    if dtype != "FP32" or len(shape) != 4 or shape[1:] != [pp.height, pp.width, 3] or \
+    if dtype != "FP32" or len(shape) != 4 or shape[1:] != [pp.height, pp.width, pp.channels] or \
             not 1 <= shape[0] <= MAX_IMAGES_PER_REQUEST:
         raise HttpError(400, f"input '{name}' is {dtype} {shape}; expected {expected(model)} "
                              f"with 1 <= N <= {MAX_IMAGES_PER_REQUEST}")
