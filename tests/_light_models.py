@@ -56,6 +56,7 @@ def seeded(name: str, dest: Path, seed: int = 0, output: str | None = None) -> P
         info = next((v for v in g.value_info if v.name == output), None)
         del g.output[:]
         g.output.append(info or helper.make_tensor_value_info(output, onnx.TensorProto.FLOAT, None))
+    model.ir_version = max(model.ir_version, 4)  # IR 4: initializers need not be listed as graph inputs
     onnx.save(model, str(dest))
     return dest
 

@@ -77,6 +77,24 @@ def test_the_run_command_reads_a_1000x1x1_output(tmp_path, capsys):
     model = seeded("squeezenet", tmp_path / "squeezenet.onnx")
     want = ort_scores(model, x_nchw)[0]
     argv = ["run", str(model), str(path), "--json", "--mean", ",".join(map(str, MEAN)), "--std", ",".join(map(str, STD))]
-    assert run_cli(argv) == 0
-    top = json.loads(capsys.readouterr().out.splitlines()[0])["top_k"][0]
-    assert top["label"] == f"class_{int(want.argmax())}" and abs(top["score"] - float(want.max())) < 1e-3
+    for flags in (argv, ["run", str(model), str(path), "--json", "--preset", "imagenet-torch"]):
+        assert run_cli(flags) == 0
+        top = json.loads(capsys.readouterr().out.splitlines()[0])["top_k"][0]
+        assert top["label"] == f"class_{int(want.argmax())}" and abs(top["score"] - float(want.max())) < 1e-3
+
+
+def test_each_preset_is_the_documented_contract():
+    """--preset NAME gives the same contract as the explicit flags documented for it (README, --help)."""
+    from edgeproof.cli.contract_flags import overrides_from
+    from edgeproof.cli.main import parse_args
+
+    def ov(*flags):
+        return overrides_from(parse_args(["run", "m.onnx", "i.png", *flags]))
+
+    assert ov("--preset", "imagenet-torch") == {"scale": 1 / 255, "mean": [0.485, 0.456, 0.406],
+                                                "std": [0.229, 0.224, 0.225]}
+    assert ov("--preset", "imagenet-caffe") == {"scale": 1.0, "mean": [103.939, 116.779, 123.68], "std": [1.0],
+                                                "bgr": True}
+    assert ov("--preset", "tf-inception") == {"scale": 1 / 127.5, "mean": [1.0], "std": [1.0]}
+    assert ov("--preset", "unit")["scale"] == 1 / 255 and ov("--preset", "raw")["scale"] == 1.0
+    assert ov("--preset", "unit", "--scale", "0.5", "--bgr")["scale"] == 0.5  # an explicit flag beats the preset

@@ -12,6 +12,21 @@ import os
 
 from edgeproof.errors import UsageError
 
+# --preset NAME: a whole contract at once (scale, mean, std and channel order on pixels in 0-255); an explicit
+# --scale/--mean/--std/--bgr beats the preset's value. Mean/std in the model's channel order.
+PRESETS: dict[str, dict] = {
+    # torchvision's ImageNet models: x/255, then (x - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225], RGB
+    "imagenet-torch": {"scale": 1 / 255, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "bgr": False},
+    # Caffe / keras.applications 'caffe' mode (VGG16, ResNet50): BGR 0-255 minus the BGR ImageNet mean, no std
+    "imagenet-caffe": {"scale": 1.0, "mean": [103.939, 116.779, 123.68], "std": [1.0], "bgr": True},
+    # Inception / MobileNet 'tf' mode: x / 127.5 - 1, i.e. [-1, 1], RGB
+    "tf-inception": {"scale": 1 / 127.5, "mean": [1.0], "std": [1.0], "bgr": False},
+    # [0, 1]: x / 255, RGB
+    "unit": {"scale": 1 / 255, "mean": [0.0], "std": [1.0], "bgr": False},
+    # raw 0-255 pixels, RGB (the model normalizes them itself)
+    "raw": {"scale": 1.0, "mean": [0.0], "std": [1.0], "bgr": False},
+}
+
 
 def add_contract_flags(parser: argparse.ArgumentParser, title: str) -> argparse._ArgumentGroup:
     """--size/--channels/--mean/--std/--scale/--bgr/--labels in one argument group named `title`."""
@@ -19,6 +34,10 @@ def add_contract_flags(parser: argparse.ArgumentParser, title: str) -> argparse.
                                          "(or BGR with --bgr) pixels in 0-255, resized to --size and converted to "
                                          "the model's channels (1: gray by ITU-R BT.601 luma, 3: color, 4: color + "
                                          "alpha)")
+    g.add_argument("--preset", choices=sorted(PRESETS), metavar="NAME",
+                   help="a named contract: imagenet-torch (x/255, mean 0.485,0.456,0.406, std 0.229,0.224,0.225, "
+                        "RGB), imagenet-caffe (BGR, mean 103.939,116.779,123.68, std 1), tf-inception (x/127.5 - 1, "
+                        "RGB), unit (x/255, RGB), raw (0-255, RGB); explicit --scale/--mean/--std/--bgr beat it")
     g.add_argument("--size", metavar="HxW", help="input size, e.g. 224x224 (or 224)")
     g.add_argument("--channels", type=int, metavar="C",
                    help="the model input's channel count, read from the model; needed only for more than 4")
@@ -71,6 +90,9 @@ def parse_labels(text: str) -> list[str] | str:
 def overrides_from(args: argparse.Namespace) -> dict:
     """The flags the user gave, as runtime.model.apply_overrides / convert_run(overrides=) take them."""
     ov: dict = {}
+    preset = getattr(args, "preset", None)
+    if preset:
+        ov.update({k: v for k, v in PRESETS[preset].items() if k != "bgr" or v})
     if args.size:
         ov["size"] = parse_size(args.size)
     if getattr(args, "channels", None) is not None:

@@ -87,8 +87,11 @@ def run(args: argparse.Namespace) -> int:
     if m:
         pp = m["preprocess"]
         lines.append(f"metadata: {len(m['labels'])} labels ({', '.join(m['labels'][:6])}{', ...' if len(m['labels']) > 6 else ''})")
-        lines.append(f"  preprocess: {pp['height']}x{pp['width']} {pp['color']} {pp['interpolation']} "
-                     f"scale={pp['scale']} mean={pp['mean']} std={pp['std']} {pp['layout']}")
+        channels = pp.get("channels", 3)
+        kind = {1: "gray (ITU-R BT.601 luma)", 3: pp["color"], 4: f"{pp['color']}A"}.get(channels, f"{channels}-channel")
+        lines.append(f"  contract: x = (pixels * {pp['scale']:g} - mean) / std, mean={pp['mean']} std={pp['std']}")
+        lines.append(f"  preprocess: {pp['height']}x{pp['width']} {channels} channel(s) {kind} {pp['interpolation']} "
+                     f"{pp['layout']}")
         if pp.get("in_graph"):
             lines.append(f"  in the graph: {', '.join(pp['in_graph'])} (the model rescales raw pixels itself)")
         lines.append(f"  output head: {HEAD_TEXT.get(m.get('output_kind'), m.get('output_kind'))}")
