@@ -71,7 +71,7 @@ def test_pristine_seed_models_load_in_every_backend(seed_models):
             assert outcome_of(seed_models[key], backend)[0] == "ok", (key, backend)
 
 
-@pytest.mark.timeout(900)  # OpenVINO's 660 variants take about 4 min on 2 loaded cores
+@pytest.mark.timeout(900)  # OpenVINO's 660 variants took 158-220 s on 2 shared cores
 @pytest.mark.parametrize("backend", NATIVE)
 def test_fuzzed_models_end_in_a_clean_error_or_a_correct_load(seed_models, tmp_path, capsys, backend):
     """Every variant of every seed model on this backend (each format it claims), in worker processes."""
