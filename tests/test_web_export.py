@@ -2,7 +2,7 @@
 never leaves its origin, and works offline after the first visit; parity and bench with the browser backends.
 
 Needs Chromium + chromedriver (Debian's chromium and chromium-driver; .ci/run installs them) and the pinned
-npm tarballs of the runtimes ($EDGEPROOF_CACHE/web, fetched from the npm registry once). Without a browser
+npm tarballs of the runtimes ($EDGEPROOF_CACHE/web, fetched once with npm pack). Without a browser
 the tests are skipped and say why. About 45 s on 2 cores (the artifacts come from the session fixture).
 """
 
@@ -34,7 +34,7 @@ def _photo(tmp: Path) -> Path:
 
 @pytest.fixture(scope="module", autouse=True)
 def runtimes():
-    """The pinned runtime tarballs in the cache (fetched from the npm registry once); skipped, saying why,
+    """The pinned runtime tarballs in the cache (fetched once with npm pack); skipped, saying why,
     where they cannot be had."""
     from edgeproof.errors import EdgeproofError
     from edgeproof.runtime.web.assets import RUNTIME_PACKAGES, tarball

@@ -79,10 +79,20 @@ def test_a_tarball_that_is_not_the_pinned_one_is_never_used(tmp_path, monkeypatc
     (tmp_path / assets.ORT_WEB.tarball_name).write_bytes(b"not the package")
     with pytest.raises(UsageError, match="no verified onnxruntime-web-1.31.1.tgz"):
         assets.tarball(assets.ORT_WEB, npm_cache=tmp_path, fetch=False)
-    monkeypatch.setattr(assets, "REGISTRY", "http://127.0.0.1:9")  # nothing listens: the fetch fails in one line
-    pkg = assets.NpmPackage("onnxruntime-web", "1.31.1", assets.ORT_WEB.integrity, "MIT", "", {})
-    with pytest.raises(EdgeproofError, match="cannot fetch .* run 'npm pack onnxruntime-web@1.31.1'"):
-        assets.tarball(pkg, npm_cache=tmp_path)
+    # npm that hands back another package's bytes: refused, and nothing is cached
+    monkeypatch.setattr(assets, "_npm_pack", lambda pkg, cache: b"a rewritten tarball")
+    with pytest.raises(EdgeproofError, match="does not match the pinned integrity"):
+        assets.tarball(assets.ORT_WEB, npm_cache=tmp_path)
+    assert not (tmp_path / "cache" / "web" / assets.ORT_WEB.tarball_name).exists()
+
+
+def test_without_npm_the_fetch_fails_in_one_line_naming_what_to_do(tmp_path, monkeypatch):
+    from edgeproof.runtime.web import assets
+
+    monkeypatch.setenv("EDGEPROOF_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no npm on it
+    with pytest.raises(EdgeproofError, match="no npm here .* 'npm pack onnxruntime-web@1.31.1'"):
+        assets.tarball(assets.ORT_WEB)
 
 
 def test_serve_web_mounts_an_exported_site_publicly_and_nothing_else(tmp_path):

@@ -1,10 +1,10 @@
 """The WebAssembly runtimes an exported site carries: pinned npm packages, fetched once, verified, cached.
 
 They are not in the wheel (about 35 MB of .wasm): `edgeproof export web` takes each package's tarball from
-$EDGEPROOF_CACHE/web (default ~/.cache/edgeproof/web), and fetches it from the npm registry the first time.
-A tarball is used only when its sha512 equals the pinned `integrity` (the value npm itself checks, from the
-registry's package document), wherever it came from: the registry, `npm pack NAME@VERSION` put in the cache
-by hand on a machine without a connection, or --npm-cache DIR. Each site records the versions, licenses and
+$EDGEPROOF_CACHE/web (default ~/.cache/edgeproof/web), and the first time has npm itself fetch it
+(`npm pack NAME@VERSION`, through the user's own npm configuration: registry, proxy, offline cache).
+A tarball is used only when its sha512 equals the pinned `integrity` (the value npm itself checks),
+wherever it came from: npm, a tarball put in the cache by hand, or --npm-cache DIR. Each site records the versions, licenses and
 integrity it was built from (runtime/THIRD_PARTY.json).
 """
 
@@ -14,9 +14,10 @@ import base64
 import hashlib
 import io
 import logging
+import shutil
+import subprocess
 import tarfile
-import urllib.error
-import urllib.request
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,6 @@ from edgeproof.errors import EdgeproofError, UsageError
 from edgeproof.paths import cache_dir
 
 log = logging.getLogger(__name__)
-REGISTRY = "https://registry.npmjs.org"
 MAX_TARBALL = 64 << 20  # the largest pinned tarball is 35 MB
 
 
@@ -43,12 +43,12 @@ class NpmPackage:
         return f"{self.name.lstrip('@').replace('/', '-')}-{self.version}.tgz"
 
     @property
-    def url(self) -> str:
-        return f"{REGISTRY}/{self.name}/-/{self.name.split('/')[-1]}-{self.version}.tgz"
+    def spec(self) -> str:
+        return f"{self.name}@{self.version}"
 
     def record(self) -> dict:
         return {"name": self.name, "version": self.version, "license": self.license, "integrity": self.integrity,
-                "repository": self.repository, "source": self.url, "files": sorted(self.files.values())}
+                "repository": self.repository, "source": f"npm pack {self.spec}", "files": sorted(self.files.values())}
 
 
 LITERTJS = NpmPackage(
@@ -96,22 +96,41 @@ def tarball(pkg: NpmPackage, npm_cache: Path | None = None, fetch: bool = True) 
     if not fetch:
         raise UsageError(f"no verified {pkg.tarball_name} in {npm_cache or cached.parent}; run "
                          f"'npm pack {pkg.name}@{pkg.version}' there, or export once with a connection")
-    log.info("fetching %s@%s from %s (once; cached in %s)", pkg.name, pkg.version, REGISTRY, cached.parent)
-    try:
-        with urllib.request.urlopen(pkg.url, timeout=60) as resp:
-            data = resp.read(MAX_TARBALL + 1)
-    except (urllib.error.URLError, OSError) as exc:
-        raise EdgeproofError(f"cannot fetch {pkg.url} ({getattr(exc, 'reason', exc)}); on a machine without a "
-                             f"connection run 'npm pack {pkg.name}@{pkg.version}' elsewhere and put "
-                             f"{pkg.tarball_name} in {cached.parent} (or pass --npm-cache DIR)") from None
+    data = _npm_pack(pkg, cached.parent)
     if _sha512(data) != pkg.integrity:
-        raise EdgeproofError(f"{pkg.url} does not match the pinned integrity of {pkg.name}@{pkg.version}; "
-                             "refusing to use it (a proxy or mirror that rewrites downloads?)")
+        raise EdgeproofError(f"npm pack {pkg.spec} gave a tarball that does not match the pinned integrity; "
+                             "refusing to use it (a mirror that rewrites packages?)")
     from edgeproof.atomic import write_bytes
 
     cached.parent.mkdir(parents=True, exist_ok=True)
     write_bytes(cached, data)
     return data
+
+
+def _npm_pack(pkg: NpmPackage, cache: Path) -> bytes:
+    """The tarball as npm fetches it (`npm pack`), read from a temporary folder with a size bound."""
+    npm = shutil.which("npm")
+    if npm is None:
+        raise EdgeproofError(f"no verified {pkg.tarball_name} in {cache} and no npm here to fetch it; install "
+                             f"npm (apt-get install npm), or run 'npm pack {pkg.spec}' elsewhere and put "
+                             f"{pkg.tarball_name} in {cache} (or pass --npm-cache DIR)")
+    log.info("fetching %s with npm pack (once; cached in %s)", pkg.spec, cache)
+    with tempfile.TemporaryDirectory(prefix="edgeproof-npm-") as tmp:
+        try:
+            r = subprocess.run([npm, "pack", pkg.spec, "--pack-destination", tmp, "--silent"],
+                               capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise EdgeproofError(f"npm pack {pkg.spec} did not finish in 300 s; put {pkg.tarball_name} in "
+                                 f"{cache} by hand (or pass --npm-cache DIR)") from None
+        got = Path(tmp) / pkg.tarball_name
+        if r.returncode != 0 or not got.is_file():
+            why = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1][:200]
+            raise EdgeproofError(f"npm pack {pkg.spec} failed ({why}); without a connection run it elsewhere "
+                                 f"and put {pkg.tarball_name} in {cache} (or pass --npm-cache DIR)")
+        if got.stat().st_size > MAX_TARBALL:
+            raise EdgeproofError(f"npm pack {pkg.spec} gave {got.stat().st_size} bytes, more than the "
+                                 f"{MAX_TARBALL >> 20} MiB any pinned runtime has; refusing it")
+        return got.read_bytes()
 
 
 def extract(pkg: NpmPackage, dest: Path, npm_cache: Path | None = None) -> list[Path]:
