@@ -44,6 +44,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_EPOCHS = 12
 DEFAULT_IMG_SIZE = 64
+# TensorFlow's CPU kernels (oneDNN's convolutions and reductions) split their work by the thread count, so the
+# trained weights depend on it even with op determinism: the same seed gave weights up to 0.18 apart on 1 and on
+# 2 cores. Training pins it (intra- and inter-op) so a run is bitwise reproducible on any core count; 0 leaves
+# TensorFlow's default (one thread per schedulable core: then the weights follow the machine's core count).
+DEFAULT_THREADS = 2
 
 
 @dataclass
@@ -62,6 +67,7 @@ class TrainConfig:
     augment: bool = True
     interpolation: str = "bilinear"
     deterministic: bool = True  # tf.config.experimental.enable_op_determinism during training
+    threads: int = DEFAULT_THREADS  # TensorFlow intra/inter-op threads while training (0: every core); see above
     # Training phases (transfer learning: frozen backbone, then fine-tuning); empty: one phase of
     # `epochs` at `lr` training every layer. Their epochs must add up to `epochs`. See train.loop.Phase.
     phases: tuple[Phase, ...] = ()
@@ -88,6 +94,7 @@ class TrainConfig:
             (0 < float(self.lr) < 10, f"--lr {self.lr}: use a positive learning rate such as 1e-3"),
             (int(self.patience) >= 0, f"patience {self.patience}: use 0 or more"),
             (0 <= int(self.seed) < 2**32, f"--seed {self.seed}: use 0..4294967295"),
+            (0 <= int(self.threads) <= 1024, f"--threads {self.threads}: use 0 (every core) or 1..1024"),
             (0.1 <= float(self.alpha) <= 4.0, f"--alpha {self.alpha}: use 0.1..4.0"),
             (self.interpolation in INTERPOLATIONS,
              f"interpolation '{self.interpolation}': valid: {', '.join(INTERPOLATIONS)}"),
@@ -163,6 +170,25 @@ def _disable_determinism() -> None:
         disable_op_determinism()
     except ImportError:  # pragma: no cover
         pass
+
+
+def pin_threads(threads: int) -> int:
+    """Set TensorFlow's intra- and inter-op thread counts to `threads` (0: leave them); return the intra-op count
+    in effect (0: TensorFlow's default, one per core). Once TensorFlow has run an op in this process the counts
+    are fixed: a different count then is logged, because the weights follow it."""
+    import tensorflow as tf
+
+    threading = tf.config.threading
+    if threads > 0:
+        try:
+            threading.set_intra_op_parallelism_threads(threads)
+            threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:  # "cannot be modified after initialization"
+            if threading.get_intra_op_parallelism_threads() != threads:
+                log.warning(f"TensorFlow already runs in this process with its own thread count, not {threads}: "
+                            "these weights are reproducible only in a process that starts the same way "
+                            "(the 'edgeproof train' command pins the count before TensorFlow starts)")
+    return int(threading.get_intra_op_parallelism_threads())
 
 
 def _resume_state(ckpts: Checkpoints, cfg: TrainConfig, resume: bool) -> State | None:
@@ -251,6 +277,7 @@ def _train(cfg: TrainConfig, out: Path, scanned: tuple, ckpts: Checkpoints | Non
     from edgeproof.train.distributed import make_strategy, stop_health_checks
     from edgeproof.train.models import in_graph_preprocess
 
+    threads = pin_threads(int(cfg.threads))  # before TensorFlow runs an op: the weights depend on it
     t0 = time.perf_counter()
     size = int(cfg.img_size)
     pp = Preprocess(height=size, width=size, interpolation=cfg.interpolation,
@@ -307,7 +334,7 @@ def _train(cfg: TrainConfig, out: Path, scanned: tuple, ckpts: Checkpoints | Non
     metrics: dict[str, Any] = {
         "model": cfg.model, "alpha": float(cfg.alpha), "img_size": size, "classes": data.classes,
         "data_root": str(Path(cfg.data_dir).resolve()), "layout": data.layout, "seed": seed,
-        "epochs_requested": int(cfg.epochs), "epochs_run": len(val_losses), "best_epoch": best_epoch,
+        "threads": threads or None, "epochs_requested": int(cfg.epochs), "epochs_run": len(val_losses), "best_epoch": best_epoch,
         "resumed_after_epoch": resumed_at or None,
         "params": int(model.count_params()),
         "accuracy": {k: v["accuracy"] for k, v in splits.items()},

@@ -10,7 +10,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     from edgeproof.train.datasets import DATASETS  # registries: no heavy imports at module level
     from edgeproof.train.distributed import DEFAULT_TIMEOUT
     from edgeproof.train.models import MODELS
-    from edgeproof.train.trainer import DEFAULT_EPOCHS, DEFAULT_IMG_SIZE
+    from edgeproof.train.trainer import DEFAULT_EPOCHS, DEFAULT_IMG_SIZE, DEFAULT_THREADS
 
     p = sub.add_parser(
         "train", help="train an image classifier and write a run folder",
@@ -52,6 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
     p.add_argument("--seed", type=int, default=0,
                    help="random seed for split, init and augmentation (default: 0)")
+    p.add_argument("--threads", type=int, default=DEFAULT_THREADS, metavar="N",
+                   help=f"TensorFlow CPU threads while training (default: {DEFAULT_THREADS}); the weights depend on "
+                   "it, so a fixed count gives the same weights on any number of cores; 0: one per core")
     p.add_argument("--no-augment", action="store_true", help="train without flips/brightness/contrast jitter")
     p.add_argument("-o", "--out", metavar="DIR", help="run folder (default: runs/<dataset>-<model>)")
     p.add_argument("--resume", action="store_true",
@@ -104,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(data_dir=data_dir, out_dir=out, model=args.model, img_size=args.img_size,
                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       alpha=args.alpha, patience=args.patience, augment=not args.no_augment,
-                      weights=args.weights)
+                      weights=args.weights, threads=args.threads)
     if args.workers != 1:
         return _launch(args, cfg)
     from edgeproof.train.distributed import WorkerLost, resolve_topology
