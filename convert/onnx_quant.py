@@ -63,7 +63,7 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, calib: np.ndarray
                   nodes_to_exclude: list[str] | None = None, recipe: OnnxRecipe | None = None,
                   int16_tensors: list[str] | None = None) -> Path:
     """quant_pre_process, then quantize_static with the recipe's settings (default: onnx-int8's row:
-    QDQ, per-channel, int8 weights and activations, MinMax calibration).
+    QDQ, per-channel, int8 weights and activations, MinMax calibration, the first Conv and Softmax in float).
 
     nodes_to_exclude: ONNX node names kept in float (parity triage); int16_tensors: activation tensors
     given int16 instead (TensorQuantOverrides). Metadata props of the fp32 model are carried over.
@@ -89,9 +89,14 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, calib: np.ndarray
     with scratch_dir("onnxq") as tmp:
         pre = tmp / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=False)
+        pre_nodes = onnx.load(str(pre)).graph.node
+        if recipe.float_first_conv:  # nodes are in topological order: up to the first Conv is the input's path
+            first = next((i for i, n in enumerate(pre_nodes) if n.op_type == "Conv"), -1)
+            exclude += [n.name for n in pre_nodes[:first + 1]]
+        exclude += [n.name for n in pre_nodes if n.op_type in recipe.float_op_types]
         if exclude:
             exclude = _resolve_exclude(exclude, {n.name for n in src.graph.node},
-                                       {n.name for n in onnx.load(str(pre)).graph.node}, fp32_path.name)
+                                       {n.name for n in pre_nodes}, fp32_path.name)
         q = tmp / "q.onnx"
         quantize_static(str(pre), str(q), _reader(input_name, calib),
                         quant_format=getattr(QuantFormat, recipe.quant_format), per_channel=recipe.per_channel,

@@ -177,6 +177,10 @@ def search(candidates: list[Candidate], calib: np.ndarray, reference: Callable[[
     ok = [(c, t) for c, t in trials if not t.error]
     if not ok:
         raise RuntimeError("every int8 recipe failed: " + "; ".join(f"{t.name}: {t.error}" for _, t in trials))
-    best_c, best = max(ok, key=lambda ct: ct[1].key())  # ties keep the earlier (the table's default) recipe
+    # Agreement on a few dozen held-out images moves by one image on a near-tie, so a flip within one image of the
+    # best is a tie there and the SNR decides: seed 0 of shapes picked a 40/40 17.8 dB recipe over a 39/40 42.7 dB
+    # one. Ties keep the earlier (the table's default) recipe.
+    top = max(t.agree for _, t in ok)
+    best_c, best = max(((c, t) for c, t in ok if t.agree >= top - 1), key=lambda ct: ct[1].snr_db)
     return best_c, best.artifact, SearchResult(best, [t for _, t in trials], len(fit), len(held),
                                                time.perf_counter() - t0)

@@ -132,9 +132,9 @@ def convert_with_recipe(model: Any, recipe: TFLiteRecipe, calib: np.ndarray | No
         return conv.convert()
     conv.representative_dataset = representative_dataset(calib)
     io = recipe.io_type(io_type)
-    if denylist:
+    if denylist or recipe.float_first_conv:
         with _quiet_quantizer():
-            return _quantize_with_denylist(conv, denylist, io)
+            return _quantize_with_denylist(conv, list(denylist or []), io, recipe.float_first_conv)
     conv.target_spec.supported_ops = [getattr(tf.lite.OpsSet, recipe.ops)]
     if io is not None:
         conv.inference_input_type = conv.inference_output_type = _tf_dtype(tf, io)
@@ -168,8 +168,19 @@ def _quiet_quantizer():
     return filtered_stderr(lambda line: not line.startswith("fully_quantize: "))
 
 
-def _quantize_with_denylist(conv, denylist: list[str], io: str) -> bytes:
-    """Calibrate once, then run the MLIR quantizer keeping the denylisted tensors' ops in float.
+def first_conv_output(model_bytes: bytes) -> str | None:
+    """The output tensor of the first convolution in execution order (what a denylist keeps float), if any."""
+    it = _bare_interpreter(model_bytes)
+    names = {d["index"]: d["name"] for d in it.get_tensor_details()}
+    for op in it._get_ops_details():
+        if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D") and len(op["outputs"]):
+            return names[int(op["outputs"][0])]
+    return None
+
+
+def _quantize_with_denylist(conv, denylist: list[str], io: str, first_conv: bool = False) -> bytes:
+    """Calibrate once, then run the MLIR quantizer keeping the denylisted tensors' ops in float
+    (first_conv: the first convolution's too, the recipe's float_first_conv).
 
     This is what tf.lite.experimental.QuantizationDebugger does for `denylisted_nodes`, with the
     model's I/O type kept as requested (float ops between int8 ones get QUANTIZE/DEQUANTIZE).
@@ -179,15 +190,18 @@ def _quantize_with_denylist(conv, denylist: list[str], io: str) -> bytes:
 
     conv._experimental_calibrate_only = True
     calibrated = conv.convert()
+    if first_conv and (name := first_conv_output(calibrated)) and name not in denylist:
+        denylist = [*denylist, name]
     known = set(tensor_names(calibrated))
     unknown = [n for n in denylist if n not in known]
     if unknown:
         sample = ", ".join(sorted(known)[:8])
         raise UsageError(f"denylisted node(s) {', '.join(unknown)} are not tensors of this model; "
                          f"tensor names look like: {sample} (see 'edgeproof inspect')")
+    integer_io = io not in (None, "float32")  # fully_quantize also quantizes the model's inputs and outputs
     return tfl_convert.mlir_quantize(
-        calibrated, disable_per_channel=False, fully_quantize=True,
-        input_data_type=_tf_dtype(tf, io), output_data_type=_tf_dtype(tf, io),
+        calibrated, disable_per_channel=False, fully_quantize=integer_io,
+        input_data_type=_tf_dtype(tf, io or "float32"), output_data_type=_tf_dtype(tf, io or "float32"),
         denylisted_nodes=denylist,
     )
 

@@ -77,6 +77,13 @@ class TFLiteRecipe:
     # artifact's metadata ("float_ops") name them. TensorFlow documents this for 16x8 (HARD_SWISH has no 16x8
     # kernel, for one).
     float_fallback: bool = False
+    # The first convolution computes in float between QUANTIZE/DEQUANTIZE, the rest in int8. Measured (issue 22,
+    # benchmarks/fidelity_seeds.py): it is where the int8 error of our models is made. It sees raw-scaled pixels
+    # (Rescaling 1/255: a large DC component) through BatchNorm-folded weights, so the rounding of its 27 weights
+    # per channel is amplified: on 13 trained models, int8 weights in that layer alone cost 25.7-46.7 dB of
+    # probability SNR (up to 4 of 192 top-1 flips), every other layer's together 46-54 dB with 0-1 flips. Per-tensor
+    # against per-channel only moves the loss between seeds (seed 4: 40.8 vs 25.5 dB, seed 3: 27.1 vs 38.3 dB).
+    float_first_conv: bool = False
 
     def io_type(self, requested: str) -> str | None:
         """The I/O type used when the run asks for `requested` (e.g. --int8-io): requested if this
@@ -102,6 +109,8 @@ class TFLiteRecipe:
             out["compiler"] = self.compiler
         if self.float_fallback:
             out["float_fallback"] = "TFLITE_BUILTINS for ops without a kernel in 'ops' (named in the notes)"
+        if self.float_first_conv:
+            out["float_first_conv"] = True
         return out
 
 
@@ -115,6 +124,14 @@ class OnnxRecipe:
     weights: str | None = None
     calibrated: bool = False
     calibrate_method: str = "MinMax"  # onnxruntime.quantization.CalibrationMethod member
+    # The first Conv and the nodes before it (the in-graph preprocessing: Rescaling's Mul) left out of quantization.
+    # The first Conv: see TFLiteRecipe's field. The Mul: onnxruntime fuses Q -> DQ -> Mul -> Q into its QLinearMul,
+    # which costs the probabilities 16 dB (shapes seed 4, first Conv float: 42.8 dB with onnxruntime's graph
+    # optimizations off, 26.6 dB with them on, 41.4 dB with the Mul in float; OpenVINO on the same file 43.3 dB).
+    float_first_conv: bool = False
+    # Op types left out of quantization. Softmax: with the above, 41.4 dB quantized, 43.2 dB in float (onnxruntime's
+    # QLinearSoftmax table), on both backends.
+    float_op_types: tuple[str, ...] = ()
 
     def options(self, requested_io: str = "") -> dict[str, Any]:
         out: dict[str, Any] = {"converter": "tf2onnx", "input": "image NHWC, dynamic batch"}
@@ -122,6 +139,10 @@ class OnnxRecipe:
             out.update(quantizer="onnxruntime.quantization.quantize_static", quant_format=self.quant_format,
                        per_channel=self.per_channel, activations=self.activations, weights=self.weights,
                        calibrate_method=self.calibrate_method)
+            if self.float_first_conv:
+                out["float_first_conv"] = True
+            if self.float_op_types:
+                out["float_op_types"] = list(self.float_op_types)
         return out
 
 
@@ -129,7 +150,7 @@ Recipe = TFLiteRecipe | OnnxRecipe
 
 # Full-integer TFLite: int8 weights and activations, builtin int8 kernels only.
 INT8_RECIPE = TFLiteRecipe(optimizations=("DEFAULT",), ops="TFLITE_BUILTINS_INT8",
-                           io_types=("int8", "uint8", "float32"), calibrated=True)
+                           io_types=("int8", "uint8", "float32"), calibrated=True, float_first_conv=True)
 # int16 activations / int8 weights (reference kernels; the triage re-export and a tflite-int16x8 row).
 INT16X8_RECIPE = TFLiteRecipe(optimizations=("DEFAULT",),
                               ops="EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8",
@@ -170,19 +191,21 @@ FORMATS: dict[str, Format] = {
                "TFLite, dynamic-range int8 weights, float activations",
                TFLiteRecipe(optimizations=("DEFAULT",), dense_per_tensor=True)),
         Format("tflite-int8", ".tflite", "tflite", True, INT8,
-               "TFLite, full-integer int8 (TFLITE_BUILTINS_INT8), calibrated", INT8_RECIPE),
+               "TFLite int8 (TFLITE_BUILTINS_INT8 kernels, the first convolution in float), calibrated",
+               INT8_RECIPE),
         Format("tflite-int16x8", ".tflite", "tflite", True, INT16X8,
                "TFLite, int16 activations / int8 weights, calibrated (reference kernels: accurate but slow)",
                INT16X8_RECIPE),
         Format("edgetpu", ".tflite", "tflite", True, INT8,
                "TFLite full-int8 with uint8 I/O, ready for (or compiled by) edgetpu_compiler",
-               replace(INT8_RECIPE, io_types=("uint8",), compiler="edgetpu")),
+               # every op stays integer: the Edge TPU runs nothing after the first CPU op
+               replace(INT8_RECIPE, io_types=("uint8",), compiler="edgetpu", float_first_conv=False)),
         Format("onnx-fp32", ".onnx", "onnx", False, FLOAT32,
                "ONNX (tf2onnx), float32, dynamic batch", OnnxRecipe()),
         Format("onnx-int8", ".onnx", "onnx", True, INT8,
-               "ONNX, static int8 QDQ, per-channel (onnxruntime.quantization)",
+               "ONNX, static int8 QDQ, per-channel; the input rescale, first Conv and Softmax in float (onnxruntime)",
                OnnxRecipe(quant_format="QDQ", per_channel=True, activations="int8", weights="int8",
-                          calibrated=True)),
+                          calibrated=True, float_first_conv=True, float_op_types=("Softmax",))),
     )
 }
 
