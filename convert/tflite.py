@@ -80,7 +80,7 @@ def recipe_for(fmt_name: str, int16x8: bool = False) -> TFLiteRecipe:
     if int16x8:
         _full_integer_only(recipe, fmt_name)
         recipe = replace(recipe, ops=INT16X8_RECIPE.ops, io_types=INT16X8_RECIPE.io_types,
-                         float_fallback=INT16X8_RECIPE.float_fallback)
+                         float_fallback=INT16X8_RECIPE.float_fallback, float_first_conv=INT16X8_RECIPE.float_first_conv)
     return recipe
 
 
@@ -132,9 +132,10 @@ def convert_with_recipe(model: Any, recipe: TFLiteRecipe, calib: np.ndarray | No
         return conv.convert()
     conv.representative_dataset = representative_dataset(calib)
     io = recipe.io_type(io_type)
-    if denylist or recipe.float_first_conv:
+    first_conv = recipe.first_conv_float(io_type)
+    if denylist or first_conv:
         with _quiet_quantizer():
-            return _quantize_with_denylist(conv, list(denylist or []), io, recipe.float_first_conv)
+            return _quantize_with_denylist(conv, list(denylist or []), io, first_conv)
     conv.target_spec.supported_ops = [getattr(tf.lite.OpsSet, recipe.ops)]
     if io is not None:
         conv.inference_input_type = conv.inference_output_type = _tf_dtype(tf, io)

@@ -109,9 +109,14 @@ class TFLiteRecipe:
             out["compiler"] = self.compiler
         if self.float_fallback:
             out["float_fallback"] = "TFLITE_BUILTINS for ops without a kernel in 'ops' (named in the notes)"
-        if self.float_first_conv:
+        if self.first_conv_float(requested_io):
             out["float_first_conv"] = True
         return out
+
+    def first_conv_float(self, requested_io: str) -> bool:
+        """float_first_conv where it applies: the MLIR quantizer that keeps an op float writes int8 or float32 I/O
+        only, so uint8 I/O (--int8-io uint8) keeps every op integer."""
+        return self.float_first_conv and self.io_type(requested_io) != "uint8"
 
 
 @dataclass(frozen=True)

@@ -48,17 +48,124 @@ def _stage(n: int, text: str) -> float:
     return time.perf_counter()
 
 
+def _train_stage(data: Path, out: Path, cfg: dict, progress: bool) -> str:
+    from edgeproof.cli.console import progress_bars
+    from edgeproof.train.trainer import TrainConfig, train
+
+    with _quiet(None):
+        run_dir = train(TrainConfig(data_dir=data, out_dir=out, model="tiny_cnn", img_size=cfg["image_size"],
+                                    epochs=cfg["epochs"], batch_size=32, lr=3e-3, seed=0),
+                        progress=progress_bars(progress))
+    return str(run_dir)
+
+
+def _convert_stage(run_dir: Path, art_dir: Path, progress: bool) -> tuple[list[tuple], list[str]]:
+    """((format, status, bytes, error, written) per artifact, the held-out gate's lines of the passing ones)."""
+    from edgeproof.cli.console import progress_bars
+    from edgeproof.convert import convert_run
+    from edgeproof.convert.manifest import load_manifest
+    from edgeproof.convert.source import open_source
+    from edgeproof.formats import FORMATS
+    from edgeproof.parity.escalate import escalate
+
+    with _quiet(run_dir / "parity" / "library-output.log"):
+        source = open_source(run_dir)
+        manifest = convert_run(source, art_dir, formats="all", calib_count=200, progress=progress_bars(progress))
+        # convert's own gate on the held-out calibration images, with the fix ladder (as 'edgeproof convert')
+        held = escalate(source, art_dir, [FORMATS[a.format] for a in manifest.artifacts if a.status == "ok"], 200)
+        manifest = load_manifest(art_dir)
+    return ([(a.format, a.status, a.bytes or 0, a.error or "", a.path is not None) for a in manifest.artifacts],
+            [h.line for h in held if not h.failed])
+
+
+def _parity_stage(run_dir: Path, art_dir: Path, progress: bool) -> tuple[list[str], str, list[dict]]:
+    """(failure lines, the report files line, the promoted fixes); the table and triage are printed here."""
+    from edgeproof.cli.console import info, progress_bars
+    from edgeproof.cli.parity import print_triage
+    from edgeproof.cli.parity_table import print_table
+    from edgeproof.parity import report as report_mod
+    from edgeproof.parity import run_parity
+
+    with _quiet(run_dir / "parity" / "library-output.log"):
+        # a failing int8 artifact gets the fix ladder; the first passing fix is promoted and shown
+        rep = run_parity(run_dir, artifacts_dir=art_dir, progress=progress_bars(progress), fix=True, promote=True)
+    print_table(rep)
+    print_triage(rep)
+    if rep.e2e:
+        info(f"      end-to-end: {rep.e2e['verdict']}")
+    files = f"{rep.files.get('markdown')}  ({', '.join(p.name for p in rep.files.values())})"
+    return report_mod.failure_lines(rep), files, list(rep.promoted)
+
+
+def _child_main(conn, fn, args: tuple) -> None:
+    """In the stage's process: run it, send ("ok", result, peak RSS KB) or ("error", exception, peak RSS KB)."""
+    import os
+    import resource
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        out: tuple = ("ok", fn(*args))
+    except Exception as exc:  # noqa: BLE001 - handed to the parent, which raises it as the demo's error
+        out = ("error", exc)
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        conn.send((*out, peak_kb))
+    except Exception:  # noqa: BLE001 - an exception that does not pickle goes as its text
+        from edgeproof.errors import EdgeproofError
+
+        conn.send(("error", EdgeproofError(str(out[1])), peak_kb))
+    conn.close()
+
+
+def _in_child(stage: str, fn, *args, peaks: dict[str, float]):
+    """fn(*args) in a fresh process, so that one stage's libraries (TensorFlow's graphs, the converters, every
+    runtime) are never resident together: the demo's peak is its largest stage's, not their sum (one process:
+    2.7 GB on a fresh clone)."""
+    import multiprocessing
+
+    from edgeproof.errors import EdgeproofError
+
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child_main, args=(child, fn, args), name=f"edgeproof-demo-{stage}")
+    proc.start()
+    child.close()
+    try:
+        got = parent.recv()
+    except EOFError:
+        got = None
+    proc.join()
+    if got is None:
+        raise EdgeproofError(f"demo: the {stage} stage's process ended without a result (exit code {proc.exitcode}); "
+                             f"run 'edgeproof {stage}' alone to see why")
+    status, value, peak_kb = got
+    peaks[stage] = peak_kb / 1024
+    if status == "error":
+        raise value
+    return value
+
+
+def peak_rss_mb(peaks: dict[str, float]) -> tuple[float, str]:
+    """The demo's peak resident memory (MB) and where: its largest stage process, or this process itself."""
+    import resource
+
+    peaks = {**peaks, "demo": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    where = max(peaks, key=peaks.__getitem__)
+    return peaks[where], where
+
+
 def run(args: argparse.Namespace) -> int:
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from edgeproof.cli.console import error_line, info, progress_bars
+    from edgeproof.cli.console import error_line, info
 
-    prog = progress_bars(not args.no_progress)
+    progress = not args.no_progress
     cfg = FAST if args.fast else FULL
     out = Path(args.out)
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
+    peaks: dict[str, float] = {}
 
     t = _stage(1, f"dataset '{args.dataset}' ({cfg['image_size']}px, {cfg['per_class']} images/class)")
     from edgeproof.train.datasets import build_dataset
@@ -68,75 +175,49 @@ def run(args: argparse.Namespace) -> int:
     info(f"      {data}")
 
     t = _stage(2, f"train tiny_cnn, {cfg['epochs']} epochs -> {out}")
-    from edgeproof.train.trainer import TrainConfig, train
-
-    with _quiet(None):
-        run_dir = train(TrainConfig(data_dir=data, out_dir=out, model="tiny_cnn", img_size=cfg["image_size"],
-                                    epochs=cfg["epochs"], batch_size=32, lr=3e-3, seed=0), progress=prog)
+    run_dir = Path(_in_child("train", _train_stage, data, out, cfg, progress, peaks=peaks))
     timings["train"] = time.perf_counter() - t
 
     t = _stage(3, "convert to every format")
-    from edgeproof.convert import convert_run
-
     art_dir = run_dir / "artifacts"
-    from edgeproof.convert.manifest import load_manifest
-    from edgeproof.convert.source import open_source
-    from edgeproof.formats import FORMATS
-    from edgeproof.parity.escalate import escalate
-
-    with _quiet(run_dir / "parity" / "library-output.log"):
-        source = open_source(run_dir)
-        manifest = convert_run(source, art_dir, formats="all", calib_count=200, progress=prog)
-        # convert's own gate on the held-out calibration images, with the fix ladder (as 'edgeproof convert')
-        held = escalate(source, art_dir, [FORMATS[a.format] for a in manifest.artifacts if a.status == "ok"], 200)
-        manifest = load_manifest(art_dir)
+    artifacts, held = _in_child("convert", _convert_stage, run_dir, art_dir, progress, peaks=peaks)
     timings["convert"] = time.perf_counter() - t
-    failed = [a for a in manifest.artifacts if a.status != "ok" and a.path is None]  # no file: not converted
-    for a in manifest.artifacts:
-        info(f"      {a.format:15s} {a.status:6s} {(a.bytes or 0) / 1024:8.1f} KiB  {a.error or ''}")
-    for h in held:
-        if not h.failed:
-            info(f"      held-out gate: {h.line}")
+    failed = [a for a in artifacts if a[1] != "ok" and not a[4]]  # no file: not converted
+    for fmt, status, size, error, _written in artifacts:
+        info(f"      {fmt:15s} {status:6s} {size / 1024:8.1f} KiB  {error}")
+    for line in held:
+        info(f"      held-out gate: {line}")
 
     t = _stage(4, "parity: every artifact × backend vs the Keras model")
-    from edgeproof.cli.parity_table import print_table
-    from edgeproof.parity import report as report_mod
-    from edgeproof.parity import run_parity
-
-    with _quiet(run_dir / "parity" / "library-output.log"):
-        # a failing int8 artifact gets the fix ladder; the first passing fix is promoted and shown
-        rep = run_parity(run_dir, artifacts_dir=art_dir, progress=prog, fix=True, promote=True)
+    failures, report_files, promoted = _in_child("parity", _parity_stage, run_dir, art_dir, progress, peaks=peaks)
     timings["parity"] = time.perf_counter() - t
-    print_table(rep)
-    from edgeproof.cli.parity import print_triage
-
-    print_triage(rep)
-    if rep.e2e:
-        info(f"      end-to-end: {rep.e2e['verdict']}")
 
     t = _stage(5, "runtime (no TensorFlow) on sample test images")
-    _sample_predictions(run_dir, art_dir, rep.promoted)
+    _sample_predictions(run_dir, art_dir, promoted)
     timings["runtime"] = time.perf_counter() - t
 
     total = time.perf_counter() - t0
+    peak, where = peak_rss_mb(peaks)
     info("")
     info(f"run folder : {run_dir}")
     info(f"artifacts  : {art_dir}  (manifest.json inside)")
-    info(f"report     : {rep.files.get('markdown')}  ({', '.join(p.name for p in rep.files.values())})")
-    info("time       : " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()) + f", total {total:.0f}s")
+    info(f"report     : {report_files}")
+    info("time       : " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()) + f", total {total:.0f}s wall")
+    info(f"peak memory: {peak:.0f} MB resident ({where}); per stage: "
+         + ", ".join(f"{k} {v:.0f} MB" for k, v in peaks.items()))
     status = 0
-    for a in failed:
-        error_line(f"demo: conversion to {a.format} failed: {a.error}")
+    for fmt, _status, _size, error, _written in failed:
+        error_line(f"demo: conversion to {fmt} failed: {error}")
         status = 1
-    for line in report_mod.failure_lines(rep):
+    for line in failures:
         error_line(f"demo: parity failed: {line}")
         status = 1
     from edgeproof.cli.parity import promoted_line
 
-    for p in rep.promoted:
+    for p in promoted:
         info("promoted:" + promoted_line(p).removeprefix("  promoted"))
     if status == 0:
-        said = f" ({len(rep.promoted)} after a promoted fix, listed above)" if rep.promoted else ""
+        said = f" ({len(promoted)} after a promoted fix, listed above)" if promoted else ""
         info(f"[bold green]every artifact in place matches the trained model within its tolerance{said}[/]",
              markup=True)
     return status
