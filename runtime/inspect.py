@@ -220,7 +220,13 @@ def inspect_model(path: str | Path, runtime_version: str = LEGACY_RUNTIME, legac
     reported under "integrity", not refused.
     """
     from edgeproof.runtime.metadata import read_metadata
-    from edgeproof.runtime.model_check import check_file, check_io, check_prepared_tflite, light_tflite_interpreter
+    from edgeproof.runtime.model_check import (
+        NeedsNewerRuntime,
+        check_file,
+        check_io,
+        check_prepared_tflite,
+        light_tflite_interpreter,
+    )
 
     path = Path(path)
     if path.is_dir():
@@ -250,12 +256,17 @@ def inspect_model(path: str | Path, runtime_version: str = LEGACY_RUNTIME, legac
                 for s in (report["inputs"][0], report["outputs"][0])]
         pp = meta.preprocess if meta else None
         check_io(path, family, spec[0], spec[1], pp.height if pp else 0, pp.width if pp else 0)
+    too_new = None
     if family == "tflite" and (interpreter := light_tflite_interpreter()) is not None:
-        check_prepared_tflite(path, interpreter)  # before any runtime below allocates for the real shapes
+        try:
+            check_prepared_tflite(path, interpreter)  # before any runtime below allocates for the real shapes
+        except NeedsNewerRuntime as exc:  # reported per runtime and in "compat", not refused: inspect's job
+            too_new = str(exc)
     if check_runtimes:
         runtimes = []
         for name in backends_for(family):
-            status, detail = _try_load(name, path, report)
+            # a file the Interpreter cannot open never reaches CompiledModel & co (they crashed on such files)
+            status, detail = ("failed", too_new) if too_new else _try_load(name, path, report)
             runtimes.append({"runtime": name, "status": status, "detail": detail})
         if family == "tflite" and importlib.util.find_spec("tflite_runtime") is not None:
             status, detail = "ok", None

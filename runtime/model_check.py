@@ -40,6 +40,19 @@ def invalid(path: str | Path, family: str, reason: str) -> InvalidModel:
                         "or copy it again")
 
 
+class NeedsNewerRuntime(InvalidModel):
+    """A well-formed .tflite whose operator versions this TFLite runtime does not have (made by a newer TF)."""
+
+
+def _newer_op_version(path: str | Path, exc: BaseException) -> NeedsNewerRuntime | None:
+    msg = str(exc)
+    if "Didn't find op for builtin opcode" not in msg or "version" not in msg:
+        return None
+    return NeedsNewerRuntime(f"{Path(path).name} needs a newer TFLite runtime than the one installed "
+                             f"({one_line(exc)}); upgrade it (pip install -U ai-edge-litert) or convert with the "
+                             "TensorFlow version your device runs")
+
+
 def one_line(exc: BaseException) -> str:
     """'Type: first line of the message' (runtimes put whole reports in their exceptions)."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
@@ -215,7 +228,8 @@ def check_prepared_tflite(path: str | Path, interpreter_cls: Any, input_shape: l
         except Exception as exc:  # noqa: BLE001 - its reason is the answer
             if _needs_other_kernels(exc):
                 return  # the real load names it (a custom op, or Flex ops that need the Flex delegate)
-            raise invalid(path, "tflite", f"the LiteRT interpreter cannot open it ({one_line(exc)})") from None
+            raise _newer_op_version(path, exc) or invalid(
+                path, "tflite", f"the LiteRT interpreter cannot open it ({one_line(exc)})") from None
         n_graph = len(it.get_tensor_details())  # the file's tensors; Prepare adds kernel scratch (im2col) after
         try:
             if input_shape is not None:

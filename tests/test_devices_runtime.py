@@ -75,6 +75,8 @@ def fake_litert(monkeypatch, tmp_path):
         monkeypatch.setattr(litert, "ctypes", SimpleNamespace(CDLL=dlopen))
     # The bytes never reach a real interpreter: skip load()'s flatbuffer check (tested in test_model_fuzz).
     monkeypatch.setattr("edgeproof.runtime.model_check.check_file", lambda *a: None)
+    monkeypatch.setattr("edgeproof.runtime.model_check.check_prepared_tflite", lambda *a: None)  # nor the real
+    monkeypatch.setattr("edgeproof.runtime.model_ops.check_ops", lambda *a: None)  # Interpreter's, nor the op scan
     path = tmp_path / "model.tflite"
     path.write_bytes(b"TFL3 not a real flatbuffer: the fake interpreter never reads it")
     return path, state

@@ -149,7 +149,8 @@ def test_calibrated_convert_prints_no_quantizer_chatter(tiny_run, tmp_path, capf
 def test_convert_into_an_out_with_an_odd_manifest(tiny_run, tmp_path, capfd, kind):
     """A folder or FIFO named manifest.json: refused before anything is written (was an 'internal
     error' after the artifact was written, or a read blocked forever). JSON nested 100,000 deep
-    (RecursionError, an 'internal error') is an unreadable manifest: replaced by a good one."""
+    (RecursionError, an 'internal error') is not a manifest edgeproof wrote: the user's file is kept
+    byte for byte and convert refuses in one line (it used to be replaced)."""
     import os
 
     out = tmp_path / "out"
@@ -160,7 +161,8 @@ def test_convert_into_an_out_with_an_odd_manifest(tiny_run, tmp_path, capfd, kin
     rc = run_cli(["convert", str(tiny_run), "--to", "tflite-fp32", "-o", str(out), "--no-progress"])
     err = capfd.readouterr().err.strip().splitlines()
     if kind == "deep":
-        assert rc == 0 and json.loads(mpath.read_text())["artifacts"]["tflite-fp32"]["status"] == "ok"
+        assert rc == 2 and len(err) == 1 and "manifest.json" in err[0] and "-o" in err[0], err
+        assert mpath.read_text() == "[" * 100_000 and [p.name for p in out.iterdir()] == ["manifest.json"]
     else:
         assert rc == 2 and err == [f"edgeproof: error: '{mpath}' is not a file; remove or rename it (convert "
                                    "writes the artifacts' sha256 there), or choose another -o"]

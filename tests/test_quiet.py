@@ -16,7 +16,7 @@ from edgeproof.stderr_filter import TERMINAL, library_output_to
 CHATTER = re.compile(r"Saved artifact|TensorSpec|Captures:|fully_quantize|XNNPACK|UserWarning|Warning:|"
                      r"absl|^[IWE]\d{4} |tf\.lite\.Interpreter|Running Calibration|Traceback|oneDNN")
 OURS = re.compile(r"^(note: |calibration: |manifest: |report: |triage |  (before|fix|promoted)|end-to-end: |"
-                  r"edgeproof: error: parity failed: |model\.[\w.-]+ \[\w+\]: |search: |fix: )")
+                  r"edgeproof: error: parity failed: |model\.[\w.-]+ \[\w+\]: |search: |fix: |held-out gate: )")
 
 
 def test_library_output_to_separates_native_and_python_chatter_from_our_lines(tmp_path, capfd):
