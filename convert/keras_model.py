@@ -19,11 +19,11 @@ from edgeproof.train.run_dir import PREPROCESS_FILE
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
-GIVE = "give a run folder from 'edgeproof train', a .keras or .h5 file, or a SavedModel folder"
+GIVE = "give a run folder from 'edgeproof train', a .keras, .h5 or .onnx file, or a SavedModel folder"
 
 
 def model_kind(path: Path) -> str:
-    """'run', 'keras', 'h5' or 'savedmodel' from what is on disk (UsageError when it is none of them)."""
+    """'run', 'keras', 'h5', 'savedmodel' or 'onnx' from what is on disk (UsageError when it is none of them)."""
     if not path.exists():
         raise UsageError(f"model '{path}' does not exist; {GIVE}")
     if path.is_dir():
@@ -31,6 +31,8 @@ def model_kind(path: Path) -> str:
             return "savedmodel"
         return "run"  # load_run names what the folder lacks
     suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return "onnx"
     if suffix == ".keras":
         return "run" if (path.parent / PREPROCESS_FILE).is_file() else "keras"
     if suffix in (".h5", ".hdf5"):
@@ -56,6 +58,10 @@ def load_with_ops(path: Path, kind: str, what: str, trust_model: bool = False) -
     from edgeproof.train.run_dir import keras_load_reason, load_keras_model
     from edgeproof.train.tf_quiet import import_tensorflow
 
+    if kind == "onnx":  # onnxruntime on the source file, called like a Keras model (convert.onnx_source)
+        from edgeproof.convert.onnx_source import OnnxSource
+
+        return OnnxSource(path), []
     if kind in ("run", "keras"):
         return load_keras_model(path, what, trust_model), []
     import_tensorflow(what)

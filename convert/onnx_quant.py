@@ -1,4 +1,5 @@
-"""ONNX static int8 quantization (QDQ, per-channel) with onnxruntime, calibrated on a NHWC batch."""
+"""ONNX static int8 quantization (QDQ, per-channel) with onnxruntime, calibrated on a NHWC batch (transposed for
+an NCHW model)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from edgeproof.errors import UsageError
 from edgeproof.formats import FORMATS, OnnxRecipe
 
 
-def _reader(input_name: str, calib: np.ndarray):
+def _reader(input_name: str, calib: np.ndarray, nchw: bool = False):
     from onnxruntime.quantization import CalibrationDataReader
 
     class BatchReader(CalibrationDataReader):
@@ -23,7 +24,8 @@ def _reader(input_name: str, calib: np.ndarray):
         def get_next(self):
             if self._i >= len(calib):
                 return None
-            x = np.ascontiguousarray(calib[self._i : self._i + 1], dtype=np.float32)
+            x = calib[self._i : self._i + 1]
+            x = np.ascontiguousarray(x.transpose(0, 3, 1, 2) if nchw else x, dtype=np.float32)
             self._i += 1
             return {input_name: x}
 
@@ -51,6 +53,16 @@ def _resolve_exclude(exclude: list[str], src_names: set[str], pre_names: set[str
         raise UsageError(f"node(s) {', '.join(unknown)} are not in '{fname}'; "
                          f"node names look like: {', '.join(sorted(src_names)[:8])}")
     return list(dict.fromkeys(out))
+
+
+def _is_nchw(shape: list) -> bool:
+    """The model takes NCHW (an ONNX source exported from PyTorch): the NHWC calibration batch is transposed."""
+    from edgeproof.contract import image_layout
+
+    try:
+        return image_layout(shape)[0] == "NCHW"
+    except ValueError:
+        return False
 
 
 QUANT_TYPES = {"int8": "QInt8", "uint8": "QUInt8", "int16": "QInt16"}
@@ -85,7 +97,10 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, calib: np.ndarray
     fp32_path = Path(fp32_path)
     src = onnx.load(str(fp32_path))
     exclude = [str(n) for n in (nodes_to_exclude or [])]
-    input_name = src.graph.input[0].name
+    inits = {i.name for i in src.graph.initializer}
+    inp = next(i for i in src.graph.input if i.name not in inits)  # IR 3 lists initializers as inputs too
+    input_name = inp.name
+    nchw = _is_nchw([d.dim_value or None for d in inp.type.tensor_type.shape.dim])
     with scratch_dir("onnxq") as tmp:
         pre = tmp / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=False)
@@ -98,7 +113,7 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, calib: np.ndarray
             exclude = _resolve_exclude(exclude, {n.name for n in src.graph.node},
                                        {n.name for n in pre_nodes}, fp32_path.name)
         q = tmp / "q.onnx"
-        quantize_static(str(pre), str(q), _reader(input_name, calib),
+        quantize_static(str(pre), str(q), _reader(input_name, calib, nchw),
                         quant_format=getattr(QuantFormat, recipe.quant_format), per_channel=recipe.per_channel,
                         activation_type=getattr(QuantType, QUANT_TYPES[recipe.activations]),
                         weight_type=getattr(QuantType, QUANT_TYPES[recipe.weights]),

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 VERSION_PACKAGES = {"edgeproof": "edgeproof", "tensorflow": ("tensorflow", "tensorflow-cpu"), "keras": "keras",
                     "tf2onnx": "tf2onnx", "onnx": "onnx", "onnxruntime": "onnxruntime",
-                    "ai-edge-litert": "ai-edge-litert"}
+                    "ai-edge-litert": "ai-edge-litert", "onnx2tf": "onnx2tf"}
 
 
 @functools.cache
@@ -93,7 +93,10 @@ class _Job:
         """Export the Keras model once; every TFLite conversion starts from it."""
         if self._saved_model is None:
             path = self.tmp / "saved_model"
-            self.model.export(str(path), verbose=False)
+            if hasattr(self.model, "save_onnx"):  # an ONNX source (convert.onnx_source): through onnx2tf
+                self.model.export(str(path), verbose=False, calib=self.calib)
+            else:
+                self.model.export(str(path), verbose=False)
             self._saved_model = path
         return self._saved_model
 
@@ -148,7 +151,13 @@ def _build_tflite(fmt: Format, job: _Job) -> tuple[bytes, bytes, dict[str, Any]]
 
 
 def _meta(fmt: Format, job: _Job, source_sha: str, ispec: dict, ospec: dict, extra: dict) -> ArtifactMeta:
-    return ArtifactMeta(labels=list(job.run.labels), preprocess=job.run.preprocess, format=fmt.name,
+    pp = job.run.preprocess
+    if fmt.family == "tflite" and pp.layout != "NHWC":  # an NCHW ONNX source: its TFLite artifacts are NHWC
+        from dataclasses import replace
+
+        extra = {**extra, "source_layout": pp.layout}
+        pp = replace(pp, layout="NHWC")
+    return ArtifactMeta(labels=list(job.run.labels), preprocess=pp, format=fmt.name,
                         output_kind=job.run.head,
                         input=TensorSpec(**ispec), output=TensorSpec(**ospec), source_sha256=source_sha,
                         versions=versions(), created=_now(), extra=extra)
@@ -212,12 +221,17 @@ def _write_onnx(fmt: Format, job: _Job, dest: Path, source_sha: str, calib_sha: 
     from edgeproof.runtime.metadata import set_onnx_metadata
 
     quantized = fmt.recipe.quant_format is not None
+    onnx_source = hasattr(job.model, "save_onnx")  # convert.onnx_source: the source file is the fp32 graph
     if not quantized:
-        proto = to_onnx(job.model, opset=job.opset)
+        proto = onnx.load_from_string(job.model.proto.SerializeToString()) if onnx_source else \
+            to_onnx(job.model, opset=job.opset)
     else:
         if job.onnx_fp32 is None:
             job.onnx_fp32 = job.tmp / "fp32.onnx"
-            onnx.save(to_onnx(job.model, opset=job.opset), str(job.onnx_fp32))
+            if onnx_source:
+                job.model.save_onnx(job.onnx_fp32)
+            else:
+                onnx.save(to_onnx(job.model, opset=job.opset), str(job.onnx_fp32))
         from edgeproof.convert import int8_recipes, quant_search
 
         cands = int8_recipes.onnx_candidates(fmt.name, job.onnx_fp32)

@@ -250,12 +250,24 @@ def open_source(path: str | Path, overrides: dict | None = None, calib_data: str
 
 
 def _open_bare(path: Path, kind: str, ov: dict, what: str, trust_model: bool = False) -> ModelSource:
-    model, graph_ops = load_with_ops(path, kind, what, trust_model)
+    if kind == "onnx":
+        from edgeproof.convert.onnx_source import OnnxSource
+
+        model, graph_ops = OnnxSource(path, ov.get("channels")), []
+    else:
+        model, graph_ops = load_with_ops(path, kind, what, trust_model)
     hwc, units, _ = check_io(model, path, ov.get("channels"))
     notes: list[str] = []
     warnings: list[str] = []
     in_graph = in_graph_preprocessing(model, graph_ops)
     pp = _contract(path, hwc, ov, in_graph, notes, warnings)
+    if kind == "onnx":
+        from dataclasses import replace
+
+        pp = replace(pp, layout=model.layout)  # the ONNX artifacts keep it; TFLite ones are NHWC (convert.pipeline)
+        notes.append(f"ONNX source: {model.layout} input, opset "
+                     + (f"{model.upgraded_from} upgraded to 13" if model.upgraded_from else "kept")
+                     + "; the reference is onnxruntime on this file")
     if pp.channels != 3:
         notes.append(f"input: {pp.channels} channel(s) ({_CHANNEL_NAMES.get(pp.channels, 'not an image file')}); "
                      "the runtime converts every image to them")
@@ -266,7 +278,7 @@ def _open_bare(path: Path, kind: str, ov: dict, what: str, trust_model: bool = F
     probe = probe.astype(np.float32)
     from edgeproof.runtime.preprocess import normalize
 
-    head = detect_head(model, units, path, normalize(probe, pp))
+    head = (model.head() if kind == "onnx" else None) or detect_head(model, units, path, normalize(probe, pp))
     assert head in HEADS
     labels = _labels(ov, n_classes(units, head), warnings)
     notes.append(f"output head: {head} ({units} unit(s), {len(labels)} classes)")
