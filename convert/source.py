@@ -93,8 +93,9 @@ def _output_layer_name(model) -> str:
     return getattr(layer, "name", "output")
 
 
-def detect_head(model, units: int, path: Path, probe: np.ndarray) -> str:
-    """The output head (contract.HEADS) from the last layer's activation, or from the outputs on `probe`."""
+def detect_head(model, units: int, path: Path, probe: np.ndarray, given: str | None = None) -> str:
+    """The output head (contract.HEADS) from the last layer's activation where the graph says it, else `given`
+    (--head), else from the outputs on `probe`. A --head the graph contradicts is refused in one line."""
     import keras
 
     layer = _output_layer(model)
@@ -103,7 +104,10 @@ def detect_head(model, units: int, path: Path, probe: np.ndarray) -> str:
     else:
         fn = getattr(layer, "activation", None)
         act = getattr(fn, "__name__", None) if fn is not None else None
-    if act is None or isinstance(layer, keras.layers.TFSMLayer):
+    said = not (act is None or isinstance(layer, keras.layers.TFSMLayer))
+    if not said and given is not None:
+        return given
+    if not said:
         # No layer to read (a SavedModel): rows that sum to 1 are a softmax; one unit that stays inside
         # [0, 1] is a sigmoid. N sigmoids cannot be told from logits here: they are ranked as logits
         # (softmax keeps the order).
@@ -113,7 +117,14 @@ def detect_head(model, units: int, path: Path, probe: np.ndarray) -> str:
             act = "softmax" if in01 and np.abs(out.sum(axis=1) - 1).max() < 1e-3 else "linear"
         else:
             act = "sigmoid" if in01 else "linear"
-    name = getattr(layer, "name", "output")
+    head = _head_of(act, units, path, getattr(layer, "name", "output"))
+    if given is not None and given != head:
+        raise UsageError(f"--head {given} contradicts '{path.name}', whose last layer "
+                         f"'{getattr(layer, 'name', 'output')}' makes it {head}; omit --head")
+    return head
+
+
+def _head_of(act: str | None, units: int, path: Path, name: str) -> str:
     if act == "softmax":
         if units == 1:
             raise UsageError(f"'{path.name}' ends in a one-unit softmax (layer '{name}'), which always outputs 1.0; "
@@ -278,7 +289,14 @@ def _open_bare(path: Path, kind: str, ov: dict, what: str, trust_model: bool = F
     probe = probe.astype(np.float32)
     from edgeproof.runtime.preprocess import normalize
 
-    head = (model.head() if kind == "onnx" else None) or detect_head(model, units, path, normalize(probe, pp))
+    given = ov.get("head")
+    if given is not None and given not in HEADS:
+        raise UsageError(f"--head '{given}' is not valid; valid: {', '.join(HEADS)}")
+    graph = model.head() if kind == "onnx" else None
+    if graph is not None and given is not None and given != graph:
+        raise UsageError(f"--head {given} contradicts '{path.name}', whose graph ends in a {model.last_op} "
+                         f"({graph}); omit --head")
+    head = graph or detect_head(model, units, path, normalize(probe, pp), given)
     assert head in HEADS
     labels = _labels(ov, n_classes(units, head), warnings)
     notes.append(f"output head: {head} ({units} unit(s), {len(labels)} classes)")

@@ -70,3 +70,15 @@ def test_an_nchw_onnx_goes_through_convert_parity_run(tmp_path, capsys):
         top = json.loads(capsys.readouterr().out.splitlines()[0])["top_k"][0]
         assert top["label"] == f"class_{int(want.argmax())}", (art, top)
         assert abs(top["score"] - float(want.max())) < 1e-3, (art, top, float(want.max()))
+
+
+def test_head_flag_decides_where_the_graph_does_not_and_is_refused_where_it_contradicts():
+    pytest.importorskip("keras")
+    from edgeproof.convert.source import open_source
+    from edgeproof.errors import UsageError
+
+    densenet = light_path("densenet121")  # ends in a Conv: the graph does not say what its 1000 outputs are
+    assert open_source(densenet, {"head": "logits"}).head == "logits"
+    with pytest.raises(UsageError, match=r"--head sigmoid contradicts 'light_squeezenet.onnx', whose graph ends "
+                                         r"in a Softmax \(probabilities\)"):
+        open_source(light_path("squeezenet"), {"head": "sigmoid"})

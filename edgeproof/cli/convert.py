@@ -53,6 +53,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="input/output type of tflite-int8 (default int8; edgetpu is always uint8)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     add_trust_flag(p)
+    p.add_argument("--head", choices=("probabilities", "logits", "sigmoid", "sigmoid-logit"),
+                   help="the output head where the model's graph does not say it (a SavedModel, an ONNX graph not "
+                        "ending in Softmax/Sigmoid): softmax probabilities, raw logits, one sigmoid unit, or one "
+                        "raw unit; default: read from the last layer, else from the outputs")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration sample (default 0)")
     p.add_argument("--no-int8-search", action="store_true",
                    help="use the format table's int8 recipe as is (default: compare the int8 recipes on held-out "
@@ -116,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
 
     # TensorFlow/converter chatter (fd 1/2, print, warnings) goes to a temp log, kept only when a format failed
     with kept_library_log("convert") as log:
-        source = open_source(src, overrides_from(args), args.calib_data, trust_model=args.trust_model)
+        ov = {**overrides_from(args), **({"head": args.head} if args.head else {})}
+        source = open_source(src, ov, args.calib_data, trust_model=args.trust_model)
         if not args.json:
             for line in source.notes:
                 info(f"note: {src.name}: {line}")
