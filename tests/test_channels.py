@@ -208,3 +208,20 @@ def test_a_four_channel_model_goes_through_convert_parity_run(tmp_path, capsys):
     cv2.imwrite(str(probe), bgra)
     _end_to_end(tmp_path, capsys, model, photos, ["--labels", "c0,c1,c2"], probe,
                 bgra[..., [2, 1, 0, 3]].astype(np.float32))
+
+
+def test_serve_and_bench_feed_the_models_channels():
+    """serve's own decode (a 4-channel model keeps the posted PNG's alpha, a gray model gets its luma) and bench's
+    random input take the contract's channels, as run does."""
+    from edgeproof.bench.runner import bench_input
+    from edgeproof.runtime.preprocess import to_channels
+    from edgeproof.serve.images import prepare_bytes
+    from edgeproof.serve.limits import Budget
+
+    bgra = np.dstack([_photos(1, 16)[0], np.full((16, 16), 77, np.uint8)])
+    png = cv2.imencode(".png", bgra)[1].tobytes()
+    four = prepare_bytes(png, Preprocess(16, 16, channels=4), None, Budget(1 << 30))
+    assert four.shape == (16, 16, 4) and (four == bgra[..., [2, 1, 0, 3]]).all()
+    gray = prepare_bytes(png, Preprocess(16, 16, channels=1), None, Budget(1 << 30))
+    assert (gray == to_channels(bgra[..., :3], Preprocess(16, 16, channels=1))).all()
+    assert bench_input(8, 8, 2, 0, Preprocess(8, 8, channels=1)).shape == (2, 8, 8, 1)
