@@ -133,10 +133,7 @@ class OnnxSource:
         if self.last_op == "Softmax":
             return "probabilities"
         if self.last_op == "Sigmoid":
-            if units > 1:
-                raise UsageError(f"'{self.path.name}' ends in {units} independent sigmoids: a multi-label head, "
-                                 "which edgeproof does not support (it ranks one class per image)")
-            return "sigmoid"
+            return "multi-label" if units > 1 else "sigmoid"
         return None
 
 

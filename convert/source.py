@@ -7,7 +7,7 @@ its metadata comes from the file where the file has it and from the contract fla
   preprocessing included) mean raw 0-255 RGB in; otherwise --scale/--mean/--std/--bgr/--size;
 - channels: read from the input (1 gray, 3 color, 4 color + alpha; more with --channels);
 - head: softmax probabilities, raw logits, or one sigmoid unit (binary: [1 - p, p]); N
-  independent sigmoids (multi-label) are refused;
+  independent sigmoids (multi-label: each score is P(label applies), used as is);
 - calibration: --calib-data DIR (class subfolders optional), never random data.
 The model must have one (N, H, W, C) image input and one (N, units) output.
 """
@@ -131,11 +131,7 @@ def _head_of(act: str | None, units: int, path: Path, name: str) -> str:
                              "a binary classifier needs Dense(1, activation='sigmoid') or Dense(2, 'softmax')")
         return "probabilities"
     if act == "sigmoid":
-        if units > 1:
-            raise UsageError(f"'{path.name}' ends in {units} independent sigmoids (layer '{name}'): a multi-label "
-                             "head, which edgeproof does not support (it ranks one class per image); convert a "
-                             "softmax, logits or one-unit sigmoid classifier")
-        return "sigmoid"
+        return "multi-label" if units > 1 else "sigmoid"  # N sigmoids: independent P(label i applies)
     return "sigmoid-logit" if units == 1 else "logits"
 
 

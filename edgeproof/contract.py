@@ -67,8 +67,9 @@ def check_labels(labels: Any) -> list[str]:
 # What the model's output is (ArtifactMeta.output_kind), and so how it becomes one score per class:
 #   probabilities  softmax output, used as is;              logits         raw scores, softmax applied;
 #   sigmoid        one unit p = P(class 1): [1 - p, p];     sigmoid-logit  one raw unit z: p = sigmoid(z).
-# Multi-label heads (N independent sigmoids) are refused by convert (see convert.source).
-HEADS = ("probabilities", "logits", "sigmoid", "sigmoid-logit")
+#   multi-label    N independent sigmoids p_i = P(label i applies): used as is, each in [0, 1], not summing to 1
+#                  (top-k ranks the labels; a score means what the sigmoid means, never a share of 1).
+HEADS = ("probabilities", "logits", "sigmoid", "sigmoid-logit", "multi-label")
 BINARY_HEADS = ("sigmoid", "sigmoid-logit")
 
 
@@ -154,7 +155,8 @@ def n_classes(output_units: int, head: str) -> int:
 
 
 def class_scores(out, head: str):
-    """(N, units) model output -> float32 (N, classes) scores summing to 1 (NumPy, any head in HEADS).
+    """(N, units) model output -> float32 (N, classes) scores (NumPy, any head in HEADS): summing to 1, except a
+    multi-label head's independent probabilities.
 
     The one definition shared by the runtime (every backend) and parity's Keras reference, so a
     binary model's class-1 score is exactly Keras' sigmoid output everywhere.
@@ -167,6 +169,8 @@ def class_scores(out, head: str):
         p = out[:, :1] if head == "sigmoid" else 1.0 / (1.0 + np.exp(-out[:, :1]))
         p = np.clip(p, 0.0, 1.0).astype(np.float32)
         return np.concatenate([1.0 - p, p], axis=1)
+    if head == "multi-label":
+        return np.clip(out, 0.0, 1.0).astype(np.float32)
     if head == "logits":
         e = np.exp(out - out.max(axis=1, keepdims=True))
         return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)

@@ -84,7 +84,8 @@ class Model:
                 pass
         self._cast_in = self._q_in is None and self._in_dtype != np.float32
         self._q_out = (np.float32(o.scale), np.float32(o.zero_point or 0)) if o.dtype in _QRANGE and o.scale else None
-        self._softmax: bool | None = {"logits": True, "probabilities": False}.get(meta.output_kind)
+        self._softmax: bool | None = {"logits": True, "probabilities": False,
+                                                 "multi-label": False}.get(meta.output_kind)
         self._binary: str | None = meta.output_kind if meta.output_kind in BINARY_HEADS else None
         self._probs_checked = False
 

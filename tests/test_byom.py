@@ -258,21 +258,18 @@ def _vector_input(tmp_path: Path) -> Path:
     ("edgetpu", ["--to", "all"], ["edgetpu", "onnx-int8", "--calib-data DIR"]),
     ("text_h5", ["--to", "tflite-fp32"], ["is not an HDF5 file"]),
     ("two_inputs", ["--to", "tflite-fp32"], ["has 2 inputs", "left", "right"]),
-    ("multi_label", ["--to", "tflite-fp32"], ["4 independent sigmoids", "multi-label", "layer 'tags'"]),
     ("vector", ["--to", "tflite-fp32"], ["not an image batch", "[None, 10], a 2-D input"]),
     ("calib_dir", ["--to", "tflite-int8", "--calib-data", "nowhere"], ["--calib-data 'nowhere' is not a folder"]),
 ])
 def test_bad_bring_your_own_inputs_exit_2_with_one_line(case, args, expect, softmax_keras, tmp_path, capsys,
                                                         monkeypatch):
     monkeypatch.chdir(tmp_path)
-    model = {"text_h5": tmp_path / "model.h5", "two_inputs": None, "multi_label": None, "vector": None}.get(
+    model = {"text_h5": tmp_path / "model.h5", "two_inputs": None, "vector": None}.get(
         case, softmax_keras)
     if case == "text_h5":
         model.write_text("this is not a model\n")
     elif case == "two_inputs":
         model = _two_input(tmp_path)
-    elif case == "multi_label":
-        model = _multi_label(tmp_path)
     elif case == "vector":
         model = _vector_input(tmp_path)
     if case == "labels_file":
@@ -365,3 +362,31 @@ def test_metadata_less_one_unit_model_scores_two_classes(tmp_path):
         scores = m.predict(x)
     p = np.asarray(keras.ops.convert_to_numpy(model(x, training=False)))[:, 0]
     np.testing.assert_allclose(scores, np.stack([1 - p, p], axis=1), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_multi_label_head_reports_independent_probabilities(images, tmp_path, capsys):
+    """Dense(4, sigmoid): detected as multi-label; run's scores are Keras' own sigmoids (each P(tag applies), not
+    a share of 1), and inspect says so."""
+    import keras
+
+    keras.utils.set_random_seed(3)
+    model = _multi_label(tmp_path)
+    out = tmp_path / "art"
+    rc = run_cli(["convert", str(model), "--to", "tflite-fp32,onnx-fp32", "--labels", "a,b,c,d", "--scale",
+                  "0.00392157", "-o", str(out), "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    assert "output head: multi-label" in capsys.readouterr().err
+    from edgeproof.runtime import load
+    from edgeproof.runtime.preprocess import load_image
+
+    path = sorted(images.glob("*/*.png"))[0]
+    ref = keras.saving.load_model(model, compile=False)
+    for art in ("model.tflite-fp32.tflite", "model.onnx-fp32.onnx"):
+        with load(out / art) as m:
+            x = load_image(path, m.preprocess)[None]
+            got, want = m.predict(x)[0], np.asarray(ref(x, training=False))[0]
+        assert m.meta.output_kind == "multi-label" and np.abs(got - want).max() < 1e-5
+        assert abs(float(got.sum()) - 1) > 0.1 and 0 < got.min() and got.max() < 1  # no softmax was applied
+    assert run_cli(["inspect", str(out / "model.onnx-fp32.onnx")]) == 0
+    assert "independent sigmoids" in capsys.readouterr().out

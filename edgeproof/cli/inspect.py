@@ -6,7 +6,8 @@ import argparse
 
 HEAD_TEXT = {"probabilities": "softmax probabilities", "logits": "logits (the runtime applies softmax)",
              "sigmoid": "one sigmoid unit p (binary: class 0 = 1-p, class 1 = p)",
-             "sigmoid-logit": "one logit z (binary: p = sigmoid(z), class 0 = 1-p, class 1 = p)"}
+             "sigmoid-logit": "one logit z (binary: p = sigmoid(z), class 0 = 1-p, class 1 = p)",
+             "multi-label": "independent sigmoids (each score is P(label applies); they do not sum to 1)"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
