@@ -91,6 +91,31 @@ def override(tol: Tolerance, max_abs: float | None = None, min_agreement: float 
     return replace(tol, **changes) if changes else tol
 
 
+TOL_FLAGS = {"max_abs": (0.0, None), "min_agreement": (0.0, 1.0), "max_delta_acc": (0.0, None), "min_snr": (None, None)}
+
+
+def check_flags(flags: dict) -> dict:
+    """The tolerance overrides that were given (None dropped), each a finite number in its range, else UsageError
+    (a NaN limit fails every artifact, an unknown name would be ignored): checked once, before any work."""
+    import math
+
+    from edgeproof.errors import UsageError
+
+    out = {k: v for k, v in flags.items() if v is not None}
+    for name, value in out.items():
+        if name == "strict_ties":
+            continue
+        if name not in TOL_FLAGS:
+            raise UsageError(f"unknown tolerance override {name!r}; valid: {', '.join(TOL_FLAGS)}, strict_ties")
+        lo, hi = TOL_FLAGS[name]
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+            and (lo is None or value >= lo) and (hi is None or value <= hi)
+        if not ok:
+            span = f"{lo:g}..{hi:g}" if hi is not None else (f">= {lo:g}" if lo is not None else "any finite number")
+            raise UsageError(f"tolerance override {name}={value!r} is not valid; give {span}")
+    return out
+
+
 def pct_apart(value: float, limit: float) -> str:
     """value as a percentage with enough decimals not to read as the limit (98.96 %, not 99.0 % < 99.0 %)."""
     for digits in range(1, 5):

@@ -81,12 +81,14 @@ def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, dat
     progress: a callback for progress events (edgeproof.progress)."""
     from edgeproof.convert.source import open_for_parity
     from edgeproof.parity import data, flips, reference, runner
+    from edgeproof.parity.gate import check_flags
     from edgeproof.parity.promote import PREFER
 
     if prefer not in PREFER:
         from edgeproof.errors import UsageError
 
         raise UsageError(f"prefer {prefer!r} is not valid; give one of: {', '.join(PREFER)}")
+    tol_flags = check_flags(tol_flags or {})  # before the run folder is read, not after minutes of work
     t0 = time.perf_counter()
     run = open_for_parity(run_dir, artifacts_dir, trust_model)  # a run folder, or a bare model with its artifacts' metadata
     art_dir = Path(artifacts_dir) if artifacts_dir else run.root / "artifacts"
@@ -95,7 +97,6 @@ def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, dat
         from edgeproof.outdir import ensure_writable_dir
 
         ensure_writable_dir(out)
-    tol_flags = {k: v for k, v in (tol_flags or {}).items() if v is not None}
     artifacts = runner.find_artifacts(art_dir)  # fail fast, before TensorFlow loads
     sysroot = _open_target(target) if target else None
     if run.bare and not data_dir:

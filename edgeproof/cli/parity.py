@@ -34,11 +34,20 @@ def _fraction(text: str) -> float:
     return v
 
 
-def _nonneg(text: str) -> float:
+def _number(text: str) -> float:
+    import math
+
     try:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not math.isfinite(v):  # a NaN or inf limit fails (or passes) every artifact whatever it computes
+        raise argparse.ArgumentTypeError(f"'{text}' is not a finite number; give a limit like 0.05")
+    return v
+
+
+def _nonneg(text: str) -> float:
+    v = _number(text)
     if v < 0:
         raise argparse.ArgumentTypeError(f"'{text}' must be >= 0")
     return v
@@ -88,7 +97,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override minimum top-1 agreement (0..1 or NN%%), all formats")
     p.add_argument("--max-delta-acc", type=_nonneg, metavar="PP",
                    help="override the largest accuracy loss in pp (one-sided, judged by the paired test), all formats")
-    p.add_argument("--min-snr", type=float, metavar="DB", help="override the SNR floor of the probabilities in dB, "
+    p.add_argument("--min-snr", type=_number, metavar="DB", help="override the SNR floor of the probabilities in dB, "
                    "all formats (int8 formats: 12)")
     p.add_argument("--strict-ties", action="store_true",
                    help="every image whose top-1 changed counts against the agreement limit, near-ties too "
