@@ -92,7 +92,7 @@ def make_watchdog(seconds: float, on_timeout: Callable[[str, float], None]) -> W
     return Watchdog(seconds, on_timeout)
 
 
-def run_session(spec: LoadSpec | str | Path, source: Source | str,
+def run_session(spec: LoadSpec | str | Path, source: Source | str | Path,
                 sinks: Sequence[Sink | Callable[[Result], Any]] = (), on_progress: ProgressCallback | None = None,
                 *, options: RunOptions | None = None, on_timeout: Callable[[str, float], None] | None = None,
                 engine: Engine | None = None, max_pixels: int | None = None) -> Summary:
@@ -108,10 +108,13 @@ def run_session(spec: LoadSpec | str | Path, source: Source | str,
     spec = spec if isinstance(spec, LoadSpec) else LoadSpec(spec)
     options = options or RunOptions()
     sinks = [s if hasattr(s, "add") else _CallableSink(s) for s in sinks]
-    if isinstance(source, str):
+    if isinstance(source, (str, Path)):  # a Path is the same source as its string
         from edgeproof.runtime.sources import open_source
 
-        source = open_source(source, max_pixels=max_pixels)
+        source = open_source(str(source), max_pixels=max_pixels)
+    elif not (hasattr(source, "close") and hasattr(source, "spec")):
+        raise UsageError(f"source takes an open Source or what 'edgeproof run' takes (a path, folder, glob, "
+                         f"camera index as a string, URL or 'picam'); got {type(source).__name__} {source!r}")
     try:
         from edgeproof.runtime.model import load
 

@@ -99,3 +99,15 @@ def test_a_model_that_cannot_load_closes_the_source_and_the_sinks(workdir, tmp_p
 def test_run_options_are_checked_once_when_built(kwargs, message):
     with pytest.raises(UsageError, match=message):
         RunOptions(**kwargs)
+
+
+def test_a_path_source_runs_like_its_string_and_a_wrong_type_is_one_usage_error(workdir):
+    by_str, by_path = [], []
+    run_session(LoadSpec("model.onnx"), "photos/img0.png", sinks=[by_str.append])
+    run_session(LoadSpec("model.onnx"), Path("photos/img0.png"), sinks=[by_path.append])
+    assert len(by_path) == 1 and np.allclose(by_path[0].scores, workdir["photos/img0.png"], atol=1e-5)
+    assert np.array_equal(by_path[0].scores, by_str[0].scores)
+    with pytest.raises(UsageError, match="nope.png"):  # a missing file is named, whatever the model
+        run_session(LoadSpec("model.onnx"), Path("photos/nope.png"))
+    with pytest.raises(UsageError, match="got list"):
+        run_session(LoadSpec("model.onnx"), ["photos/img0.png"])
