@@ -48,9 +48,10 @@ def _newer_op_version(path: str | Path, exc: BaseException) -> NeedsNewerRuntime
     msg = str(exc)
     if "Didn't find op for builtin opcode" not in msg or "version" not in msg:
         return None
-    return NeedsNewerRuntime(f"{Path(path).name} needs a newer TFLite runtime than the one installed "
-                             f"({one_line(exc)}); upgrade it (pip install -U ai-edge-litert) or convert with the "
-                             "TensorFlow version your device runs")
+    return NeedsNewerRuntime(f"{Path(path).name} asks for an operator version the installed TFLite runtime "
+                             f"lacks ({one_line(exc)}): it was made by a newer TensorFlow, or is damaged; upgrade "
+                             "the runtime (pip install -U ai-edge-litert), convert with the TensorFlow your device "
+                             "runs, or copy the file again")
 
 
 def one_line(exc: BaseException) -> str:

@@ -103,7 +103,7 @@ def test_fuzzed_models_end_in_a_clean_error_or_a_correct_load(seed_models, tmp_p
         assert by_group[f"{key}:{backend}:ok"] and by_group[f"{key}:{backend}:error"], (key, backend)
     for k, r in results.items():
         if r["outcome"] == "error":
-            assert r["detail"].startswith(("InvalidModel: ", "UsageError: ", "UnsupportedModel: ")), (k, r["detail"])
+            assert r["detail"].startswith(("InvalidModel: ", "NeedsNewerRuntime: ", "UsageError: ", "UnsupportedModel: ")), (k, r["detail"])
 
 
 def test_every_native_backend_gets_its_share_of_variants():
