@@ -102,3 +102,21 @@ def test_parity_and_run_on_an_emulated_rpi5(tiny_run, tiny_artifacts, monkeypatc
     top1 = lambda lines: [(x["input"], x["top_k"][0]["label"]) for x in lines if "top_k" in x]
     assert top1(on_pi) == top1(on_host)
     assert on_pi[-1]["summary"]["count"] == on_host[-1]["summary"]["count"] == len(top1(on_host))
+
+
+@pytest.mark.slow
+def test_a_wheel_missing_from_the_target_makes_its_rows_unsupported(tiny_artifacts, tmp_path):
+    """A target built without onnxruntime (no aarch64 wheel for its Python): the ONNX rows say so, nothing runs."""
+    import numpy as np
+
+    from edgeproof.parity.runner import Batches, Images, find_artifacts
+    from edgeproof.parity.target_rows import target_rows
+    from edgeproof.targets.catalog import get_target
+    from edgeproof.targets.sysroot import Sysroot
+
+    why = "no aarch64 wheel of onnxruntime for CPython 3.11 (manylinux, glibc 2.36)"
+    sysroot = Sysroot(get_target("rpi5"), tmp_path, {"backends": ["litert", "opencv"], "missing": {"onnxruntime": why}})
+    rows = target_rows(sysroot, find_artifacts(tiny_artifacts), Batches(Images([], None, "none")),
+                       np.zeros((0, 3), np.float32), ["onnxruntime"], {}, [])
+    assert sorted(r.format for r in rows) == ["onnx-fp32", "onnx-int8"]
+    assert all(r.status == "unsupported" and r.backend == "onnxruntime@rpi5" and why in r.reason for r in rows)
