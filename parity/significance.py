@@ -30,21 +30,32 @@ CONFIDENCE = 1 - 2 * ALPHA  # the two-sided interval whose upper end matches the
 
 
 def binomial_tail(k: int, m: int) -> float:
-    """P(X >= k) for X ~ Binomial(m, 1/2), exact (integer arithmetic, one division)."""
+    """P(X >= k) for X ~ Binomial(m, 1/2), exact (integer arithmetic, one division; the binomial coefficients
+    are built one from the last, so tens of thousands of discordant images take well under a second)."""
     if k <= 0:
         return 1.0
     if k > m:
         return 0.0
-    return sum(math.comb(m, i) for i in range(k, m + 1)) / 2 ** m
+    c = total = math.comb(m, k)
+    for i in range(k, m):
+        c = c * (m - i) // (i + 1)  # comb(m, i + 1), exact
+        total += c
+    return total / 2 ** m  # int / int: correctly rounded however large both are
 
 
 def _binom_cdf(k: int, m: int, p: float) -> float:
-    """P(X <= k) for X ~ Binomial(m, p)."""
+    """P(X <= k) for X ~ Binomial(m, p), in log space: comb(m, i) alone overflows a float past m ~ 1030."""
     if k < 0:
         return 0.0
     if k >= m:
         return 1.0
-    return math.fsum(math.comb(m, i) * p ** i * (1 - p) ** (m - i) for i in range(k + 1))
+    if p <= 0.0:
+        return 1.0
+    if p >= 1.0:
+        return 0.0
+    lp, lq, lm = math.log(p), math.log1p(-p), math.lgamma(m + 1)
+    return min(1.0, math.fsum(math.exp(lm - math.lgamma(i + 1) - math.lgamma(m - i + 1) + i * lp + (m - i) * lq)
+                              for i in range(k + 1)))
 
 
 def _solve(f, target: float) -> float:

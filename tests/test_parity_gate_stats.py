@@ -176,3 +176,21 @@ def test_the_verdict_is_the_same_on_every_run():
     assert all(compare(ref, cand, y, INT8).to_dict() == first for _ in range(3))
     assert first["accuracy_test"]["p_value"] == 2.0 ** -5  # 5 lost: p = 0.031 > 0.025, passes
     assert first["verdict"] == "pass"
+
+
+def test_a_large_set_with_many_changed_images_gets_a_verdict_not_an_overflow():
+    """50,000 images with 1,200 discordant ones (a broken artifact on an ImageNet-sized set): comb(1200, i) is
+    past a float's range, which ended parity with OverflowError. Checked against the normal approximation,
+    which is accurate at this many discordant images."""
+    t = AccuracyTest(50000, 700, 500)
+    m, n = 1200, 50000
+    z = (700 - m / 2) / math.sqrt(m / 4)
+    assert t.p_value == pytest.approx(0.5 * math.erfc(z / math.sqrt(2)), rel=0.15)  # ~5e-9
+    half = 1.959963984540054 * math.sqrt(m) / n * 100  # 95 % half-width of Δacc in pp
+    lo, hi = t.interval_pp()
+    assert lo == pytest.approx(-0.4 - half, abs=0.01) and hi == pytest.approx(-0.4 + half, abs=0.01)
+    assert t.significant_loss() and hi < 0
+    stats = pytest.importorskip("scipy.stats")
+    ci = stats.binomtest(700, m, 0.5).proportion_ci(1 - 2 * ALPHA, "exact")
+    assert clopper_pearson(700, m) == pytest.approx((ci.low, ci.high), abs=1e-9)
+    assert t.p_value == pytest.approx(stats.binomtest(700, m, 0.5, alternative="greater").pvalue, rel=1e-9)
