@@ -95,6 +95,20 @@ def test_without_npm_the_fetch_fails_in_one_line_naming_what_to_do(tmp_path, mon
         assets.tarball(assets.ORT_WEB)
 
 
+def test_a_missing_npm_cache_folder_is_refused_not_silently_skipped(tmp_path, capsys):
+    """A typo in --npm-cache used to be ignored: the export went on to the registry (or failed offline naming
+    the edgeproof cache), never saying the folder given does not exist."""
+    from edgeproof.cli.main import run_cli
+
+    model = tmp_path / "model.onnx-fp32.onnx"
+    model.write_bytes(b"\x08\x07")
+    assert run_cli(["export", "web", str(model), "-o", str(tmp_path / "site"),
+                    "--npm-cache", str(tmp_path / "tarbals")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--npm-cache" in err and "tarbals" in err and "not a folder" in err
+    assert not (tmp_path / "site").exists()
+
+
 def test_serve_web_mounts_an_exported_site_publicly_and_nothing_else(tmp_path):
     pytest.importorskip("starlette", reason="needs edgeproof[serve]")
     pytest.importorskip("onnx", reason="the test model is built with onnx")

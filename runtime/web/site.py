@@ -88,6 +88,9 @@ def build(artifacts: list[Path], folder: Path, npm_cache: Path | None = None,
 
     if not artifacts:
         raise UsageError("no artifacts given; pass .tflite/.onnx files, e.g. RUN/artifacts/model.tflite-fp32.tflite")
+    if npm_cache is not None and not Path(npm_cache).is_dir():  # a typo would silently fetch from the registry
+        raise UsageError(f"--npm-cache '{npm_cache}' is not a folder; give the folder holding the 'npm pack' "
+                         "tarballs, or leave --npm-cache out to use the edgeproof cache and npm")
     names = [p.name for p in artifacts]
     if len(set(names)) != len(names):
         raise UsageError(f"two artifacts share a file name ({', '.join(n for n in names if names.count(n) > 1)}); "
