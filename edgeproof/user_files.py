@@ -135,6 +135,8 @@ def read_json(path: str | Path, kind: FileKind, flag: str | None = None) -> Any:
                             kind) from None
     except RecursionError:
         raise UserFileError(where, "it is not valid JSON (nested too deeply to parse)", kind) from None
+    except ValueError as exc:  # an integer past Python's 4,300-digit conversion limit
+        raise UserFileError(where, f"it is not usable JSON ({str(exc).split(';')[0]})", kind) from None
 
 
 def is_regular_file(path: str | Path) -> bool:

@@ -142,3 +142,14 @@ def test_cli_labels_fifo_and_cluster_device_are_one_line_exit_2(tmp_path, capsys
     assert run_cli([*base, "--cluster", "/dev/null"]) == 2
     line = one_error_line(capsys.readouterr().err)
     assert "--cluster '/dev/null'" in line and "character device" in line, line
+
+
+def test_a_json_integer_past_pythons_digit_limit_is_a_user_file_error(tmp_path):
+    """json.loads raises a bare ValueError (not JSONDecodeError) for an integer of over 4,300 digits."""
+    from edgeproof.user_files import CLUSTER, UserFileError, read_json
+
+    p = tmp_path / "cluster.json"
+    p.write_text('{"workers": ' + "9" * 5000 + "}")
+    with pytest.raises(UserFileError) as exc:
+        read_json(p, CLUSTER, "--cluster")
+    assert "--cluster" in str(exc.value) and "4300 digits" in str(exc.value) and "\n" not in str(exc.value)
