@@ -35,3 +35,9 @@ def test_library_accepts_in_range_overrides(tmp_path):
         run_parity(tmp_path / "no-run", tol_flags={"max_abs": 0.0, "min_agreement": 1.0, "min_snr": -5.0,
                                                    "max_delta_acc": None, "strict_ties": True}, write=False)
     assert "does not exist" in str(exc.value)
+
+
+def test_wide_with_json_is_refused_not_ignored(tmp_path, capsys):
+    assert run_cli(["parity", str(tmp_path / "no-run"), "--wide", "--json"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--wide" in err and "--json" in err

@@ -205,6 +205,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 < args.timeout < float("inf"):  # also NaN
         raise UsageError(f"--timeout {args.timeout} is not valid; give the seconds allowed per artifact (> 0)")
+    if args.wide and args.json:
+        raise UsageError("--wide shapes the terminal table, and --json prints every column already; give one of them")
     if args.fix and not args.triage:
         raise UsageError("--fix needs triage; drop --no-triage")
     if args.promote and not args.fix:
