@@ -142,8 +142,12 @@ def library_output_to(log_path: str | os.PathLike | None) -> Iterator[None]:
     from pathlib import Path
 
     target = os.devnull
+    made: list[Path] = []  # the folders and the log this call created, undone if the block fails with nothing logged
     if log_path is not None:
         try:
+            made = [d for d in (Path(log_path).parent, *Path(log_path).parent.parents) if not d.exists()][::-1]
+            if not os.path.lexists(log_path):
+                made.append(Path(log_path))
             Path(log_path).parent.mkdir(parents=True, exist_ok=True)
             target = str(log_path)
             fh = open(target, "a", encoding="utf-8", errors="replace", buffering=1)  # noqa: SIM115
@@ -172,8 +176,10 @@ def library_output_to(log_path: str | os.PathLike | None) -> Iterator[None]:
     sink = _Sink(fh)
     TERMINAL.stack.append(terminal)
     sys.stdout, sys.stderr = sink, sink
+    failed = True
     try:
         yield
+        failed = False
     finally:
         sys.stdout, sys.stderr = old_out, old_err
         TERMINAL.stack.pop()
@@ -188,6 +194,18 @@ def library_output_to(log_path: str | os.PathLike | None) -> Iterator[None]:
                 terminal.close()
         sink.fh = None
         fh.close()
+        if failed and target != os.devnull:
+            _undo(made)  # a refused command leaves no empty REPORT_DIR/library-output.log behind
+
+
+def _undo(made: list) -> None:
+    """Remove what library_output_to created (deepest first), as long as it is still empty."""
+    for p in reversed(made):
+        with contextlib.suppress(OSError):
+            if p.is_dir():
+                p.rmdir()  # only when empty
+            elif p.stat().st_size == 0:
+                p.unlink()
 
 
 class _KeptLog:

@@ -1,6 +1,6 @@
-"""Tolerance overrides are checked before any work: a NaN/inf or out-of-range limit is one line and exit 2.
-
-A NaN limit would otherwise fail every artifact (`not x <= nan`) after minutes of conversion checks."""
+"""parity's bad input is refused before any work, in one line, exit 2, leaving nothing behind: NaN/inf or
+out-of-range tolerance overrides (a NaN limit would fail every artifact, `not x <= nan`, after minutes of
+work), flags that would be ignored, a folder that is not a run."""
 
 from __future__ import annotations
 
@@ -41,3 +41,20 @@ def test_wide_with_json_is_refused_not_ignored(tmp_path, capsys):
     assert run_cli(["parity", str(tmp_path / "no-run"), "--wide", "--json"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--wide" in err and "--json" in err
+
+
+def test_a_refused_parity_leaves_no_report_folder_in_a_folder_that_is_not_a_run(tmp_path, capsys):
+    """`parity photos/` (not a run folder) used to leave photos/parity/library-output.log behind, which a later
+    `--data photos` then read as a class folder named 'parity'."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    assert run_cli(["parity", str(photos)]) == 2
+    assert "not a complete edgeproof run folder" in capsys.readouterr().err
+    assert list(photos.iterdir()) == []
+    assert run_cli(["parity", str(photos), "-o", str(tmp_path / "new" / "rep")]) == 2
+    assert not (tmp_path / "new").exists()
+    kept = tmp_path / "old-rep"
+    kept.mkdir()
+    (kept / "library-output.log").write_text("an earlier run's output\n")
+    assert run_cli(["parity", str(photos), "-o", str(kept)]) == 2
+    assert (kept / "library-output.log").read_text() == "an earlier run's output\n"
