@@ -58,3 +58,17 @@ def test_a_refused_parity_leaves_no_report_folder_in_a_folder_that_is_not_a_run(
     (kept / "library-output.log").write_text("an earlier run's output\n")
     assert run_cli(["parity", str(photos), "-o", str(kept)]) == 2
     assert (kept / "library-output.log").read_text() == "an earlier run's output\n"
+
+
+@pytest.mark.parametrize("value", ["", ",,", " , "])
+def test_a_backends_list_naming_no_backend_is_refused(value, tmp_path, capsys):
+    """`--backends ,,` judged no artifact at all and exited 0; `--backends ''` silently meant every backend."""
+    assert run_cli(["parity", str(tmp_path / "no-run"), f"--backends={value}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "names no backend" in err and "onnxruntime" in err
+
+
+def test_prefer_without_fix_is_refused_not_ignored(tmp_path, capsys):
+    assert run_cli(["parity", str(tmp_path / "no-run"), "--prefer", "speed"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--prefer speed" in err and "--fix" in err

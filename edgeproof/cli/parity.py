@@ -112,7 +112,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --fix: put the first passing fix in place of the artifact (atomically, recipe recorded in "
                         "manifest.json, the replaced file kept beside it as <name>.replaced-<time>); the gate then "
                         "judges the promoted file")
-    p.add_argument("--prefer", choices=("balanced", "fidelity", "speed"), default="balanced",
+    p.add_argument("--prefer", choices=("balanced", "fidelity", "speed"), default=None,
                    help="with --fix: what a passing fix more than 2x slower than the artifact it would replace (p50 "
                         "measured side by side) may do: balanced (default) tries the next variant and promotes the "
                         "slow one only when nothing faster passes, saying so; fidelity promotes the first that passes; "
@@ -142,11 +142,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _backends(text: str | None) -> list[str] | None:
-    if not text:
+    if text is None:
         return None
-    from edgeproof.formats import get_backend
+    from edgeproof.errors import UsageError
+    from edgeproof.formats import BACKENDS, get_backend
 
-    return [get_backend(b.strip()).name for b in text.split(",") if b.strip()]
+    names = [b.strip() for b in text.split(",") if b.strip()]
+    if not names:  # an empty list would judge no artifact at all, and pass
+        raise UsageError(f"--backends {text!r} names no backend; give a comma-separated list of: "
+                         f"{', '.join(BACKENDS)} (or leave --backends out for every installed one)")
+    return [get_backend(b).name for b in names]
 
 
 def _summary(r) -> str:
@@ -174,7 +179,7 @@ def _run(args: argparse.Namespace):
                       backends=_backends(args.backends),
                       tol_flags={"max_abs": args.max_abs, "min_agreement": args.min_agreement,
                                  "max_delta_acc": args.max_delta_acc, "min_snr": args.min_snr, "strict_ties": args.strict_ties or None},
-                      triage=args.triage, fix=args.fix, promote=args.promote, prefer=args.prefer, out_dir=args.out,
+                      triage=args.triage, fix=args.fix, promote=args.promote, prefer=args.prefer or "balanced", out_dir=args.out,
                       e2e=not args.no_e2e,
                       progress=progress_bars(not args.no_progress and not args.json),
                       verify=not args.no_verify, trust_model=args.trust_model,
@@ -209,6 +214,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--wide shapes the terminal table, and --json prints every column already; give one of them")
     if args.fix and not args.triage:
         raise UsageError("--fix needs triage; drop --no-triage")
+    if args.prefer is not None and not args.fix:
+        raise UsageError(f"--prefer {args.prefer} decides which --fix is promoted; give --fix (and --promote) or "
+                         "drop --prefer")
     if args.promote and not args.fix:
         raise UsageError("--promote puts a passing --fix in place; give --fix --promote")
     from edgeproof.cli.run_ray import check_engine_flags
