@@ -115,7 +115,7 @@ def promote(fixed_path: Path, fmt_name: str, artifacts_dir: Path, variant: str, 
     with lock:
         manifest = load_manifest(artifacts_dir)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        backup = dest.with_name(f"{dest.name}.replaced-{stamp}")
+        backup = _free_backup(dest, stamp)
         with atomic_path(dest) as tmp:
             shutil.copyfile(fixed_path, tmp)
             sha = sha256_file(tmp)
@@ -140,6 +140,16 @@ def promote(fixed_path: Path, fmt_name: str, artifacts_dir: Path, variant: str, 
             "variant": variant}
 
 
+def _free_backup(path: Path, stamp: str) -> Path:
+    """<name>.replaced-<stamp>, or -2, -3, ... after it: two replacements within one second must not overwrite
+    the first one's kept file."""
+    backup, n = path.with_name(f"{path.name}.replaced-{stamp}"), 1
+    while os.path.lexists(backup):
+        n += 1
+        backup = path.with_name(f"{path.name}.replaced-{stamp}-{n}")
+    return backup
+
+
 def retire(fmt_name: str, artifacts_dir: Path, replaced_by: str, why: str) -> str | None:
     """Move the format's artifact aside (<name>.replaced-<UTC time>) and mark its manifest entry "replaced": a
     variant of another format took its place. Returns the kept file's name (None when there was no file)."""
@@ -153,7 +163,7 @@ def retire(fmt_name: str, artifacts_dir: Path, replaced_by: str, why: str) -> st
         kept = None
         if src.exists():
             stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-            backup = src.with_name(f"{src.name}.replaced-{stamp}")
+            backup = _free_backup(src, stamp)
             os.replace(src, backup)
             fsync_dir(src.parent)
             kept = backup.name

@@ -72,3 +72,4 @@ def test_prefer_without_fix_is_refused_not_ignored(tmp_path, capsys):
     assert run_cli(["parity", str(tmp_path / "no-run"), "--prefer", "speed"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--prefer speed" in err and "--fix" in err
+
