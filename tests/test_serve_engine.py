@@ -23,7 +23,7 @@ class FakeModel:
         self.lock = threading.Lock()
         self.closed = False
         self.path = SimpleNamespace(name="fake.onnx")
-        self.preprocess = SimpleNamespace(height=2, width=2)
+        self.preprocess = SimpleNamespace(height=2, width=2, channels=3)
         self.backend_name = "fake"
 
     def predict(self, x: np.ndarray) -> np.ndarray:

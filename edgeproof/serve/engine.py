@@ -249,9 +249,9 @@ class _Replica:
 
     def _warm_up(self) -> None:
         """One call on zeros before the first request (first calls allocate), under the watchdog like any call."""
-        pp = self.model.preprocess
-        x = np.zeros((1, pp.height, pp.width, pp.channels), np.float32)
         try:
+            pp = self.model.preprocess
+            x = np.zeros((1, pp.height, pp.width, pp.channels), np.float32)
             if self._dog is not None:
                 with self._dog.watch("the warm-up call"):
                     self.model.predict(x)
