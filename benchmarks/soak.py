@@ -4,6 +4,7 @@
     python benchmarks/soak.py [--model MODEL] [--frames 10000] [-o benchmarks/results]
     python benchmarks/soak.py --cli            # the video part as a child `edgeproof run MODEL video.avi --json`
     python benchmarks/soak.py --pipeline OLD.py --parts live   # another pipeline module (before/after)
+    python benchmarks/soak.py --minutes 30     # the server soak instead: benchmarks/serve_soak.py (HTTP + gRPC)
 
 video: writes a 96x96 MJPG .avi with cv2.VideoWriter into a temp dir and runs it through the pipeline
 (in-process, or with --cli through the real command), sampling VmRSS every --every frames.
@@ -180,6 +181,11 @@ def plot(parts: dict, dest: Path, warmup: int) -> None:
 
 
 def main() -> int:
+    if "--minutes" in sys.argv:  # the server soak has its own module and flags
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        import serve_soak
+
+        return serve_soak.main()
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", help="an artifact edgeproof can load (default: a tiny TF-free ONNX model)")
     ap.add_argument("--frames", type=int, default=10_000)
