@@ -34,19 +34,20 @@ def scrape(tmp_path_factory):
         assert c.post("/v1/classify", content=b"not an image", headers={"content-type": "image/png"}).status_code \
             == 400
         text = c.get("/metrics").text
+        stats = c.get("/v2/models/colour/stats").json()
     samples = {}
     for family in text_string_to_metric_families(text):  # raises on anything Prometheus could not read
         for sample in family.samples:  # the parser reads Triton's counters as NAME_total; Prometheus keeps NAME
             name = family.name if family.name.startswith("nv_") else sample.name
             samples[(name, tuple(sorted(sample.labels.items())))] = sample.value
-    return text, samples
+    return text, samples, stats
 
 
 MV = (("model", "colour"), ("version", "1"))  # label pairs in sorted order, as the scrape keys them
 
 
 def test_triton_named_counters_per_model_and_version(scrape):
-    text, samples = scrape
+    text, samples, _ = scrape
     assert samples[("nv_inference_request_success", MV)] == 7  # 5 + 1 + 1 requests that reached the model
     assert samples[("nv_inference_request_failure", (MV[0], ("reason", "OTHER"), MV[1]))] == 1  # the bad image
     assert samples[("nv_inference_request_failure", (MV[0], ("reason", "REJECTED"), MV[1]))] == 0
@@ -62,7 +63,7 @@ def test_triton_named_counters_per_model_and_version(scrape):
 
 
 def test_histograms_batch_sizes_rejections_and_the_process(scrape):
-    _, samples = scrape
+    _, samples, _ = scrape
     assert samples[("edgeproof_model_request_duration_seconds_count", MV)] == 8
     assert samples[("edgeproof_batch_size_count", MV)] == samples[("nv_inference_exec_count", MV)]
     assert samples[("edgeproof_batch_size_sum", MV)] == 10
@@ -75,7 +76,7 @@ def test_histograms_batch_sizes_rejections_and_the_process(scrape):
 
 
 def test_the_grafana_dashboard_queries_only_metrics_the_server_exports(scrape):
-    _, samples = scrape
+    _, samples, _ = scrape
     exported = {name for name, _ in samples}
     dash = json.loads(DASHBOARD.read_text())
     exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
@@ -83,3 +84,13 @@ def test_the_grafana_dashboard_queries_only_metrics_the_server_exports(scrape):
     for expr in exprs:
         names = set(re.findall(r"\b((?:nv|edgeproof|process)_[a-z_]+)\b", expr))
         assert names and names <= exported, (expr, names - exported)
+
+
+def test_the_statistics_extension_agrees_with_the_counters(scrape):
+    _, samples, stats = scrape
+    (st,) = stats["model_stats"]  # Triton's shape, as tritonclient's get_inference_statistics returns it
+    assert (st["name"], st["version"], st["inference_count"]) == ("colour", "1", 10)
+    assert st["inference_stats"]["success"]["count"] == 7 and st["inference_stats"]["fail"]["count"] == 1
+    assert st["execution_count"] == samples[("nv_inference_exec_count", MV)]
+    assert sum(b["batch_size"] * b["compute_infer"]["count"] for b in st["batch_stats"]) == 10
+    assert st["inference_stats"]["compute_infer"]["ns"] > 0 and st["last_inference"] > 0

@@ -66,6 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--grpc-port", type=int, metavar="PORT",
                    help="also serve the Open Inference Protocol v2 over gRPC on PORT, on the same --host "
                         "(0 = any free port; needs 'edgeproof[serve-grpc]')")
+    g.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS (and gRPC over TLS) with this certificate; "
+                                                     "needs --tls-key")
+    g.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
     g.add_argument("--access-log", action="store_true", help="log every request on stderr (control characters "
                                                              "escaped)")
     b = p.add_argument_group("batching and concurrency")
@@ -133,7 +136,8 @@ def config_from(args: argparse.Namespace):
                        max_pixels=None if args.max_image_pixels is None else pixel_limit(args.max_image_pixels),
                        header_timeout=args.header_timeout, body_timeout=args.body_timeout,
                        max_connections=args.max_connections, max_inflight=max_inflight, grpc_port=args.grpc_port,
-                       web_dir=_web_dir(args.web), max_models_loaded=args.max_models_loaded)
+                       web_dir=_web_dir(args.web), max_models_loaded=args.max_models_loaded,
+                       tls_cert=args.tls_cert, tls_key=args.tls_key)
 
 
 def _web_dir(path: str | None) -> str | None:

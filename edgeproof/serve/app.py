@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from edgeproof.serve import classify, oip
+from edgeproof.serve import classify, kserve_v1, oip
 from edgeproof.serve.config import is_loopback
 from edgeproof.serve.guards import GuardMiddleware
 from edgeproof.serve.middleware import AuthMiddleware, BodyLimitMiddleware, MetricsMiddleware
@@ -87,7 +87,7 @@ def build_app(repo, lifespan=None) -> Starlette:
     if cfg.api_key is not None:
         middleware.append(Middleware(AuthMiddleware, key=cfg.api_key))
     middleware.append(Middleware(BodyLimitMiddleware, limit=cfg.max_body, budget=repo.budget))
-    routes = [*page_routes(repo), *classify.routes(repo), *oip.routes(repo)]
+    routes = [*page_routes(repo), *classify.routes(repo), *oip.routes(repo), *kserve_v1.routes(repo)]
     if cfg.web_dir:  # the exported in-browser site (edgeproof.runtime.web), static files only
         from starlette.responses import RedirectResponse
         from starlette.routing import Mount

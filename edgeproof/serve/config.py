@@ -115,6 +115,8 @@ class ServeConfig:
     max_inflight: int = DEFAULT_MAX_INFLIGHT  # bytes of bodies and decoded pixels in flight (503 over it)
     grpc_port: int | None = None  # OIP v2 over gRPC on this port (same host); None: off
     max_models_loaded: int | None = None  # a model repository: at most this many loaded (LRU unloading)
+    tls_cert: str | None = None  # PEM certificate (chain) for HTTPS and gRPC over TLS; with tls_key
+    tls_key: str | None = None
     web_dir: str | None = None  # an 'edgeproof export web' folder, served at /web/ (public, like the page)
 
     def __post_init__(self) -> None:
@@ -145,14 +147,30 @@ class ServeConfig:
                 raise UsageError(f"--cors '{origin}' is not an origin; give e.g. https://app.example.com (or *)")
         if self.name is not None and not _name_ok(self.name):
             raise UsageError(f"--name '{self.name}' is not valid; use letters, digits, '.', '_' or '-'")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise UsageError("--tls-cert and --tls-key go together; give both PEM files (certificate and private key)")
+        for flag, path in (("--tls-cert", self.tls_cert), ("--tls-key", self.tls_key)):
+            if path is not None and not _regular(path):
+                raise UsageError(f"{flag} '{path}' is not a readable regular file; give a PEM file (e.g. from "
+                                 "'openssl req -x509 -newkey rsa:2048 -nodes -keyout key.pem -out cert.pem')")
         if not is_loopback(self.host) and self.api_key is None and not self.insecure_no_auth:
             raise UsageError(f"--host {self.host} is reachable from other machines and no API key is set; give "
                              f"--api-key-file FILE or ${KEY_ENV} ({KEY_HINT}), or pass --insecure-no-auth to serve "
                              "without authentication")
 
     @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert else "http"
+
+    @property
     def auth(self) -> bool:
         return self.api_key is not None
+
+
+def _regular(path: str) -> bool:
+    from edgeproof.user_files import is_regular_file
+
+    return is_regular_file(path) and os.access(path, os.R_OK)
 
 
 def _name_ok(name: str) -> bool:

@@ -193,7 +193,12 @@ class GrpcServer:
                      ("grpc.max_connection_idle_ms", 300_000), ("grpc.http2.max_ping_strikes", 3)])
         target = f"[{host.strip('[]')}]:{port}" if ":" in host else f"{host}:{port}"
         try:
-            self.port = self.server.add_insecure_port(target)
+            if cfg.tls_cert:
+                with open(cfg.tls_key, "rb") as k, open(cfg.tls_cert, "rb") as c:
+                    creds = grpc.ssl_server_credentials([(k.read(), c.read())])
+                self.port = self.server.add_secure_port(target, creds)
+            else:
+                self.port = self.server.add_insecure_port(target)
         except RuntimeError:
             self.port = 0
         if not self.port:

@@ -18,6 +18,7 @@ Two families:
 from __future__ import annotations
 
 import threading
+import time
 
 LATENCY_BUCKETS = (.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -45,6 +46,8 @@ class ModelMetrics:
         self._lock = threading.Lock()
         self.values = {name: 0.0 for name in _TRITON if name != "nv_inference_request_failure"}
         self.failures = dict.fromkeys(FAILURE_REASONS, 0.0)
+        self.batches: dict[int, list[float]] = {}  # batch size -> [calls, compute seconds]
+        self.last_inference_ms = 0
         self.triton = self  # what Service calls: metrics.triton.add(...)
         self.rejected, self.watchdog_timeouts = parent.rejected, parent.watchdog_timeouts
         self.ready = parent.model_ready.labels(model, version)
@@ -68,6 +71,11 @@ class ModelMetrics:
         p.batch_size.labels(*mv).observe(size)
         p.inference_seconds.labels(*mv).observe(infer_s)
         p.images.inc(size)
+        with self._lock:
+            b = self.batches.setdefault(size, [0, 0.0])
+            b[0] += 1
+            b[1] += infer_s
+            self.last_inference_ms = int(time.time() * 1000)
         self.add("nv_inference_exec_count", 1)
         self.add("nv_inference_count", size)
         self.add("nv_inference_compute_infer_duration_us", infer_s * 1e6)
@@ -87,6 +95,29 @@ class ModelMetrics:
 
     def observe_request(self, endpoint: str, status: int | str, seconds: float) -> None:
         self.parent.observe_request(endpoint, status, seconds)
+
+    def stats(self) -> dict:
+        """Triton's statistics extension entry for this version (`GET /v2/models/NAME/stats`); times in ns."""
+        values, failures = self.snapshot()
+        with self._lock:
+            batches = {k: list(v) for k, v in sorted(self.batches.items())}
+            last = self.last_inference_ms
+        ok, failed = int(values["nv_inference_request_success"]), int(sum(failures.values()))
+        total_ns = values["nv_inference_request_duration_us"] * 1000
+        per = total_ns / max(ok + failed, 1)
+        none = {"count": 0, "ns": 0}
+        return {"name": self.model_name, "version": self.version, "last_inference": last,
+                "inference_count": int(values["nv_inference_count"]),
+                "execution_count": int(values["nv_inference_exec_count"]),
+                "inference_stats": {
+                    "success": {"count": ok, "ns": int(per * ok)}, "fail": {"count": failed, "ns": int(per * failed)},
+                    "queue": {"count": ok, "ns": int(values["nv_inference_queue_duration_us"] * 1000)},
+                    "compute_input": none, "compute_output": none,
+                    "compute_infer": {"count": int(values["nv_inference_exec_count"]),
+                                      "ns": int(values["nv_inference_compute_infer_duration_us"] * 1000)}},
+                "batch_stats": [{"batch_size": k, "compute_input": {"count": int(n), "ns": 0},
+                                 "compute_infer": {"count": int(n), "ns": int(sec * 1e9)},
+                                 "compute_output": {"count": int(n), "ns": 0}} for k, (n, sec) in batches.items()]}
 
 
 def triton_text(models: list[ModelMetrics]) -> bytes:

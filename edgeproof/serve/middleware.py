@@ -35,11 +35,17 @@ def endpoint_of(path: str) -> str:
         return name
     if path.startswith("/static/"):
         return "page"
+    if path.startswith("/v2/repository/"):
+        return "v2_repository"
+    if path.startswith("/v1/models/"):
+        return "v1_predict" if path.endswith(":predict") else "v1_model_status"
     if path.startswith("/v2/models/"):
         if path.endswith("/infer"):
             return "v2_infer"
         if path.endswith("/config"):
             return "v2_model_config"
+        if path.endswith("/stats"):
+            return "v2_model_stats"
         return "v2_model_ready" if path.endswith("/ready") else "v2_model_metadata"
     return "other"
 

@@ -22,7 +22,8 @@ from starlette.routing import Route
 import edgeproof
 from edgeproof.serve import oip_codec
 
-EXTENSIONS = ["classification", "binary_tensor_data", "model_configuration", "model_repository"]
+EXTENSIONS = ["classification", "binary_tensor_data", "model_configuration", "model_repository",
+              "statistics"]
 
 
 def _platform(model) -> str:
@@ -101,6 +102,10 @@ def routes(repo) -> list[Route]:
         return Response(b"".join([head, *blobs]), media_type="application/octet-stream",
                         headers={"inference-header-content-length": str(len(head))})
 
+    async def stats(request: Request) -> JSONResponse:
+        svc = await service(request)
+        return JSONResponse({"model_stats": [svc.metrics.stats()]})
+
     async def index(request: Request) -> JSONResponse:
         return JSONResponse(repo.index())
 
@@ -115,7 +120,8 @@ def routes(repo) -> list[Route]:
     r = []
     for base in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
         r += [Route(base, model_meta, methods=["GET"]), Route(base + "/ready", model_ready, methods=["GET"]),
-              Route(base + "/config", model_config, methods=["GET"]), Route(base + "/infer", infer, methods=["POST"])]
+              Route(base + "/config", model_config, methods=["GET"]), Route(base + "/infer", infer, methods=["POST"]),
+              Route(base + "/stats", stats, methods=["GET"])]
     return [Route("/v2", server_meta, methods=["GET"]), Route("/v2/health/live", live, methods=["GET"]),
             Route("/v2/health/ready", ready, methods=["GET"]), *r,
             Route("/v2/repository/index", index, methods=["POST"]),

@@ -74,8 +74,8 @@ def _lan_address() -> str | None:
         return None
 
 
-def _url(host: str, port: int) -> str:
-    return f"http://[{host.strip('[]')}]:{port}" if ":" in host else f"http://{host}:{port}"
+def _url(host: str, port: int, scheme: str = "http") -> str:
+    return f"{scheme}://[{host.strip('[]')}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 def _make_server_class():
@@ -193,8 +193,9 @@ def serve(model: str | Path | LoadSpec, config: ServeConfig,
             raise
     port = sock.getsockname()[1]
     lan = _lan_address() if config.host in ("0.0.0.0", "::") else None
-    started = Started(_url(config.host, port), _url(lan, port) if lan else None, svc.name, svc.model, svc.engine,
-                      load_s, _url(config.host, grpc_server.port)[7:] if grpc_server else None)
+    started = Started(_url(config.host, port, config.scheme), _url(lan, port, config.scheme) if lan else None,
+                      svc.name, svc.model, svc.engine, load_s,
+                      _url(config.host, grpc_server.port).removeprefix("http://") if grpc_server else None)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -221,7 +222,7 @@ def serve(model: str | Path | LoadSpec, config: ServeConfig,
     # access lines come from MetricsMiddleware (escaped); uvicorn's own access logger stays off
     ucfg = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", http=make_protocol(limits),
                           timeout_graceful_shutdown=config.graceful_timeout, server_header=False,
-                          timeout_keep_alive=5)
+                          timeout_keep_alive=5, ssl_certfile=config.tls_cert, ssl_keyfile=config.tls_key)
     server = _make_server_class()(ucfg)
     try:
         server.run(sockets=[sock])
