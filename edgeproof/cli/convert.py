@@ -54,9 +54,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     add_trust_flag(p)
     p.add_argument("--head", choices=("probabilities", "logits", "sigmoid", "sigmoid-logit", "multi-label"),
+                   metavar="HEAD",
                    help="the output head where the model's graph does not say it (a SavedModel, an ONNX graph not "
-                        "ending in Softmax/Sigmoid): softmax probabilities, raw logits, one sigmoid unit, one "
-                        "raw unit, or N independent sigmoids (multi-label); default: read from the last layer, else from the outputs")
+                        "ending in Softmax/Sigmoid): probabilities (softmax), logits (raw), sigmoid (one sigmoid "
+                        "unit), sigmoid-logit (one raw unit), or multi-label (N independent sigmoids); default: "
+                        "read from the last layer, else from the outputs")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration sample (default 0)")
     p.add_argument("--no-int8-search", action="store_true",
                    help="use the format table's int8 recipe as is (default: compare the int8 recipes on held-out "
