@@ -148,7 +148,7 @@ def test_bare_loop_matches_the_backend(tm):
     from edgeproof.bench.baselines import bare_baseline
 
     with load(tm.files["tflite-fp32"], backend=NAME, threads=1) as m:
-        x = np.random.default_rng(0).random((1, *m._hw3), dtype=np.float32)
+        x = np.random.default_rng(0).random((1, m.preprocess.height, m.preprocess.width, m.preprocess.channels), dtype=np.float32)
         bare = bare_baseline(NAME, tm.files["tflite-fp32"], 1, x, m)
         assert bare.call_user is None
         np.testing.assert_allclose(np.asarray(bare.call()).reshape(1, -1), m.backend.run(x), atol=1e-7)
