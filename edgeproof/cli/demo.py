@@ -146,7 +146,7 @@ def _in_child(stage: str, fn, *args, peaks: dict[str, float]):
 
 
 def peak_rss_mb(peaks: dict[str, float]) -> tuple[float, str]:
-    """The demo's peak resident memory (MB) and where: its largest stage process, or this process itself."""
+    """The demo's peak resident memory (MiB) and where: its largest stage process, or this process itself."""
     import resource
 
     peaks = {**peaks, "demo": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -203,8 +203,8 @@ def run(args: argparse.Namespace) -> int:
     info(f"artifacts  : {art_dir}  (manifest.json inside)")
     info(f"report     : {report_files}")
     info("time       : " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()) + f", total {total:.0f}s wall")
-    info(f"peak memory: {peak:.0f} MB resident ({where}); per stage: "
-         + ", ".join(f"{k} {v:.0f} MB" for k, v in peaks.items()))
+    info(f"peak memory: {peak:.0f} MiB resident ({where}); per stage: "
+         + ", ".join(f"{k} {v:.0f} MiB" for k, v in peaks.items()))
     status = 0
     for fmt, _status, _size, error, _written in failed:
         error_line(f"demo: conversion to {fmt} failed: {error}")
