@@ -111,8 +111,24 @@ class Model:
             h, w, c = self._hwc
             raise UsageError(f"predict got an array of shape {x.shape}; this model takes float32 "
                              f"(N, {h}, {w}, {c}) NHWC (see edgeproof.runtime.preprocess.prepare)")
-        x0 = x
-        x = self._native(x, reuse=True)
+        return self._run(self._native(x, reuse=True), x)
+
+    @property
+    def native_dtype(self) -> str | None:
+        """'uint8' or 'int8' when the interpreter takes quantized integers (scale and zero point), else None."""
+        return self.input_spec.dtype if self._q_in is not None and self.input_spec.dtype in ("uint8", "int8") else None
+
+    def predict_native(self, q: np.ndarray) -> np.ndarray:
+        """The interpreter's own quantized input, (N,H,W,C) of native_dtype, straight to the backend (no float
+        round trip: x = (q - zero_point) * scale is what predict would have quantized) -> float32 scores."""
+        h, w, c = self._hwc
+        if self.native_dtype is None or q.dtype != np.dtype(self.native_dtype) or q.ndim != 4 or q.shape[1:] != self._hwc:
+            want = f"{self.native_dtype} (N, {h}, {w}, {c})" if self.native_dtype else "none (its input is not quantized)"
+            raise UsageError(f"predict_native got {q.dtype} {q.shape}; this model's native input is {want}")
+        return self._run(np.ascontiguousarray(q.transpose(0, 3, 1, 2)) if self._nchw else q, None)
+
+    def _run(self, x: np.ndarray, x0: np.ndarray | None) -> np.ndarray:
+        """The backend's input `x` (from the caller's float input x0, or native) -> float32 scores."""
         n = x.shape[0]
         try:
             if n == 1 or self.backend.batch_ok:
@@ -156,7 +172,8 @@ class Model:
         # huge finite scores overflow it, which the full check then clears): half the cost of isfinite().all().
         # A quantized output is integers times a finite scale: never NaN/inf, so it is not checked.
         if self._q_out is None and not math.isfinite(out.sum()) and not np.isfinite(out).all():
-            _refuse_non_finite_input(x0)
+            if x0 is not None:
+                _refuse_non_finite_input(x0)
             raise invalid(self.path, family_of(self.path), f"{self.backend_name} computed non-finite scores "
                           "(NaN/inf) from a finite input, so its weights are damaged")
         return out

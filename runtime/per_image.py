@@ -1,8 +1,9 @@
 """The per-image work every engine shares: decode + preprocess one input, classify a batch.
 
-The local pipeline's threads (runtime.pipeline), each Ray actor (edgeproof.scaleout.ray_run) and
-run_session's callers go through one `Session` over one loaded model, so a bad file gets the same skip
-reason and an image the same scores whichever engine ran it.
+The local pipeline's threads (runtime.pipeline), each Ray actor (edgeproof.scaleout.ray_run),
+run_session's callers and each of the server's interpreters (edgeproof.serve.engine) go through one
+`Session` over one loaded model, so a bad file gets the same skip reason and an image the same scores
+whichever engine ran it.
 """
 
 from __future__ import annotations
@@ -54,11 +55,17 @@ class Session:
         """(item, preprocessed x, kept frame, skip reason, decode+preprocess ms); never raises for a bad input."""
         return decode_item(item, self.model.preprocess, keep_frame, self.max_pixels)
 
+    def infer(self, x: np.ndarray, what: str) -> np.ndarray:
+        """A batch -> scores, under the watchdog (`what` names the batch for it). x is float32 in model-input
+        space, or the quantized model's own integer input (Model.native_dtype), which skips the float round trip."""
+        native = x.dtype != np.float32 and x.dtype.name == self.model.native_dtype
+        with self.watchdog.watch(what) if self.watchdog is not None else nullcontext():
+            return self.model.predict_native(x) if native else self.model.predict(x)
+
     def classify(self, x: np.ndarray, what: str) -> tuple[np.ndarray, list[list[tuple[str, float]]], float]:
         """A batch of preprocessed inputs -> (scores, top-k per row, inference ms per image); `what` names the
         batch for the watchdog."""
         t = time.perf_counter()
-        with self.watchdog.watch(what) if self.watchdog is not None else nullcontext():
-            scores = self.model.predict(x)
+        scores = self.infer(x, what)
         per = (time.perf_counter() - t) * 1e3 / len(x)
         return scores, self.model.topk(scores, self.top_k), per

@@ -1,9 +1,11 @@
 """Dynamic batching in front of one or more interpreters, each called by one thread at a time.
 
-Requests put jobs (a float32 NHWC array of n >= 1 images) on one queue. Each replica (a loaded Model
-with its own interpreter and thread) takes the first job, then keeps taking jobs until it holds
-`max_batch` images or `batch_timeout` has passed since it took the first one (Triton's
-max_queue_delay), and runs them as one `Model.predict` call. It waits only while other requests are
+Requests put jobs (an NHWC array of n >= 1 images: float32 in model-input space, or a quantized
+model's own integer input) on one queue. Each replica (a loaded Model with its own interpreter and
+thread) takes the first job, then keeps taking jobs of the same dtype until it holds `max_batch` images
+or `batch_timeout` has passed since it took the first one (Triton's max_queue_delay), and runs them as
+one call of the runtime's per-image Session (runtime.per_image: the watchdog, then Model.predict, or
+Model.predict_native for integer input with no float round trip). It waits only while other requests are
 still being decoded, so a lone request never pays the timeout; a lone request that finds an idle
 interpreter even runs on its decode thread (under that interpreter's lock), saving a thread hand-off.
 Each interpreter's lock is held around every call, so inference never runs concurrently on one
@@ -210,6 +212,9 @@ class _Replica:
             from edgeproof.runtime.watchdog import Watchdog
 
             self._dog = Watchdog(engine.infer_timeout, self._on_timeout)
+        from edgeproof.runtime.per_image import Session
+
+        self.session = Session(model, watchdog=self._dog)
         self.thread = threading.Thread(target=self._loop, name=f"edgeproof-infer-{index}", daemon=True)
 
     def _on_timeout(self, what: str, seconds: float) -> None:
@@ -241,7 +246,7 @@ class _Replica:
             if job is _STOP:
                 q.put(_STOP)
                 break
-            if n + job.n > eng.max_batch:
+            if n + job.n > eng.max_batch or job.x.dtype != first.x.dtype:  # a float and a native batch never mix
                 return batch, job
             batch.append(job)
             n += job.n
@@ -251,12 +256,7 @@ class _Replica:
         """One call on zeros before the first request (first calls allocate), under the watchdog like any call."""
         try:
             pp = self.model.preprocess
-            x = np.zeros((1, pp.height, pp.width, pp.channels), np.float32)
-            if self._dog is not None:
-                with self._dog.watch("the warm-up call"):
-                    self.model.predict(x)
-            else:
-                self.model.predict(x)
+            self.session.infer(np.zeros((1, pp.height, pp.width, pp.channels), np.float32), "the warm-up call")
         except Exception as exc:  # noqa: BLE001 - real requests will meet and report a real failure
             log.warning("warm-up inference on %s failed: %s", self.model.path.name, exc)
 
@@ -278,8 +278,9 @@ class _Replica:
     def _predict(self, x: np.ndarray) -> np.ndarray:
         step = max(self.engine.max_batch, 1)
         if len(x) <= step:
-            return self.model.predict(x)
-        return np.concatenate([self.model.predict(x[i:i + step]) for i in range(0, len(x), step)])
+            return self.session.infer(x, f"a batch of {len(x)}")
+        return np.concatenate([self.session.infer(x[i:i + step], f"a batch of {len(x[i:i + step])}")
+                               for i in range(0, len(x), step)])
 
     def _run(self, batch: list[_Job]) -> None:
         eng = self.engine
@@ -287,11 +288,7 @@ class _Replica:
         self._current = batch
         x = batch[0].x if len(batch) == 1 else np.concatenate([j.x for j in batch])
         try:
-            if self._dog is not None:
-                with self._dog.watch(f"a batch of {len(x)}"):
-                    probs = self._predict(x)
-            else:
-                probs = self._predict(x)
+            probs = self._predict(x)
         except Exception as exc:  # noqa: BLE001 - handed to the request; the replica keeps serving
             self._current = []
             if self.dead:

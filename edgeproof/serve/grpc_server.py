@@ -3,7 +3,8 @@
 The messages and service stubs are Triton's (`tritonclient.grpc.service_pb2`, the `edgeproof[serve-grpc]`
 extra): the protocol's reference proto, wire-compatible with KServe's open_inference_grpc.proto, so
 `tritonclient.grpc` and KServe's clients work unchanged. Served: ServerLive, ServerReady, ModelReady,
-ServerMetadata, ModelMetadata and ModelInfer (inputs as `raw_input_contents` or typed contents;
+ServerMetadata, ModelMetadata and ModelInfer (inputs as `raw_input_contents` or typed contents, FP32,
+BYTES, or a quantized model's native UINT8/INT8;
 outputs always as `raw_output_contents`, as Triton answers). Everything else is UNIMPLEMENTED.
 
 The same rules as HTTP: the key (metadata `authorization: Bearer KEY`) on everything but liveness and
@@ -51,6 +52,8 @@ def request_dict(req) -> tuple[dict, bytes]:
             d["parameters"] = {"binary_data_size": len(raw[i]) if i < len(raw) else -1}
         elif t.datatype == "BYTES":
             d["data"] = list(t.contents.bytes_contents)
+        elif t.datatype in ("UINT8", "INT8"):  # the protocol carries them widened, in uint_/int_contents
+            d["data"] = list(t.contents.uint_contents if t.datatype == "UINT8" else t.contents.int_contents)
         else:
             d["data"] = list(t.contents.fp32_contents)
         inputs.append(d)

@@ -2,6 +2,8 @@
 
 The model's input is offered in model-input space: FP32 [-1, H, W, C] NHWC after the artifact's
 own preprocessing (quantization and NCHW layout are applied by the runtime, as in Model.predict).
+A quantized model (int8/uint8 input with a scale) also takes its native UINT8/INT8 [-1, H, W, C], passed
+to the interpreter as is; its metadata and config name that native datatype (FP32 is still accepted).
 An input of datatype BYTES carries encoded images instead (base64 text in JSON), shape [N] or [N, 1],
 decoded and preprocessed exactly like /v1/classify. The output is FP32 [N, C] probabilities; an
 output requested with `"parameters": {"classification": K}` is Triton's classification extension:
@@ -33,11 +35,16 @@ def _platform(model) -> str:
 
 def metadata(model, name: str, versions: list[str] | None = None) -> dict:
     pp = model.preprocess
+    native = oip_codec.native_datatype(model)
     return {"name": name, "versions": versions or ["1"], "platform": _platform(model),
-            "inputs": [{"name": model.input_spec.name, "datatype": "FP32",
+            "inputs": [{"name": model.input_spec.name, "datatype": native or "FP32",
                         "shape": [-1, pp.height, pp.width, pp.channels]}],
             "outputs": [{"name": model.output_spec.name, "datatype": "FP32", "shape": [-1, len(model.labels)]}],
             "parameters": {"labels": list(model.labels), "format": model.format,
+                           "input_datatypes": [*([native] if native else []), "FP32", "BYTES"],
+                           **({"input_quantization": {"datatype": native, "scale": float(model.input_spec.scale),
+                                                      "zero_point": int(model.input_spec.zero_point or 0)}}
+                              if native else {}),
                            "bytes_input": "an input of datatype BYTES, shape [N], carries N encoded images "
                                           "(base64 in JSON, or binary tensor data)"}}
 
@@ -46,7 +53,8 @@ def config(model, name: str, max_batch: int, delay_ms: float) -> dict:
     """Triton's model configuration, as far as it applies (tritonclient's get_model_config, image_client)."""
     pp = model.preprocess
     return {"name": name, "platform": _platform(model), "backend": model.backend_name, "max_batch_size": max_batch,
-            "input": [{"name": model.input_spec.name, "data_type": "TYPE_FP32", "format": "FORMAT_NHWC",
+            "input": [{"name": model.input_spec.name, "data_type": f"TYPE_{oip_codec.native_datatype(model) or 'FP32'}",
+                       "format": "FORMAT_NHWC",
                        "dims": [pp.height, pp.width, pp.channels]}],
             "output": [{"name": model.output_spec.name, "data_type": "TYPE_FP32", "dims": [len(model.labels)],
                         "label_filename": ""}],

@@ -3,7 +3,10 @@
 JSON: `{"inputs": [{"name", "shape", "datatype", "data"}], "outputs"?, "parameters"?, "id"?}`.
 Binary (what tritonclient sends by default): the header `Inference-Header-Content-Length: n` says the
 first n bytes are that JSON; an input with `"parameters": {"binary_data_size": k}` has its data in the
-next k bytes (FP32 little-endian; BYTES elements each prefixed by a 4-byte little-endian length). Outputs
+next k bytes (FP32 little-endian, UINT8/INT8 one byte each; BYTES elements each prefixed by a 4-byte
+little-endian length). UINT8 or INT8 is a quantized model's own input (its interpreter's integers, after
+the artifact's preprocessing and the input tensor's scale/zero point), accepted only when that is the
+model's native input type, and passed to the interpreter as is (no float round trip). Outputs
 asked for with `"binary_data": true` (or the request's `"binary_data_output": true`) come back the same way.
 Everything here runs in the decode pool, never on the event loop.
 """
@@ -27,15 +30,22 @@ HEADER = "inference-header-content-length"
 @dataclass
 class Parsed:
     req: dict
-    x: np.ndarray | None  # FP32 batch in model-input space, or
+    x: np.ndarray | None  # FP32 batch in model-input space, or the model's native UINT8/INT8 input, or
     items: list[tuple[str, bytes]] | None  # encoded images (BYTES)
     outputs: list[tuple[int | None, bool]]  # per output: (classification K or None, binary?)
 
 
+def native_datatype(model) -> str | None:
+    """'UINT8' or 'INT8' for a quantized model's own input type, else None (FP32 and BYTES only)."""
+    return model.native_dtype.upper() if model.native_dtype else None
+
+
 def expected(model) -> str:
     pp = model.preprocess
-    return (f"'{model.input_spec.name}' as FP32 [N, {pp.height}, {pp.width}, {pp.channels}] (model-input space) or as "
-            "BYTES [N] (encoded images)")
+    hwc = f"[N, {pp.height}, {pp.width}, {pp.channels}]"
+    native = native_datatype(model)
+    own = f", as {native} {hwc} (the quantized interpreter's own input)" if native else ""
+    return f"'{model.input_spec.name}' as FP32 {hwc} (model-input space){own} or as BYTES [N] (encoded images)"
 
 
 def _split(raw: bytes, header: str | None) -> tuple[bytes, bytes]:
@@ -119,10 +129,14 @@ def from_request(req, binary: bytes, model, maybe_bool: bool = False) -> Parsed:
     if dtype == "BYTES":
         return Parsed(req, None, _bytes_input(name, shape, chunk, inp.get("data")), outputs)
     pp = model.preprocess
-    if dtype != "FP32" or len(shape) != 4 or shape[1:] != [pp.height, pp.width, pp.channels] or \
+    native = native_datatype(model)
+    if dtype not in ("FP32", native) or len(shape) != 4 or shape[1:] != [pp.height, pp.width, pp.channels] or \
             not 1 <= shape[0] <= MAX_IMAGES_PER_REQUEST:
-        raise HttpError(400, f"input '{name}' is {dtype} {shape}; expected {expected(model)} "
+        raise HttpError(400, f"input '{name}' is {str(dtype)[:20]} {shape}; expected {expected(model)} "
                              f"with 1 <= N <= {MAX_IMAGES_PER_REQUEST}")
+    if dtype == native:
+        return Parsed(req, _integers(chunk, inp.get("data"), name, shape, model.native_dtype, maybe_bool), None,
+                      outputs)
     x = np.frombuffer(chunk, "<f4") if chunk is not None and len(chunk) % 4 == 0 else \
         _numbers(inp.get("data") if chunk is None else [], name, shape, maybe_bool)
     if x.size != math.prod(shape):
@@ -134,14 +148,15 @@ def from_request(req, binary: bytes, model, maybe_bool: bool = False) -> Parsed:
     return Parsed(req, x, None, outputs)
 
 
-def _numbers(data: list, name: str, shape: list[int], maybe_bool: bool) -> np.ndarray:
-    """JSON numbers only, as Triton takes them: true/false or strings in FP32 data are a 400, not 1.0/0.0."""
-    bad = HttpError(400, f"input '{name}' data must be JSON numbers only (FP32 {shape}); true/false, strings and "
+def _numbers(data: list, name: str, shape: list[int], maybe_bool: bool, as_float: bool = True,
+             dtype: str = "FP32") -> np.ndarray:
+    """JSON numbers only, as Triton takes them: true/false or strings in the data are a 400, not 1.0/0.0."""
+    bad = HttpError(400, f"input '{name}' data must be JSON numbers only ({dtype} {shape}); true/false, strings and "
                          "null are not numbers")
     try:
         x = np.asarray(data)
     except ValueError:  # ragged nesting
-        raise HttpError(400, f"input '{name}' data is not an array of numbers (FP32 {shape})") from None
+        raise HttpError(400, f"input '{name}' data is not an array of numbers ({dtype} {shape})") from None
     if x.size and x.dtype.kind not in "iuf":
         raise bad
     if maybe_bool:  # [1.5, true] becomes float64 (and [1, true] int64) silently: look at the elements
@@ -150,7 +165,25 @@ def _numbers(data: list, name: str, shape: list[int], maybe_bool: bool) -> np.nd
             flat = [v for row in flat for v in row]
         if any(isinstance(v, bool) for v in flat):
             raise bad
-    return x.astype(np.float32)
+    return x.astype(np.float32) if as_float else x
+
+
+def _integers(chunk: bytes | None, data, name: str, shape: list[int], dtype: str, maybe_bool: bool) -> np.ndarray:
+    """A native UINT8/INT8 tensor, from binary data (one byte each) or JSON integers in the type's range."""
+    want = math.prod(shape)
+    if chunk is not None:
+        if len(chunk) != want:
+            raise HttpError(400, f"input '{name}' has shape {shape} ({want} values) but the data holds {len(chunk)} "
+                                 f"binary bytes ({dtype.upper()} is one byte per value)")
+        return np.frombuffer(chunk, dtype).reshape(shape)
+    info = np.iinfo(dtype)
+    x = _numbers(data, name, shape, maybe_bool, as_float=False, dtype=dtype.upper())
+    if x.size != want:
+        raise HttpError(400, f"input '{name}' has shape {shape} ({want} values) but the data holds {x.size} values")
+    if x.size and (x.dtype.kind == "f" or x.min() < info.min or x.max() > info.max):
+        raise HttpError(400, f"input '{name}' is {dtype.upper()}: its data must be integers from {info.min} to "
+                             f"{info.max}; got values outside that (or fractions)")
+    return x.astype(dtype).reshape(shape)
 
 
 def _bytes_input(name: str, shape: list[int], chunk: bytes | None, data) -> list[tuple[str, bytes]]:
