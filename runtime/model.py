@@ -22,7 +22,8 @@ from edgeproof.contract import (
     n_classes,
 )
 from edgeproof.errors import EdgeproofError, UsageError
-from edgeproof.formats import BACKENDS, backends_for, family_of, format_of, get_backend
+from edgeproof.formats import BACKENDS, family_of, format_of
+from edgeproof.runtime.backend_choice import choose_backend, device_profile
 from edgeproof.runtime.backends.base import Backend, BatchUnsupported
 from edgeproof.runtime.model_check import (
     check_io,
@@ -41,9 +42,11 @@ from edgeproof.runtime.model_meta import (  # noqa: F401 - guess_layout, read_la
     synthesize_meta,
 )
 from edgeproof.runtime.output_check import check_outputs, looks_like_probabilities
+from edgeproof.runtime.pixels import dequantize_table, pixel_mask
 from edgeproof.runtime.spec import OVERRIDE_KEYS, LoadSpec
 
 __all__ = ["OVERRIDE_KEYS", "LoadSpec", "Model", "apply_overrides", "load", "read_labels", "synthesize_meta"]
+_U8 = np.dtype(np.uint8)
 _QRANGE = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
 
 
@@ -68,6 +71,7 @@ class Model:
             self.placement = {**(backend.placement or {}), "degraded": list(backend.degraded)}
         pp = meta.preprocess
         self._hwc = (pp.height, pp.width, pp.channels)
+        self._px1 = (1, *self._hwc)  # one image: predict_pixels' shortest path
         self._nchw = pp.layout == "NCHW"
         i, o = self.input_spec, self.output_spec
         self._in_dtype = np.dtype(i.dtype)
@@ -84,6 +88,8 @@ class Model:
                 pass
         self._cast_in = self._q_in is None and self._in_dtype != np.float32
         self._q_out = (np.float32(o.scale), np.float32(o.zero_point or 0)) if o.dtype in _QRANGE and o.scale else None
+        self._deq = dequantize_table(np.dtype(o.dtype), *self._q_out) if self._q_out is not None else None
+        self._pixel_mask: np.uint8 | None = pixel_mask(pp, self._in_dtype, self._quantize) if self._q_in is not None else None
         self._softmax: bool | None = {"logits": True, "probabilities": False,
                                                  "multi-label": False}.get(meta.output_kind)
         self._binary: str | None = meta.output_kind if meta.output_kind in BINARY_HEADS else None
@@ -111,7 +117,7 @@ class Model:
             h, w, c = self._hwc
             raise UsageError(f"predict got an array of shape {x.shape}; this model takes float32 "
                              f"(N, {h}, {w}, {c}) NHWC (see edgeproof.runtime.preprocess.prepare)")
-        return self._run(self._native(x, reuse=True), x)
+        return self._finish(self._dequantize(self._run(self._native(x, reuse=True))), x.shape[0], x)
 
     @property
     def native_dtype(self) -> str | None:
@@ -125,10 +131,47 @@ class Model:
         if self.native_dtype is None or q.dtype != np.dtype(self.native_dtype) or q.ndim != 4 or q.shape[1:] != self._hwc:
             want = f"{self.native_dtype} (N, {h}, {w}, {c})" if self.native_dtype else "none (its input is not quantized)"
             raise UsageError(f"predict_native got {q.dtype} {q.shape}; this model's native input is {want}")
-        return self._run(np.ascontiguousarray(q.transpose(0, 3, 1, 2)) if self._nchw else q, None)
+        native = np.ascontiguousarray(q.transpose(0, 3, 1, 2)) if self._nchw else q
+        return self._finish(self._dequantize(self._run(native)), q.shape[0], None)
 
-    def _run(self, x: np.ndarray, x0: np.ndarray | None) -> np.ndarray:
-        """The backend's input `x` (from the caller's float input x0, or native) -> float32 scores."""
+    def predict_pixels(self, px: np.ndarray) -> np.ndarray:
+        """uint8 (N,H,W,C) pixels in the contract's size, channels and colour order, not normalized
+        (preprocess.pixels) -> the scores predict(preprocess.normalize(px)) gives, bit for bit.
+
+        Where the model's input quantization is an exact integer map of the pixels (runtime.pixels: int8 with
+        scale 1 and zero point -128 on 0..255, ...), one integer op writes the quantized input straight into the
+        runtime's input tensor: no float step, no NaN check (uint8 has none), no copy."""
+        mask = self._pixel_mask
+        if mask is None or px.dtype is not _U8 or px.shape != self._px1:  # all but one image on the integer path
+            return self._predict_pixels(px)
+        try:
+            out = self.backend.run_bytes(self._px1, lambda buf: np.bitwise_xor(px, mask, out=buf))
+        except EdgeproofError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - as in _run: the runtime failed inside a model that loaded
+            raise self._failed(exc) from None
+        deq = self._deq
+        return self._finish(deq.take(out) if deq is not None else self._dequantize(out, view=True), 1, px)
+
+    def _predict_pixels(self, px: np.ndarray) -> np.ndarray:
+        if px.dtype != np.uint8:
+            raise UsageError(f"predict_pixels got a {px.dtype} array; it takes uint8 pixels (preprocess.pixels); "
+                             "give float32 model input to predict instead")
+        if px.ndim == 3:
+            return self.predict_pixels(px[None])
+        if self._pixel_mask is None or px.shape[1:] != self._hwc:  # the float path (predict checks the shape)
+            from edgeproof.runtime.preprocess import normalize
+
+            return self.predict(normalize(px.astype(np.float32), self.meta.preprocess))
+        native = np.bitwise_xor(px, self._pixel_mask).view(self._in_dtype)  # a batch
+        return self._finish(self._dequantize(self._run(native)), px.shape[0], px)
+
+    def _failed(self, exc: BaseException) -> EdgeproofError:
+        return invalid(self.path, family_of(self.path), f"it loaded but {self.backend_name} failed to run it "
+                       f"({one_line(exc)})")
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        """The backend's raw output for native input x, one row at a time where it takes no batch."""
         n = x.shape[0]
         try:
             if n == 1 or self.backend.batch_ok:
@@ -141,13 +184,22 @@ class Model:
         except EdgeproofError:
             raise
         except Exception as exc:  # noqa: BLE001 - the runtime failed inside a model that loaded: a damaged file
-            raise invalid(self.path, family_of(self.path), f"it loaded but {self.backend_name} failed to run it "
-                          f"({one_line(exc)})") from None
+            raise self._failed(exc) from None
+        return out
+
+    def _dequantize(self, out: np.ndarray, view: bool = False) -> np.ndarray:
+        """Raw output -> float32, a new array where `view` (out is the runtime's own buffer, see run_bytes)."""
+        if self._deq is not None:  # one table look-up: (q - zero point) * scale
+            return self._deq.take(out)
         if self._q_out is not None:
             out = np.subtract(out, self._q_out[1], dtype=np.float32)
             out *= self._q_out[0]
-        elif out.dtype != np.float32:
-            out = out.astype(np.float32)
+            return out
+        return out.astype(np.float32) if view or out.dtype != np.float32 else out
+
+    def _finish(self, out: np.ndarray, n: int, x0: np.ndarray | None) -> np.ndarray:
+        """float32 output of n inputs -> (n, classes) scores: reshaped, softmax/sigmoid as the contract says;
+        non-finite scores refused (x0: the caller's float input, named when it holds the NaN/inf)."""
         if out.ndim != 2:
             if sum(d > 1 for d in out.shape[1:]) > 1:  # a dynamic shape that turned out to be a feature map
                 raise UsageError(f"'{self.path.name}' output has shape {list(out.shape)}: a feature map, not class "
@@ -271,31 +323,6 @@ def _check_used_shapes(path: Path, family: str, be: Backend, meta: ArtifactMeta)
         check_prepared_tflite(path, interpreter, used)
 
 
-def _profile(device: str):
-    try:
-        from edgeproof.devices import get_profile
-    except ImportError:
-        raise UsageError(f"--device {device}: device profiles (edgeproof.devices) are not available in this "
-                         "install") from None
-    return get_profile(device)
-
-
-def _choose_backend(path: Path, family: str, backend: str | None, profile) -> str:
-    if backend:
-        b = get_backend(backend)
-        if b.family not in (family, "any"):
-            raise UsageError(f"backend '{backend}' cannot run '{path.name}' ({family}); valid backends for it: "
-                             f"{', '.join(backends_for(family))}")
-        return b.name
-    pb = getattr(profile, "backend", None) if profile is not None else None
-    fmt = format_of(path)
-    if pb in BACKENDS and BACKENDS[pb].family in (family, "any") and (fmt is None or pb in fmt.backends):
-        return pb
-    if fmt is not None:
-        return fmt.backends[0]
-    return backends_for(family)[0]
-
-
 def load(path: str | Path | LoadSpec, **options: Any) -> Model:
     """Open an artifact with the right backend; see the module docstring for what Model does.
 
@@ -320,8 +347,8 @@ def load(path: str | Path | LoadSpec, **options: Any) -> Model:
     family = family_of(path)
     if not path.is_file():
         raise UsageError(f"model file '{path}' not found; give a .tflite or .onnx file")
-    profile = _profile(spec.device) if spec.device else None
-    name = _choose_backend(path, family, spec.backend, profile)
+    profile = device_profile(spec.device) if spec.device else None
+    name = choose_backend(path, family, spec.backend, profile)
     cls = BACKENDS[name].load_class()
     spec.check_backend(cls)
     verified = preflight(path, spec.verify, spec.trust_model)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgeproof.runtime.preprocess import ImageReadError, prepare, read_image, wants_alpha
+from edgeproof.runtime.preprocess import ImageReadError, pixels, read_image, wants_alpha
 from edgeproof.runtime.sources import Item
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -25,14 +25,14 @@ Decoded = tuple[Item, np.ndarray | None, np.ndarray | None, str | None, float]
 
 
 def decode_item(item: Item, pp, keep_frame: bool, max_pixels: int | None = None) -> Decoded:
-    """One input -> (item, preprocessed x, kept frame, skip reason, decode+preprocess ms); never raises for a bad
-    file."""
+    """One input -> (item, x: uint8 pixels in the model's size and channels (preprocess.pixels), kept frame, skip
+    reason, decode+preprocess ms); never raises for a bad file."""
     if item.error is not None:  # the source already knows why this input cannot be delivered
         return item, None, None, item.error, 0.0
     t = time.perf_counter()
     try:
         bgr = item.frame if item.frame is not None else read_image(item.path, max_pixels, wants_alpha(pp))
-        x = prepare(bgr, pp)
+        x = pixels(bgr, pp)
         if bgr.ndim == 3 and bgr.shape[2] == 4:  # a 4-channel model's alpha: the kept frame is drawn on as BGR
             bgr = bgr[:, :, :3]
     except ImageReadError as exc:
@@ -52,20 +52,27 @@ class Session:
         self.model, self.top_k, self.watchdog, self.max_pixels = model, top_k, watchdog, max_pixels
 
     def decode(self, item: Item, keep_frame: bool = False) -> Decoded:
-        """(item, preprocessed x, kept frame, skip reason, decode+preprocess ms); never raises for a bad input."""
+        """(item, x: uint8 pixels, kept frame, skip reason, decode+preprocess ms); never raises for a bad input."""
         return decode_item(item, self.model.preprocess, keep_frame, self.max_pixels)
 
     def infer(self, x: np.ndarray, what: str) -> np.ndarray:
         """A batch -> scores, under the watchdog (`what` names the batch for it). x is float32 in model-input
         space, or the quantized model's own integer input (Model.native_dtype), which skips the float round trip."""
         native = x.dtype != np.float32 and x.dtype.name == self.model.native_dtype
-        with self.watchdog.watch(what) if self.watchdog is not None else nullcontext():
+        with self._watch(what):
             return self.model.predict_native(x) if native else self.model.predict(x)
 
+    def _watch(self, what: str):
+        return self.watchdog.watch(what) if self.watchdog is not None else nullcontext()
+
     def classify(self, x: np.ndarray, what: str) -> tuple[np.ndarray, list[list[tuple[str, float]]], float]:
-        """A batch of preprocessed inputs -> (scores, top-k per row, inference ms per image); `what` names the
-        batch for the watchdog."""
+        """A batch of decode()'s uint8 pixels (or float32 model input) -> (scores, top-k per row, inference ms per
+        image); `what` names the batch for the watchdog."""
         t = time.perf_counter()
-        scores = self.infer(x, what)
+        if x.dtype == np.uint8:  # decode's pixels (a uint8 model's native input goes through infer, never here)
+            with self._watch(what):
+                scores = self.model.predict_pixels(x)
+        else:
+            scores = self.infer(x, what)
         per = (time.perf_counter() - t) * 1e3 / len(x)
         return scores, self.model.topk(scores, self.top_k), per

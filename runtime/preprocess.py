@@ -22,7 +22,7 @@ from edgeproof.runtime.image_check import (  # importing it sets OpenCV's pixel-
     check_file,
 )
 
-__all__ = ["ImageReadError", "decode", "load_batch", "load_image", "prepare", "read_image", "to_bgr8", "to_channels",
+__all__ = ["ImageReadError", "decode", "load_batch", "load_image", "pixels", "prepare", "read_image", "to_bgr8", "to_channels",
            "wants_alpha"]
 _INTERP = {"bilinear": 1, "nearest": 0, "bicubic": 2, "area": 3}  # cv2.INTER_* values
 
@@ -103,11 +103,17 @@ def to_bgr8(img: np.ndarray, alpha: bool = False) -> np.ndarray:
 def prepare(bgr: np.ndarray, pp: Preprocess) -> np.ndarray:
     """BGR (or BGRA) uint8 HxWx3 -> float32 HxWxC in the contract's size, channels, color order and
     normalization."""
+    return normalize(pixels(bgr, pp).astype(np.float32), pp)
+
+
+def pixels(bgr: np.ndarray, pp: Preprocess) -> np.ndarray:
+    """BGR (or BGRA) uint8 HxWx3 -> uint8 HxWxC in the contract's size, channels and color order: prepare()
+    before its normalization, what Model.predict_pixels takes (a quantized model may need no float step)."""
     import cv2
 
     if bgr.shape[0] != pp.height or bgr.shape[1] != pp.width:
         bgr = cv2.resize(bgr, (pp.width, pp.height), interpolation=_INTERP[pp.interpolation])
-    return normalize(to_channels(bgr, pp).astype(np.float32), pp)
+    return to_channels(bgr, pp)
 
 
 def to_channels(bgr: np.ndarray, pp: Preprocess) -> np.ndarray:

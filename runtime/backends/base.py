@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +171,15 @@ class Backend(ABC):
     @abstractmethod
     def run(self, x: np.ndarray) -> np.ndarray:
         """One forward pass: x in the model's dtype/layout (N, ...) -> the raw first output (N, ...)."""
+
+    def run_bytes(self, shape: tuple[int, ...], fill: Callable[[np.ndarray], Any]) -> np.ndarray:
+        """run() on the input that `fill(buf)` writes as bytes into `buf`, a uint8 array of `shape` (int8/uint8
+        inputs only). Returns the raw first output, which may be the runtime's own buffer: valid until the next
+        call, so copy or consume it first. A backend that can hand out its runtime's input tensor has fill write
+        there (no copy): LiteRT."""
+        buf = np.empty(shape, np.uint8)
+        fill(buf)
+        return self.run(buf.view(self.input_spec.dtype))
 
     def read_meta(self) -> ArtifactMeta | None:
         """The embedded edgeproof metadata (backends with the file already open may do it cheaper)."""
