@@ -313,6 +313,10 @@ def artifact_filename(fmt: Format, stem: str = "model") -> str:
 def family_of(path: str | Path) -> str:
     suffix = Path(path).suffix.lower()
     if suffix not in SUFFIX_FAMILY:
+        if Path(path).is_dir():
+            raise UsageError(f"'{path}' is a folder, not a model file; give .tflite or .onnx files (valid: "
+                             f"{', '.join(SUFFIX_FAMILY)}), e.g. '{Path(path) / 'model.tflite-int8.tflite'}' or "
+                             f"'{Path(path)}/*.tflite'")
         raise UsageError(
             f"cannot load '{path}': unknown model suffix '{suffix or '(none)'}'; "
             f"valid: {', '.join(SUFFIX_FAMILY)} (convert a .keras model with 'edgeproof convert')"

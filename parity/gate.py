@@ -91,7 +91,8 @@ def override(tol: Tolerance, max_abs: float | None = None, min_agreement: float 
     return replace(tol, **changes) if changes else tol
 
 
-TOL_FLAGS = {"max_abs": (0.0, None), "min_agreement": (0.0, 1.0), "max_delta_acc": (0.0, None), "min_snr": (None, None)}
+# min_snr is a floor in dB: below 0 the noise outweighs the signal, and a floor there passes anything.
+TOL_FLAGS = {"max_abs": (0.0, None), "min_agreement": (0.0, 1.0), "max_delta_acc": (0.0, None), "min_snr": (0.0, None)}
 
 
 def check_flags(flags: dict) -> dict:

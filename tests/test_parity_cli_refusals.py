@@ -13,7 +13,7 @@ from edgeproof.parity.session import run_parity
 
 @pytest.mark.parametrize("flag,value", [("--max-abs", "nan"), ("--max-abs", "inf"), ("--max-delta-acc", "nan"),
                                         ("--min-snr", "nan"), ("--min-snr", "inf"), ("--min-snr", "-inf"),
-                                        ("--min-snr", "twelve"), ("--max-abs", "-1")])
+                                        ("--min-snr", "twelve"), ("--max-abs", "-1"), ("--min-snr", "-5")])
 def test_non_finite_or_negative_limits_exit_2_in_one_line(flag, value, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:  # refused while parsing: the run folder is never read
         run_cli(["parity", str(tmp_path / "no-run"), f"{flag}={value}"])
@@ -23,7 +23,8 @@ def test_non_finite_or_negative_limits_exit_2_in_one_line(flag, value, tmp_path,
 
 
 @pytest.mark.parametrize("flags", [{"max_abs": float("nan")}, {"min_snr": float("inf")}, {"min_agreement": 1.5},
-                                   {"max_delta_acc": -2.0}, {"min_snr_db": 12.0}, {"max_abs": "0.1"}])
+                                   {"max_delta_acc": -2.0}, {"min_snr_db": 12.0}, {"max_abs": "0.1"},
+                                   {"min_snr": -5.0}])
 def test_library_refuses_bad_overrides_before_reading_the_run(flags, tmp_path):
     with pytest.raises(UsageError) as exc:  # the run folder does not exist: the flags are checked first
         run_parity(tmp_path / "no-run", tol_flags=flags, write=False)
@@ -32,7 +33,7 @@ def test_library_refuses_bad_overrides_before_reading_the_run(flags, tmp_path):
 
 def test_library_accepts_in_range_overrides(tmp_path):
     with pytest.raises(UsageError) as exc:  # gets past the flags to the missing run folder
-        run_parity(tmp_path / "no-run", tol_flags={"max_abs": 0.0, "min_agreement": 1.0, "min_snr": -5.0,
+        run_parity(tmp_path / "no-run", tol_flags={"max_abs": 0.0, "min_agreement": 1.0, "min_snr": 0.0,
                                                    "max_delta_acc": None, "strict_ties": True}, write=False)
     assert "does not exist" in str(exc.value)
 

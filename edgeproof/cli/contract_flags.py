@@ -76,6 +76,9 @@ def parse_floats(flag: str, text: str) -> list[float]:
 
 def parse_labels(text: str) -> list[str] | str:
     """A labels file path (kept as a path: the runtime reads it) or the names of a comma-separated list."""
+    if not text.strip():  # "" is not "no labels": the flag was given, with nothing in it
+        raise UsageError(f"--labels {text!r} is empty; give a text file with one label per line or names like "
+                         "cat,dog, or leave --labels out to use the model's own labels")
     if os.path.lexists(text):  # a path that exists is a file, whatever it is: read_labels refuses a FIFO or device
         return text
     if "," in text:
@@ -105,6 +108,6 @@ def overrides_from(args: argparse.Namespace) -> dict:
         ov["scale"] = args.scale
     if args.bgr:
         ov["bgr"] = True
-    if args.labels:
+    if args.labels is not None:
         ov["labels"] = parse_labels(args.labels)
     return ov

@@ -53,6 +53,14 @@ def _nonneg(text: str) -> float:
     return v
 
 
+def _snr_db(text: str) -> float:
+    v = _number(text)
+    if v < 0:  # below 0 dB the noise is stronger than the signal: a floor there passes any artifact
+        raise argparse.ArgumentTypeError(f"'{text}' dB is below 0; an SNR floor is 0 dB or more (int8 formats use "
+                                         "12): give e.g. --min-snr 12")
+    return v
+
+
 def _tolerance_lines() -> str:
     from edgeproof.formats import FORMATS
 
@@ -97,7 +105,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override minimum top-1 agreement (0..1 or NN%%), all formats")
     p.add_argument("--max-delta-acc", type=_nonneg, metavar="PP",
                    help="override the largest accuracy loss in pp (one-sided, judged by the paired test), all formats")
-    p.add_argument("--min-snr", type=_number, metavar="DB", help="override the SNR floor of the probabilities in dB, "
+    p.add_argument("--min-snr", type=_snr_db, metavar="DB", help="override the SNR floor of the probabilities in dB, "
                    "all formats (int8 formats: 12)")
     p.add_argument("--strict-ties", action="store_true",
                    help="every image whose top-1 changed counts against the agreement limit, near-ties too "

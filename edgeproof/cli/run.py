@@ -200,8 +200,14 @@ def _run_checked(args: argparse.Namespace, source_spec: str, options, capture_fa
         from edgeproof.runtime.annotate import saved_output_filter
 
         exclude = saved_output_filter(args.save, source_spec)
-    source = open_source(source_spec, capture_factory=capture_factory, picam_factory=picam_factory,
-                         max_pixels=max_pixels, exclude=exclude)
+    try:
+        source = open_source(source_spec, capture_factory=capture_factory, picam_factory=picam_factory,
+                             max_pixels=max_pixels, exclude=exclude)
+    except UsageError as exc:
+        if not spec.path.exists():  # both are missing: say so at once, not one per try
+            raise UsageError(f"model file '{spec.path}' not found, and {exc}; give an existing .tflite or .onnx "
+                             "model and an existing source") from None
+        raise
     engine = None
     if args.engine == "ray":
         from edgeproof.scaleout.ray_run import RayEngine, file_inputs

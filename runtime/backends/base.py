@@ -101,10 +101,12 @@ class Backend(ABC):
                       provider_options: dict[str, Any]) -> str | None:
         """Why a profile's (or caller's) accelerator fields do not fit this backend; None when they do."""
         if delegates and "delegates" not in cls.takes:
-            return f"'delegates' are LiteRT libraries; backend is '{cls.name}', which takes none"
+            return (f"delegates {', '.join(delegates)} are LiteRT delegate libraries and backend '{cls.name}' takes "
+                    f"none; leave them out, or run on a backend that takes them ({_takers('delegates')})")
         if providers and "providers" not in cls.takes:
-            return (f"'providers' are ONNX Runtime EPs, an OpenVINO device or LiteRT accelerators; backend "
-                    f"'{cls.name}' takes neither")
+            return (f"providers {', '.join(providers)} (ONNX Runtime execution providers, an OpenVINO device or "
+                    f"LiteRT accelerators) do not apply to backend '{cls.name}', which takes none; leave them out, "
+                    f"or run on a backend that takes them ({_takers('providers')})")
         return None
 
     @classmethod
@@ -209,6 +211,21 @@ class Backend(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r})"
+
+
+def _takers(field: str) -> str:
+    """The registered backends whose class takes `field` ('delegates' or 'providers'), for a refusal's advice."""
+    from edgeproof.errors import EdgeproofError
+    from edgeproof.formats import BACKENDS
+
+    names = []
+    for b in BACKENDS.values():
+        try:
+            if field in b.load_class().takes:
+                names.append(b.name)
+        except EdgeproofError:  # load_class: its module does not import here, so it is not suggested
+            continue
+    return "--backend " + ", ".join(names) if names else "none is installed"
 
 
 class BatchUnsupported(Exception):
