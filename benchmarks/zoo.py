@@ -1,7 +1,8 @@
 """Architecture coverage: keras.applications backbones x every format x every backend, judged by parity.
 
-    nice python benchmarks/zoo.py                       # every architecture below (about 45 min on 2 cores)
+    nice python benchmarks/zoo.py                       # every architecture below (about 2 h on 2 cores)
     python benchmarks/zoo.py --only mobilenet_v2,resnet50 --keep
+    python benchmarks/zoo.py --merge a/zoo.json b/zoo.json   # two runs side by side (one per worktree), combined
 
 Each architecture of the train.models table is built with weights=None at 32 px and trained from scratch on
 the embedded shapes dataset by `edgeproof train --model NAME --weights none` (the project's own loop, precise
@@ -11,6 +12,10 @@ then copied out of the run folder and taken through the bring-your-own-model pat
     edgeproof convert model.keras --to all --labels ... --calib-data train/      (int8 calibrated on 200 images)
     edgeproof parity model.keras --artifacts A --data val/ --fix --promote       (only when an artifact fails)
     edgeproof parity model.keras --artifacts A --data test/                      (the verdict in the table)
+
+The two "_onnx" entries are ONNX-source nets: the trained backbone is exported as a PyTorch user's file (NCHW,
+its input normalisation moved from the graph to convert's flags) and goes through `convert model.onnx --to all
+<flags>` and `parity model.onnx` (onnxruntime runs the source file as the reference) instead.
 
 The fix is chosen on the validation split and judged on the test split, so a repaired cell is not graded on
 the images that picked its repair. A cell (architecture x format) is "pass" when every backend that ran it
@@ -44,10 +49,22 @@ ZOO_MD = HERE / "ZOO.md"
 class Arch:
     alpha: float = 1.0  # width multiplier (only for the architectures that take one)
     epochs: int = 15
+    backbone: str | None = None  # the train.models name when the zoo name differs (the ONNX-source entries)
+    onnx_contract: dict | None = None  # an ONNX-source entry: the contract flags its bare .onnx is converted with
+
+
+# The ONNX-source entries: the Keras backbone is trained as above, then exported as a PyTorch user's file would
+# be: without its input Rescaling (the normalisation is the user's flags, not baked in), NCHW input (tf2onnx
+# inputs_as_nchw), a bare model.onnx. It is converted and judged as `convert model.onnx --to all <flags>` and
+# `parity model.onnx` (onnxruntime runs the source file as the reference).
+TF_INCEPTION = {"preset": "tf-inception"}  # --preset tf-inception: x / 127.5 - 1, RGB
+MEAN_STD_127 = {"scale": 1.0, "mean": [127.5], "std": [127.5]}  # --mean 127.5 --std 127.5: the same, by flags
 
 
 # name in train.models.BACKBONES -> how it is trained; lighter first, so a time limit cuts the heaviest only.
 ZOO = {
+    "mobilenet_v3_small_onnx": Arch(1.0, 20, "mobilenet_v3_small", TF_INCEPTION),
+    "mobilenet_onnx": Arch(1.0, 20, "mobilenet", MEAN_STD_127),
     "mobilenet": Arch(1.0, 20),
     "mobilenet_v2": Arch(1.0, 20),
     "mobilenet_v3_small": Arch(1.0, 20),
@@ -56,9 +73,10 @@ ZOO = {
     "efficientnetv2_b0": Arch(1.0, 12),
     "nasnet_mobile": Arch(1.0, 10),
     "densenet121": Arch(1.0, 10),
-    "resnet50": Arch(1.0, 10),
+    "vgg16": Arch(1.0, 10),
     "resnet50_v2": Arch(1.0, 10),
     "convnext_tiny": Arch(1.0, 10),
+    "resnet50": Arch(1.0, 10),
 }
 IMG_SIZE = 32  # the smallest size every backbone takes: most end in a 1x1 map, the graphs are the full ones
 LR, BATCH = 3e-3, 64
@@ -95,10 +113,40 @@ def train_model(name: str, arch: Arch, data: Path, run_dir: Path) -> dict:
     """`edgeproof train --model NAME --weights none` on the dataset folder; returns its metrics.json."""
     from edgeproof.train.trainer import TrainConfig, train
 
-    cfg = TrainConfig(data_dir=data, out_dir=run_dir, model=name, img_size=IMG_SIZE, epochs=arch.epochs,
+    cfg = TrainConfig(data_dir=data, out_dir=run_dir, model=arch.backbone or name, img_size=IMG_SIZE, epochs=arch.epochs,
                       patience=arch.epochs, lr=LR, batch_size=BATCH, alpha=arch.alpha, weights="none")
     train(cfg, progress=False, checkpoint=False)
     return json.loads((run_dir / "metrics.json").read_text())
+
+
+def export_onnx_source(keras_path: Path, dest: Path) -> dict:
+    """The trained Keras model as a PyTorch user's ONNX file: the graph after its first Rescaling layer (the
+    normalisation moves to the contract flags), NCHW input, softmax output; returns that Rescaling's contract."""
+    import keras
+    import tensorflow as tf
+    import tf2onnx
+
+    model = keras.models.load_model(keras_path, compile=False)
+    resc = next(layer for layer in model.layers if type(layer).__name__ == "Rescaling")
+    body = keras.Model(resc.output, model.output)
+    spec = tf.TensorSpec((None, *body.inputs[0].shape[1:]), tf.float32, name="input")
+
+    @tf.function(input_signature=[spec])
+    def serve(input):  # noqa: A002 - the ONNX input's name
+        return {"output": body(input, training=False)}
+
+    proto, _ = tf2onnx.convert.from_function(serve, input_signature=[spec], opset=17, inputs_as_nchw=["input"])
+    dest.write_bytes(proto.SerializeToString())
+    return {"scale": float(resc.scale), "offset": float(resc.offset)}
+
+
+def contract_overrides(flags: dict) -> dict:
+    """The convert overrides of the entry's flags (--preset expanded as the CLI does, explicit flags beat it)."""
+    from edgeproof.cli.contract_flags import PRESETS
+
+    out = {k: v for k, v in PRESETS[flags["preset"]].items() if k != "bgr" or v} if "preset" in flags else {}
+    out.update({k: v for k, v in flags.items() if k != "preset"})
+    return out
 
 
 def run_architecture(name: str, arch: Arch, data: Path, work: Path, fix: bool = True) -> dict:
@@ -111,9 +159,9 @@ def run_architecture(name: str, arch: Arch, data: Path, work: Path, fix: bool = 
     from edgeproof.train.models import BACKBONES
 
     t0 = time.perf_counter()
-    bb = BACKBONES[name]
+    bb = BACKBONES[arch.backbone or name]
     entry: dict = {"name": name, "application": bb.app, "alpha": arch.alpha, "img_size": IMG_SIZE,
-                   "epochs": arch.epochs}
+                   "epochs": arch.epochs, "source": "onnx" if arch.onnx_contract else "keras"}
     classes = sorted(p.name for p in (data / "train").iterdir() if p.is_dir())
     root = work / name
     if root.exists():
@@ -127,9 +175,15 @@ def run_architecture(name: str, arch: Arch, data: Path, work: Path, fix: bool = 
     acc = metrics.get("accuracy", {})
     entry.update(params=int(metrics.get("params") or 0), train_seconds=round(time.perf_counter() - t0, 1),
                  train_accuracy=acc.get("train"), val_accuracy=acc.get("val"), best_epoch=metrics.get("best_epoch"))
-    model = root / "model.keras"  # a bare file from here on: labels and contract come from the flags below
-    shutil.copyfile(root / "run" / "model.keras", model)
     overrides: dict = {"labels": classes}
+    if arch.onnx_contract:  # a bare model.onnx (NCHW, no normalisation inside) and the flags that declare it
+        model = root / "model.onnx"
+        entry["onnx_input_rescaling"] = export_onnx_source(root / "run" / "model.keras", model)
+        entry["contract_flags"] = arch.onnx_contract
+        overrides.update(contract_overrides(arch.onnx_contract))
+    else:
+        model = root / "model.keras"  # a bare file from here on: labels and contract come from the flags below
+        shutil.copyfile(root / "run" / "model.keras", model)
     if bb.preprocess == "caffe":  # no Rescaling/Normalization layer to read: declare raw 0..255 RGB (--scale 1)
         overrides["scale"] = 1.0
     t1 = time.perf_counter()
@@ -145,10 +199,14 @@ def run_architecture(name: str, arch: Arch, data: Path, work: Path, fix: bool = 
     fixed: dict = {}
     entry["fix_tried"] = fix and not report.passed
     if entry["fix_tried"]:  # repair on val/, then judge again on test/
-        fix = run_parity(model, artifacts_dir=art, data_dir=data / "val", triage=True, fix=True, promote=True,
-                         e2e=False, progress=False, out_dir=root / "fix")
-        fixed = {p["artifact"]: p for p in fix.promoted}
-        entry["fix_seconds"] = round(fix.seconds, 1)
+        try:
+            fix = run_parity(model, artifacts_dir=art, data_dir=data / "val", triage=True, fix=True, promote=True,
+                             e2e=False, progress=False, out_dir=root / "fix")
+        except Exception as exc:  # noqa: BLE001 - a benchmark records what failed and goes on
+            entry["fix_error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+            fix = None
+        fixed = {p["artifact"]: p for p in fix.promoted} if fix is not None else {}
+        entry["fix_seconds"] = round(fix.seconds, 1) if fix is not None else None
         if fixed:
             before = {fmt: cell(fmt, manifest.get(fmt), [r for r in report.rows if r.format == fmt])
                       for fmt in FORMATS}
@@ -189,7 +247,7 @@ def write_json(archs: list[dict], started: str) -> None:
     data = {"architectures": archs, "summary": summary(archs), "dataset": f"{DATASET} (embedded, 300 train / 64 val / 64 test per class)",
             "img_size": IMG_SIZE, "lr": LR, "batch_size": BATCH, "calibration_images": CALIB, "started": started,
             "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
-            "versions": versions(), "command": "nice python benchmarks/zoo.py"}
+            "versions": versions(), "command": "nice python benchmarks/zoo.py " + " ".join(sys.argv[1:])}
     tmp = RESULTS.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
     tmp.replace(RESULTS)
@@ -255,7 +313,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--md-only", action="store_true", help="rewrite ZOO.md from zoo.json, run nothing")
     p.add_argument("--no-fix", action="store_true", help="skip the parity --fix --promote repair on val/ (it re-exports "
                    "each failing int8 artifact up to 8 times: minutes on the 25 M-parameter backbones)")
+    p.add_argument("--merge", nargs="+", metavar="ZOO_JSON", help="combine the architectures of zoo.json files "
+                   "written by separate runs (a later file's entry wins) into zoo.json and ZOO.md, run nothing")
     args = p.parse_args(argv)
+    if args.merge:
+        merged: dict[str, dict] = {}
+        for f in args.merge:
+            merged.update({a["name"]: a for a in json.loads(Path(f).read_text())["architectures"]})
+        archs = sorted(merged.values(), key=lambda a: list(ZOO).index(a["name"]))
+        write_json(archs, min(a.get("started", "") for a in archs))
+        write_md(archs)
+        return 0
     if args.md_only:
         write_md(json.loads(RESULTS.read_text())["architectures"])
         return 0
@@ -273,7 +341,11 @@ def main(argv: list[str] | None = None) -> int:
         archs = [a for a in json.loads(RESULTS.read_text())["architectures"] if a["name"] not in names]
     for name in names:
         print(f"[zoo] {name}: training, converting, parity ...", file=sys.stderr, flush=True)
-        entry = run_architecture(name, ZOO[name], data, Path(args.work), fix=not args.no_fix)
+        try:
+            entry = run_architecture(name, ZOO[name], data, Path(args.work), fix=not args.no_fix)
+        except Exception as exc:  # noqa: BLE001 - one architecture's crash is its row; the others still run
+            entry = {"name": name, "error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}", "formats": {}}
+        entry.update(started=started, command="nice python benchmarks/zoo.py " + " ".join(sys.argv[1:]))
         archs.append(entry)
         archs.sort(key=lambda a: list(ZOO).index(a["name"]))
         write_json(archs, started)
