@@ -55,7 +55,7 @@ def _resolve_exclude(exclude: list[str], src_names: set[str], pre_names: set[str
     return list(dict.fromkeys(out))
 
 
-def _is_nchw(shape: list) -> bool:
+def is_nchw(shape: list) -> bool:
     """The model takes NCHW (an ONNX source exported from PyTorch): the NHWC calibration batch is transposed."""
     from edgeproof.contract import image_layout
 
@@ -100,7 +100,7 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, calib: np.ndarray
     inits = {i.name for i in src.graph.initializer}
     inp = next(i for i in src.graph.input if i.name not in inits)  # IR 3 lists initializers as inputs too
     input_name = inp.name
-    nchw = _is_nchw([d.dim_value or None for d in inp.type.tensor_type.shape.dim])
+    nchw = is_nchw([d.dim_value or None for d in inp.type.tensor_type.shape.dim])
     with scratch_dir("onnxq") as tmp:
         pre = tmp / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=False)

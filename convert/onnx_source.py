@@ -7,7 +7,8 @@ model is NCHW), so the int8 search, parity's reference and its drift check use t
   ONNX artifacts keep the source's layout, the TFLite ones are NHWC; the user never transposes;
 - an opset below MIN_OPSET is upgraded with onnx.version_converter (onnx2tf reads the opset-9 Softmax of a
   (N, 1000, 1, 1) SqueezeNet output on the wrong axis: every score 1.0), or refused in one line;
-- `export(dir)` writes a TensorFlow SavedModel through onnx2tf (convert's TFLite formats start from it).
+- `export(dir)` writes a TensorFlow SavedModel through onnx2tf (convert's TFLite formats start from it), from a
+  copy in which per-channel Mul/Add after a Conv are folded into it (convert.onnx_fold: an onnx2tf bug);
   onnx2tf was chosen over onnx-tf (unmaintained since 2022, TF 2.x-era ops) and nobuco (PyTorch modules
   only, not ONNX files); onnx2tf 1.29.24, the last release for Python 3.11, pins tensorflow 2.19 and numpy
   1.26, so it is installed with --no-deps (`make install`), and its sample-data download is replaced by the
@@ -123,7 +124,14 @@ class OnnxSource:
 
         core.download_test_image_data = common.download_test_image_data = local_sample
         src = Path(folder).with_suffix(".onnx")
-        self.save_onnx(src)
+        import onnx
+
+        from edgeproof.convert.onnx_fold import fold_conv_affine
+
+        proto = onnx.ModelProto()
+        proto.CopyFrom(self.proto)
+        fold_conv_affine(proto)  # Conv -> per-channel Mul/Add, which onnx2tf 1.29.24 mis-broadcasts (onnx_fold)
+        onnx.save(proto, str(src))
         with contextlib.redirect_stdout(io.StringIO()):
             onnx2tf.convert(input_onnx_file_path=str(src), output_folder_path=str(folder), non_verbose=True)
 

@@ -108,6 +108,10 @@ def keras_layer_of(name: str, layer_names: list[str]) -> str | None:
     A fused TFLite name lists several ops ('a/BiasAdd;b/MatMul;b/BiasAdd'): the layer named by most
     of its parts wins (ties: the longer name, which is the more specific match).
     """
+    exact = set(layer_names)  # ONNX node names hold '/': the whole name, not a part of it, is the layer
+    hit = next((c for c in name.split(";") if c in exact), None)
+    if hit is not None:
+        return hit
     votes: dict[str, int] = {}
     for chunk in name.split(";"):
         parts = [p for p in re.split(r"[/:]", chunk) if p]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -244,11 +245,13 @@ def _triage(rows, keras_model, run, art_dir, batches, ref, tol_flags, fix, out, 
         return []
     task = prog.add_task("quantization triage", total=len(todo))
     results = []
-    for r in todo:
-        prog.update(task, description=f"triage {r.artifact}")
-        tol = override(FORMATS[r.format].tolerance, **tol_flags)
-        also = tuple(x.backend for x in rows if x.artifact == r.artifact and x.backend != r.backend
-                     and x.status in ("pass", "fail") and x.target is None)  # the other backends that judged it here
-        results.append(triage_artifact(r, keras_model, run, art_dir, batches, ref, tol, fix, out, also, prefer))
-        prog.advance(task)
+    with tempfile.TemporaryDirectory(prefix="edgeproof-triage-") as work:  # an ONNX source's SavedModel, made once
+        for r in todo:
+            prog.update(task, description=f"triage {r.artifact}")
+            tol = override(FORMATS[r.format].tolerance, **tol_flags)
+            also = tuple(x.backend for x in rows if x.artifact == r.artifact and x.backend != r.backend
+                         and x.status in ("pass", "fail") and x.target is None)  # the other backends that judged it
+            results.append(triage_artifact(r, keras_model, run, art_dir, batches, ref, tol, fix, out, also, prefer,
+                                           Path(work)))
+            prog.advance(task)
     return results

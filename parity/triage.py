@@ -80,9 +80,43 @@ def _suspect_names(layers: list[LayerError]) -> list[str]:
     return list(dict.fromkeys(n for le in sus for n in le.exclude))
 
 
+def is_onnx_source(model) -> bool:
+    return hasattr(model, "save_onnx")  # convert.onnx_source.OnnxSource
+
+
+def layer_names(model) -> list[str]:
+    """What triage maps tensor names to: the Keras layers, or an ONNX source's node names."""
+    if is_onnx_source(model):
+        return [n.name for n in model.proto.graph.node if n.name]
+    return [layer.name for layer in model.layers]
+
+
+def tf_model(model, calib: np.ndarray, work: Path):
+    """What the TFLite debugger and re-exports start from: the Keras model, or for an ONNX source the
+    SavedModel onnx2tf makes of it (exported once into `work`), as convert's TFLite formats were made."""
+    if not is_onnx_source(model):
+        return model
+    path = work / "onnx2tf_saved_model"
+    if not path.exists():
+        model.export(str(path), verbose=False, calib=calib)
+    return str(path)
+
+
+ONNX2TF_NAMES = ("the TFLite tensor names are onnx2tf's (tf.math.add_5, ...), which do not map back to the source's "
+                 "ONNX nodes: no layer is named; --fix keeps these tensors in float by the same names")
+
+
 def triage_artifact(row, keras_model, run, artifacts_dir: Path, batches, reference: np.ndarray, tol: Tolerance,
-                    fix: bool, out_dir: Path, also: tuple[str, ...] = (), prefer: str = "balanced") -> TriageResult:
-    """Per-layer error of `row`'s artifact; with `fix`, the ladder (a fix must pass on row.backend and on `also`)."""
+                    fix: bool, out_dir: Path, also: tuple[str, ...] = (), prefer: str = "balanced",
+                    work: Path | None = None) -> TriageResult:
+    """Per-layer error of `row`'s artifact; with `fix`, the ladder (a fix must pass on row.backend and on `also`).
+    work: a scratch folder (an ONNX source's SavedModel goes there; a temporary one when None)."""
+    if work is None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="edgeproof-triage-") as tmp:
+            return triage_artifact(row, keras_model, run, artifacts_dir, batches, reference, tol, fix, out_dir,
+                                   also, prefer, Path(tmp))
     fmt = FORMATS[row.format]
     res = TriageResult(artifact=row.artifact, format=fmt.name, before=row,
                        tool="tf.lite.experimental.QuantizationDebugger" if fmt.family == "tflite"
@@ -93,19 +127,23 @@ def triage_artifact(row, keras_model, run, artifacts_dir: Path, batches, referen
         if fmt.family == "tflite":
             from edgeproof.parity import triage_tflite
 
-            res.layers = triage_tflite.layer_errors(keras_model, calib)
+            res.layers = triage_tflite.layer_errors(tf_model(keras_model, calib, work), calib, layer_names(keras_model))
+            if is_onnx_source(keras_model):
+                res.notes.append(ONNX2TF_NAMES)
         else:
             from edgeproof.parity import triage_onnx
 
-            res.layers = triage_onnx.layer_errors(row.path, calib, [layer.name for layer in keras_model.layers])
+            made_by = {o: n.name for n in keras_model.proto.graph.node for o in n.output if n.name} \
+                if is_onnx_source(keras_model) else None
+            res.layers = triage_onnx.layer_errors(row.path, calib, layer_names(keras_model), made_by)
         if not any(le.suspect for le in res.layers):
             res.notes.append("no layer is over the suspect thresholds; the worst one is shown")
         if fmt.family == "tflite" and fmt.recipe.compiler == "edgetpu":
             res.notes.append("edgetpu: layers kept in float (denylist) or int16 run on the CPU, not the Edge TPU; "
                              "edgetpu_compiler maps only int8 ops")
         if fix and res.layers:
-            res.fixes = _fixes(row, fmt, keras_model, run, res, artifacts_dir, batches, reference, tol, out_dir,
-                               also, prefer)
+            res.fixes = _fixes(row, fmt, tf_model(keras_model, calib, work), run, res, artifacts_dir, batches,
+                               reference, tol, out_dir, also, prefer)
             if getattr(fmt.recipe, "compiler", None) == "edgetpu":
                 from edgeproof.parity.fix_ladder import edgetpu_line
 

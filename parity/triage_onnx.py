@@ -40,8 +40,20 @@ def _range(init: dict, q) -> tuple[float, float] | None:
     return (lo - zp) * scale, (hi - zp) * scale
 
 
-def layer_errors(qdq_path: str | Path, calib: np.ndarray, layer_names: list[str]) -> list[LayerError]:
-    """Per-tensor error of every quantized activation, worst first (names are QDQ/fp32 node names)."""
+def _in_layout(calib: np.ndarray, shape: list) -> np.ndarray:
+    """The NHWC calibration batch as the model takes it: transposed for an NCHW input (an ONNX source exported
+    from PyTorch keeps its layout in its ONNX artifacts)."""
+    from edgeproof.convert.onnx_quant import is_nchw
+
+    nchw = is_nchw([d if isinstance(d, int) else None for d in shape])
+    return np.ascontiguousarray(calib.transpose(0, 3, 1, 2) if nchw else calib, dtype=np.float32)
+
+
+def layer_errors(qdq_path: str | Path, calib: np.ndarray, layer_names: list[str],
+                 tensor_layers: dict[str, str] | None = None) -> list[LayerError]:
+    """Per-tensor error of every quantized activation, worst first (names are QDQ/fp32 node names).
+    tensor_layers: tensor name -> the layer that makes it (an ONNX source's producer nodes: the quantizer's
+    pre-processing fuses and renames nodes, a tensor keeps its name)."""
     import onnx
     import onnxruntime as ort
     from onnx import numpy_helper
@@ -76,9 +88,10 @@ def layer_errors(qdq_path: str | Path, calib: np.ndarray, layer_names: list[str]
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     out_names = [o.name for o in sess.get_outputs()]
     inp = sess.get_inputs()[0].name
+    x = _in_layout(calib, sess.get_inputs()[0].shape)
     acc: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {p[0]: [] for p in pairs}
-    for i in range(len(calib)):
-        res = dict(zip(out_names, sess.run(out_names, {inp: calib[i:i + 1].astype(np.float32)})))
+    for i in range(len(x)):
+        res = dict(zip(out_names, sess.run(out_names, {inp: x[i:i + 1]})))
         for src, dq, *_ in pairs:
             acc[src].append((res[src], res[dq]))
 
@@ -90,7 +103,7 @@ def layer_errors(qdq_path: str | Path, calib: np.ndarray, layer_names: list[str]
             f = np.clip(f, rng[0], rng[1])
         exclude = [n.name for n in [prod, *readers] if n.name and n.op_type not in ("QuantizeLinear",
                                                                                      "DequantizeLinear")]
-        le = LayerError(tensor=src, op=prod.op_type, layer=keras_layer_of(prod.name or src, layer_names),
+        le = LayerError(tensor=src, op=prod.op_type, layer=(tensor_layers or {}).get(src) or keras_layer_of(prod.name or src, layer_names),
                         rmse_scale=rmse_scale(f, d, scale), channel_snr_db=channel_snr_db(f, d), scale=scale,
                         exclude=list(dict.fromkeys(exclude)))
         out.append(judge(le))
@@ -105,12 +118,13 @@ def tensor_sqnr(qdq_path: str | Path, fp32_path: str | Path, calib: np.ndarray) 
 
     from onnxruntime.quantization import qdq_loss_debug as dbg
 
-    from edgeproof.convert.onnx_quant import _reader
+    from edgeproof.convert.onnx_quant import _reader, is_nchw
 
     def reader(path):
         import onnx
 
-        return _reader(onnx.load(str(path)).graph.input[0].name, calib)
+        inp = onnx.load(str(path)).graph.input[0]
+        return _reader(inp.name, calib, is_nchw([d.dim_value or None for d in inp.type.tensor_type.shape.dim]))
 
     with tempfile.TemporaryDirectory() as tmp:
         aug_q, aug_f = Path(tmp) / "q.onnx", Path(tmp) / "f.onnx"

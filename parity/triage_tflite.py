@@ -24,6 +24,11 @@ def _converter(model, calib: np.ndarray, tmpdir: str):
     from edgeproof.convert.tflite import representative_dataset
 
     rep = representative_dataset(calib)
+    if isinstance(model, str):  # a SavedModel folder (an ONNX source's, made by onnx2tf)
+        conv = tf.lite.TFLiteConverter.from_saved_model(model)
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = rep
+        return conv, rep
     try:
         conv = tf.lite.TFLiteConverter.from_keras_model(model)
     except Exception:  # noqa: BLE001 - Keras/TF versions where from_keras_model breaks: use a SavedModel
@@ -61,8 +66,9 @@ def _consumers(interp, tensor_idx: int, names_by_idx: dict[int, str], depth: int
     return list(dict.fromkeys(out))
 
 
-def layer_errors(model, calib: np.ndarray) -> list[LayerError]:
-    """Every quantized layer's error on the calibration batch, worst first."""
+def layer_errors(model, calib: np.ndarray, layer_names: list[str] | None = None) -> list[LayerError]:
+    """Every quantized layer's error on the calibration batch, worst first. model: a Keras model or a
+    SavedModel folder; layer_names: what tensor names are mapped to (default: the Keras model's layers)."""
     import tensorflow as tf
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -78,7 +84,7 @@ def layer_errors(model, calib: np.ndarray) -> list[LayerError]:
     rows = list(csv.DictReader(io.StringIO(buf.getvalue())))
     names_by_idx = {int(r["tensor_idx"]): r["tensor_name"] for r in rows}
     interp = dbg._quant_interpreter
-    layer_names = [layer.name for layer in model.layers]
+    layer_names = [layer.name for layer in model.layers] if layer_names is None else layer_names
     out = []
     for r in rows:
         scale = float(r["scale"]) if r.get("scale") else None
