@@ -214,9 +214,10 @@ def _ladder(fmt: Format, path: Path, source, model, fit, held, ref, row, prefer:
     from edgeproof.parity.promote import acceptor
 
     if fmt.family == "tflite":
-        from edgeproof.parity.triage import _io_type
+        from edgeproof.parity.triage import _io_type, tf_model
 
-        variants = fix_ladder.tflite_variants(fmt, model, fit, _io_type(path), [], tmp)
+        # an ONNX source re-exports from onnx2tf's SavedModel (it has no Keras graph to convert)
+        variants = fix_ladder.tflite_variants(fmt, tf_model(model, fit, tmp), fit, _io_type(path), [], tmp)
     else:
         fp32, probe = path.parent / artifact_filename(FORMATS["onnx-fp32"]), path
         if not fp32.is_file():
