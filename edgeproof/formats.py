@@ -38,7 +38,15 @@ class Tolerance:
 FLOAT32 = Tolerance(max_abs=1e-5, min_top1_agreement=1.0, max_delta_acc_pp=0.0)
 # fp16 weights: measured max|Δ| 1.3e-3 (tiny_cnn on shapes) and 3.4e-3 (demo, textures, 210 images,
 # mean|Δ| 1e-5, SNR 70 dB, 210/210 agreement) — pure weight rounding, so 1e-3 was too tight (parity, issue 5).
-FLOAT16 = Tolerance(max_abs=1e-2, min_top1_agreement=1.0, max_delta_acc_pp=0.0)
+# Near-ties: fp16 rounds each weight by up to 2^-11 (4.9e-4) of itself, which moves a probability by about 1e-3;
+# an image that Keras itself decides by less than that can flip. benchmarks/fidelity_seeds.py found exactly that
+# on one seed in ten of each dataset and nothing else (every backend alike): shapes seed 1, one image whose Keras
+# margin was 0.00023 against a measured fp16 margin noise (p95) of 0.0040, max|Δ| 0.0049, SNR 53.8 dB; textures
+# seed 4, margin 0.00065 against noise 0.0014, max|Δ| 0.0013, SNR 66.2 dB. Strict, each failed at 191/192 and
+# 251/252. So fp16 takes the near-tie rule of the int8 formats, capped at its own max_abs (a flip at a Keras
+# margin above what one score may move is never excused); agreement stays 100 % for every other image, and
+# max_abs still fails any artifact whose noise is beyond weight rounding (parity.flips).
+FLOAT16 = Tolerance(max_abs=1e-2, min_top1_agreement=1.0, max_delta_acc_pp=0.0, near_tie_max_margin=1e-2)
 # int8: a flip counts against agreement unless Keras' margin was under the artifact's measured margin noise,
 # capped at 0.05 (5 probability points): 189/192 with 3 near-ties on shapes-3-epochs passes, a model
 # calibrated on black images (confident flips, |Δacc| of tens of pp) still fails (issue 14).

@@ -9,8 +9,9 @@ reference would have flipped under the same perturbation.
 
 The gate's decision (documented in README "Parity gate"): near-tie flips count as agreements for the top-1
 agreement limit, but only where the format's tolerance allows it (`Tolerance.near_tie_max_margin`, a cap in
-probability units: the noise threshold is min(measured noise, cap)); float formats keep the strict rule,
-and `edgeproof parity --strict-ties` brings it back for every format. The Δaccuracy limit always counts every
+probability units: the noise threshold is min(measured noise, cap)); fp32 keeps the strict rule, fp16 (weight
+rounding moves a probability by about 1e-3) is capped at its max_abs (edgeproof.formats.FLOAT16), and
+`edgeproof parity --strict-ties` brings the strict rule back for every format. The Δaccuracy limit always counts every
 flip, and the cap keeps a badly broken artifact (huge noise) from excusing its confident flips.
 """
 
