@@ -1,8 +1,9 @@
 """Does int8 parity hold for every trained model, or only for the lucky ones? (issue 22 item 3)
 
 For each dataset (shapes at 3 epochs, as the README's quick start; textures at the demo's setting) and each
-seed 0..N-1: train, `convert --to all`, `parity` (the plain gate, no --fix), each seed in its own process (the
-memory of one does not carry into the next). Per seed the parity rows and every row's probabilities are kept
+seed 0..N-1: train, `edgeproof convert RUN --to all --calib-count 200 --allow-failing` (the CLI itself, so its
+held-out escalation ladder and qat rung run exactly as a user gets them), `parity` (the plain gate, no --fix),
+each seed in its own process (the memory of one does not carry into the next). Per seed the parity rows and every row's probabilities are kept
 in the work folder, so a changed gate can re-judge them (`--rejudge`) without training again.
 
     python benchmarks/fidelity_seeds.py                 # 10 seeds per dataset (CPU: about 1-2 min per seed)
@@ -37,7 +38,6 @@ SETTINGS = {
 
 def one_seed(dataset: str, seed: int, work: Path) -> dict:
     """Train, convert --to all and parity for one seed; save rows.json and probs.npz in `work`."""
-    from edgeproof.convert import convert_run
     from edgeproof.parity import run_parity
     from edgeproof.stderr_filter import library_output_to
     from edgeproof.train.datasets import build_dataset
@@ -51,7 +51,12 @@ def one_seed(dataset: str, seed: int, work: Path) -> dict:
         train(TrainConfig(data_dir=data, out_dir=run, img_size=s["img_size"], epochs=s["epochs"], lr=s["lr"],
                           seed=seed), progress=False)
         t1 = time.perf_counter()
-        convert_run(run, run / "artifacts", formats="all", calib_count=200, progress=False)
+        # the CLI, not convert_run: convert_run alone skips the held-out gate, its ladder and the qat rung
+        conv = subprocess.run([sys.executable, "-m", "edgeproof", "convert", str(run), "--to", "all", "--calib-count",
+                               "200", "--allow-failing", "--no-progress"], capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+        if conv.returncode != 0:
+            raise RuntimeError(f"edgeproof convert exited {conv.returncode}: {conv.stderr[-800:]}")
         t2 = time.perf_counter()
         rep = run_parity(run, triage=False, fix=False, e2e=False, progress=False)
     t3 = time.perf_counter()
@@ -63,6 +68,11 @@ def one_seed(dataset: str, seed: int, work: Path) -> dict:
                      "delta_acc_pp": m.get("delta_acc_pp"), "failures": [f.to_dict() for f in r.failures]})
         if r.probs is not None:
             probs[f"{r.artifact}|{r.backend}"] = r.probs
+    arts = json.loads((run / "artifacts" / "manifest.json").read_text())["artifacts"]
+    held = {f: (a.get("options") or {}).get("held_out_gate", {}) for f, a in arts.items()}
+    for row in rows:  # what convert's escalation did to the file parity judged (qat rung, ladder fix, nothing)
+        gate = held.get(row["format"]) or {}
+        row["convert"] = gate.get("improved_by") or gate.get("fixed_by") or gate.get("status") or "not judged"
     out = {"dataset": dataset, "seed": seed, "rows": rows,
            "seconds": {"train": round(t1 - t0, 1), "convert": round(t2 - t1, 1), "parity": round(t3 - t2, 1)}}
     (work / "rows.json").write_text(json.dumps(out, indent=1, default=str) + "\n")
@@ -110,26 +120,28 @@ def cells(results: list[dict], seeds: int) -> list[dict]:
     out = []
     for (dataset, fmt, backend), got in sorted(by.items()):
         failed = sorted(s for s, r in got if r["status"] != "pass")
+        qat = sorted(s for s, r in got if str(r.get("convert", "")).startswith("qat"))
         out.append({"dataset": dataset, "artifact": fmt, "backend": backend, "seeds": seeds,
                     "judged": len(got), "passed": len(got) - len(failed),
                     "min_agreement": round(min(r["agreement"] for _, r in got), 4),
                     "min_snr_db": round(min(r["snr_db"] for _, r in got), 1),
                     "worst_dacc_pp": round(min(r["delta_acc_pp"] for _, r in got), 2),
-                    "failed_seeds": failed})
+                    "failed_seeds": failed, "qat_seeds": qat})
     return out
 
 
 def markdown(table: list[dict], quantized_only: bool = True) -> str:
     from edgeproof.formats import FORMATS
 
-    lines = ["| dataset | artifact | backend | passed | min agreement | min SNR dB | worst Δacc pp | failed seeds |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | artifact | backend | passed | min agreement | min SNR dB | worst Δacc pp | failed seeds "
+             "| qat taken |", "|---|---|---|---|---|---|---|---|---|"]
     for c in table:
         if quantized_only and not FORMATS[c["artifact"]].quantized:
             continue
         lines.append(f"| {c['dataset']} | {c['artifact']} | {c['backend']} | {c['passed']}/{c['seeds']} | "
                      f"{c['min_agreement'] * 100:.1f} % | {c['min_snr_db']:.1f} | {c['worst_dacc_pp']:+.2f} | "
-                     f"{', '.join(map(str, c['failed_seeds'])) or '-'} |")
+                     f"{', '.join(map(str, c['failed_seeds'])) or '-'} | "
+                     f"{', '.join(map(str, c.get('qat_seeds') or [])) or '-'} |")
     return "\n".join(lines)
 
 
@@ -138,6 +150,9 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="3 seeds per dataset (CI)")
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--datasets", default="shapes,textures")
+    ap.add_argument("--seed-list", metavar="S,S,...", help="only these seeds (the cells then count them only)")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the --out file's cells of the datasets not run now (one dataset rerun)")
     ap.add_argument("--work", default=str(ROOT / "benchmarks" / ".fidelity_work"), help="per-seed runs and predictions")
     ap.add_argument("--out", default=str(RESULT))
     ap.add_argument("--rejudge", action="store_true", help="re-judge the saved predictions, train nothing")
@@ -149,10 +164,12 @@ def main() -> int:
         one_seed(args.one[0], int(args.one[1]), work)
         return 0
     seeds = 3 if args.quick else args.seeds
+    chosen = [int(x) for x in args.seed_list.split(",")] if args.seed_list else list(range(seeds))
+    seeds = len(chosen)
     datasets = [d for d in args.datasets.split(",") if d]
     results = []
     for dataset in datasets:
-        for seed in range(seeds):
+        for seed in chosen:
             w = work / f"{dataset}-seed{seed}"
             if args.rejudge:
                 if (w / "probs.npz").exists():
@@ -171,6 +188,8 @@ def main() -> int:
             print(f"{dataset} seed {seed}: {time.perf_counter() - t:.0f}s {res['seconds']}; failing: "
                   f"{', '.join(bad) or 'none'}", flush=True)
     table = cells(results, seeds)
+    if args.merge and Path(args.out).is_file():
+        table = [c for c in json.loads(Path(args.out).read_text()) if c["dataset"] not in datasets] + table
     Path(args.out).write_text(json.dumps(table, indent=1) + "\n")
     print(markdown(table))
     return 0

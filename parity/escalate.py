@@ -12,7 +12,9 @@ format replaces the artifact in place (parity.promote.promote, recipe in manifes
 another format (int16x8 for tflite-int8) is written under ITS name when that format is not already in place,
 and the int8 artifact stays failed: convert never puts int16 tensors in an int8-named file. When nothing
 passes the artifact is kept, its manifest entry marked `failed` with one line: which format, by how much, what
-to try. The parity test images are never looked at here.
+to try. The parity test images are never looked at here. The ladder's last rung is a short QAT fine-tune
+(convert.qat, parity.qat_rung) where labeled images exist; for a recipe that keeps the first convolution integer
+it is also tried against a passing artifact and taken when it ranks higher on the held-out images.
 
 It lives in parity (it judges with the gate) and runs after convert_run: `edgeproof convert` and `edgeproof
 demo` call `escalate`; a library user calls it the same way.
@@ -127,10 +129,13 @@ def escalate(source, out_dir: Path, formats: list[Format], calib_count: int, see
     fit = _more_fit(source, calib, fit, calib_count, seed)
     model = source.keras_model("edgeproof convert")
     ref = keras_reference(model, source.head)(held)
+    from edgeproof.parity.qat_rung import QatRung
+
+    qat = QatRung(source, model, held, seed) if auto_fix else None
     results = []
     with tempfile.TemporaryDirectory(prefix="edgeproof-escalate-") as tmp:
         for fmt in todo:
-            results.append(_one(fmt, out_dir, source, model, fit, held, ref, auto_fix, prefer, Path(tmp)))
+            results.append(_one(fmt, out_dir, source, model, fit, held, ref, auto_fix, prefer, Path(tmp), qat))
     _record(out_dir, results)
     return results
 
@@ -153,7 +158,8 @@ def _more_fit(source, calib: np.ndarray, fit: np.ndarray, calib_count: int, seed
     return more[~held]
 
 
-def _one(fmt: Format, out_dir: Path, source, model, fit, held, ref, auto_fix: bool, prefer: str, tmp: Path) -> HeldOut:
+def _one(fmt: Format, out_dir: Path, source, model, fit, held, ref, auto_fix: bool, prefer: str, tmp: Path,
+         qat=None) -> HeldOut:
     from edgeproof.parity.promote import choose
 
     path = out_dir / artifact_filename(fmt)
@@ -161,13 +167,17 @@ def _one(fmt: Format, out_dir: Path, source, model, fit, held, ref, auto_fix: bo
     row = judge_held_out(path, fmt, held, ref)
     figures = {"held_out_images": n, "agreement": _agree(row), "snr_db": _snr(row), "backend": row.backend}
     if row.status == "pass":
-        return HeldOut(fmt.name, "pass", f"{fmt.name}: passes the gate on {n} held-out calibration images "
-                       f"({figures['agreement']}, {figures['snr_db']} dB on {row.backend})", figures)
+        passed = HeldOut(fmt.name, "pass", f"{fmt.name}: passes the gate on {n} held-out calibration images "
+                         f"({figures['agreement']}, {figures['snr_db']} dB on {row.backend})", figures)
+        from edgeproof.parity.qat_rung import keeps_first_conv_integer, rival
+
+        return rival(fmt, out_dir, path, row, passed, fit, held, ref, prefer, tmp, qat) \
+            if qat is not None and keeps_first_conv_integer(fmt, path) else passed
     missed = f"{fmt.name}: misses the gate on {n} held-out calibration images by {short_by(row.failures, n)}"
     if not auto_fix:
         return HeldOut(fmt.name, "failed", f"{missed}; the fix ladder is off (--no-auto-fix); try: drop --no-auto-fix, "
                        f"{_hint(fmt)}", figures)
-    fixes = _ladder(fmt, path, source, model, fit, held, ref, row, prefer, tmp)
+    fixes = _ladder(fmt, path, source, model, fit, held, ref, row, prefer, tmp, qat)
     taken, note = choose(fixes, prefer)
     tried = f"{len(fixes)} variant(s) of the fix ladder tried"
     if taken is None:
@@ -209,15 +219,16 @@ def _hint(fmt: Format) -> str:
             "the artifact and exit 0")
 
 
-def _ladder(fmt: Format, path: Path, source, model, fit, held, ref, row, prefer: str, tmp: Path) -> list:
+def _ladder(fmt: Format, path: Path, source, model, fit, held, ref, row, prefer: str, tmp: Path, qat=None) -> list:
     from edgeproof.parity import fix_ladder
-    from edgeproof.parity.promote import acceptor
 
+    tuner = qat.tuner() if qat is not None else None
     if fmt.family == "tflite":
         from edgeproof.parity.triage import _io_type, tf_model
 
         # an ONNX source re-exports from onnx2tf's SavedModel (it has no Keras graph to convert)
-        variants = fix_ladder.tflite_variants(fmt, tf_model(model, fit, tmp), fit, _io_type(path), [], tmp)
+        variants = fix_ladder.tflite_variants(fmt, tf_model(model, fit, tmp), fit, _io_type(path), [], tmp,
+                                              qat=tuner)
     else:
         fp32, probe = path.parent / artifact_filename(FORMATS["onnx-fp32"]), path
         if not fp32.is_file():
@@ -232,9 +243,15 @@ def _ladder(fmt: Format, path: Path, source, model, fit, held, ref, row, prefer:
             from edgeproof.convert.int8_recipes import onnx_candidate
 
             probe = onnx_candidate(fp32, fmt.recipe).build(fit, tmp / "same-names")
-        variants = fix_ladder.onnx_variants(fmt, probe, fp32, fit, [])
+        variants = fix_ladder.onnx_variants(fmt, probe, fp32, fit, [], qat=tuner)
     if getattr(fmt.recipe, "compiler", None) == "edgetpu":  # only all-int8 variants keep it Edge TPU-ready
         variants = (v for v in variants if v.edgetpu_full)
+    return _run(fmt, path, variants, fit, held, ref, row, prefer, tmp)
+
+
+def _run(fmt: Format, path: Path, variants, fit, held, ref, row, prefer: str, tmp: Path) -> list:
+    from edgeproof.parity import fix_ladder
+    from edgeproof.parity.promote import acceptor
 
     def judge(dest: Path, judged_as: Format):
         return judge_held_out(dest, judged_as, held, ref)

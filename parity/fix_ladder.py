@@ -6,7 +6,10 @@
 2. protect — the PROTECT_K tensors with the lowest SNR in the quantizer's own validation (LiteRT Quantizer
    `validate` for TFLite, onnxruntime `qdq_loss_debug` for ONNX) given int16 activations, then kept float;
 3. int16x8 — int16 activations, int8 weights everywhere (TFLite reference kernels: slow);
-4. float layers — the layers triage named (QuantizationDebugger / QDQ pair error) kept in float.
+4. float layers — the layers triage named (QuantizationDebugger / QDQ pair error) kept in float;
+5. qat — when labeled images are given (a convert.qat.Tuner): a short quantization-aware fine-tune, then the
+   format's own recipe on the fine-tuned weights (every op as integer as the recipe makes it: for edgetpu it
+   stays fully on the Edge TPU).
 Each variant is written to REPORT_DIR/fixed/ and judged exactly like the original (same images, backend,
 tolerance). For edgetpu only the calibration variants keep every op int8, i.e. fully on the Edge TPU: float or
 int16 ops run on the CPU, so `--promote` never puts such a variant in place of the edgetpu artifact.
@@ -33,7 +36,7 @@ from edgeproof.formats import FORMATS, Format, artifact_filename
 
 FIX_CALIB_COUNT = 500
 PROTECT_K = 3
-STEPS = ("calibration", "protect", "int16x8", "float layers")
+STEPS = ("calibration", "protect", "int16x8", "float layers", "qat")
 
 
 NO_FORMAT = ""  # Variant.real_format of a file no format in the table describes (never promoted)
@@ -59,7 +62,7 @@ def _worst(snr: dict[str, float], k: int = PROTECT_K) -> list[str]:
 
 
 def tflite_variants(fmt: Format, keras_model, calib: np.ndarray, io_type: str, float_layers: list[str],
-                    tmp: Path) -> Iterator[Variant]:
+                    tmp: Path, qat=None) -> Iterator[Variant]:
     from edgeproof.convert import int8_recipes, litert_quant
     from edgeproof.convert.tflite import to_tflite
 
@@ -84,10 +87,21 @@ def tflite_variants(fmt: Format, keras_model, calib: np.ndarray, io_type: str, f
     if float_layers:
         yield Variant("float layers", int8_recipes.converter_candidate(fmt.name, keras_model, io_type,
                                                                        denylisted_nodes=float_layers), False)
+    if qat is not None:
+        yield qat_variant(fmt, qat, io_type)
 
 
-def onnx_variants(fmt: Format, artifact: Path, fp32_path: Path, calib: np.ndarray, float_nodes: list[str]
-                  ) -> Iterator[Variant]:
+def qat_variant(fmt: Format, tuner, io_type: str = "int8") -> Variant:
+    """The qat rung (convert.qat): the format's own recipe on QAT-fine-tuned weights."""
+    from edgeproof.convert import qat
+
+    if fmt.family == "tflite":
+        return Variant("qat", qat.tflite_candidate(fmt.name, tuner, io_type), True)
+    return Variant("qat", qat.onnx_candidate(fmt.recipe, tuner), True)
+
+
+def onnx_variants(fmt: Format, artifact: Path, fp32_path: Path, calib: np.ndarray, float_nodes: list[str],
+                  qat=None) -> Iterator[Variant]:
     from edgeproof.convert import int8_recipes
     from edgeproof.parity.triage_onnx import tensor_sqnr
 
@@ -105,6 +119,8 @@ def onnx_variants(fmt: Format, artifact: Path, fp32_path: Path, calib: np.ndarra
                   real_format=NO_FORMAT)  # int16 activations: no ONNX row in the format table
     if float_nodes:
         yield Variant("float layers", int8_recipes.onnx_candidate(fp32_path, base, exclude=float_nodes), False)
+    if qat is not None:
+        yield qat_variant(fmt, qat)
 
 
 def _producers(qdq_path: Path, tensors: list[str]) -> list[str]:
@@ -244,5 +260,5 @@ def edgetpu_line(fixes: list) -> str:
             "; partly on the CPU (float or int16 ops): " + (", ".join(cpu) or "none"))
 
 
-__all__ = ["FIX_CALIB_COUNT", "STEPS", "FORMATS", "Variant", "onnx_variants", "parity_judge", "run_ladder",
-           "tflite_variants", "variant_path"]
+__all__ = ["FIX_CALIB_COUNT", "STEPS", "FORMATS", "Variant", "onnx_variants", "parity_judge", "qat_variant",
+           "run_ladder", "tflite_variants", "variant_path"]
