@@ -13,6 +13,7 @@ $(VENV)/bin/python:
 install: $(VENV)/bin/python
 	$(PY) -m pip install -q -e '.[all,dev]'
 	$(PY) -m pip install -q --no-deps 'onnx2tf==1.29.24'  # ONNX -> TFLite; its pins conflict (see pyproject)
+	$(PY) -m pip install -q --no-deps 'tensorflow-model-optimization==0.8.1'  # convert's qat rung; pins absl-py~=1.2
 
 legacy-venv:
 	@test -x $(LEGACY_VENV)/bin/python && $(LEGACY_VENV)/bin/python -c "import tflite_runtime" 2>/dev/null || \

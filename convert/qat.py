@@ -7,8 +7,7 @@ images all agree. QAT trains the weights a short while *through* simulated int8 
 channel and activations), so they settle where rounding costs little; the format's own recipe then converts the
 fine-tuned float weights exactly as it converts any model (same converter, calibration, I/O, file name).
 
-The stack: tensorflow-model-optimization 0.8 on a tf_keras rebuild of the Keras 3 model (convert.tf_keras_model;
-Rescaling is left unwrapped: tfmot has no quantize config for it, and it folds into the input's scale). Keras 3's
+The stack: tensorflow-model-optimization 0.8 on a tf_keras rebuild of the Keras 3 model (convert.tf_keras_model). Keras 3's
 own `Model.quantize()` is no QAT for these models: keras 3.15 quantizes Dense/EinsumDense/Embedding only
 ("Conv2D does not have a `quantize` method"), and the int8 Dense it makes does not convert to TFLite
 ('tfl.fully_connected' op operand #0 ... got 'tensor<1x4xi8>').
@@ -16,7 +15,8 @@ own `Model.quantize()` is no QAT for these models: keras 3.15 quantizes Dense/Ei
 The objective is what parity measures: distillation toward the float model's own outputs (KL divergence on
 probabilities, mean squared error on other heads), on labeled training images only (the run's train split or
 --calib-data with class subfolders, class-stratified), never the held-out images that judge it. BatchNorm is
-frozen (its statistics are the float model's, as the converter folds them). Seeded and deterministic on one
+frozen (its statistics are the float model's, as the converter folds them). Layers tfmot's default 8-bit
+registry does not cover (Rescaling among them: it folds into the input's scale) stay float in the simulation. Seeded and deterministic on one
 machine (Keras/NumPy/TF seeds, op determinism for the fine-tune), bounded: QAT_EPOCHS over at most
 QAT_MAX_IMAGES images (and QAT_MAX_BYTES of them), stopped at QAT_MAX_SECONDS (recorded: a stop by time is not
 reproducible).
@@ -43,7 +43,7 @@ QAT_BATCH = 32
 QAT_MAX_IMAGES = 1000
 QAT_MAX_BYTES = 256 << 20
 QAT_MAX_SECONDS = 180.0
-PIP_LINE = "pip install 'edgeproof[qat]'"
+PIP_LINE = "pip install 'edgeproof[qat]' && pip install --no-deps 'tensorflow-model-optimization==0.8.1'"
 
 
 def missing() -> str | None:
@@ -109,11 +109,19 @@ class Tuner:
     max_seconds: float = QAT_MAX_SECONDS
     info: dict = field(default_factory=dict)
     _tuned: Any = field(default=None, repr=False)
+    _error: Exception | None = field(default=None, repr=False)
 
     def tuned(self) -> Any:
+        """The fine-tuned model; a fine-tune that failed raises the same error for every format, run once."""
+        if self._error is not None:
+            raise self._error
         if self._tuned is None:
-            self._tuned = fine_tune(self.model, self.data, self.head, self.seed, self.epochs, self.max_seconds,
-                                    self.info)
+            try:
+                self._tuned = fine_tune(self.model, self.data, self.head, self.seed, self.epochs, self.max_seconds,
+                                        self.info)
+            except Exception as exc:  # noqa: BLE001 - kept and raised again: each candidate's row says why
+                self._error = exc
+                raise
         return self._tuned
 
 
@@ -140,8 +148,17 @@ def fine_tune(model: Any, data: QatData, head: str = "probabilities", seed: int 
             if isinstance(layer, tf_keras.layers.BatchNormalization):
                 layer.trainable = False  # inference-mode BN: the float model's statistics, as the converter folds
         q = tfmot.quantization.keras
-        annotated = tf_keras.models.clone_model(twin, clone_function=lambda layer: layer if isinstance(
-            layer, (tf_keras.layers.Rescaling, tf_keras.layers.InputLayer)) else q.quantize_annotate_layer(layer))
+        from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+            default_8bit_quantize_registry as registry,
+        )
+
+        reg = registry.Default8BitQuantizeRegistry()  # the layers it lacks stay float in the simulation; BatchNorm
+
+        def wrap(layer: Any) -> Any:  # is wrapped for tfmot's Conv+BN folding patterns (the converter folds it too)
+            bn = isinstance(layer, tf_keras.layers.BatchNormalization)
+            return q.quantize_annotate_layer(layer) if bn or reg.supports(layer) else layer
+
+        annotated = tf_keras.models.clone_model(twin, clone_function=wrap)
         with q.quantize_scope():
             qat = q.quantize_apply(annotated)
         loss = tf_keras.losses.KLDivergence() if head == "probabilities" else tf_keras.losses.MeanSquaredError()
