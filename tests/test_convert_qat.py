@@ -76,7 +76,7 @@ def test_qat_is_seeded_and_makes_the_edgetpu_file_closer_to_the_float_model_than
     assert info["epochs"] == qat.QAT_EPOCHS and not info["stopped_by_time_bound"], info
     ptq = _snr_db(model, train[:100], held, ref, tmp_path)
     tuned = _snr_db(a, train[:100], held, ref, tmp_path)
-    # measured: 35.8 dB post-training, 43.1 dB after QAT (the same recipe, calibration and held-out images)
+    # the same recipe, calibration and held-out images; QAT must gain more than 3 dB over post-training
     assert tuned > ptq + 3, (ptq, tuned)
 
 
