@@ -43,7 +43,6 @@ class QatRung:
             return self._tuner
         self._done = True
         from edgeproof.convert import qat
-
         from edgeproof.parity.triage import is_onnx_source
 
         self.why = "an ONNX source has no Keras graph to fine-tune" if is_onnx_source(self.model) else qat.missing()
