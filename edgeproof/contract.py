@@ -179,6 +179,7 @@ def class_scores(out, head: str):
 
 @dataclass
 class Preprocess:
+    """How pixels become model input: size, colour order, interpolation, (x * scale - mean) / std, layout."""
     height: int
     width: int
     color: str = "RGB"
@@ -235,6 +236,7 @@ class Preprocess:
 
 @dataclass
 class TensorSpec:
+    """One model input or output: name, shape (None for a dynamic dim), dtype, quantization."""
     name: str
     shape: list[int | None]
     dtype: str  # "float32", "int8", "uint8", "float16"

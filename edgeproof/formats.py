@@ -172,6 +172,8 @@ INT16X8_RECIPE = TFLiteRecipe(optimizations=("DEFAULT",),
 
 @dataclass(frozen=True)
 class Format:
+    """One artifact format: name, file suffix, family, quantized or not, parity tolerance, description and how
+    convert makes it (the backends that run it come from BACKENDS)."""
     name: str
     suffix: str
     family: str  # "tflite" or "onnx": which loader family reads the file

@@ -35,6 +35,7 @@ ProgressCallback = Callable[[ProgressEvent], None]
 
 @dataclass
 class _Task:
+    """One progress bar's state (description, done, total)."""
     description: str
     completed: float
     total: float | None

@@ -25,15 +25,7 @@ from edgeproof.errors import EdgeproofError, UsageError
 from edgeproof.formats import BACKENDS, family_of, format_of
 from edgeproof.runtime.backend_choice import choose_backend, device_profile
 from edgeproof.runtime.backends.base import Backend, BatchUnsupported
-from edgeproof.runtime.model_check import (
-    check_io,
-    check_prepared_tflite,
-    invalid,
-    light_tflite_interpreter,
-    one_line,
-    ort_reason,
-    preflight,
-)
+from edgeproof.runtime.model_check import check_io, check_used_shapes, invalid, one_line, ort_reason, preflight
 from edgeproof.runtime.model_meta import (  # noqa: F401 - guess_layout, read_labels: public names of this module
     apply_overrides,
     declared_units,
@@ -133,6 +125,12 @@ class Model:
             raise UsageError(f"predict_native got {q.dtype} {q.shape}; this model's native input is {want}")
         native = np.ascontiguousarray(q.transpose(0, 3, 1, 2)) if self._nchw else q
         return self._finish(self._dequantize(self._run(native)), q.shape[0], None)
+
+    @property
+    def takes_pixels(self) -> bool:
+        """predict_pixels quantizes uint8 pixels by one integer op (runtime.pixels); otherwise it converts them to
+        float first, as preprocess.prepare does."""
+        return self._pixel_mask is not None
 
     def predict_pixels(self, px: np.ndarray) -> np.ndarray:
         """uint8 (N,H,W,C) pixels in the contract's size, channels and colour order, not normalized
@@ -303,26 +301,6 @@ def _refuse_non_finite_input(x: np.ndarray) -> None:
                          "values (see edgeproof.runtime.preprocess.prepare)")
 
 
-def _check_used_shapes(path: Path, family: str, be: Backend, meta: ArtifactMeta) -> None:
-    """The limits on the shapes the runtime will really use: the preprocess size after metadata and overrides.
-
-    A backend resizes a TFLite input to the preprocess size, so a file whose metadata alone said 4200x4200
-    passed every check on its declared 64x64 input, then took 7.5 s and 3.67 GB per image.
-    """
-    pp = meta.preprocess
-    check_io(path, family, be.input_spec, be.output_spec, pp.height, pp.width)
-    shape = list(be.input_spec.shape)
-    if family != "tflite" or len(shape) != 4:
-        return
-    channels = pp.channels
-    used = [1, pp.height, pp.width, channels] if pp.layout == "NHWC" else [1, channels, pp.height, pp.width]
-    if [d if isinstance(d, int) and d > 0 else -1 for d in shape[1:]] == used[1:]:
-        return  # the declared shape: preflight prepared exactly this
-    interpreter = light_tflite_interpreter()
-    if interpreter is not None:
-        check_prepared_tflite(path, interpreter, used)
-
-
 def load(path: str | Path | LoadSpec, **options: Any) -> Model:
     """Open an artifact with the right backend; see the module docstring for what Model does.
 
@@ -391,7 +369,7 @@ def load(path: str | Path | LoadSpec, **options: Any) -> Model:
             raise UsageError(f"--labels gives {len(meta.labels)} label(s) but '{path.name}' outputs {n_out} "
                              f"classes; give a labels file with {n_out} lines, one per class in output order")
         check_outputs(path, be, meta)
-        _check_used_shapes(path, family, be, meta)
+        check_used_shapes(path, family, be, meta)
     except BaseException:
         be.close()
         raise

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgeproof.runtime.preprocess import ImageReadError, pixels, read_image, wants_alpha
+from edgeproof.runtime.preprocess import ImageReadError, pixels, prepare, read_image, wants_alpha
 from edgeproof.runtime.sources import Item
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -24,15 +24,16 @@ if TYPE_CHECKING:  # pragma: no cover
 Decoded = tuple[Item, np.ndarray | None, np.ndarray | None, str | None, float]
 
 
-def decode_item(item: Item, pp, keep_frame: bool, max_pixels: int | None = None) -> Decoded:
-    """One input -> (item, x: uint8 pixels in the model's size and channels (preprocess.pixels), kept frame, skip
-    reason, decode+preprocess ms); never raises for a bad file."""
+def decode_item(item: Item, pp, keep_frame: bool, max_pixels: int | None = None, as_pixels: bool = False) -> Decoded:
+    """One input -> (item, x, kept frame, skip reason, decode+preprocess ms); never raises for a bad file. x is
+    float32 model input (preprocess.prepare), or with `as_pixels` the uint8 pixels before normalization
+    (preprocess.pixels) for a model that quantizes them by an integer op (Model.takes_pixels)."""
     if item.error is not None:  # the source already knows why this input cannot be delivered
         return item, None, None, item.error, 0.0
     t = time.perf_counter()
     try:
         bgr = item.frame if item.frame is not None else read_image(item.path, max_pixels, wants_alpha(pp))
-        x = pixels(bgr, pp)
+        x = pixels(bgr, pp) if as_pixels else prepare(bgr, pp)
         if bgr.ndim == 3 and bgr.shape[2] == 4:  # a 4-channel model's alpha: the kept frame is drawn on as BGR
             bgr = bgr[:, :, :3]
     except ImageReadError as exc:
@@ -52,8 +53,9 @@ class Session:
         self.model, self.top_k, self.watchdog, self.max_pixels = model, top_k, watchdog, max_pixels
 
     def decode(self, item: Item, keep_frame: bool = False) -> Decoded:
-        """(item, x: uint8 pixels, kept frame, skip reason, decode+preprocess ms); never raises for a bad input."""
-        return decode_item(item, self.model.preprocess, keep_frame, self.max_pixels)
+        """(item, x: model input, or uint8 pixels where the model takes them, kept frame, skip reason,
+        decode+preprocess ms); never raises for a bad input."""
+        return decode_item(item, self.model.preprocess, keep_frame, self.max_pixels, self.model.takes_pixels)
 
     def infer(self, x: np.ndarray, what: str) -> np.ndarray:
         """A batch -> scores, under the watchdog (`what` names the batch for it). x is float32 in model-input
@@ -66,8 +68,8 @@ class Session:
         return self.watchdog.watch(what) if self.watchdog is not None else nullcontext()
 
     def classify(self, x: np.ndarray, what: str) -> tuple[np.ndarray, list[list[tuple[str, float]]], float]:
-        """A batch of decode()'s uint8 pixels (or float32 model input) -> (scores, top-k per row, inference ms per
-        image); `what` names the batch for the watchdog."""
+        """A batch of decode()'s inputs (uint8 pixels or float32 model input) -> (scores, top-k per row, inference
+        ms per image); `what` names the batch for the watchdog."""
         t = time.perf_counter()
         if x.dtype == np.uint8:  # decode's pixels (a uint8 model's native input goes through infer, never here)
             with self._watch(what):

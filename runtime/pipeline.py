@@ -43,6 +43,7 @@ class _StopRequested(Exception):
 
 @dataclass
 class Result:
+    """One classified input: its top-k, all scores, inference ms, and the frame when it is kept."""
     index: int
     name: str
     topk: list[tuple[str, float]]
@@ -53,6 +54,7 @@ class Result:
 
 @dataclass
 class Summary:
+    """What a run did: counts, timings, skips and why it stopped."""
     source: str
     kind: str
     count: int = 0

@@ -139,3 +139,22 @@ def test_predict_pixels_on_a_float_model_scores_the_float_pixels(tmp_path):
         np.testing.assert_allclose(m.predict_pixels(px), reference(px.astype(np.float32)), rtol=0, atol=1e-5)
         with pytest.raises(UsageError, match="takes uint8 pixels"):
             m.predict_pixels(px.astype(np.float32))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batch", [1, 2])
+def test_run_session_on_a_pixel_model_scores_like_predict_on_prepared_images(full_range, tmp_path, batch):
+    from edgeproof.runtime import LoadSpec, RunOptions, load, run_session
+    from edgeproof.runtime.preprocess import load_image
+
+    rng = np.random.default_rng(6)
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"img{i}.png"), rng.integers(0, 256, (20 + i, 24, 3), dtype=np.uint8))
+    got: dict[str, np.ndarray] = {}
+    summary = run_session(LoadSpec(full_range["int8"]), str(tmp_path), sinks=[lambda r: got.update({r.name: r.scores})],
+                          options=RunOptions(batch=batch))
+    assert summary.count == 3
+    with load(full_range["int8"]) as m:
+        assert m.takes_pixels
+        for name, scores in got.items():
+            assert np.array_equal(scores, m.predict(load_image(name, m.preprocess)[None])[0])
