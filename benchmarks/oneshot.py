@@ -14,6 +14,11 @@ folder, filled by the warm-up round): a source checkout run with PYTHONDONTWRITE
 edgeproof's modules in every process (about 0.1 s) and measure that instead.
 
     python benchmarks/oneshot.py MODEL.tflite IMAGE [--repeat 5] [--json] [-o oneshot.json]
+    python benchmarks/oneshot.py MODEL.tflite IMAGE --instructions [--skip tf.lite]
+
+--instructions counts the instructions each contender executes (valgrind's callgrind, once per contender, hash
+seed fixed): on a shared machine whose load moves wall times by 2x, the count does not move with the load (run
+to run it varies by about 1 %), so its ratio is the steady one; it does not see cache misses or waits.
 """
 
 from __future__ import annotations
@@ -107,6 +112,30 @@ def measure(model: str, image: str, repeat: int, skip: tuple[str, ...] = ()) -> 
              "peak_rss_mib_median": statistics.median(rss[k]) if rss[k] else None} for k in cmds]
 
 
+def instructions(model: str, image: str, skip: tuple[str, ...] = ()) -> list[dict]:
+    """Instructions each contender executes from spawn to exit (valgrind --tool=callgrind), one run each."""
+    import re
+
+    if shutil.which("valgrind") is None:
+        raise SystemExit("oneshot: error: --instructions needs valgrind (apt-get install valgrind)")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.update(TF_CPP_MIN_LOG_LEVEL="3", PYTHONPYCACHEPREFIX=PYCACHE, PYTHONHASHSEED="0")
+    rows = []
+    for name, cmd in contenders(model, image).items():
+        if name in skip:
+            continue
+        subprocess.run(cmd, env=env, capture_output=True, check=False)  # fills the bytecode cache
+        r = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *cmd], env=env,
+                           capture_output=True, text=True, check=False)
+        m = re.search(r"Collected : (\d+)", r.stderr)
+        rows.append({"what": name, "instructions": int(m.group(1)) if m else None,
+                     "error": None if m and r.returncode == 0 else f"exit {r.returncode}"})
+    base = next((r["instructions"] for r in rows if r["what"] == "bare litert"), None)
+    for r in rows:
+        r["vs_bare_litert"] = round(r["instructions"] / base, 3) if base and r["instructions"] else None
+    return rows
+
+
 def markdown(rows: list[dict], model: str) -> str:
     base = next((r for r in rows if r["what"] == "bare litert" and r["wall_s_median"]), None)
     head = (f"One-shot cost (fresh process, one image, `{Path(model).name}`), "
@@ -132,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print JSON instead of markdown")
     ap.add_argument("-o", "--out", help="also write the rows as JSON here")
     ap.add_argument("--skip", action="append", default=[], help="leave out a contender (e.g. tf.lite)")
+    ap.add_argument("--instructions", action="store_true",
+                    help="count instructions (valgrind) instead of timing: a ratio the machine's load does not move")
     args = ap.parse_args(argv)
     for p in (args.model, args.image):
         if not Path(p).is_file():
@@ -140,6 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat < 1:
         print("oneshot: error: --repeat must be >= 1", file=sys.stderr)
         return 2
+    if args.instructions:
+        rows = instructions(args.model, args.image, tuple(args.skip))
+        if args.out:
+            Path(args.out).write_text(json.dumps(rows, indent=2) + "\n")
+        print(json.dumps(rows, indent=2))
+        return 0
     rows = measure(args.model, args.image, args.repeat, tuple(args.skip))
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=2) + "\n")
