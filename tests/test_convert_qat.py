@@ -89,3 +89,20 @@ def test_the_tf_keras_rebuild_refuses_a_model_it_cannot_copy():
     two_inputs = keras.Model([a, b], keras.layers.Add()([a, b]))
     with pytest.raises(NotRebuildable, match="single-input"):
         to_tf_keras(two_inputs, np.zeros((1, 4), np.float32))
+
+
+def test_the_qat_rival_is_ranked_by_the_searchs_rule_snr_within_one_image():
+    from types import SimpleNamespace
+
+    from edgeproof.parity.qat_rung import _ranks_higher
+
+    def row(agree: int, snr: float):
+        return SimpleNamespace(comparison=SimpleNamespace(task=SimpleNamespace(top1_agree_count=agree),
+                                                          tensor=SimpleNamespace(snr_db=snr)))
+
+    assert not _ranks_higher(row(192, 33.7), row(191, 44.5))  # shapes seed 0, int16x8: one image, 11 dB worse
+    assert _ranks_higher(row(192, 37.4), row(191, 27.0))  # seed 4, edgetpu
+    assert _ranks_higher(row(191, 38.8), row(191, 37.0))  # seed 2, edgetpu
+    assert not _ranks_higher(row(191, 37.0), row(191, 37.0))  # a tie keeps the post-training file
+    assert _ranks_higher(row(192, 30.0), row(189, 45.0))  # more than one image better: agreement decides
+    assert not _ranks_higher(SimpleNamespace(comparison=None), row(150, 10.0))  # an error row never wins
