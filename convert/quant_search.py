@@ -143,6 +143,10 @@ def unreadable_by(path: Path, backends: tuple[str, ...], x: np.ndarray) -> str |
     return None
 
 
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+
+
 def search(candidates: list[Candidate], calib: np.ndarray, reference: Callable[[np.ndarray], np.ndarray],
            tmp: Path, backends: tuple[str, ...] = ()) -> tuple[Candidate, Path, SearchResult]:
     """Build every candidate on the fit part, judge it on the held-out part; return the best, its file, the record.
@@ -162,18 +166,29 @@ def search(candidates: list[Candidate], calib: np.ndarray, reference: Callable[[
     fit, held = split(calib)
     ref = reference(held)
     trials: list[tuple[Candidate, Trial]] = []
+    # Every candidate is built before any is run: a calibration (onnxruntime's holds every intermediate tensor of
+    # every image, 300 MiB on the demo) then never sits on top of the runtimes the scoring loads (OpenVINO, the
+    # sessions), which peaked the demo's convert process.
     for i, cand in enumerate(candidates):
         t = Trial(cand.name, cand.options, n=len(held))
         t1 = time.perf_counter()
         try:
             t.artifact = cand.build(fit, tmp / f"cand-{i}")
+        except Exception as exc:  # noqa: BLE001 - a recipe that fails is out of the race, not the end of it
+            t.error = _why(exc)
+        t.seconds = time.perf_counter() - t1
+        trials.append((cand, t))
+    for i, (_cand, t) in enumerate(trials):
+        if t.error:
+            continue
+        t1 = time.perf_counter()
+        try:
             t.agree, t.snr_db, t.mean_abs = judge(ref, predict_file(t.artifact, held))
             if i and (why := unreadable_by(t.artifact, backends, held[:1])):  # the table's recipe (i=0) is the fallback
                 t.error = why
         except Exception as exc:  # noqa: BLE001 - a recipe that fails is out of the race, not the end of it
-            t.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
-        t.seconds = time.perf_counter() - t1
-        trials.append((cand, t))
+            t.error = _why(exc)
+        t.seconds += time.perf_counter() - t1
     ok = [(c, t) for c, t in trials if not t.error]
     if not ok:
         raise RuntimeError("every int8 recipe failed: " + "; ".join(f"{t.name}: {t.error}" for _, t in trials))

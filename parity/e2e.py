@@ -43,12 +43,6 @@ def tf_batch(paths: list[str], pp: Preprocess) -> tuple[np.ndarray, list[int], l
     return batch, used, skipped
 
 
-def preprocessing_drift(keras_model, paths: list[str], pp: Preprocess, x_cv: np.ndarray, ref_cv: np.ndarray,
-                        labels: np.ndarray | None, rows=()) -> dict:
-    """Preprocessing drift, plus each artifact's end-to-end drift: artifact(OpenCV) vs Keras(TF decode)."""
-    return drift_report(*tf_side(keras_model, paths, pp, x_cv), ref_cv, labels, rows)
-
-
 def tf_side(keras_model, paths: list[str], pp: Preprocess, x_cv: np.ndarray):
     """The per-image half (any subset of the images, e.g. one Ray batch): Keras on the TF decode of `paths`.
 

@@ -12,7 +12,6 @@ import numpy as np
 
 from edgeproof.formats import BACKENDS
 from edgeproof.parity.gate import Failure
-from edgeproof.parity.metrics import percentile_ms
 from edgeproof.progress import Progress, ProgressCallback
 
 
@@ -69,7 +68,7 @@ def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, dat
                progress: ProgressCallback | bool | None = None, write: bool = True, verify: bool = True, engine: str = "local",
                address: str | None = None, workers: int | None = None,
                timeout_s: float | None = None, promote: bool = False, trust_model: bool = False,
-               prefer: str = "balanced", target: str | None = None) -> ParityReport:
+               prefer: str = "balanced", target: str | None = None, keras_child: bool = False) -> ParityReport:
     """Judge every artifact against the run's Keras model; write parity.json/.md and PNGs to out_dir.
 
     promote (with fix): the first passing fix of each failing int8 artifact replaces it (parity.promote), under
@@ -79,6 +78,9 @@ def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, dat
     the drift check) runs on Ray Data actors (parity.ray_engine); the judging, report and gate are these.
     target: also run each artifact's listed backends in that emulated target (edgeproof.targets), on the same
     preprocessed tensors: rows `backend@TARGET`, judged by the same gate (parity.target_rows).
+    keras_child (engine "local"): the Keras side (reference, its latency, the TF decode of the drift check) runs in
+    a short-lived child process (parity.keras_side), so this one never imports TensorFlow unless triage or a fix
+    needs the model (the demo: its parity process then holds the runtimes only).
     progress: a callback for progress events (edgeproof.progress)."""
     from edgeproof.convert.source import open_for_parity
     from edgeproof.parity import data, flips, reference, runner
@@ -122,12 +124,17 @@ def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, dat
                                      evaluate_fn=done.evaluate)
             pre = done.preprocessing(rows) if e2e else None
         else:
-            task = prog.add_task("Keras reference", total=2)
-            keras_model = reference.load_keras(run.model_path, run.head, trust_model)
-            prog.advance(task)
+            from edgeproof.parity import keras_side
+
+            task = prog.add_task("Keras reference", total=1)
             x_ref = batches.get(run.preprocess)
-            ref = reference.predict(keras_model, x_ref)
-            ref_lat = percentile_ms(reference.latency_samples(keras_model, x_ref), 50)
+            side_args = (run.model_path, run.head, trust_model, x_ref, images.paths if e2e else None, run.preprocess)
+            if keras_child:  # TensorFlow only in a short-lived child: this process loads every runtime next
+                keras_model, side = None, keras_side.compute_in_child(*side_args)
+            else:
+                keras_model = reference.load_keras(run.model_path, run.head, trust_model)
+                side = keras_side.compute(*side_args, keras_model=keras_model)
+            ref, ref_lat = side.reference, side.latency_ms
             prog.advance(task)
             _check_classes(ref, run)
             rows = runner.run_matrix(artifacts, batches, ref, backends, tol_flags, prog, verify=verify,
@@ -138,7 +145,7 @@ def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, dat
                 from edgeproof.parity import e2e as e2e_mod
 
                 t = prog.add_task("preprocessing drift (TF vs OpenCV)", total=1)
-                pre = e2e_mod.preprocessing_drift(keras_model, images.paths, run.preprocess, x_ref, ref, y, rows)
+                pre = e2e_mod.drift_report(*side.tf_side, ref, y, rows)
                 prog.advance(t)
         if sysroot is not None:
             from edgeproof.parity.target_rows import interleave, target_rows
@@ -161,6 +168,8 @@ def run_parity(run_dir: str | Path, artifacts_dir: str | Path | None = None, dat
             from edgeproof.parity.browser_pre import page_preprocessing_drift
 
             t = prog.add_task("preprocessing drift (the page's JavaScript vs OpenCV)", total=1)
+            if keras_model is None:  # keras_child: the page's side needs the model here
+                keras_model = reference.load_keras(run.model_path, run.head, trust_model)
             report.e2e = {**(report.e2e or {}), "page_preprocessing": page_preprocessing_drift(
                 keras_model, images.paths, run.preprocess, x_ref, ref, y, [p for p, _ in artifacts])}
             prog.advance(t)

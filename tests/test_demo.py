@@ -11,6 +11,7 @@ from edgeproof.formats import FORMATS, artifact_filename
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # five processes that each import TensorFlow or every runtime: 240 s at load 12 on 2 cores
 def test_demo_fast_end_to_end(tmp_path, capsys):
     pytest.importorskip("tensorflow", reason="needs edgeproof[train]")
     pytest.importorskip("skimage", reason="the textures dataset needs scikit-image")
@@ -30,6 +31,9 @@ def test_demo_fast_end_to_end(tmp_path, capsys):
     assert (out / "parity" / "parity.md").is_file() and (out / "parity" / "accuracy_latency.png").is_file()
     assert "run folder" in captured.err and str(out / "parity" / "parity.md") in captured.err.replace("\n", "")
     assert " on litert:" in captured.err  # the TF-free runtime ran on sample images
+    said = " ".join(captured.err.split())  # the console wraps long lines
+    memory = said[said.index("peak memory: "):][:400]
+    assert all(f"{stage} " in memory for stage in ("train", "convert", "parity")) and " MiB" in memory
     for p in report["promoted"]:  # what was promoted is said, with its format and its speed
         assert f"promoted: {p['variant']}" in captured.err.replace("\n", "")
 

@@ -67,6 +67,24 @@ def test_ties_keep_the_table_default_and_few_images_skip_the_search(monkeypatch,
     assert chosen.name == "default" and len(res.trials) == 1 and "no search" in res.note
 
 
+def test_every_candidate_is_built_before_any_is_run(monkeypatch, tmp_path):
+    """A calibration's memory (onnxruntime keeps every intermediate tensor) never sits on top of the scoring's
+    runtimes: the builds come first, then the runs."""
+    ref = np.eye(3)[np.arange(40) % 3]
+    events: list[str] = []
+    cand, _ = _fake(monkeypatch, {"a": ref, "b": ref, "c": ref})
+    run = qs.predict_file
+    monkeypatch.setattr(qs, "predict_file", lambda path, x: events.append(f"run {path.read_text()}") or run(path, x))
+
+    def logged(name: str) -> qs.Candidate:
+        c = cand(name)
+        return qs.Candidate(c.name, c.options, lambda x, dest: events.append(f"build {name}") or c.build(x, dest))
+
+    qs.search([logged("a"), logged("b"), logged("c")], np.zeros((30, 2, 2, 3), np.float32), lambda x: ref[: len(x)],
+              tmp_path)
+    assert events == ["build a", "build b", "build c", "run a", "run b", "run c"]
+
+
 def test_held_out_split_is_every_fifth_image():
     calib = np.arange(20)[:, None]
     fit, held = qs.split(calib)

@@ -59,8 +59,10 @@ def _train_stage(data: Path, out: Path, cfg: dict, progress: bool) -> str:
     return str(run_dir)
 
 
-def _convert_stage(run_dir: Path, art_dir: Path, progress: bool) -> tuple[list[tuple], list[str]]:
-    """((format, status, bytes, error, written) per artifact, the held-out gate's lines of the passing ones)."""
+def _convert_stage(run_dir: Path, art_dir: Path, progress: bool, formats: list[str]
+                   ) -> tuple[list[tuple], list[str]]:
+    """Convert to `formats` and run convert's held-out gate on them: ((format, status, bytes, error, written) per
+    artifact of the manifest, the held-out gate's lines of the passing ones)."""
     from edgeproof.cli.console import progress_bars
     from edgeproof.convert import convert_run
     from edgeproof.convert.manifest import load_manifest
@@ -70,12 +72,24 @@ def _convert_stage(run_dir: Path, art_dir: Path, progress: bool) -> tuple[list[t
 
     with _quiet(run_dir / "parity" / "library-output.log"):
         source = open_source(run_dir)
-        manifest = convert_run(source, art_dir, formats="all", calib_count=200, progress=progress_bars(progress))
+        manifest = convert_run(source, art_dir, formats=formats, calib_count=200, progress=progress_bars(progress))
         # convert's own gate on the held-out calibration images, with the fix ladder (as 'edgeproof convert')
-        held = escalate(source, art_dir, [FORMATS[a.format] for a in manifest.artifacts if a.status == "ok"], 200)
+        done = [FORMATS[a.format] for a in manifest.artifacts if a.status == "ok" and a.format in formats]
+        held = escalate(source, art_dir, done, 200)
         manifest = load_manifest(art_dir)
     return ([(a.format, a.status, a.bytes or 0, a.error or "", a.path is not None) for a in manifest.artifacts],
             [h.line for h in held if not h.failed])
+
+
+def convert_groups() -> list[list[str]]:
+    """Every format, one group per file family in table order: each group converts in its own process. TensorFlow
+    is loaded in both, but the TFLite side's converter and LiteRT Quantizer state never sits under onnxruntime's
+    calibration, which holds every intermediate tensor of every calibration image (measured on the full demo,
+    one process for all: 1347 MiB; TFLite formats alone about 1000 MiB, ONNX formats alone 1275 MiB)."""
+    from edgeproof.formats import FORMATS
+
+    families = list(dict.fromkeys(f.family for f in FORMATS.values()))
+    return [[f.name for f in FORMATS.values() if f.family == fam] for fam in families]
 
 
 def _parity_stage(run_dir: Path, art_dir: Path, progress: bool) -> tuple[list[str], str, list[dict]]:
@@ -88,7 +102,9 @@ def _parity_stage(run_dir: Path, art_dir: Path, progress: bool) -> tuple[list[st
 
     with _quiet(run_dir / "parity" / "library-output.log"):
         # a failing int8 artifact gets the fix ladder; the first passing fix is promoted and shown
-        rep = run_parity(run_dir, artifacts_dir=art_dir, progress=progress_bars(progress), fix=True, promote=True)
+        # keras_child: TensorFlow computes the reference in a short-lived child, never beside the runtimes
+        rep = run_parity(run_dir, artifacts_dir=art_dir, progress=progress_bars(progress), fix=True, promote=True,
+                         keras_child=True)
     print_table(rep)
     print_triage(rep)
     if rep.e2e:
@@ -97,61 +113,15 @@ def _parity_stage(run_dir: Path, art_dir: Path, progress: bool) -> tuple[list[st
     return report_mod.failure_lines(rep), files, list(rep.promoted)
 
 
-def _child_main(conn, fn, args: tuple) -> None:
-    """In the stage's process: run it, send ("ok", result, peak RSS KB) or ("error", exception, peak RSS KB)."""
-    import os
-    import resource
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    try:
-        out: tuple = ("ok", fn(*args))
-    except Exception as exc:  # noqa: BLE001 - handed to the parent, which raises it as the demo's error
-        out = ("error", exc)
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    try:
-        conn.send((*out, peak_kb))
-    except Exception:  # noqa: BLE001 - an exception that does not pickle goes as its text
-        from edgeproof.errors import EdgeproofError
-
-        conn.send(("error", EdgeproofError(str(out[1])), peak_kb))
-    conn.close()
-
-
-def _in_child(stage: str, fn, *args, peaks: dict[str, float]):
+def _in_child(stage: str, fn, *args, memory):
     """fn(*args) in a fresh process, so that one stage's libraries (TensorFlow's graphs, the converters, every
     runtime) are never resident together: the demo's peak is its largest stage's, not their sum (one process:
-    2.7 GB on a fresh clone)."""
-    import multiprocessing
+    2.7 GB on a fresh clone). Its own peak goes to `memory` (a TreeMemory)."""
+    from edgeproof.child_call import call_in_child
 
-    from edgeproof.errors import EdgeproofError
-
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child_main, args=(child, fn, args), name=f"edgeproof-demo-{stage}")
-    proc.start()
-    child.close()
-    try:
-        got = parent.recv()
-    except EOFError:
-        got = None
-    proc.join()
-    if got is None:
-        raise EdgeproofError(f"demo: the {stage} stage's process ended without a result (exit code {proc.exitcode}); "
-                             f"run 'edgeproof {stage}' alone to see why")
-    status, value, peak_kb = got
-    peaks[stage] = peak_kb / 1024
-    if status == "error":
-        raise value
-    return value
-
-
-def peak_rss_mb(peaks: dict[str, float]) -> tuple[float, str]:
-    """The demo's peak resident memory (MiB) and where: its largest stage process, or this process itself."""
-    import resource
-
-    peaks = {**peaks, "demo": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    where = max(peaks, key=peaks.__getitem__)
-    return peaks[where], where
+    done = call_in_child(fn, *args, name=f"edgeproof-demo-{stage}", what=f"run 'edgeproof {stage}' alone to see why")
+    memory.process_peak(stage, done.peak_kb)
+    return done.value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -165,22 +135,30 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
-    peaks: dict[str, float] = {}
+    from edgeproof.cli.demo_memory import TreeMemory
+
+    memory = TreeMemory()
 
     t = _stage(1, f"dataset '{args.dataset}' ({cfg['image_size']}px, {cfg['per_class']} images/class)")
     from edgeproof.train.datasets import build_dataset
 
-    data = build_dataset(args.dataset, image_size=cfg["image_size"], per_class=cfg["per_class"])
+    with memory.stage("dataset"):
+        data = build_dataset(args.dataset, image_size=cfg["image_size"], per_class=cfg["per_class"])
     timings["dataset"] = time.perf_counter() - t
     info(f"      {data}")
 
     t = _stage(2, f"train tiny_cnn, {cfg['epochs']} epochs -> {out}")
-    run_dir = Path(_in_child("train", _train_stage, data, out, cfg, progress, peaks=peaks))
+    with memory.stage("train"):
+        run_dir = Path(_in_child("train", _train_stage, data, out, cfg, progress, memory=memory))
     timings["train"] = time.perf_counter() - t
 
     t = _stage(3, "convert to every format")
     art_dir = run_dir / "artifacts"
-    artifacts, held = _in_child("convert", _convert_stage, run_dir, art_dir, progress, peaks=peaks)
+    held: list[str] = []
+    with memory.stage("convert"):
+        for group in convert_groups():
+            artifacts, lines = _in_child("convert", _convert_stage, run_dir, art_dir, progress, group, memory=memory)
+            held += lines
     timings["convert"] = time.perf_counter() - t
     failed = [a for a in artifacts if a[1] != "ok" and not a[4]]  # no file: not converted
     for fmt, status, size, error, _written in artifacts:
@@ -189,22 +167,23 @@ def run(args: argparse.Namespace) -> int:
         info(f"      held-out gate: {line}")
 
     t = _stage(4, "parity: every artifact × backend vs the Keras model")
-    failures, report_files, promoted = _in_child("parity", _parity_stage, run_dir, art_dir, progress, peaks=peaks)
+    with memory.stage("parity"):
+        failures, report_files, promoted = _in_child("parity", _parity_stage, run_dir, art_dir, progress,
+                                                     memory=memory)
     timings["parity"] = time.perf_counter() - t
 
     t = _stage(5, "runtime (no TensorFlow) on sample test images")
-    _sample_predictions(run_dir, art_dir, promoted)
+    with memory.stage("runtime"):
+        _sample_predictions(run_dir, art_dir, promoted)
     timings["runtime"] = time.perf_counter() - t
 
     total = time.perf_counter() - t0
-    peak, where = peak_rss_mb(peaks)
     info("")
     info(f"run folder : {run_dir}")
     info(f"artifacts  : {art_dir}  (manifest.json inside)")
     info(f"report     : {report_files}")
     info("time       : " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()) + f", total {total:.0f}s wall")
-    info(f"peak memory: {peak:.0f} MiB resident ({where}); per stage: "
-         + ", ".join(f"{k} {v:.0f} MiB" for k, v in peaks.items()))
+    info(memory.line())
     status = 0
     for fmt, _status, _size, error, _written in failed:
         error_line(f"demo: conversion to {fmt} failed: {error}")
