@@ -9,7 +9,10 @@ HTTP /v1/classify (PNG), HTTP /v2 infer (FP32 JSON), gRPC ModelInfer (FP32 raw) 
 in 10 is bad (a body that is not an image: 400 / INVALID_ARGUMENT expected). Every --hostile-every s one
 of: a 2 MiB header (431 expected), 50 half-open slowloris connections held 15 s (408/closed by the
 server's 10 s deadline), a 20 MiB body with urllib (413), 4 concurrent 4000x4000 PNGs (400, over the
-model-tied pixel cap). Every 10 s: the server's RSS and CPU time, the machine's 1-minute load average and
+model-tied pixel cap). With --control, a bare Starlette handler around the same model (serve_load.py's
+BARE_APP) gets a copy of every good PNG request at the same moment: the same machine, none of the
+server's layers, so its per-minute p99 beside the server's PNG p99 says which swings are the machine's.
+Every 10 s: the server's RSS and CPU time, the machine's 1-minute load average and
 its CPU pressure (/proc/pressure/cpu "some": the share of time a runnable task waited for a CPU).
 
 Latency is timed from each request's scheduled send time (a paced client's view: time a request waited
@@ -100,7 +103,9 @@ class Load:
                                                     "data": ["x"] if bad else self.x.ravel().tolist()}]}).encode()
                        for bad in (False, True)}  # built once: the client's JSON encoding is not timed
         self.lock = threading.Lock()
-        self.latency: list[tuple[float, float, float, bool]] = []  # good requests: (t sched, total s, service s, hostile?)
+        self.latency: list[tuple[float, float, float, bool, int]] = []  # good: (t sched, total, service, hostile?, kind)
+        self.control: list[tuple[float, float]] = []  # the control handler's PNG requests: (t sched, total s)
+        self.control_url: str | None = None
         self.counts: dict[str, int] = {}
         self.hostile_now = 0  # hostile episodes running
 
@@ -140,7 +145,22 @@ class Load:
             self.count("unexpected")
         elif not bad:
             with self.lock:
-                self.latency.append((scheduled - t_start, t1 - scheduled, t1 - t0, hostile_at_send))
+                self.latency.append((scheduled - t_start, t1 - scheduled, t1 - t0, hostile_at_send, kind))
+
+    def control_one(self, scheduled: float, t_start: float) -> None:
+        """The same PNG to the bare control handler (its own counts: never part of the server's figures)."""
+        try:
+            with urllib.request.urlopen(urllib.request.Request(self.control_url + "/v1/classify", data=self.png,
+                                                               headers={"Content-Type": "image/png"}), timeout=30) as r:
+                r.read()
+                status = r.status
+        except (OSError, urllib.error.HTTPError) as exc:
+            self.count(f"control error: {type(exc).__name__}")
+            return
+        self.count(f"control -> {status}")
+        if status == 200:
+            with self.lock:
+                self.control.append((scheduled - t_start, time.perf_counter() - scheduled))
 
     def _grpc(self, fp32: bool, bad: bool) -> int:
         from tritonclient.utils import InferenceServerException
@@ -229,6 +249,11 @@ def window_stats(load: Load, samples: list[dict], lo: float, hi: float) -> dict:
     inside = [s for s in samples if lo <= s["t"] <= hi + 10]  # the samples that close this window's 10 s steps
     out = {"n": len(rows), "p50_ms": pct(tot, 50), "p99_ms": pct(tot, 99), "service_p50_ms": pct(svc, 50),
            "service_p99_ms": pct(svc, 99), "max_ms": pct(tot, 100)}
+    if load.control_url:
+        out["png_p50_ms"] = pct([r[1] for r in rows if r[4] == 0], 50)
+        out["png_p99_ms"] = pct([r[1] for r in rows if r[4] == 0], 99)
+        ctl = [c[1] for c in load.control if lo <= c[0] < hi]
+        out["control_png_p50_ms"], out["control_png_p99_ms"] = pct(ctl, 50), pct(ctl, 99)
     if inside:
         out["load_avg_1m"] = round(float(np.mean([s["load1"] for s in inside])), 2)
         if inside[0].get("cpu_pressure_pct") is not None:
@@ -247,6 +272,10 @@ def steadiness(load: Load, per_minute: list[dict], minutes: float) -> dict:
     for key in ("cpu_pressure_pct", "load_avg_1m", "server_cpu_pct"):
         if len(rows) >= 4 and np.std([m[key] for m in rows]) > 0:
             corr[key] = round(float(np.corrcoef([m["p99_ms"] for m in rows], [m[key] for m in rows])[0, 1]), 2)
+    if load.control_url and len(per_minute) >= 5:
+        rows2 = per_minute[1:]
+        corr["control_png_p99_vs_server_png_p99"] = round(float(np.corrcoef(
+            [m["png_p99_ms"] for m in rows2], [m["control_png_p99_ms"] for m in rows2])[0, 1]), 2)
     calm = [r[1] for r in load.latency if r[0] >= 60 and not r[3]]
     during = [r[1] for r in load.latency if r[0] >= 60 and r[3]]
     return {"p99_ms_thirds": [pct(t, 99) for t in thirds], "p99_last_vs_first_third": round(last / first, 2)
@@ -262,6 +291,7 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=20, help="requests per second, all kinds together")
     ap.add_argument("--hostile-every", type=float, default=30, help="seconds between hostile episodes")
     ap.add_argument("--model", help="an artifact (default: the tests' 32x32 ONNX colour classifier)")
+    ap.add_argument("--control", action="store_true", help="also pace the PNG requests to a bare handler")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serve_soak.json"))
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "tests"))
@@ -274,6 +304,14 @@ def main() -> int:
     proc, url, target = start_server(model, tmp / "server.log")
     host, port = url[len("http://"):].split(":")
     load = Load(url, target, 32)
+    control = None
+    if args.control:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        import serve_load
+
+        cport = serve_load.free_port()
+        control = serve_load.start([sys.executable, "-c", serve_load.BARE_APP, str(model), str(cport)], r"ready")[0]
+        load.control_url = f"http://127.0.0.1:{cport}"
     huge = big_png(4000, 4000)
     samples: list[dict] = []
     t_start = time.perf_counter()
@@ -303,6 +341,8 @@ def main() -> int:
             scheduled = t_start + i / args.rate
             lag.append(time.perf_counter() - scheduled)
             workers.submit(load.one, i, scheduled, t_start)
+            if control is not None and i % 4 == 0 and i % 10 != 9:
+                workers.submit(load.control_one, scheduled, t_start)
             i += 1
             now = time.perf_counter()
             if now >= next_hostile:
@@ -317,8 +357,10 @@ def main() -> int:
         stop.set()
         sampler.join(15)
         final_rss = rss_mib(proc.pid)
-        proc.terminate()
-        proc.wait(60)
+        for p in (proc, control):
+            if p is not None:
+                p.terminate()
+                p.wait(60)
     rss = [(s["t"], s["rss_mib"]) for s in samples] + [(round(time.perf_counter() - t_start, 1), final_rss)]
     per_minute = [{"minute": m + 1, **window_stats(load, samples, m * 60, (m + 1) * 60)}
                   for m in range(int(np.ceil(args.minutes)))]
