@@ -281,7 +281,8 @@ def bench_model(kind: str, root: Path, args) -> dict:
                     for k in ("latencies", "errors"):
                         raw[name][k] += part[k]
                     raw[name]["seconds"] += part["seconds"]
-            results[f"c{conc}"] = {name: summary(r) for name, r in raw.items()}
+            results[f"c{conc}"] = {name: {**summary(r), "round_p50_ms": [round(v * 1e3, 3) for v in r["round_p50"]]}
+                                   for name, r in raw.items()}
             per_round[f"c{conc}"] = raw
     finally:
         for proc, _ in procs.values():

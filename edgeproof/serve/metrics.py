@@ -52,6 +52,11 @@ class ModelMetrics:
         self.rejected, self.watchdog_timeouts = parent.rejected, parent.watchdog_timeouts
         self.ready = parent.model_ready.labels(model, version)
         self.load_seconds = parent.load_seconds.labels(model)
+        # The labelled children, looked up once (a labels() call per observation cost more than the observation)
+        self._batch_size = parent.batch_size.labels(model, version)
+        self._inference_seconds = parent.inference_seconds.labels(model, version)
+        self._queue_seconds = parent.queue_seconds.labels(model, version)
+        self._model_seconds = parent.model_seconds.labels(model, version)
 
     def add(self, name: str, value: float) -> None:
         with self._lock:
@@ -67,31 +72,31 @@ class ModelMetrics:
 
     def observe_batch(self, size: int, infer_s: float, queue_s: list[float]) -> None:
         """Called by the replica thread after each inference call (prometheus_client is thread-safe)."""
-        p, mv = self.parent, (self.model_name, self.version)
-        p.batch_size.labels(*mv).observe(size)
-        p.inference_seconds.labels(*mv).observe(infer_s)
-        p.images.inc(size)
+        self._batch_size.observe(size)
+        self._inference_seconds.observe(infer_s)
+        self.parent.images.inc(size)
+        for q in queue_s:
+            self._queue_seconds.observe(q)
         with self._lock:
             b = self.batches.setdefault(size, [0, 0.0])
             b[0] += 1
             b[1] += infer_s
             self.last_inference_ms = int(time.time() * 1000)
-        self.add("nv_inference_exec_count", 1)
-        self.add("nv_inference_count", size)
-        self.add("nv_inference_compute_infer_duration_us", infer_s * 1e6)
-        queue = p.queue_seconds.labels(*mv)
-        for q in queue_s:
-            queue.observe(q)
-            self.add("nv_inference_queue_duration_us", q * 1e6)
+            v = self.values
+            v["nv_inference_exec_count"] += 1
+            v["nv_inference_count"] += size
+            v["nv_inference_compute_infer_duration_us"] += infer_s * 1e6
+            v["nv_inference_queue_duration_us"] += sum(queue_s) * 1e6
 
     def observe_inference(self, seconds: float, failure: str | None) -> None:
         """One inference request that reached the model, from decode to result; failure: a FAILURE_REASONS entry."""
-        if failure is None:
-            self.add("nv_inference_request_success", 1)
-        else:
-            self.fail(failure)
-        self.add("nv_inference_request_duration_us", seconds * 1e6)
-        self.parent.model_seconds.labels(self.model_name, self.version).observe(seconds)
+        with self._lock:
+            if failure is None:
+                self.values["nv_inference_request_success"] += 1
+            else:
+                self.failures[failure] += 1
+            self.values["nv_inference_request_duration_us"] += seconds * 1e6
+        self._model_seconds.observe(seconds)
 
     def observe_request(self, endpoint: str, status: int | str, seconds: float) -> None:
         self.parent.observe_request(endpoint, status, seconds)
@@ -144,6 +149,8 @@ class Metrics:
         ProcessCollector(registry=r)
         self.models: dict[tuple[str, str], ModelMetrics] = {}
         self._lock = threading.Lock()
+        self._children: dict[tuple[str, str], tuple] = {}  # (endpoint, status) -> (counter, histogram): bounded,
+        # endpoints are fixed names and statuses the server's own
         mv = ["model", "version"]
         self.requests = Counter("edgeproof_requests", "HTTP and gRPC requests by endpoint and status",
                                 ["endpoint", "status"], registry=r)
@@ -177,8 +184,12 @@ class Metrics:
             return self.models[(name, version)]
 
     def observe_request(self, endpoint: str, status: int | str, seconds: float) -> None:
-        self.requests.labels(endpoint, str(status)).inc()
-        self.request_seconds.labels(endpoint).observe(seconds)
+        key = (endpoint, str(status))
+        pair = self._children.get(key)
+        if pair is None:
+            pair = self._children.setdefault(key, (self.requests.labels(*key), self.request_seconds.labels(endpoint)))
+        pair[0].inc()
+        pair[1].observe(seconds)
 
     def exposition(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
