@@ -233,13 +233,17 @@ def run_architecture(name: str, arch: Arch, data: Path, work: Path, fix: bool = 
 
 
 def summary(archs: list[dict]) -> dict:
+    """The figures of this run's architectures (a `stale` one, kept from an earlier run by --stale, is counted
+    apart: it was judged by that run's gate)."""
+    stale = [a for a in archs if a.get("stale")]
+    archs = [a for a in archs if not a.get("stale")]
     cells = [c for a in archs for c in a.get("formats", {}).values()]
     passed = sum(c["status"] == "pass" for c in cells)
     return {"cells": len(cells), "pass": passed, "fail": sum(c["status"] == "fail" for c in cells),
             "error": sum(c["status"] == "error" for c in cells),
             "pass_fraction": round(passed / len(cells), 3) if cells else None,
             "pass_without_fix": sum(c["status"] == "pass" and not c.get("fixed") for c in cells),
-            "architectures": len(archs)}
+            "architectures": len(archs), "stale_architectures": [a["name"] for a in stale]}
 
 
 def write_json(archs: list[dict], started: str) -> None:
@@ -274,13 +278,18 @@ def write_md(archs: list[dict]) -> None:
     except ImportError:  # before the seams refactor it lived in the CLI's console module
         from edgeproof.cli.console import markdown_table
     s = summary(archs)
-    rows = []
+    rows, stale_rows = [], []
     for a in archs:
         head = (f"{a['name']} ({a['params'] / 1e6:.2f} M params" + (f", α {a['alpha']:g}" if a['alpha'] != 1 else "")
-                + f", Keras test acc {(a.get('keras_test_accuracy') or 0):.1%})") if a.get("params") else a["name"]
-        rows.append([head] + ([_cell_text(a["formats"][f]) if f in a.get("formats", {}) else a.get("error", "")
-                               for f in FORMATS]))
-    ratios = [(a["name"], a["int8_fp32_size_ratio"]) for a in archs if "int8_fp32_size_ratio" in a]
+                + f", {'source' if a.get('source') == 'onnx' else 'Keras'} test acc "
+                  f"{(a.get('keras_test_accuracy') or 0):.1%})") if a.get("params") else a["name"]
+        (stale_rows if a.get("stale") else rows).append(
+            [head] + [_cell_text(a["formats"][f]) if f in a.get("formats", {}) else a.get("error", "") for f in FORMATS])
+    stale_why = next((a["stale"] for a in archs if a.get("stale")), "")
+    stale_table = (f"\n\n**Not rerun** ({stale_why}; not counted above):\n\n"
+                   + markdown_table(["architecture", *FORMATS], stale_rows)) if stale_rows else ""
+    ratios = [(a["name"], a["int8_fp32_size_ratio"]) for a in archs if "int8_fp32_size_ratio" in a
+              and not a.get("stale")]
     nofix = [a["name"] for a in archs if a.get("fix_tried") is False]
     other_lr = "".join(f"; {a['name']} {a['lr']:g}" for a in archs if a.get("lr") not in (None, LR))
     marker = "<!-- analysis below is kept when zoo.py rewrites the table -->"
@@ -299,10 +308,10 @@ def write_md(archs: list[dict]) -> None:
         "A cell passes when every backend that ran the artifact passed its format's gate (\"fixed\": after the "
         "named repair); size is the artifact, p50 the first passing backend's latency (1 image, this 2-core "
         "machine).\n\n"
-        f"**{s['pass']} of {s['cells']} cells pass ({(s['pass_fraction'] or 0):.0%})** over {len(archs)} "
+        f"**{s['pass']} of {s['cells']} cells pass ({(s['pass_fraction'] or 0):.0%})** over {s['architectures']} "
         f"architectures ({s['pass_without_fix']} without a fix); {s['fail']} fail, {s['error']} conversion "
         "errors.\n\n"
-        + markdown_table(["architecture", *FORMATS], rows) + "\n\n"
+        + markdown_table(["architecture", *FORMATS], rows) + stale_table + "\n\n"
         + "int8 TFLite size / fp32 TFLite size: "
         + ", ".join(f"{n} {r:.3f}" for n, r in ratios) + "\n\n" + marker + kept)
     ZOO_MD.write_text(text)
@@ -318,13 +327,20 @@ def main(argv: list[str] | None = None) -> int:
                    "each failing int8 artifact up to 8 times: minutes on the 25 M-parameter backbones)")
     p.add_argument("--merge", nargs="+", metavar="ZOO_JSON", help="combine the architectures of zoo.json files "
                    "written by separate runs (a later file's entry wins) into zoo.json and ZOO.md, run nothing")
+    p.add_argument("--stale", metavar="ZOO_JSON", help="with --merge: keep this earlier zoo.json's architectures that "
+                   "the merged runs lack, marked stale and counted apart")
     args = p.parse_args(argv)
     if args.merge:
         merged: dict[str, dict] = {}
         for f in args.merge:
             merged.update({a["name"]: a for a in json.loads(Path(f).read_text())["architectures"]})
+        started = min(a.get("started", "") for a in merged.values())
+        if args.stale:  # an earlier run's architectures that these runs did not measure, kept and marked
+            old = json.loads(Path(args.stale).read_text())
+            why = f"the run of {old.get('started', '?')[:10]}, judged by that day's gate"
+            merged.update({a["name"]: dict(a, stale=why) for a in old["architectures"] if a["name"] not in merged})
         archs = sorted(merged.values(), key=lambda a: list(ZOO).index(a["name"]))
-        write_json(archs, min(a.get("started", "") for a in archs))
+        write_json(archs, started)
         write_md(archs)
         return 0
     if args.md_only:
