@@ -199,7 +199,7 @@ def run_architecture(name: str, arch: Arch, data: Path, work: Path, fix: bool = 
     judge = dict(artifacts_dir=art, triage=False, e2e=False, progress=False)
     report = run_parity(model, data_dir=data / "test", out_dir=root / "parity", **judge)
     fixed: dict = {}
-    entry["fix_tried"] = fix and not report.passed
+    entry["fix_enabled"], entry["fix_tried"] = fix, fix and not report.passed
     if entry["fix_tried"]:  # repair on val/, then judge again on test/
         try:
             fix = run_parity(model, artifacts_dir=art, data_dir=data / "val", triage=True, fix=True, promote=True,
@@ -290,7 +290,7 @@ def write_md(archs: list[dict]) -> None:
                    + markdown_table(["architecture", *FORMATS], stale_rows)) if stale_rows else ""
     ratios = [(a["name"], a["int8_fp32_size_ratio"]) for a in archs if "int8_fp32_size_ratio" in a
               and not a.get("stale")]
-    nofix = [a["name"] for a in archs if a.get("fix_tried") is False]
+    nofix = [a["name"] for a in archs if a.get("fix_enabled") is False and not a.get("stale")]  # --no-fix
     other_lr = "".join(f"; {a['name']} {a['lr']:g}" for a in archs if a.get("lr") not in (None, LR))
     marker = "<!-- analysis below is kept when zoo.py rewrites the table -->"
     kept = ZOO_MD.read_text().split(marker, 1)[1] if ZOO_MD.exists() and marker in ZOO_MD.read_text() else "\n"
@@ -305,6 +305,8 @@ def write_md(archs: list[dict]) -> None:
         "parity --fix --promote` repairs it on the val split; the verdict is `edgeproof parity model.keras --data "
         "test/` (192 images) on every installed backend (litert, litert-compiled, onnxruntime, opencv, openvino)"
         + (f" (run with `--no-fix`, so no repair was tried: {', '.join(nofix)})" if nofix else "") + ". "
+        "The `_onnx` rows are ONNX-source nets: the backbone exported as a PyTorch user's NCHW file, converted "
+        "and judged as `model.onnx` with onnxruntime as the reference (see below). "
         "A cell passes when every backend that ran the artifact passed its format's gate (\"fixed\": after the "
         "named repair); size is the artifact, p50 the first passing backend's latency (1 image, this 2-core "
         "machine).\n\n"
