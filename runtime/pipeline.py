@@ -168,14 +168,14 @@ class _Buffer:
             self.cond.notify_all()
 
     def take(self) -> Decoded | None:
-        """Consumer: the next result in input order, or None at the end of the source."""
+        """Consumer: the next result in input order, or None at the end of the source (or of the run: close)."""
         with self.cond:
             while True:
                 if self.entries and self.entries[0].state == _DONE:
                     out = self.entries.popleft().out
                     self.cond.notify_all()
                     return out
-                if self.ended and not self.entries:
+                if self.stopped or (self.ended and not self.entries):
                     return None
                 self.cond.wait(0.1)
 
@@ -232,14 +232,20 @@ def run_pipeline(model, source: Source, on_result: Callable[[Result], None], bat
                 source.close()
 
     def decode_loop() -> None:
-        while (claimed := buf.claim()) is not None:
-            entry, item = claimed
-            out: Decoded = (item, None, None, "decode worker failed", 0.0)
-            try:
-                out = session.decode(item, keep_frames)
-            finally:  # the consumer waits for this entry: it must be marked done whatever happened
-                buf.done(entry, out)
-            del entry, item, claimed, out  # hold no frame while waiting for the next one
+        try:
+            while (claimed := buf.claim()) is not None:
+                entry, item = claimed
+                out: Decoded = (item, None, None, "decode worker failed", 0.0)
+                try:
+                    out = session.decode(item, keep_frames)
+                finally:  # the consumer waits for this entry: it must be marked done whatever happened
+                    buf.done(entry, out)
+                del entry, item, claimed, out  # hold no frame while waiting for the next one
+        except BaseException as exc:  # noqa: BLE001 - surfaced in the consumer thread, as the producer's are
+            # decode never raises for a bad input (decode_item); this is a defect, and a dead worker would leave
+            # its share of the buffer unclaimed and the consumer waiting for ever: stop the run and raise it
+            failure.append(exc)
+            buf.close()
 
     if source.kind == "image":  # one image file: decode it in this thread, no producer or decode threads
         decoded = (session.decode(item, keep_frames) for item in source)

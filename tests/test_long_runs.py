@@ -71,7 +71,7 @@ class SlowModel:
 
     def __init__(self, model, gate: threading.Event | None = None, delay: float = 0.0) -> None:
         self.model, self.gate, self.delay = model, gate, delay
-        self.preprocess = model.preprocess
+        self.preprocess, self.takes_pixels = model.preprocess, model.takes_pixels  # what runtime.per_image reads
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         if self.gate is not None:
@@ -153,6 +153,24 @@ def test_file_like_source_never_drops_and_waits_for_inference(model):
     assert summary.dropped == 0 and summary.count == N and [i for i, _ in seen] == list(range(N))
     _check_in_order_and_right(seen)
     assert alive.max <= BOUND, f"{alive.max} frames alive at once; the bound is {BOUND}"
+
+
+@pytest.mark.timeout(60)
+def test_a_decode_worker_that_raises_ends_the_run_with_its_error(model, monkeypatch):
+    """decode never raises for a bad input; if it does (a defect), the run must stop with that error, not wait
+    for ever on the entries no live worker will claim."""
+    from edgeproof.runtime import per_image
+
+    real = per_image.decode_item
+
+    def decode(item, *args, **kw):
+        if item.index >= 7:
+            raise RuntimeError(f"decode defect at {item.name}")
+        return real(item, *args, **kw)
+
+    monkeypatch.setattr(per_image, "decode_item", decode)
+    with pytest.raises(RuntimeError, match="decode defect at fake#"):
+        _run(model, FakeFrames(N, live=False, alive=Alive()))
 
 
 def test_video_file_never_drops(model, tmp_path):
