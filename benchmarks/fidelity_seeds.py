@@ -9,6 +9,8 @@ in the work folder, so a changed gate can re-judge them (`--rejudge`) without tr
     python benchmarks/fidelity_seeds.py                 # 10 seeds per dataset (CPU: about 1-2 min per seed)
     python benchmarks/fidelity_seeds.py --quick         # 3 seeds per dataset, for CI
     python benchmarks/fidelity_seeds.py --rejudge       # the saved predictions through today's gate
+    python benchmarks/fidelity_seeds.py --table benchmarks/results/fidelity_seeds_before_qat.json --datasets shapes
+                                                        # the README's before/after table, nothing run
 
 Writes benchmarks/results/fidelity_seeds.json: one cell per dataset x artifact x backend,
 {"dataset", "artifact", "backend", "seeds", "passed", "min_agreement", "min_snr_db", "worst_dacc_pp",
@@ -145,6 +147,27 @@ def markdown(table: list[dict], quantized_only: bool = True) -> str:
     return "\n".join(lines)
 
 
+def before_after(before: list[dict], after: list[dict], datasets: list[str]) -> str:
+    """The README's before/after table: each quantized cell of `after` next to the same cell of `before`."""
+    from edgeproof.formats import FORMATS
+
+    old = {(c["dataset"], c["artifact"], c["backend"]): c for c in before}
+    lines = ["| dataset | artifact | backend | before: passed, min agreement, min SNR, failed seeds | after: passed "
+             "| min agreement | min SNR dB | worst Δacc pp | failed seeds | qat taken |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for c in after:
+        if c["dataset"] not in datasets or not FORMATS[c["artifact"]].quantized:
+            continue
+        b = old.get((c["dataset"], c["artifact"], c["backend"]))
+        was = (f"{b['passed']}/{b['seeds']}, {b['min_agreement'] * 100:.1f} %, {b['min_snr_db']:.1f} dB, "
+               f"{', '.join(map(str, b['failed_seeds'])) or '-'}") if b else "not run"
+        lines.append(f"| {c['dataset']} | {c['artifact']} | {c['backend']} | {was} | {c['passed']}/{c['seeds']} | "
+                     f"{c['min_agreement'] * 100:.1f} % | {c['min_snr_db']:.1f} | {c['worst_dacc_pp']:+.2f} | "
+                     f"{', '.join(map(str, c['failed_seeds'])) or '-'} | "
+                     f"{', '.join(map(str, c.get('qat_seeds') or [])) or '-'} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="3 seeds per dataset (CI)")
@@ -156,12 +179,18 @@ def main() -> int:
     ap.add_argument("--work", default=str(ROOT / "benchmarks" / ".fidelity_work"), help="per-seed runs and predictions")
     ap.add_argument("--out", default=str(RESULT))
     ap.add_argument("--rejudge", action="store_true", help="re-judge the saved predictions, train nothing")
+    ap.add_argument("--table", metavar="BEFORE.json",
+                    help="print the before/after table of --datasets (BEFORE.json against --out), run nothing")
     ap.add_argument("--one", nargs=2, metavar=("DATASET", "SEED"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     work = Path(args.work)
     if args.one:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         one_seed(args.one[0], int(args.one[1]), work)
+        return 0
+    if args.table:
+        print(before_after(json.loads(Path(args.table).read_text()), json.loads(Path(args.out).read_text()),
+                           [d for d in args.datasets.split(",") if d]))
         return 0
     seeds = 3 if args.quick else args.seeds
     chosen = [int(x) for x in args.seed_list.split(",")] if args.seed_list else list(range(seeds))
