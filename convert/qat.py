@@ -137,11 +137,11 @@ def fine_tune(model: Any, data: QatData, head: str = "probabilities", seed: int 
     import tf_keras
 
     from edgeproof.convert.tf_keras_model import to_tf_keras, weights_back
-    from edgeproof.train.trainer import _determinism_enabled, _disable_determinism
+    from edgeproof.train.trainer import determinism_enabled, disable_determinism
 
     t0 = time.perf_counter()
     teacher = np.asarray(model.predict(data.images, batch_size=64, verbose=0), np.float32)
-    was = _determinism_enabled()
+    was = determinism_enabled()
     if not was:
         tf.config.experimental.enable_op_determinism()
     try:
@@ -172,7 +172,7 @@ def fine_tune(model: Any, data: QatData, head: str = "probabilities", seed: int 
         tuned = weights_back(model, qat)
     finally:
         if not was:
-            _disable_determinism()
+            disable_determinism()
     if info is not None:
         info.update({"stack": f"tensorflow-model-optimization {tfmot.__version__} + tf_keras {tf_keras.__version__}",
                      "objective": "distillation toward the float model's outputs (BatchNorm frozen)",

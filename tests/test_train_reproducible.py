@@ -43,3 +43,22 @@ def test_same_seed_same_weights_on_any_core_count_other_seed_other_weights(shape
         assert wa.dtype == wb.dtype and np.array_equal(wa, wb)  # bitwise, not approximately
     differs = [not np.array_equal(wa, wc) for wa, wc in zip(a, c, strict=True)]
     assert all(differs)  # every tensor: another initialisation and another data order
+
+
+def test_determinism_probe_follows_tensorflow_and_disable_turns_it_off():
+    # train and the qat fine-tune turn op determinism on and, when they did, off again: a probe that always
+    # said False (a missing TensorFlow name is caught) would leave it on for the rest of the process
+    _needs_tf()
+    import tensorflow as tf
+
+    from edgeproof.train.trainer import determinism_enabled, disable_determinism
+
+    was = determinism_enabled()
+    try:
+        tf.config.experimental.enable_op_determinism()
+        assert determinism_enabled()
+        disable_determinism()
+        assert not determinism_enabled()
+    finally:
+        if was:
+            tf.config.experimental.enable_op_determinism()

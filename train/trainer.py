@@ -154,7 +154,8 @@ def check_out_dir(out: Path) -> None:
                          "give a writable path with -o") from None
 
 
-def _determinism_enabled() -> bool:
+def determinism_enabled() -> bool:
+    """Whether TensorFlow's op determinism is on in this process (so a caller that turns it on can restore it)."""
     try:  # not exported under tf.config in TF 2.21
         from tensorflow.python.framework.config import is_op_determinism_enabled
 
@@ -163,7 +164,8 @@ def _determinism_enabled() -> bool:
         return False
 
 
-def _disable_determinism() -> None:
+def disable_determinism() -> None:
+    """Turn TensorFlow's op determinism off again (after `tf.config.experimental.enable_op_determinism()`)."""
     try:
         from tensorflow.python.framework.config import disable_op_determinism
 
@@ -302,7 +304,7 @@ def _train(cfg: TrainConfig, out: Path, scanned: tuple, ckpts: Checkpoints | Non
     strategy = make_strategy(topo, timeout)  # before any other TensorFlow work (a tf.distribute rule)
     seed = int(cfg.seed)
     keras.utils.set_random_seed(seed)
-    was_deterministic = _determinism_enabled()
+    was_deterministic = determinism_enabled()
     if cfg.deterministic and not was_deterministic:
         tf.config.experimental.enable_op_determinism()
     try:
@@ -329,7 +331,7 @@ def _train(cfg: TrainConfig, out: Path, scanned: tuple, ckpts: Checkpoints | Non
         t_eval = time.perf_counter() - t2
     finally:
         if cfg.deterministic and not was_deterministic:
-            _disable_determinism()
+            disable_determinism()
 
     metrics: dict[str, Any] = {
         "model": cfg.model, "alpha": float(cfg.alpha), "img_size": size, "classes": data.classes,
