@@ -70,16 +70,25 @@ def one_seed(dataset: str, seed: int, work: Path) -> dict:
                      "delta_acc_pp": m.get("delta_acc_pp"), "failures": [f.to_dict() for f in r.failures]})
         if r.probs is not None:
             probs[f"{r.artifact}|{r.backend}"] = r.probs
-    arts = json.loads((run / "artifacts" / "manifest.json").read_text())["artifacts"]
-    held = {f: (a.get("options") or {}).get("held_out_gate", {}) for f, a in arts.items()}
-    for row in rows:  # what convert's escalation did to the file parity judged (qat rung, ladder fix, nothing)
-        gate = held.get(row["format"]) or {}
-        row["convert"] = gate.get("improved_by") or gate.get("fixed_by") or gate.get("status") or "not judged"
+    _add_convert_outcome(rows, run)
     out = {"dataset": dataset, "seed": seed, "rows": rows,
            "seconds": {"train": round(t1 - t0, 1), "convert": round(t2 - t1, 1), "parity": round(t3 - t2, 1)}}
     (work / "rows.json").write_text(json.dumps(out, indent=1, default=str) + "\n")
     np.savez_compressed(work / "probs.npz", **{k: v for k, v in probs.items() if v is not None})
     return out
+
+
+def _add_convert_outcome(rows: list[dict], run: Path) -> None:
+    """What convert's held-out escalation did to the file parity judged, from the run's manifest: `convert` (the
+    qat rung or ladder fix taken, else the gate's status), `qat` (taken, tried: built and ranked below the
+    post-training file, or -) and `convert_line` (convert's own line, with the qat rival's figures)."""
+    arts = json.loads((run / "artifacts" / "manifest.json").read_text())["artifacts"]
+    for row in rows:
+        gate = ((arts.get(row["format"]) or {}).get("options") or {}).get("held_out_gate") or {}
+        row["convert"] = gate.get("improved_by") or gate.get("fixed_by") or gate.get("status") or "not judged"
+        tried = any(str(f.get("variant", "")).startswith("qat") for f in gate.get("fixes") or [])
+        row["qat"] = "taken" if str(row["convert"]).startswith("qat") else "tried" if tried else "-"
+        row["convert_line"] = str(gate.get("line", ""))[:600]
 
 
 def _reference(run: Path, rep) -> np.ndarray:
@@ -98,6 +107,8 @@ def rejudge(work: Path) -> dict:
     from edgeproof.parity.gate import compare
 
     saved = json.loads((work / "rows.json").read_text())
+    if (work / "run" / "artifacts" / "manifest.json").is_file():  # rows saved before `qat` was recorded
+        _add_convert_outcome(saved["rows"], work / "run")
     npz = np.load(work / "probs.npz")
     ref, y = npz["reference"], npz["labels"] if "labels" in npz else None
     for row in saved["rows"]:
@@ -123,12 +134,13 @@ def cells(results: list[dict], seeds: int) -> list[dict]:
     for (dataset, fmt, backend), got in sorted(by.items()):
         failed = sorted(s for s, r in got if r["status"] != "pass")
         qat = sorted(s for s, r in got if str(r.get("convert", "")).startswith("qat"))
+        tried = sorted(s for s, r in got if r.get("qat") == "tried")
         out.append({"dataset": dataset, "artifact": fmt, "backend": backend, "seeds": seeds,
                     "judged": len(got), "passed": len(got) - len(failed),
                     "min_agreement": round(min(r["agreement"] for _, r in got), 4),
                     "min_snr_db": round(min(r["snr_db"] for _, r in got), 1),
                     "worst_dacc_pp": round(min(r["delta_acc_pp"] for _, r in got), 2),
-                    "failed_seeds": failed, "qat_seeds": qat})
+                    "failed_seeds": failed, "qat_seeds": qat, "qat_tried_seeds": tried})
     return out
 
 
@@ -153,8 +165,8 @@ def before_after(before: list[dict], after: list[dict], datasets: list[str]) -> 
 
     old = {(c["dataset"], c["artifact"], c["backend"]): c for c in before}
     lines = ["| dataset | artifact | backend | before: passed, min agreement, min SNR, failed seeds | after: passed "
-             "| min agreement | min SNR dB | worst Δacc pp | failed seeds | qat taken |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| min agreement | min SNR dB | worst Δacc pp | failed seeds | qat taken | qat tried, not taken |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in after:
         if c["dataset"] not in datasets or not FORMATS[c["artifact"]].quantized:
             continue
@@ -164,8 +176,13 @@ def before_after(before: list[dict], after: list[dict], datasets: list[str]) -> 
         lines.append(f"| {c['dataset']} | {c['artifact']} | {c['backend']} | {was} | {c['passed']}/{c['seeds']} | "
                      f"{c['min_agreement'] * 100:.1f} % | {c['min_snr_db']:.1f} | {c['worst_dacc_pp']:+.2f} | "
                      f"{', '.join(map(str, c['failed_seeds'])) or '-'} | "
-                     f"{', '.join(map(str, c.get('qat_seeds') or [])) or '-'} |")
+                     f"{', '.join(map(str, c.get('qat_seeds') or [])) or '-'} | {_seeds(c.get('qat_tried_seeds'))} |")
     return "\n".join(lines)
+
+
+def _seeds(seeds: list[int] | None) -> str:
+    """A seed list for the table; `n/r` where the run did not record it."""
+    return "n/r" if seeds is None else ", ".join(map(str, seeds)) or "-"
 
 
 def main() -> int:
@@ -216,6 +233,10 @@ def main() -> int:
             bad = [f"{r['format']}[{r['backend']}]" for r in res["rows"] if r["status"] == "fail"]
             print(f"{dataset} seed {seed}: {time.perf_counter() - t:.0f}s {res['seconds']}; failing: "
                   f"{', '.join(bad) or 'none'}", flush=True)
+    for res in results:  # what the qat rival did, in convert's words (one line per format it was built for)
+        said = {r["format"]: r["convert_line"] for r in res["rows"] if r.get("qat", "-") != "-"}
+        for fmt, line in sorted(said.items()):
+            print(f"{res['dataset']} seed {res['seed']} {fmt}: {line}", flush=True)
     table = cells(results, seeds)
     if args.merge and Path(args.out).is_file():
         table = [c for c in json.loads(Path(args.out).read_text()) if c["dataset"] not in datasets] + table
