@@ -136,7 +136,7 @@ def fine_tune(model: Any, data: QatData, head: str = "probabilities", seed: int 
     import tensorflow_model_optimization as tfmot
     import tf_keras
 
-    from edgeproof.convert.tf_keras_model import to_tf_keras, weights_back
+    from edgeproof.convert.tf_keras_model import keras3_activations, to_tf_keras, weights_back
     from edgeproof.train.trainer import determinism_enabled, disable_determinism
 
     t0 = time.perf_counter()
@@ -151,19 +151,8 @@ def fine_tune(model: Any, data: QatData, head: str = "probabilities", seed: int 
             if isinstance(layer, tf_keras.layers.BatchNormalization):
                 layer.trainable = False  # inference-mode BN: the float model's statistics, as the converter folds
         q = tfmot.quantization.keras
-        from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
-            default_8bit_quantize_registry as registry,
-        )
-
-        reg = registry.Default8BitQuantizeRegistry()  # the layers it lacks stay float in the simulation; BatchNorm
-
-        def wrap(layer: Any) -> Any:  # is wrapped for tfmot's Conv+BN folding patterns (the converter folds it too)
-            bn = isinstance(layer, tf_keras.layers.BatchNormalization)
-            return q.quantize_annotate_layer(layer) if bn or reg.supports(layer) else layer
-
-        annotated = tf_keras.models.clone_model(twin, clone_function=wrap)
-        with q.quantize_scope():
-            qat = q.quantize_apply(annotated)
+        with keras3_activations(), q.quantize_scope():
+            qat = q.quantize_apply(tf_keras.models.clone_model(twin, clone_function=_annotator()))
         loss = tf_keras.losses.KLDivergence() if head == "probabilities" else tf_keras.losses.MeanSquaredError()
         qat.compile(tf_keras.optimizers.Adam(QAT_LR), loss)
         stop = _TimeBound(tf_keras, max_seconds)
@@ -181,6 +170,44 @@ def fine_tune(model: Any, data: QatData, head: str = "probabilities", seed: int 
                      "seconds": round(time.perf_counter() - t0, 1), "stopped_by_time_bound": stop.hit})
     log.info("QAT fine-tune: %s", info)
     return tuned
+
+
+# tfmot 0.8's Default8BitActivationQuantizeConfig quantizes or passes these activations and raises on any other
+# (MobileNetV3's hard_silu): an Activation layer with another function stays float in the simulation.
+_TFMOT_ACTIVATIONS = ("relu", "swish", "gelu", "relu6", "linear", "softmax", "sigmoid", "tanh")
+_FOLDED_INTO = ("Conv2D", "DepthwiseConv2D")
+
+
+def _annotator() -> Any:
+    """clone_function annotating what tfmot's default 8-bit scheme quantizes; the rest stays float (simulated in
+    float, converted by the format's own recipe as any layer): layers outside its registry (Rescaling,
+    Normalization, Multiply of squeeze-excite blocks), Activation layers with a function outside
+    _TFMOT_ACTIVATIONS, and a BatchNormalization that does not directly follow a convolution (ResNet50V2's
+    pre-activation BN: tfmot only folds Conv+BN and refuses a bare BN), which the converter keeps as its own
+    mul/add."""
+    import tensorflow_model_optimization as tfmot
+    import tf_keras
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+        default_8bit_quantize_registry as registry,
+    )
+
+    q = tfmot.quantization.keras
+    reg = registry.Default8BitQuantizeRegistry()
+
+    def after_conv(layer: Any) -> bool:
+        ins = [n.inbound_layers for n in layer._inbound_nodes]
+        ins = [x for group in ins for x in (group if isinstance(group, list) else [group])]
+        return len(ins) == 1 and type(ins[0]).__name__ in _FOLDED_INTO and len(ins[0]._outbound_nodes) == 1
+
+    def wrap(layer: Any) -> Any:
+        if isinstance(layer, tf_keras.layers.BatchNormalization):
+            return q.quantize_annotate_layer(layer) if after_conv(layer) else layer
+        if isinstance(layer, tf_keras.layers.Activation) and \
+                getattr(layer.activation, "__name__", "") not in _TFMOT_ACTIVATIONS:
+            return layer
+        return q.quantize_annotate_layer(layer) if reg.supports(layer) else layer
+
+    return wrap
 
 
 def _TimeBound(tf_keras: Any, max_seconds: float) -> Any:

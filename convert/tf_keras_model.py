@@ -5,10 +5,20 @@ configs do not load there (tf_keras refuses Keras 3's InputLayer `batch_shape`, 
 initializer configs), so each layer is rebuilt from its constructor arguments and the graph is re-wired from
 Keras 3's `inbound_nodes`. Weights are copied layer by layer; `to_tf_keras` checks the two models agree on a
 probe batch before anything trains on the copy.
+
+Keras 3 activations tf_keras lacks or defines otherwise are rebuilt as a small layer of their own
+(`Keras3Activation`): `hard_silu` (MobileNetV3's; tf_keras has none) and `hard_sigmoid` (Keras 3: relu6(x + 3) / 6;
+tf_keras: clip(0.2 x + 0.5), another function under the same name). Not as an `Activation` layer: tfmot quantizes
+the output of any unannotated `Activation` that feeds a quantized layer and raises on a function it does not know;
+a layer class outside its registry stays float. `keras3_activations()` is the scope (not a global registration)
+in which tf_keras deserializes that class.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -18,6 +28,47 @@ _KERAS3_ONLY = ("quantization_config", "optional", "lora_rank", "lora_alpha", "s
 _PENALTIES = ("kernel_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint",
               "bias_constraint", "depthwise_regularizer", "depthwise_constraint", "pointwise_regularizer",
               "pointwise_constraint", "beta_regularizer", "gamma_regularizer", "beta_constraint", "gamma_constraint")
+
+
+def _hard_sigmoid(x: Any) -> Any:
+    import tensorflow as tf
+
+    return tf.nn.relu6(x + 3.0) / 6.0
+
+
+def _hard_silu(x: Any) -> Any:
+    return x * _hard_sigmoid(x)
+
+
+KERAS3_ACTIVATIONS = {"hard_silu": _hard_silu, "hard_swish": _hard_silu, "hard_sigmoid": _hard_sigmoid}
+
+
+@lru_cache(maxsize=1)
+def keras3_activation_layer() -> type:
+    """The tf_keras layer applying one of KERAS3_ACTIVATIONS by name (made on first use: tf_keras is heavy)."""
+    import tf_keras
+
+    class Keras3Activation(tf_keras.layers.Layer):
+        def __init__(self, function: str, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.function = function
+
+        def call(self, x: Any) -> Any:
+            return KERAS3_ACTIVATIONS[self.function](x)
+
+        def get_config(self) -> dict:
+            return {**super().get_config(), "function": self.function}
+
+    return Keras3Activation
+
+
+@contextmanager
+def keras3_activations() -> Iterator[None]:
+    """tf_keras deserializes Keras3Activation while the scope is open (tfmot clones the model through configs)."""
+    import tf_keras
+
+    with tf_keras.utils.custom_object_scope({"Keras3Activation": keras3_activation_layer()}):
+        yield
 
 
 class NotRebuildable(ValueError):
@@ -65,18 +116,7 @@ def to_tf_keras(model: Any, probe: np.ndarray) -> Any:
     ends = [_single(cfg, k) for k in ("input_layers", "output_layers")] if isinstance(cfg, dict) else [None]
     if "layers" not in cfg or None in ends:
         raise NotRebuildable("not a single-input, single-output functional model")
-    tensors: dict[str, Any] = {}
-    for spec in cfg["layers"]:
-        name, cls_name = spec["config"]["name"], spec["class_name"]
-        if cls_name == "InputLayer":
-            tensors[name] = tf_keras.Input(batch_shape=spec["config"]["batch_shape"], name=name)
-            continue
-        cls = getattr(tf_keras.layers, cls_name, None)
-        if cls is None or spec.get("module", "keras.layers") not in ("keras.layers", None):
-            raise NotRebuildable(f"layer '{name}' ({cls_name}) has no tf_keras counterpart")
-        ins = [tensors[n] for n in _inbound(spec)]
-        tensors[name] = cls(**_layer_config(spec))(ins if len(ins) > 1 else ins[0])
-    twin = tf_keras.Model(tensors[ends[0]], tensors[ends[1]])
+    twin = _rebuild(tf_keras, cfg, ends)
     for layer in model.layers:
         if layer.weights:
             twin.get_layer(layer.name).set_weights(layer.get_weights())
@@ -86,9 +126,58 @@ def to_tf_keras(model: Any, probe: np.ndarray) -> Any:
     return twin
 
 
+def _rebuild(tf_keras: Any, cfg: dict, ends: list) -> Any:
+    tensors: dict[str, Any] = {}
+    for spec in cfg["layers"]:
+        name, cls_name = spec["config"]["name"], spec["class_name"]
+        if cls_name == "InputLayer":
+            tensors[name] = tf_keras.Input(batch_shape=spec["config"]["batch_shape"], name=name)
+            continue
+        scalar = _scalar_op(spec)
+        if scalar is not None:  # MobileNetV3's hard sigmoid: x + 3.0 and x * (1/6), Keras 3 ops on a constant
+            src, scale, offset = scalar
+            tensors[name] = tf_keras.layers.Rescaling(scale, offset, name=name)(tensors[src])
+            continue
+        cls = getattr(tf_keras.layers, cls_name, None)
+        if cls is None or spec.get("module", "keras.layers") not in ("keras.layers", None):
+            raise NotRebuildable(f"layer '{name}' ({cls_name}) has no tf_keras counterpart")
+        ins = [tensors[n] for n in _inbound(spec)]
+        layer_cfg = _layer_config(spec)
+        if cls_name == "Activation" and layer_cfg.get("activation") in KERAS3_ACTIVATIONS:
+            layer = keras3_activation_layer()(layer_cfg["activation"], name=name)
+        else:
+            try:
+                layer = cls(**layer_cfg)
+            except (TypeError, ValueError) as exc:  # an argument or activation tf_keras does not know
+                raise NotRebuildable(f"layer '{name}' ({cls_name}): {exc}") from None
+        tensors[name] = layer(ins if len(ins) > 1 else ins[0])
+    return tf_keras.Model(tensors[ends[0]], tensors[ends[1]])
+
+
+def _scalar_op(spec: dict) -> tuple[str, float, float] | None:
+    """(input layer, scale, offset) of a Keras 3 `ops.add`/`ops.multiply` of one tensor and one number (a layer of
+    module keras.src.ops.numpy in the config), rebuilt as tf_keras Rescaling: the same x * scale + offset."""
+    if spec.get("module") != "keras.src.ops.numpy" or spec["class_name"] not in ("Add", "Multiply"):
+        return None
+    nodes = spec.get("inbound_nodes") or []
+    if len(nodes) != 1 or nodes[0].get("kwargs") or len(nodes[0]["args"]) != 2:
+        return None
+    tensor = [a for a in nodes[0]["args"] if isinstance(a, dict) and "keras_history" in a.get("config", {})]
+    number = [a for a in nodes[0]["args"] if isinstance(a, (int, float)) and not isinstance(a, bool)]
+    if len(tensor) != 1 or len(number) != 1:
+        return None
+    src, c = tensor[0]["config"]["keras_history"][0], float(number[0])
+    return (src, 1.0, c) if spec["class_name"] == "Add" else (src, c, 0.0)
+
+
+# tf_keras's name of a weight -> Keras 3's, where they differ
+_RENAMED = {"depthwise_kernel": "kernel"}
+
+
 def weights_back(model: Any, twin: Any) -> Any:
     """A copy of the Keras 3 `model` carrying `twin`'s float weights (a QAT-wrapped twin: each wrapper's own
-    kernel/bias/gamma..., matched by the variable's last name; the quantizers' min/max are not weights of it)."""
+    kernel/bias/gamma..., matched by the variable's last name, tf_keras's `depthwise_kernel` being Keras 3's
+    `kernel`; the quantizers' min/max are not weights of it)."""
     import keras
 
     out = keras.models.clone_model(model)
@@ -104,4 +193,5 @@ def weights_back(model: Any, twin: Any) -> Any:
 
 
 def _short(name: str) -> str:
-    return name.split("/")[-1].split(":")[0]
+    short = name.split("/")[-1].split(":")[0]
+    return _RENAMED.get(short, short)

@@ -106,3 +106,54 @@ def test_the_qat_rival_is_ranked_by_the_searchs_rule_snr_within_one_image():
     assert not _ranks_higher(row(191, 37.0), row(191, 37.0))  # a tie keeps the post-training file
     assert _ranks_higher(row(192, 30.0), row(189, 45.0))  # more than one image better: agreement decides
     assert not _ranks_higher(SimpleNamespace(comparison=None), row(150, 10.0))  # an error row never wins
+
+
+def _zoo_blocks_model():
+    """The keras.applications blocks the zoo's nets are made of and the first rebuild could not take: a
+    DepthwiseConv2D (Keras 3 names its weight `kernel`, tf_keras `depthwise_kernel`), MobileNetV3's hard_silu
+    Activation and its hard sigmoid written as Keras 3 ops on a constant (x + 3, x * 1/6), a squeeze-excite
+    Multiply, and ResNet50V2's pre-activation BatchNormalization after an Add (tfmot refuses a bare BN)."""
+    import keras
+    from keras import layers, ops
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((32, 32, 3))
+    x = layers.Rescaling(1 / 127.5, offset=-1, name="rescale")(inp)
+    x = layers.Conv2D(8, 3, strides=2, use_bias=False, name="stem")(x)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.Activation("hard_silu", name="stem_hs")(x)
+    y = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw")(x)
+    y = layers.BatchNormalization(name="dw_bn")(y)
+    y = layers.ReLU(name="dw_relu")(y)
+    s = layers.GlobalAveragePooling2D(keepdims=True, name="se_pool")(y)
+    s = layers.Conv2D(8, 1, name="se_conv")(s)
+    s = ops.multiply(layers.ReLU(6.0, name="se_relu6")(ops.add(s, 3.0)), 1.0 / 6.0)
+    y = layers.Multiply(name="se_mul")([y, s])
+    x = layers.Add(name="residual")([x, y])
+    x = layers.BatchNormalization(name="preact_bn")(x)
+    x = layers.ReLU(name="preact_relu")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, layers.Dense(3, activation="softmax", name="probs")(x))
+
+
+@pytest.mark.slow
+def test_qat_runs_on_the_zoo_blocks_and_brings_the_trained_weights_back():
+    import keras
+
+    from edgeproof.convert import qat
+    from edgeproof.convert.tf_keras_model import to_tf_keras
+
+    model = _zoo_blocks_model()
+    train = _images(96, 1)
+    twin = to_tf_keras(model, train[:8])  # raised NotRebuildable on hard_silu and on the ops.add layer
+    assert np.max(np.abs(np.asarray(twin(train[:16])) - np.asarray(model(train[:16])))) < 1e-4
+    tuned = qat.fine_tune(model, qat.QatData(train, np.arange(96) % 3, "test images"), epochs=1)
+    # every weighted layer got its own fine-tuned weights back (the depthwise kernel raised KeyError before)
+    for name in ("stem", "dw", "se_conv", "probs"):
+        before, after = model.get_layer(name).get_weights()[0], tuned.get_layer(name).get_weights()[0]
+        assert before.shape == after.shape and not np.array_equal(before, after), name
+    # BatchNorm was frozen: its statistics are the float model's
+    for name in ("stem_bn", "dw_bn", "preact_bn"):
+        assert all(np.array_equal(a, b) for a, b in zip(model.get_layer(name).get_weights(),
+                                                        tuned.get_layer(name).get_weights(), strict=True))
+    assert isinstance(tuned, keras.Model) and tuned.predict(train[:4], verbose=0).shape == (4, 3)
