@@ -14,7 +14,9 @@ from typing import Any
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\x1b": "\\e"}
 # C0 and C1 controls, DEL, line/paragraph separators, and the bidirectional overrides and isolates that
 # reorder what is shown ("Trojan Source"); other format characters (zero-width joiners in emoji) are kept.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]")
+# Compiled on first use: most text is str.isprintable() (which every one of these characters fails), so a
+# one-shot run never needs it.
+_UNSAFE = "[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]"
 
 
 def _escape(m: re.Match) -> str:
@@ -24,4 +26,5 @@ def _escape(m: re.Match) -> str:
 
 def printable(value: Any) -> str:
     """str(value) with every control character shown as an escape (\\n, \\e, \\x07, \\u202e): one line, inert."""
-    return _UNSAFE.sub(_escape, str(value))
+    text = str(value)
+    return text if text.isprintable() else re.sub(_UNSAFE, _escape, text)

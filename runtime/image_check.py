@@ -192,9 +192,14 @@ def _png(d: bytes) -> tuple[int, int]:
         pos = end
 
 
+def _rx(pattern: bytes) -> re.Pattern[bytes]:
+    """The compiled pattern (re's own cache keeps it): compiled the first time a file needs it, not at import."""
+    return re.compile(pattern)
+
+
 # A marker inside or after entropy-coded data: 0xFF followed by anything but a stuffed 0x00, a restart
 # marker (RST0-7) or another 0xFF (fill).
-_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+_MARKER = rb"\xff[^\x00\xd0-\xd7\xff]"
 # Segments that may sit between the scans of one image (progressive/multi-scan JPEG).
 _BETWEEN_SCANS = {0xC4, 0xCC, 0xDA, 0xDB, 0xDC, 0xDD, 0xFE} | set(range(0xE0, 0xF0))
 
@@ -236,7 +241,8 @@ def _jpeg_ends(d: bytes, pos: int) -> bool:
     Followed marker by marker (segment lengths are skipped, so their payloads never count), because
     what comes after the end is legal and may be anything: a Motion Photo's MP4, a camera maker's
     trailer, another JPEG. Only for files that do not simply end with the marker (the common case)."""
-    while (m := _MARKER.search(d, pos)) is not None:
+    marker_at = _rx(_MARKER).search
+    while (m := marker_at(d, pos)) is not None:
         pos, marker = m.start(), d[m.start() + 1]
         if marker == 0xD9:
             return True
@@ -290,18 +296,19 @@ def _tiff(d: bytes) -> tuple[int, int] | None:
     return (dims[256], dims[257]) if 256 in dims and 257 in dims else None
 
 
-_PNM = re.compile(rb"P[1-6](?:\s|#[^\n]*\n)+(\d+)(?:\s|#[^\n]*\n)+(\d+)")
-_PAM_W, _PAM_H = re.compile(rb"\nWIDTH\s+(\d+)"), re.compile(rb"\nHEIGHT\s+(\d+)")
-_PFM = re.compile(rb"P[Ff]\s+(\d+)\s+(\d+)")
-_HDR = re.compile(rb"\n[-+]Y (\d+) [-+]X (\d+)")
+# Header patterns, compiled on first use (_rx): a run that meets no such file does not pay for them.
+_PNM = rb"P[1-6](?:\s|#[^\n]*\n)+(\d+)(?:\s|#[^\n]*\n)+(\d+)"
+_PAM_W, _PAM_H = rb"\nWIDTH\s+(\d+)", rb"\nHEIGHT\s+(\d+)"
+_PFM = rb"P[Ff]\s+(\d+)\s+(\d+)"
+_HDR = rb"\n[-+]Y (\d+) [-+]X (\d+)"
 
 
 def _pnm(d: bytes) -> tuple[int, int] | None:
     head = d[:1024]
     if head[:2] == b"P7":
-        w, h = _PAM_W.search(head), _PAM_H.search(head)
+        w, h = _rx(_PAM_W).search(head), _rx(_PAM_H).search(head)
         return (int(w[1]), int(h[1])) if w and h else None
-    m = (_PFM if head[1:2] in b"Ff" else _PNM).match(head)
+    m = _rx(_PFM if head[1:2] in b"Ff" else _PNM).match(head)
     return (int(m[1]), int(m[2])) if m else None
 
 
@@ -326,8 +333,8 @@ _FORMATS = [
      lambda d: (lambda hw: hw and (hw[1], hw[0]))(_box(d, b"ihdr", ">II", 4))),
     (b"\xff\x4f\xff\x51", "JPEG 2000", lambda d: (_u32be(d, 8), _u32be(d, 12)) if len(d) >= 16 else None),
     (b"v/1\x01", "OpenEXR", lambda d: None),
-    (b"#?RADIANCE", "Radiance HDR", lambda d: (lambda m: m and (int(m[2]), int(m[1])))(_HDR.search(d[:4096]))),
-    (b"#?RGBE", "Radiance HDR", lambda d: (lambda m: m and (int(m[2]), int(m[1])))(_HDR.search(d[:4096]))),
+    (b"#?RADIANCE", "Radiance HDR", lambda d: (lambda m: m and (int(m[2]), int(m[1])))(_rx(_HDR).search(d[:4096]))),
+    (b"#?RGBE", "Radiance HDR", lambda d: (lambda m: m and (int(m[2]), int(m[1])))(_rx(_HDR).search(d[:4096]))),
     (b"\x59\xa6\x6a\x95", "Sun raster", lambda d: (_u32be(d, 4), _u32be(d, 8)) if len(d) >= 12 else None),
 ] + [(b"P" + bytes([c]), "PNM", _pnm) for c in b"1234567Ff"]
 

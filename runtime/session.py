@@ -14,6 +14,7 @@ exit code.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -23,7 +24,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeproof.errors import UsageError
-from edgeproof.progress import Progress, ProgressCallback
 from edgeproof.runtime.pipeline import Result, Summary
 from edgeproof.runtime.sources import FileSource, Source
 from edgeproof.runtime.spec import LoadSpec
@@ -31,6 +31,7 @@ from edgeproof.runtime.spec import LoadSpec
 if TYPE_CHECKING:  # pragma: no cover (the protocols are for type checkers: a one-shot run never builds them)
     from typing import Protocol
 
+    from edgeproof.progress import Progress, ProgressCallback
     from edgeproof.runtime.watchdog import Watchdog
 
     class Sink(Protocol):
@@ -84,6 +85,15 @@ def exit_on_timeout(model_path: Path | str) -> Callable[[str, float], None]:
     return on_timeout
 
 
+def _progress(on_progress: ProgressCallback | None) -> contextlib.AbstractContextManager[Progress | None]:
+    """A Progress reporting to `on_progress`, or None where nobody listens (edgeproof.progress is not imported)."""
+    if on_progress is None:
+        return contextlib.nullcontext()
+    from edgeproof.progress import Progress
+
+    return Progress(on_progress)
+
+
 def make_watchdog(seconds: float, on_timeout: Callable[[str, float], None]) -> Watchdog | None:
     if not seconds:
         return None
@@ -128,15 +138,16 @@ def run_session(spec: LoadSpec | str | Path, source: Source | str | Path,
         for s in sinks:
             if hasattr(s, "start"):
                 s.start(model)
-        with Progress(on_progress) as progress:
-            task = progress.add_task(f"classifying {source.spec}",
-                                     total=len(source) if isinstance(source, FileSource) else None)
+        with _progress(on_progress) as progress:
+            task = 0 if progress is None else progress.add_task(
+                f"classifying {source.spec}", total=len(source) if isinstance(source, FileSource) else None)
 
             def on_result(r: Result) -> bool:
                 go = True
                 for s in sinks:
                     go = s.add(r) is not False and go
-                progress.advance(task)
+                if progress is not None:
+                    progress.advance(task)
                 return go
 
             if engine is not None:

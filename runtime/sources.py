@@ -10,10 +10,8 @@ Capture objects are injectable (`capture_factory`, `picam_factory`) so tests nee
 
 from __future__ import annotations
 
-import glob as globlib
 import logging
 import os
-import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,7 +32,13 @@ from edgeproof.runtime.input_files import (  # noqa: F401 - IMAGE_EXTS/VIDEO_EXT
 
 log = logging.getLogger(__name__)
 
-URL_RE = re.compile(r"^(rtsp|rtsps|rtmp|http|https|udp|tcp|file)://", re.IGNORECASE)
+URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "file")
+
+
+def is_url(spec: str) -> bool:
+    """'rtsp://...', 'HTTP://...': a stream URL of a scheme OpenCV opens (any case)."""
+    scheme, sep, _ = spec.partition("://")
+    return bool(sep) and scheme.casefold() in URL_SCHEMES
 
 
 @dataclass
@@ -345,7 +349,7 @@ def open_source(spec: str | int, capture_factory: Callable[[Any], Any] | None = 
         if capture_factory is None and not Path(spec).exists():
             raise EdgeproofError(f"camera device {spec} does not exist; list cameras with: ls /dev/video*")
         return CaptureSource(spec, "device", spec, capture_factory, max_pixels, **retry)
-    if URL_RE.match(spec):
+    if is_url(spec):
         return CaptureSource(spec, "stream", spec, capture_factory, max_pixels, **retry)
     path = Path(spec).expanduser()
     if path.is_dir():
@@ -368,7 +372,9 @@ def open_source(spec: str | int, capture_factory: Callable[[Any], Any] | None = 
     if any(c in spec for c in "*?["):
         # files, and anything else named like an image (a directory, a FIFO, a symlink loop): skipped
         # with its reason rather than silently
-        paths = sorted(Path(p) for p in globlib.glob(str(path), recursive=True)
+        import glob
+
+        paths = sorted(Path(p) for p in glob.glob(str(path), recursive=True)
                        if Path(p).is_file() or _wanted(Path(p)))
         if not paths:
             raise UsageError(f"glob '{spec}' matches no files")

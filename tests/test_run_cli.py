@@ -359,3 +359,20 @@ def test_help_documents_exit_codes_and_summary_reports_drops(env, capsys):
     assert run_cmd.exit_code(summary) == 0  # drops alone do not change the exit code
     summary.interrupted = True
     assert run_cmd.exit_code(summary) == 130
+
+
+@pytest.mark.parametrize("argv, source, top_k", [(["m.tflite", "img.png"], "img.png", 5),
+                                                 (["m.tflite", "--top-k", "3", "img.png"], "img.png", 3),
+                                                 (["--top-k", "2", "m.tflite", "img.png"], "img.png", 2),
+                                                 (["m.tflite", "--json", "img.png", "--top-k", "1"], "img.png", 1)])
+def test_run_options_may_sit_anywhere_around_model_and_source(argv, source, top_k):
+    args = parse_args(["run", *argv])
+    assert (args.model, args.source, args.top_k) == ("m.tflite", source, top_k)
+
+
+def test_run_bad_flag_value_between_positionals_is_one_usage_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        parse_args(["run", "m.tflite", "--top-k", "x", "img.png"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --top-k: invalid int value: 'x'" in err and "Traceback" not in err

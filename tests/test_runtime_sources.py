@@ -367,3 +367,12 @@ def test_a_fifo_a_device_a_symlink_loop_or_a_broken_link_is_skipped_with_its_rea
     results, summary = _run(model, open_source(str(tmp_path / "*.*g")))
     assert [r.topk[0][0] for r in results] == ["red", "red"]
     assert {os.path.basename(n): w for n, w in summary.skipped} == {**why, "loop2.jpg": why["loop1.jpg"]}
+
+
+@pytest.mark.parametrize("spec, stream", [("rtsp://cam/1", True), ("HTTP://cam/x.mjpg", True), ("Udp://@:5000", True),
+                                          ("file:///tmp/v.avi", True), ("xhttp://cam", False), ("http:/cam", False),
+                                          ("photo.png", False), ("ftp://cam/x", False)])
+def test_stream_urls_are_told_by_scheme_in_any_case(spec, stream):
+    from edgeproof.runtime.sources import is_url
+
+    assert is_url(spec) is stream

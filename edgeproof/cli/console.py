@@ -11,11 +11,13 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edgeproof.progress import ProgressEvent
 from edgeproof.tables import markdown_table  # noqa: F401 - re-exported for CLI modules
 from edgeproof.text import printable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from edgeproof.progress import ProgressEvent
 
 _err_console = None
 

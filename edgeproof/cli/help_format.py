@@ -12,7 +12,7 @@ import argparse
 import re
 import textwrap
 
-_ITEM = re.compile(r"^(?:[-*•] |[\w][\w .,/'()-]{0,40}: |\w[\w-]*:$)")  # "- x", "accuracy: ...", "Examples:"
+_ITEM = r"^(?:[-*•] |[\w][\w .,/'()-]{0,40}: |\w[\w-]*:$)"  # "- x", "accuracy: ...", "Examples:"
 
 
 def paragraphs(text: str) -> list[tuple[str, str]]:
@@ -25,7 +25,7 @@ def paragraphs(text: str) -> list[tuple[str, str]]:
         if not body:
             out.append(("", ""))
             joinable = False
-        elif not lead and joinable and not _ITEM.match(body):
+        elif not lead and joinable and not re.match(_ITEM, body):
             out[-1] = ("", out[-1][1] + " " + body)
         else:
             out.append((lead, body))

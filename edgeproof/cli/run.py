@@ -49,15 +49,38 @@ class _IntermixedParser(argparse.ArgumentParser):
     """
 
     _inner = False
+    _plain = False
 
     def parse_known_args(self, args=None, namespace=None):
         if self._inner:
             return super().parse_known_args(args, namespace)
         self._inner = True
         try:
+            if namespace is None:
+                # Most command lines put MODEL and SOURCE first: plain parsing takes those as they are, without
+                # the usage text that intermixed parsing formats before it starts (2 % of a one-shot run's
+                # instructions). Anything else (leftovers, an error) is parsed again intermixed, which reports.
+                self._plain = True
+                try:
+                    ns, extras = super().parse_known_args(args, None)
+                    if not extras:
+                        return ns, extras
+                except _PlainFailed:
+                    pass
+                finally:
+                    self._plain = False
             return self.parse_known_intermixed_args(args, namespace)
         finally:
             self._inner = False
+
+    def error(self, message):
+        if self._plain:
+            raise _PlainFailed
+        super().error(message)
+
+
+class _PlainFailed(Exception):
+    """Plain parsing could not take the command line: the intermixed parse decides and reports."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
