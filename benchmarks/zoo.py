@@ -9,8 +9,10 @@ the embedded shapes dataset by `edgeproof train --model NAME --weights none` (th
 BatchNorm statistics, best epoch by val loss) until its test accuracy is far above chance. Its model.keras is
 then copied out of the run folder and taken through the bring-your-own-model path exactly as a user's file:
 
-    edgeproof convert model.keras --to all --labels ... --calib-data train/      (int8 calibrated on 200 images)
-    edgeproof parity model.keras --artifacts A --data val/ --fix --promote       (only when an artifact fails)
+    edgeproof convert model.keras --to all --labels ... --calib-data train/      (int8 calibrated on 200 images;
+                                                  its held-out gate, ladder and qat rival as the CLI runs them)
+    edgeproof parity model.keras --artifacts A --data val/ --fix --promote       (only when an artifact fails;
+                                                  the ladder ends with the qat fine-tune on train/)
     edgeproof parity model.keras --artifacts A --data test/                      (the verdict in the table)
 
 The two "_onnx" entries are ONNX-source nets: the trained backbone is exported as a PyTorch user's file (NCHW,
@@ -89,6 +91,9 @@ CALIB = 200
 def cell(fmt: str, manifest_entry, rows: list) -> dict:
     """One architecture x format cell from its conversion result and its parity rows (one per backend)."""
     size = manifest_entry.bytes if manifest_entry is not None else None
+    if manifest_entry is not None and manifest_entry.status == "failed":  # converted, missed convert's held-out gate
+        return {"status": "fail", "reason": " ".join(f"convert's held-out gate: {manifest_entry.error}".split())[:300],
+                "size_bytes": size, "p50_ms": None, "backends": {}}
     if manifest_entry is None or manifest_entry.status != "ok":
         reason = (manifest_entry.error if manifest_entry is not None else "not converted") or "conversion failed"
         return {"status": "error", "reason": " ".join(reason.split())[:300], "size_bytes": size, "p50_ms": None,
@@ -151,13 +156,16 @@ def contract_overrides(flags: dict) -> dict:
     return out
 
 
-def run_architecture(name: str, arch: Arch, data: Path, work: Path, fix: bool = True) -> dict:
+def run_architecture(name: str, arch: Arch, data: Path, work: Path, fix: bool = True, reuse: bool = False) -> dict:
     """Train (weights=None), copy model.keras out of the run folder, then convert and judge it as a
-    bring-your-own model (module docstring: convert, fix on val/, parity on test/)."""
+    bring-your-own model (module docstring: convert, fix on val/, parity on test/). reuse: take the run folder an
+    earlier zoo run trained in `work` (its entry says so: reused_training), convert and judge anew."""
     from edgeproof.convert import convert_run
     from edgeproof.convert.manifest import load_manifest
+    from edgeproof.convert.source import open_source
     from edgeproof.formats import FORMATS
     from edgeproof.parity import run_parity
+    from edgeproof.parity.escalate import escalate
     from edgeproof.train.models import BACKBONES
 
     t0 = time.perf_counter()
@@ -166,17 +174,26 @@ def run_architecture(name: str, arch: Arch, data: Path, work: Path, fix: bool = 
                    "epochs": arch.epochs, "lr": arch.lr or LR, "source": "onnx" if arch.onnx_contract else "keras"}
     classes = sorted(p.name for p in (data / "train").iterdir() if p.is_dir())
     root = work / name
-    if root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True)
-    try:
-        metrics = train_model(name, arch, data, root / "run")
-    except Exception as exc:  # noqa: BLE001 - a benchmark records what failed and goes on
-        entry.update(error=f"train: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}", formats={})
-        return entry
+    trained = root / "run" / "metrics.json"
+    if reuse and trained.is_file() and (root / "run" / "model.keras").is_file():
+        metrics = json.loads(trained.read_text())  # an earlier zoo run's training, kept; everything after it anew
+        for old in [p for p in root.iterdir() if p.name != "run"]:
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+        entry["reused_training"] = {"run": str(root / "run"), "trained_at": time.strftime(
+            "%Y-%m-%dT%H:%M:%SZ", time.gmtime(trained.stat().st_mtime))}
+    else:
+        if root.exists():
+            shutil.rmtree(root)
+        root.mkdir(parents=True)
+        try:
+            metrics = train_model(name, arch, data, root / "run")
+        except Exception as exc:  # noqa: BLE001 - a benchmark records what failed and goes on
+            entry.update(error=f"train: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}", formats={})
+            return entry
     acc = metrics.get("accuracy", {})
-    entry.update(params=int(metrics.get("params") or 0), train_seconds=round(time.perf_counter() - t0, 1),
-                 train_accuracy=acc.get("train"), val_accuracy=acc.get("val"), best_epoch=metrics.get("best_epoch"))
+    entry.update(params=int(metrics.get("params") or 0), train_accuracy=acc.get("train"), val_accuracy=acc.get("val"),
+                 best_epoch=metrics.get("best_epoch"),
+                 train_seconds=None if "reused_training" in entry else round(time.perf_counter() - t0, 1))
     overrides: dict = {"labels": classes}
     if arch.onnx_contract:  # a bare model.onnx (NCHW, no normalisation inside) and the flags that declare it
         model = root / "model.onnx"
@@ -190,8 +207,12 @@ def run_architecture(name: str, arch: Arch, data: Path, work: Path, fix: bool = 
         overrides["scale"] = 1.0
     t1 = time.perf_counter()
     art = root / "artifacts"
-    manifest = convert_run(model, art, formats=list(FORMATS), calib_count=CALIB, overrides=overrides,
-                           calib_data=data / "train")
+    source = open_source(model, overrides, data / "train")
+    manifest = convert_run(source, art, formats=list(FORMATS), calib_count=CALIB)
+    # what `edgeproof convert` does next: the held-out gate, its ladder and the qat rival (parity.escalate)
+    held = escalate(source, art, [FORMATS[a.format] for a in manifest.artifacts if a.status == "ok"], CALIB)
+    entry["held_out_gate"] = {h.format: {"status": h.status, "line": " ".join(h.line.split())[:400]} for h in held}
+    manifest = load_manifest(art)
     entry["convert_seconds"] = round(time.perf_counter() - t1, 1)
     entry["int8_recipes"] = {e.format: e.options.get("recipe") for e in manifest.artifacts
                              if FORMATS[e.format].calibrated and e.options.get("recipe")}
@@ -327,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--md-only", action="store_true", help="rewrite ZOO.md from zoo.json, run nothing")
     p.add_argument("--no-fix", action="store_true", help="skip the parity --fix --promote repair on val/ (it re-exports "
                    "each failing int8 artifact up to 8 times: minutes on the 25 M-parameter backbones)")
+    p.add_argument("--reuse", action="store_true", help="reuse the model an earlier run trained in --work (NAME/run/) "
+                   "and convert, fix and judge it anew (recorded as reused_training; training is deterministic)")
     p.add_argument("--merge", nargs="+", metavar="ZOO_JSON", help="combine the architectures of zoo.json files "
                    "written by separate runs (a later file's entry wins) into zoo.json and ZOO.md, run nothing")
     p.add_argument("--stale", metavar="ZOO_JSON", help="with --merge: keep this earlier zoo.json's architectures that "
@@ -363,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         print(f"[zoo] {name}: training, converting, parity ...", file=sys.stderr, flush=True)
         try:
-            entry = run_architecture(name, ZOO[name], data, Path(args.work), fix=not args.no_fix)
+            entry = run_architecture(name, ZOO[name], data, Path(args.work), fix=not args.no_fix, reuse=args.reuse)
         except Exception as exc:  # noqa: BLE001 - one architecture's crash is its row; the others still run
             entry = {"name": name, "error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}", "formats": {}}
         entry.update(started=started, command="nice python benchmarks/zoo.py " + " ".join(sys.argv[1:]))

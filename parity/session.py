@@ -254,6 +254,9 @@ def _triage(rows, keras_model, run, art_dir, batches, ref, tol_flags, fix, out, 
         return []
     task = prog.add_task("quantization triage", total=len(todo))
     results = []
+    from edgeproof.parity.qat_rung import QatRung
+
+    qat = QatRung(run, keras_model, None, seed=0) if fix else None  # one fine-tune for every artifact
     with tempfile.TemporaryDirectory(prefix="edgeproof-triage-") as work:  # an ONNX source's SavedModel, made once
         for r in todo:
             prog.update(task, description=f"triage {r.artifact}")
@@ -261,6 +264,6 @@ def _triage(rows, keras_model, run, art_dir, batches, ref, tol_flags, fix, out, 
             also = tuple(x.backend for x in rows if x.artifact == r.artifact and x.backend != r.backend
                          and x.status in ("pass", "fail") and x.target is None)  # the other backends that judged it
             results.append(triage_artifact(r, keras_model, run, art_dir, batches, ref, tol, fix, out, also, prefer,
-                                           Path(work)))
+                                           Path(work), qat))
             prog.advance(task)
     return results

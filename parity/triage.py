@@ -108,15 +108,16 @@ ONNX2TF_NAMES = ("the TFLite tensor names are onnx2tf's (tf.math.add_5, ...), wh
 
 def triage_artifact(row, keras_model, run, artifacts_dir: Path, batches, reference: np.ndarray, tol: Tolerance,
                     fix: bool, out_dir: Path, also: tuple[str, ...] = (), prefer: str = "balanced",
-                    work: Path | None = None) -> TriageResult:
+                    work: Path | None = None, qat=None) -> TriageResult:
     """Per-layer error of `row`'s artifact; with `fix`, the ladder (a fix must pass on row.backend and on `also`).
-    work: a scratch folder (an ONNX source's SavedModel goes there; a temporary one when None)."""
+    work: a scratch folder (an ONNX source's SavedModel goes there; a temporary one when None).
+    qat: the parity run's parity.qat_rung.QatRung (one fine-tune shared by every artifact), the ladder's last rung."""
     if work is None:
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="edgeproof-triage-") as tmp:
             return triage_artifact(row, keras_model, run, artifacts_dir, batches, reference, tol, fix, out_dir,
-                                   also, prefer, Path(tmp))
+                                   also, prefer, Path(tmp), qat)
     fmt = FORMATS[row.format]
     res = TriageResult(artifact=row.artifact, format=fmt.name, before=row,
                        tool="tf.lite.experimental.QuantizationDebugger" if fmt.family == "tflite"
@@ -143,7 +144,7 @@ def triage_artifact(row, keras_model, run, artifacts_dir: Path, batches, referen
                              "edgetpu_compiler maps only int8 ops")
         if fix and res.layers:
             res.fixes = _fixes(row, fmt, tf_model(keras_model, calib, work), run, res, artifacts_dir, batches,
-                               reference, tol, out_dir, also, prefer)
+                               reference, tol, out_dir, also, prefer, qat)
             if getattr(fmt.recipe, "compiler", None) == "edgetpu":
                 from edgeproof.parity.fix_ladder import edgetpu_line
 
@@ -156,25 +157,42 @@ def triage_artifact(row, keras_model, run, artifacts_dir: Path, batches, referen
 
 
 def _fixes(row, fmt, keras_model, run, res: TriageResult, artifacts_dir: Path, batches, reference, tol,
-           out_dir: Path, also: tuple[str, ...], prefer: str = "balanced") -> list:
-    """The fix ladder (parity.fix_ladder) on a fresh, larger calibration batch from the run's train split."""
+           out_dir: Path, also: tuple[str, ...], prefer: str = "balanced", qat=None) -> list:
+    """The fix ladder (parity.fix_ladder) on a fresh, larger calibration batch from the run's train split; its
+    last rung the qat fine-tune (`qat`, when the run has labeled training images and the qat extra is here).
+    For edgetpu a variant that keeps ops in float or int16 is turned down as it passes, so the ladder goes on to
+    an all-integer one (promote would refuse it: the file would no longer be Edge TPU-ready)."""
     from edgeproof.convert.calibration import calibration_batch
     from edgeproof.parity import fix_ladder
 
     calib, _, _ = calibration_batch(run, fix_ladder.FIX_CALIB_COUNT, seed=0)
     names = _suspect_names(res.layers)
+    tuner = qat.tuner() if qat is not None else None
     if fmt.family == "tflite":
         variants = fix_ladder.tflite_variants(fmt, keras_model, calib, _io_type(row.path), names,
-                                              out_dir / "fixed")
+                                              out_dir / "fixed", qat=tuner)
     else:
         fp32 = artifacts_dir / artifact_filename(FORMATS["onnx-fp32"])
         if not fp32.is_file():
             raise EdgeproofError(f"re-quantizing needs {fp32.name} next to {row.artifact}")
-        variants = fix_ladder.onnx_variants(fmt, row.path, fp32, calib, names)
+        variants = fix_ladder.onnx_variants(fmt, row.path, fp32, calib, names, qat=tuner)
     from edgeproof.parity.promote import acceptor
 
     accept = acceptor(prefer, row.path, row.backend, batches.get)
+    if getattr(fmt.recipe, "compiler", None) == "edgetpu":
+        accept = _edgetpu_only(accept)
     return fix_ladder.run_ladder(row, fmt, variants, calib, batches, reference, tol, out_dir, also, accept=accept)
+
+
+def _edgetpu_only(accept):
+    def take(fixed) -> str | None:
+        if not getattr(fixed, "edgetpu_full", True):
+            fixed.rejected = ("keeps ops in float or int16, which the Edge TPU cannot run (the file would no longer "
+                              "be Edge TPU-ready): the ladder goes on")
+            return fixed.rejected
+        return accept(fixed)
+
+    return take
 
 
 def _io_type(path: Path) -> str:

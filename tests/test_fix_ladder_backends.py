@@ -60,3 +60,23 @@ def test_without_other_backends_the_first_pass_on_the_failing_backend_is_the_fix
     rows, judged = _ladder(tmp_path, monkeypatch, verdicts, also=())
     assert judged == [("a", "onnxruntime")]
     assert [(r.variant, r.status) for r in rows] == [("calibration: a", "pass")]
+
+
+def test_an_edgetpu_ladder_goes_past_a_passing_fix_that_keeps_ops_off_the_edge_tpu(tmp_path, monkeypatch):
+    """A passing variant with float/int16 ops stopped the edgetpu ladder although promote refuses it, so the
+    all-integer rungs after it (recalibration on other images, the qat fine-tune) were never tried."""
+    from edgeproof.parity.triage import _edgetpu_only
+
+    def evaluate(path, fmt, backend, batches, reference, tol, listed, **kw):
+        return runner.Row(Path(path).name, Path(path), fmt.name, backend, "pass", "")
+
+    monkeypatch.setattr(runner, "evaluate", evaluate)
+    monkeypatch.setattr(fix_ladder, "_write_with_meta", lambda built, dest, src, v: shutil.copyfile(built, dest))
+    protect, qat = _variants(tmp_path, ["protect", "qat"])
+    variants = iter([fix_ladder.Variant("protect", protect.candidate, False),  # float ops: runs partly on the CPU
+                     fix_ladder.Variant("qat", qat.candidate, True)])
+    row = SimpleNamespace(backend="litert", path=tmp_path / "model.edgetpu.tflite", artifact="model.edgetpu.tflite")
+    rows = fix_ladder.run_ladder(row, FORMATS["edgetpu"], variants, np.zeros((1, 2)), None, None, None,
+                                 tmp_path / "out", (), accept=_edgetpu_only(lambda fixed: None))
+    assert [(r.step, r.status, bool(r.rejected)) for r in rows] == [("protect", "pass", True), ("qat", "pass", False)]
+    assert "Edge TPU" in rows[0].rejected
