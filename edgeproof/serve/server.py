@@ -133,21 +133,20 @@ def serve(model: str | Path | LoadSpec, config: ServeConfig,
     folder is a model repository (repository.py): every model in it is served under its folder's name, each
     with the spec's options."""
     require_extra()
-    from concurrent.futures import ThreadPoolExecutor
-
     import uvicorn
 
     from edgeproof.runtime.preprocess import quiet_opencv
     from edgeproof.runtime.spec import LoadSpec
     from edgeproof.serve.app import build_app
     from edgeproof.serve.metrics import Metrics
+    from edgeproof.serve.pool import LifoPool
     from edgeproof.serve.protocol import ConnectionLimits, make_protocol
     from edgeproof.serve.repository import Repository, scan
 
     spec = model if isinstance(model, LoadSpec) else LoadSpec(model)
     metrics = Metrics()
     budget = Budget(config.max_inflight, tune_malloc())
-    pool = ThreadPoolExecutor(config.decode_threads, thread_name_prefix="edgeproof-decode")
+    pool = LifoPool(config.decode_threads, thread_name_prefix="edgeproof-decode")
     is_repo = spec.path.is_dir()
     if is_repo:
         found = scan(spec.path)

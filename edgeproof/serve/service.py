@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from edgeproof.errors import EdgeproofError, UsageError
 from edgeproof.serve.engine import Engine, Result, Unavailable
 from edgeproof.serve.images import BadImage, prepare_all
 from edgeproof.serve.limits import Budget, Busy
+from edgeproof.serve.pool import LifoPool
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class Service:
     metrics: object  # ModelMetrics
     name: str
     card: dict = field(default_factory=dict)
-    pool: ThreadPoolExecutor | None = None
+    pool: Executor | None = None
     budget: Budget | None = None
     version: str = "1"
     metadata: dict = field(default_factory=dict)
@@ -55,7 +56,7 @@ class Service:
         if self.budget is None:
             self.budget = Budget(self.config.max_inflight)
         if self.pool is None:
-            self.pool = ThreadPoolExecutor(self.config.decode_threads, thread_name_prefix="edgeproof-decode")
+            self.pool = LifoPool(self.config.decode_threads, thread_name_prefix="edgeproof-decode")
         m = self.model
         self.model_ref = {"name": self.name, "format": m.format, "backend": m.backend_name}
 
