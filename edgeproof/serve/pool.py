@@ -53,14 +53,17 @@ class LifoPool(Executor):
             if job is None:
                 wake.wait()
                 continue
-            future, fn, args, kwargs = job
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(fn(*args, **kwargs))
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller through its future, as in ThreadPoolExecutor
-                future.set_exception(exc)
-            job = future = fn = args = kwargs = None  # the request's data is not held while idle
+            self._run(*job)
+
+    @staticmethod
+    def _run(future: Future, fn, args, kwargs) -> None:
+        """One job; its data (the request's bytes and arrays) is dropped on return, not held while idle."""
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller through its future, as in ThreadPoolExecutor
+            future.set_exception(exc)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._lock:
