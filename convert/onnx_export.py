@@ -37,7 +37,12 @@ def to_onnx(model: Any, opset: int = DEFAULT_OPSET):
     import tensorflow as tf
     import tf2onnx
 
+    from edgeproof.convert.onnx_ready import onnx_ready
+
     check_opset(opset)
+    model, rewritten = onnx_ready(model)  # grouped convolutions and the exact GELU: ops tf2onnx lacks
+    if rewritten:
+        logging.getLogger(__name__).info("ONNX export: %s", "; ".join(rewritten))
     shape = tuple(model.inputs[0].shape)
     spec = tf.TensorSpec((None, *shape[1:]), tf.float32, name=INPUT_NAME)
 
