@@ -91,7 +91,9 @@ CALIB = 200
 def cell(fmt: str, manifest_entry, rows: list) -> dict:
     """One architecture x format cell from its conversion result and its parity rows (one per backend)."""
     size = manifest_entry.bytes if manifest_entry is not None else None
-    if manifest_entry is not None and manifest_entry.status == "failed":  # converted, missed convert's held-out gate
+    if manifest_entry is not None and manifest_entry.status == "failed" and manifest_entry.path is not None \
+            and "held_out_gate" in manifest_entry.options:  # converted, then missed convert's held-out gate (a
+        # conversion that failed is "failed" too, with no file: that one is an error below)
         return {"status": "fail", "reason": " ".join(f"convert's held-out gate: {manifest_entry.error}".split())[:300],
                 "size_bytes": size, "p50_ms": None, "backends": {}}
     if manifest_entry is None or manifest_entry.status != "ok":
