@@ -55,17 +55,15 @@ def onnx_ready(model: Any) -> tuple[Any, list[str]]:
     import keras
     from keras import layers
 
-    grouped = [layer.name for layer in model.layers if _depthwise_of(layer) is not None]
-    gelus = [layer.name for layer in model.layers if _exact_gelu(layer)]
+    grouped = {layer.name: dw for layer in model.layers if (dw := _depthwise_of(layer)) is not None}
+    gelus = {layer.name: layers.Activation(_gelu_erf, name=layer.name) for layer in model.layers
+             if _exact_gelu(layer)}
     if not grouped and not gelus:
         return model, []
+    replaced = {**grouped, **gelus}  # each replacement built once, with its weights, and handed to the clone
 
     def clone(layer: Any) -> Any:
-        if layer.name in grouped:
-            return _depthwise_of(layer)
-        if layer.name in gelus:
-            return layers.Activation(_gelu_erf, name=layer.name)
-        return layer
+        return replaced.get(layer.name, layer)
 
     notes = [f"{len(grouped)} grouped Conv2D exported as DepthwiseConv2D"] if grouped else []
     notes += [f"{len(gelus)} exact GELU exported with Erf instead of Erfc"] if gelus else []
