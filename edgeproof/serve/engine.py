@@ -132,11 +132,12 @@ class Engine:
             self.incoming += delta
 
     def _decode_and_queue(self, make_x, fut: asyncio.Future) -> None:
+        answers: list[tuple[asyncio.Future, object]] = []
         try:
             try:
                 job = _Job(make_x(), fut)
             except BaseException as exc:  # noqa: BLE001 - a bad image (400) or anything else: the request's
-                self._set(fut, exc)
+                answers = [(fut, exc)]
                 return
             # Nothing queued and nobody to batch with: run it on this thread if an interpreter is free (its lock
             # still keeps one call at a time), saving the hand-off to the replica thread.
@@ -144,13 +145,14 @@ class Engine:
                 for r in self._replicas:
                     if not r.dead and r.lock.acquire(blocking=False):
                         try:
-                            r._run([job])
+                            answers = r._run([job])
                         finally:
                             r.lock.release()
                         return
             self._queue.put(job)
         finally:
             self._incoming(-1)
+            self._deliver_all(answers)  # last: the event loop takes over (and wants the GIL) from here
 
     @property
     def hung(self) -> int:
@@ -163,6 +165,10 @@ class Engine:
     # ---- called from replica / watchdog threads
     def _deliver(self, job: _Job, value) -> None:
         self._set(job.future, value)
+
+    def _deliver_all(self, answers: list[tuple[asyncio.Future, object]]) -> None:
+        for fut, value in answers:
+            self._set(fut, value)
 
     def _set(self, fut: asyncio.Future, value) -> None:
         """Complete `fut` (result or exception) on the event loop, from any thread; a cancelled one is left alone."""
@@ -271,7 +277,8 @@ class _Replica:
                 return
             batch, carry = self._collect(job)
             with self.lock:
-                self._run(batch)
+                answers = self._run(batch)
+            eng._deliver_all(answers)
         if carry is not None:  # written off while holding a job: hand it to a healthy replica
             eng._queue.put(carry)
 
@@ -282,7 +289,9 @@ class _Replica:
         return np.concatenate([self.session.infer(x[i:i + step], f"a batch of {len(x[i:i + step])}")
                                for i in range(0, len(x), step)])
 
-    def _run(self, batch: list[_Job]) -> None:
+    def _run(self, batch: list[_Job]) -> list[tuple[asyncio.Future, object]]:
+        """One inference call for the batch -> (future, Result or exception) to deliver, which the caller does after
+        releasing the interpreter's lock and its own bookkeeping (a delivery wakes the event loop)."""
         eng = self.engine
         t0 = time.perf_counter()
         self._current = batch
@@ -292,21 +301,19 @@ class _Replica:
         except Exception as exc:  # noqa: BLE001 - handed to the request; the replica keeps serving
             self._current = []
             if self.dead:
-                return
+                return []
             if len(batch) > 1:  # one request's input must not fail its neighbours: run them alone
-                for job in batch:
-                    self._run([job])
-                return
-            eng._deliver(batch[0], exc if isinstance(exc, EdgeproofError) else
-                         UsageError(f"inference failed: {type(exc).__name__}: {exc}"))
-            return
+                return [answer for job in batch for answer in self._run([job])]
+            return [(batch[0].future, exc if isinstance(exc, EdgeproofError) else
+                     UsageError(f"inference failed: {type(exc).__name__}: {exc}"))]
         self._current = []
         if self.dead:  # the watchdog already answered these requests with 503
-            return
+            return []
         infer_s = time.perf_counter() - t0
         if eng.metrics is not None:
             eng.metrics.observe_batch(len(x), infer_s, [t0 - j.enqueued for j in batch])
-        i = 0
+        answers, i = [], 0
         for job in batch:
-            eng._deliver(job, Result(probs[i:i + job.n], t0 - job.enqueued, infer_s, len(x)))
+            answers.append((job.future, Result(probs[i:i + job.n], t0 - job.enqueued, infer_s, len(x))))
             i += job.n
+        return answers

@@ -94,7 +94,8 @@ def prepare_all(items: list[tuple[str, bytes]], pp: Preprocess, max_pixels: int 
             arrays.append(prepare_bytes(data, pp, max_pixels, budget))
         except ImageReadError as exc:
             raise BadImage(which, str(exc)) from None
-    return np.stack(arrays)
+    # one image (the common request): a view with the batch axis, not np.stack's copy of the whole input
+    return arrays[0][None] if len(arrays) == 1 else np.stack(arrays)
 
 
 def media_type(content_type: str | None) -> str:
