@@ -14,6 +14,11 @@ install: $(VENV)/bin/python
 	$(PY) -m pip install -q -e '.[all,dev]'
 	$(PY) -m pip install -q --no-deps 'onnx2tf==1.29.24'  # ONNX -> TFLite; its pins conflict (see pyproject)
 	$(PY) -m pip install -q --no-deps 'tensorflow-model-optimization==0.8.1'  # convert's qat rung; pins absl-py~=1.2
+	$(PY) -m pip install -q --no-deps 'tf-keras>=2.21,<2.22'  # its 'tensorflow' requirement: see pyproject's onnx-source
+	@# a venv made before that got TensorFlow's full build over tensorflow-cpu (one folder, two distributions)
+	@if [ "$$(uname -m)" = x86_64 ] && $(PY) -m pip show -q tensorflow >/dev/null 2>&1; then \
+	  $(PY) -m pip uninstall -q -y tensorflow && \
+	  $(PY) -m pip install -q --force-reinstall --no-deps 'tensorflow-cpu==2.21.*'; fi
 
 legacy-venv:
 	@test -x $(LEGACY_VENV)/bin/python && $(LEGACY_VENV)/bin/python -c "import tflite_runtime" 2>/dev/null || \

@@ -28,7 +28,7 @@ from edgeproof.contract import image_layout, score_units
 from edgeproof.errors import UsageError
 
 MIN_OPSET = 13  # Softmax/ReduceX with explicit axes; onnxruntime's static quantization wants >= 11 too
-INSTALL = "pip install --no-deps onnx2tf==1.29.24 && pip install 'edgeproof[onnx-source]'"
+INSTALL = "pip install --no-deps onnx2tf==1.29.24 'tf-keras>=2.21,<2.22' && pip install 'edgeproof[onnx-source]'"
 
 
 class _Spec:

@@ -46,7 +46,8 @@ QAT_BATCH = 32
 QAT_MAX_IMAGES = 1000
 QAT_MAX_BYTES = 256 << 20
 QAT_MAX_SECONDS = 180.0
-PIP_LINE = "pip install 'edgeproof[qat]' && pip install --no-deps 'tensorflow-model-optimization==0.8.1'"
+PIP_LINE = ("pip install 'edgeproof[qat]' && pip install --no-deps 'tensorflow-model-optimization==0.8.1' "
+            "'tf-keras>=2.21,<2.22'")
 
 
 def missing() -> str | None:
